@@ -1,0 +1,12 @@
+//! `terminus-core`: the sans-IO heart of the Terminus gateway.
+//!
+//! Everything here is a pure state machine in the style of quinn-proto and
+//! str0m: inputs go in through `handle_*(now, ...)` methods, outputs come out
+//! of `poll_*()` methods, and time is data supplied by the caller. Nothing in
+//! this crate reads a clock, opens a socket, spawns a thread or awaits.
+
+pub mod time;
+pub mod operation;
+
+pub use operation::{OpId, OperationRequest, UpstreamEvent};
+pub use time::Millis;

@@ -1,0 +1,55 @@
+//! What an operation is, as seen from both sides of the core: the request a
+//! client sent, the internal handle that names it, and the events an upstream
+//! reports for it.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Internal handle of one operation.
+///
+/// Handles are allocated from a counter and never reused within a
+/// connection, so a late upstream event for an ended operation can never reach
+/// a newer operation that reuses the client's string id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "op#{}", self.0)
+    }
+}
+
+/// A GraphQL request as a client sent it (`subscribe` or legacy `start`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationRequest {
+    /// The client's id for the operation (unique among its live operations).
+    pub id: String,
+    /// The GraphQL document.
+    pub query: String,
+    /// Which operation of the document to run, if it has several.
+    pub operation_name: Option<String>,
+    /// Variable values (an empty map when the client sent none or null).
+    pub variables: Map<String, Value>,
+    /// Protocol extensions, passed through untouched.
+    pub extensions: Map<String, Value>,
+}
+
+/// What the upstream side reports for an operation; the host feeds these to
+/// the connection state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamEvent {
+    /// One execution result (`{"data": ..., "errors": [...]}`).
+    Next(Value),
+    /// The operation failed before or instead of producing results: a
+    /// non-empty list of GraphQL errors. Terminal.
+    Error(Vec<Value>),
+    /// The operation produced all of its results. Terminal.
+    Complete,
+}
+
+impl UpstreamEvent {
+    /// Whether this event ends the operation.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, UpstreamEvent::Next(_))
+    }
+}

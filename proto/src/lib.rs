@@ -1,0 +1,1 @@
+//! Protobuf definitions of the Terminus demo and test upstreams.

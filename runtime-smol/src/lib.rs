@@ -1,0 +1,1 @@
+//! The smol runtime adapter of the Terminus gateway.

@@ -1,0 +1,1 @@
+//! The Terminus core compiled to wasm for the browser simulator.
