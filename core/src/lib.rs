@@ -5,8 +5,10 @@
 //! of `poll_*()` methods, and time is data supplied by the caller. Nothing in
 //! this crate reads a clock, opens a socket, spawns a thread or awaits.
 
-pub mod time;
 pub mod operation;
+pub mod time;
+pub mod upstream;
 
 pub use operation::{OpId, OperationRequest, UpstreamEvent};
 pub use time::Millis;
+pub use upstream::{FailureKind, UpstreamCall, UpstreamFailure};

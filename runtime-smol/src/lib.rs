@@ -1,1 +1,3 @@
 //! The smol runtime adapter of the Terminus gateway.
+
+pub mod tasks;

@@ -1,0 +1,104 @@
+//! The vocabulary shared by the planner (which decides what to call) and the
+//! host (which makes the calls): what one upstream call is, and how it fails.
+
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// One call to an upstream, as planned by the core and executed by the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamCall {
+    /// A gRPC call on a configured upstream.
+    Grpc {
+        /// The upstream's configured name (`@grpc(upstream: ...)`).
+        upstream: String,
+        /// Fully qualified method, `package.Service/Method`.
+        method: String,
+        /// The request message in the proto3 JSON mapping (lowerCamelCase
+        /// field names).
+        request: Value,
+        /// Server-streaming (a subscription field) rather than unary.
+        streaming: bool,
+    },
+    /// One SQL statement on a configured database, run as a prepared
+    /// statement. `:name` placeholders of the schema have already become `?`
+    /// and `params` holds their values in order: values are never
+    /// interpolated into SQL text.
+    Sql {
+        /// The database's configured name (`@sql(db: ...)`).
+        db: String,
+        /// The statement with positional `?` placeholders.
+        statement: String,
+        /// One value per placeholder, in order.
+        params: Vec<Value>,
+        /// Whether the statement returns rows (`SELECT`) or changes them.
+        returns_rows: bool,
+    },
+    /// A SQL query polled every `every` for a live subscription. The host
+    /// reports each poll's rows as an item; the core emits only changes.
+    LiveSql {
+        /// The database's configured name.
+        db: String,
+        /// The statement with positional `?` placeholders.
+        statement: String,
+        /// One value per placeholder, in order.
+        params: Vec<Value>,
+        /// The polling interval.
+        every: Duration,
+    },
+}
+
+/// Why an upstream call failed, as a stable GraphQL `extensions.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The upstream could not be reached (connection refused, reset, gone).
+    Unavailable,
+    /// The call's deadline passed.
+    Timeout,
+    /// The upstream's concurrency bound or pool was exhausted.
+    Busy,
+    /// The upstream answered with an error of its own.
+    Failed,
+    /// The arguments could not be turned into an upstream request.
+    BadInput,
+}
+
+impl FailureKind {
+    /// The `extensions.code` a client sees.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::Unavailable => "UPSTREAM_UNAVAILABLE",
+            FailureKind::Timeout => "UPSTREAM_TIMEOUT",
+            FailureKind::Busy => "UPSTREAM_BUSY",
+            FailureKind::Failed => "UPSTREAM_ERROR",
+            FailureKind::BadInput => "BAD_USER_INPUT",
+        }
+    }
+}
+
+/// A failed upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// A message safe to show to the client.
+    pub message: String,
+}
+
+impl UpstreamFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        UpstreamFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for UpstreamFailure {}
