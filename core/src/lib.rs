@@ -5,7 +5,10 @@
 //! of `poll_*()` methods, and time is data supplied by the caller. Nothing in
 //! this crate reads a clock, opens a socket, spawns a thread or awaits.
 
+pub mod ledger;
 pub mod operation;
+pub mod protocol;
+pub mod server;
 pub mod time;
 pub mod upstream;
 

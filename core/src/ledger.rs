@@ -1,0 +1,424 @@
+//! The auditor of the lifecycle rules of DESIGN.md ("The core contract").
+//!
+//! A [`Ledger`] observes every input fed to a [`ServerConnection`] and every
+//! effect it emits, and records each broken rule as a [`Violation`] (data,
+//! never a panic, so a simulator can display it). [`Audited`] runs a
+//! connection under a ledger; unit tests, property tests, fuzz targets and the
+//! wasm simulator all use it, so "every operation ends" is checked the same
+//! way everywhere.
+
+use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection, Subprotocol};
+use crate::{Millis, OpId, UpstreamEvent};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+/// How an operation ended, as the ledger saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The upstream reported `Error` or `Complete`.
+    Upstream,
+    /// The connection emitted `Cancel`.
+    Cancel,
+}
+
+/// One broken lifecycle rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Violation {
+    /// A `Start` reused an `OpId` that was started before.
+    OpIdReused {
+        /// The reused handle.
+        op: OpId,
+    },
+    /// A `Start` for a client id whose previous operation is still live.
+    IdStartedWhileLive {
+        /// The client's id.
+        id: String,
+    },
+    /// An operation ended twice (e.g. upstream terminal event, then Cancel).
+    EndedTwice {
+        /// The operation.
+        op: OpId,
+        /// The first end.
+        first: End,
+        /// The second end.
+        second: End,
+    },
+    /// `Cancel` for an operation that was never started.
+    CancelOfUnknownOperation {
+        /// The operation.
+        op: OpId,
+    },
+    /// Something other than `Cancel` was emitted after `Close` or after the
+    /// transport closed.
+    EffectAfterClose {
+        /// The effect, debug-printed.
+        effect: String,
+    },
+    /// A frame was sent for an operation that had already ended.
+    SentAfterOperationEnd {
+        /// The client's id in the frame.
+        id: String,
+        /// The frame's `type`.
+        kind: String,
+    },
+    /// A frame carrying results was sent for an id with no live operation.
+    ResultForUnknownId {
+        /// The client's id in the frame.
+        id: String,
+        /// The frame's `type`.
+        kind: String,
+    },
+    /// An upstream event for an ended operation produced an effect (it must
+    /// be dropped, whatever operation now uses the client's id).
+    LateEventNotDropped {
+        /// The ended operation.
+        op: OpId,
+        /// The effect it caused, debug-printed.
+        effect: String,
+    },
+    /// The connection emitted a frame that is not valid JSON with a `type`.
+    MalformedFrame {
+        /// The frame.
+        text: String,
+    },
+    /// A `Close` reason longer than 123 bytes.
+    CloseReasonTooLong {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// At the end: an operation was started and never ended.
+    NeverEnded {
+        /// The operation.
+        op: OpId,
+        /// Its client id.
+        id: String,
+    },
+    /// At the end: the connection does not report itself terminated.
+    NotTerminated,
+    /// At the end: the connection still counts live operations.
+    LiveOperationsAtEnd {
+        /// How many.
+        count: usize,
+    },
+    /// At the end: the connection still wants a timer.
+    TimerAtEnd {
+        /// The deadline.
+        deadline: Millis,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::OpIdReused { op } => write!(f, "{op} was started twice"),
+            Violation::IdStartedWhileLive { id } => {
+                write!(f, "id {id:?} was started while its operation was live")
+            }
+            Violation::EndedTwice { op, first, second } => {
+                write!(f, "{op} ended twice ({first:?}, then {second:?})")
+            }
+            Violation::CancelOfUnknownOperation { op } => {
+                write!(f, "Cancel for {op}, which was never started")
+            }
+            Violation::EffectAfterClose { effect } => write!(f, "{effect} after Close"),
+            Violation::SentAfterOperationEnd { id, kind } => {
+                write!(f, "{kind} sent for id {id:?} after its operation ended")
+            }
+            Violation::ResultForUnknownId { id, kind } => {
+                write!(f, "{kind} sent for id {id:?}, which has no live operation")
+            }
+            Violation::LateEventNotDropped { op, effect } => {
+                write!(f, "late upstream event for ended {op} caused {effect}")
+            }
+            Violation::MalformedFrame { text } => write!(f, "malformed frame sent: {text}"),
+            Violation::CloseReasonTooLong { bytes } => {
+                write!(f, "close reason of {bytes} bytes (at most 123)")
+            }
+            Violation::NeverEnded { op, id } => write!(f, "{op} (id {id:?}) never ended"),
+            Violation::NotTerminated => write!(f, "connection not terminated at the end"),
+            Violation::LiveOperationsAtEnd { count } => {
+                write!(f, "{count} live operations at the end")
+            }
+            Violation::TimerAtEnd { deadline } => {
+                write!(f, "timer still armed at the end ({} ms)", deadline.0)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpRecord {
+    id: String,
+    end: Option<End>,
+}
+
+/// Observes a server connection's inputs and effects; see the module docs.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    ops: BTreeMap<OpId, OpRecord>,
+    /// Client id to the latest operation started with it.
+    current: HashMap<String, OpId>,
+    closed: bool,
+    /// What the input of the current step was, for effect attribution.
+    step_input_is_text: bool,
+    step_late_event: Option<OpId>,
+    /// Operations that ended during the current step (their terminal frame
+    /// is allowed in the same step).
+    ended_this_step: HashSet<OpId>,
+    violations: Vec<Violation>,
+    starts: usize,
+}
+
+impl Ledger {
+    /// An empty ledger for a new connection.
+    pub fn new() -> Self {
+        Ledger::default()
+    }
+
+    /// Records an input about to be fed to the connection. Starts a new step:
+    /// the effects observed until the next input are attributed to it.
+    pub fn observe_input(&mut self, input: &Input) {
+        self.step_input_is_text = matches!(input, Input::Text(_));
+        self.step_late_event = None;
+        self.ended_this_step.clear();
+        match input {
+            Input::Upstream { op, event } => match self.ops.get_mut(op) {
+                Some(record) if record.end.is_none() && !self.closed => {
+                    if event.is_terminal() {
+                        record.end = Some(End::Upstream);
+                        self.ended_this_step.insert(*op);
+                    }
+                }
+                _ => self.step_late_event = Some(*op),
+            },
+            Input::TransportClosed => self.closed = true,
+            _ => {}
+        }
+    }
+
+    /// Records an effect the connection emitted.
+    pub fn observe_effect(&mut self, effect: &Effect) {
+        if let Some(op) = self.step_late_event {
+            self.violations.push(Violation::LateEventNotDropped {
+                op,
+                effect: format!("{effect:?}"),
+            });
+        }
+        if self.closed && !matches!(effect, Effect::Cancel { .. }) {
+            self.violations.push(Violation::EffectAfterClose {
+                effect: format!("{effect:?}"),
+            });
+            return;
+        }
+        match effect {
+            Effect::Start { op, request } => {
+                self.starts += 1;
+                if self.ops.contains_key(op) {
+                    self.violations.push(Violation::OpIdReused { op: *op });
+                    return;
+                }
+                if let Some(prev) = self.current.get(&request.id) {
+                    if self.ops[prev].end.is_none() {
+                        self.violations.push(Violation::IdStartedWhileLive {
+                            id: request.id.clone(),
+                        });
+                    }
+                }
+                self.ops.insert(
+                    *op,
+                    OpRecord {
+                        id: request.id.clone(),
+                        end: None,
+                    },
+                );
+                self.current.insert(request.id.clone(), *op);
+            }
+            Effect::Cancel { op } => match self.ops.get_mut(op) {
+                None => self
+                    .violations
+                    .push(Violation::CancelOfUnknownOperation { op: *op }),
+                Some(record) => match record.end {
+                    Some(first) => self.violations.push(Violation::EndedTwice {
+                        op: *op,
+                        first,
+                        second: End::Cancel,
+                    }),
+                    None => {
+                        record.end = Some(End::Cancel);
+                        self.ended_this_step.insert(*op);
+                    }
+                },
+            },
+            Effect::Close { reason, .. } => {
+                if reason.len() > crate::protocol::MAX_CLOSE_REASON_BYTES {
+                    self.violations.push(Violation::CloseReasonTooLong {
+                        bytes: reason.len(),
+                    });
+                }
+                self.closed = true;
+            }
+            Effect::SendText(text) => self.check_frame(text),
+            Effect::SendPing | Effect::Authenticate { .. } => {}
+        }
+    }
+
+    fn check_frame(&mut self, text: &str) {
+        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+            self.violations
+                .push(Violation::MalformedFrame { text: text.into() });
+            return;
+        };
+        let Some(kind) = obj.get("type").and_then(Value::as_str) else {
+            self.violations
+                .push(Violation::MalformedFrame { text: text.into() });
+            return;
+        };
+        let Some(id) = obj.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let op = self.current.get(id).copied();
+        let live = op.is_some_and(|op| self.ops[&op].end.is_none());
+        let ended_now = op.is_some_and(|op| self.ended_this_step.contains(&op));
+        let ok = match kind {
+            "next" | "data" => live,
+            "complete" => live || ended_now,
+            // An `error` may also reject a start that never ran (too many
+            // operations, a bad legacy payload): that is an answer to a frame.
+            "error" => live || ended_now || self.step_input_is_text,
+            _ => true,
+        };
+        if !ok {
+            let (id, kind) = (id.to_owned(), kind.to_owned());
+            self.violations.push(match op {
+                Some(_) => Violation::SentAfterOperationEnd { id, kind },
+                None => Violation::ResultForUnknownId { id, kind },
+            });
+        }
+    }
+
+    /// Checks the end state: call once the scenario is over (typically after
+    /// the transport closed and every effect was drained).
+    pub fn check_end(&mut self, conn: &ServerConnection) {
+        for (op, record) in &self.ops {
+            if record.end.is_none() {
+                self.violations.push(Violation::NeverEnded {
+                    op: *op,
+                    id: record.id.clone(),
+                });
+            }
+        }
+        if !conn.is_terminated() {
+            self.violations.push(Violation::NotTerminated);
+        }
+        if conn.live_operations() != 0 {
+            self.violations.push(Violation::LiveOperationsAtEnd {
+                count: conn.live_operations(),
+            });
+        }
+        if let Some(deadline) = conn.poll_timeout() {
+            self.violations.push(Violation::TimerAtEnd { deadline });
+        }
+    }
+
+    /// Every violation recorded so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// No violation recorded.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// How many operations were started.
+    pub fn starts(&self) -> usize {
+        self.starts
+    }
+
+    /// Operations started and not ended, as the ledger counts them.
+    pub fn live(&self) -> usize {
+        self.ops.values().filter(|r| r.end.is_none()).count()
+    }
+
+    /// Whether `op` was started and has not ended.
+    pub fn is_live(&self, op: OpId) -> bool {
+        self.ops.get(&op).is_some_and(|r| r.end.is_none())
+    }
+
+    /// Whether a `Close` was emitted or the transport closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// A [`ServerConnection`] run under a [`Ledger`]: every input and every
+/// effect goes through the ledger. The effects of each input are returned
+/// (already drained from the connection).
+#[derive(Debug)]
+pub struct Audited {
+    conn: ServerConnection,
+    ledger: Ledger,
+}
+
+impl Audited {
+    /// A new audited connection.
+    pub fn new(now: Millis, protocol: Subprotocol, config: ConnectionConfig) -> Self {
+        Audited {
+            conn: ServerConnection::new(now, protocol, config),
+            ledger: Ledger::new(),
+        }
+    }
+
+    /// Feeds one input and returns every effect it caused.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        self.ledger.observe_input(&input);
+        self.conn.handle(now, input);
+        let mut effects = Vec::new();
+        while let Some(effect) = self.conn.poll_effect() {
+            self.ledger.observe_effect(&effect);
+            effects.push(effect);
+        }
+        effects
+    }
+
+    /// Sugar: a text frame.
+    pub fn text(&mut self, now: Millis, text: &str) -> Vec<Effect> {
+        self.handle(now, Input::Text(text.to_owned()))
+    }
+
+    /// Sugar: an auth verdict.
+    pub fn auth(&mut self, now: Millis, verdict: AuthVerdict) -> Vec<Effect> {
+        self.handle(now, Input::Auth(verdict))
+    }
+
+    /// Sugar: an upstream event.
+    pub fn upstream(&mut self, now: Millis, op: OpId, event: UpstreamEvent) -> Vec<Effect> {
+        self.handle(now, Input::Upstream { op, event })
+    }
+
+    /// Sugar: fire the timer if it is due at `now`.
+    pub fn timeout(&mut self, now: Millis) -> Vec<Effect> {
+        self.handle(now, Input::Timeout)
+    }
+
+    /// The connection (read-only: inputs must go through the ledger).
+    pub fn connection(&self) -> &ServerConnection {
+        &self.conn
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Closes the transport (a no-op if already closed), checks the end
+    /// state, and returns every violation of the whole run.
+    pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
+        if !self.conn.is_terminated() {
+            self.handle(now, Input::TransportClosed);
+        }
+        self.ledger.check_end(&self.conn);
+        self.ledger.violations().to_vec()
+    }
+}
