@@ -71,6 +71,9 @@ pub mod close {
     pub const TOO_MANY_INITIALISATION_REQUESTS: u16 = 4429;
     /// Internal server error (a panic in the connection's task).
     pub const INTERNAL_SERVER_ERROR: u16 = 4500;
+    /// Client side: the server sent something the client cannot understand
+    /// (graphql-ws uses the same code).
+    pub const BAD_RESPONSE: u16 = 4004;
     /// Client side: the server did not acknowledge `connection_init` in time
     /// (graphql-ws uses the same code).
     pub const CONNECTION_ACKNOWLEDGEMENT_TIMEOUT: u16 = 4504;
