@@ -5,6 +5,7 @@
 //! of `poll_*()` methods, and time is data supplied by the caller. Nothing in
 //! this crate reads a clock, opens a socket, spawns a thread or awaits.
 
+pub mod graphql;
 pub mod operation;
 pub mod time;
 pub mod upstream;
