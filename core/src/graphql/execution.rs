@@ -1,0 +1,501 @@
+//! The execution state machine of one prepared operation.
+//!
+//! It plans one upstream call per root field that needs one (`__typename`
+//! and introspection are answered locally), hands the calls out through
+//! [`Execution::poll_call`], takes their events through
+//! [`Execution::handle_call_event`] and produces the operation's events for
+//! the connection through [`Execution::poll_output`]:
+//!
+//! - query: the root fields' calls run at once; when all have answered, one
+//!   `Next({data, errors?})`, then `Complete`. A failed call makes its field
+//!   null with an error carrying the failure's code and the field's `path`;
+//!   a null in a non-null root field makes `data` null, and the calls still
+//!   running are given up ([`Execution::poll_cancel`]).
+//! - mutation: the same, except the root fields run one after another, as
+//!   the spec requires.
+//! - subscription: each stream item becomes one `Next`; the stream's end
+//!   becomes `Complete`, its failure `Error([...])` with the failure's code.
+//!   For `@live`, a poll whose rows equal the previous poll's emits nothing.
+
+use super::errors::{GraphQLError, PathSegment};
+use super::introspection;
+use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
+use super::shape::{Propagate, Shaper};
+use super::sql::SqlStatement;
+use super::validate::PreparedOperation;
+use crate::operation::UpstreamEvent;
+use crate::upstream::{FailureKind, UpstreamCall, UpstreamFailure};
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+
+/// Names one upstream call of one execution. Never reused within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// What the host reports about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// One result: the unary response, one stream message, the SQL rows (an
+    /// array of row objects), `{"affectedRows", "lastInsertId"}` for a
+    /// statement that changes rows, or one poll's rows for live SQL.
+    Item(Value),
+    /// The call failed. Terminal for the call.
+    Failed(UpstreamFailure),
+    /// The call ended normally. Terminal for the call.
+    End,
+}
+
+/// Where a root field's value comes from.
+#[derive(Debug)]
+enum FieldState {
+    /// Answered without an upstream (`__typename`, introspection).
+    Local(Value),
+    /// Not started yet (mutations run their fields in order).
+    Waiting,
+    /// The call is running; `reselecting` once the `@sql(reselect:)` query
+    /// was issued after the statement.
+    Running { call: CallId, reselecting: bool },
+    /// The upstream's value for the field (before shaping).
+    Answered(Value),
+    /// The call failed.
+    Failed(UpstreamFailure),
+}
+
+/// The execution of one operation. See the module documentation.
+#[derive(Debug)]
+pub struct Execution {
+    op: PreparedOperation,
+    states: Vec<FieldState>,
+    calls: VecDeque<(CallId, UpstreamCall)>,
+    outputs: VecDeque<UpstreamEvent>,
+    cancels: VecDeque<CallId>,
+    next_call: u64,
+    /// The terminal output has been queued.
+    done: bool,
+    /// `@live`: the rows of the last emitted poll.
+    last_live: Option<Value>,
+}
+
+fn request_from_args(args: &Map<String, Value>) -> Value {
+    // proto3 JSON: an absent or null field is the default, so nulls are left
+    // out rather than sent.
+    Value::Object(
+        args.iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+fn sql_params(
+    statement: &SqlStatement,
+    args: &Map<String, Value>,
+    extra: Option<&Value>,
+) -> Vec<Value> {
+    statement
+        .params
+        .iter()
+        .map(|p| {
+            args.get(p)
+                .or_else(|| extra.and_then(|e| e.get(p)))
+                .cloned()
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+impl Execution {
+    /// Starts executing `op`: the first calls are ready in
+    /// [`poll_call`](Self::poll_call) (or, when nothing needs an upstream,
+    /// the result is ready in [`poll_output`](Self::poll_output)).
+    pub fn new(op: PreparedOperation) -> Self {
+        let mut exec = Execution {
+            states: Vec::with_capacity(op.fields.len()),
+            op,
+            calls: VecDeque::new(),
+            outputs: VecDeque::new(),
+            cancels: VecDeque::new(),
+            next_call: 0,
+            done: false,
+            last_live: None,
+        };
+        for i in 0..exec.op.fields.len() {
+            let f = &exec.op.fields[i];
+            let state = match f.name.as_str() {
+                "__typename" => FieldState::Local(Value::String(exec.op.root_type.clone())),
+                "__schema" | "__type" => {
+                    FieldState::Local(introspection::resolve_root(&exec.op.schema, f))
+                }
+                _ => FieldState::Waiting,
+            };
+            exec.states.push(state);
+        }
+        match exec.op.kind {
+            OperationKind::Query => {
+                for i in 0..exec.states.len() {
+                    exec.start_field(i);
+                }
+            }
+            OperationKind::Mutation | OperationKind::Subscription => exec.start_next_waiting(),
+        }
+        exec.maybe_finish();
+        exec
+    }
+
+    fn new_call(&mut self, call: UpstreamCall) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        self.calls.push_back((id, call));
+        id
+    }
+
+    fn resolver(&self, i: usize) -> Option<Resolver> {
+        let f = &self.op.fields[i];
+        self.op
+            .schema
+            .field(&f.parent, &f.name)
+            .and_then(|d| d.resolver.clone())
+    }
+
+    fn start_next_waiting(&mut self) {
+        if let Some(i) = self
+            .states
+            .iter()
+            .position(|s| matches!(s, FieldState::Waiting))
+        {
+            self.start_field(i);
+        }
+    }
+
+    fn start_field(&mut self, i: usize) {
+        if !matches!(self.states[i], FieldState::Waiting) {
+            return;
+        }
+        let streaming = self.op.kind == OperationKind::Subscription;
+        let args = self.op.fields[i].args.clone();
+        let call = match self.resolver(i) {
+            Some(Resolver::Grpc {
+                upstream, method, ..
+            }) => UpstreamCall::Grpc {
+                upstream,
+                method,
+                request: request_from_args(&args),
+                streaming,
+            },
+            Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
+                db,
+                params: sql_params(&statement, &args, None),
+                returns_rows: statement.returns_rows,
+                statement: statement.positional,
+            },
+            Some(Resolver::Live {
+                db,
+                statement,
+                every,
+            }) => UpstreamCall::LiveSql {
+                db,
+                params: sql_params(&statement, &args, None),
+                statement: statement.positional,
+                every,
+            },
+            None => {
+                // Schema loading guarantees a resolver on every root field;
+                // answer null rather than panic if that ever changes.
+                self.states[i] = FieldState::Answered(Value::Null);
+                return;
+            }
+        };
+        let call = self.new_call(call);
+        self.states[i] = FieldState::Running {
+            call,
+            reselecting: false,
+        };
+    }
+
+    /// The next upstream call to make, if any.
+    pub fn poll_call(&mut self) -> Option<(CallId, UpstreamCall)> {
+        self.calls.pop_front()
+    }
+
+    /// The next event for the connection, if any.
+    pub fn poll_output(&mut self) -> Option<UpstreamEvent> {
+        self.outputs.pop_front()
+    }
+
+    /// The next call the execution no longer needs; the host drops it.
+    pub fn poll_cancel(&mut self) -> Option<CallId> {
+        self.cancels.pop_front()
+    }
+
+    /// Whether the execution has produced its terminal event and the host
+    /// has taken every output.
+    pub fn is_finished(&self) -> bool {
+        self.done && self.outputs.is_empty()
+    }
+
+    /// Reports an event of call `call`. Events of unknown or already
+    /// answered calls are ignored.
+    pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
+        if self.done {
+            return;
+        }
+        let Some(i) = self
+            .states
+            .iter()
+            .position(|s| matches!(s, FieldState::Running { call: c, .. } if *c == call))
+        else {
+            return;
+        };
+        if self.op.kind == OperationKind::Subscription {
+            self.subscription_event(i, event);
+            return;
+        }
+        let FieldState::Running { reselecting, .. } = self.states[i] else {
+            return;
+        };
+        match event {
+            CallEvent::Item(value) => {
+                if let (
+                    false,
+                    Some(Resolver::Sql {
+                        db,
+                        reselect: Some(reselect),
+                        ..
+                    }),
+                ) = (reselecting, self.resolver(i))
+                {
+                    let params = sql_params(&reselect, &self.op.fields[i].args, Some(&value));
+                    let call = self.new_call(UpstreamCall::Sql {
+                        db,
+                        statement: reselect.positional,
+                        params,
+                        returns_rows: true,
+                    });
+                    self.states[i] = FieldState::Running {
+                        call,
+                        reselecting: true,
+                    };
+                    return;
+                }
+                self.states[i] = FieldState::Answered(value);
+            }
+            CallEvent::Failed(f) => self.states[i] = FieldState::Failed(f),
+            CallEvent::End => {
+                self.states[i] = FieldState::Failed(UpstreamFailure::new(
+                    FailureKind::Failed,
+                    "the upstream ended the call without a result",
+                ))
+            }
+        }
+        if self.op.kind == OperationKind::Mutation {
+            self.start_next_waiting();
+        }
+        self.maybe_finish();
+    }
+
+    fn subscription_event(&mut self, i: usize, event: CallEvent) {
+        match event {
+            CallEvent::Item(value) => {
+                let live = matches!(self.resolver(i), Some(Resolver::Live { .. }));
+                if live {
+                    if self.last_live.as_ref() == Some(&value) {
+                        return;
+                    }
+                    self.last_live = Some(value.clone());
+                }
+                let mut shaper = Shaper::new(&self.op.schema, !live);
+                let mut data = Map::new();
+                let null_data = self.shape_field(&mut shaper, i, &value, &mut data);
+                let result = result_value(
+                    if null_data {
+                        Value::Null
+                    } else {
+                        Value::Object(data)
+                    },
+                    shaper.errors,
+                );
+                self.outputs.push_back(UpstreamEvent::Next(result));
+            }
+            CallEvent::Failed(f) => {
+                let field = &self.op.fields[i];
+                let err = GraphQLError::new(f.message, f.kind.code())
+                    .at(field.pos)
+                    .with_path(vec![PathSegment::Key(field.key.clone())]);
+                self.outputs
+                    .push_back(UpstreamEvent::Error(vec![err.to_value()]));
+                self.states[i] = FieldState::Answered(Value::Null);
+                self.done = true;
+            }
+            CallEvent::End => {
+                self.outputs.push_back(UpstreamEvent::Complete);
+                self.states[i] = FieldState::Answered(Value::Null);
+                self.done = true;
+            }
+        }
+    }
+
+    /// Shapes the upstream value of root field `i` into `data`; returns
+    /// whether the null propagated to the whole `data`.
+    fn shape_field(
+        &self,
+        shaper: &mut Shaper<'_>,
+        i: usize,
+        raw: &Value,
+        data: &mut Map<String, Value>,
+    ) -> bool {
+        let field = &self.op.fields[i];
+        let source = self.source_value(i, raw);
+        let mut path = vec![PathSegment::Key(field.key.clone())];
+        match shaper.complete(field, &field.ty, &source, &mut path) {
+            Ok(v) => {
+                data.insert(field.key.clone(), v);
+                false
+            }
+            Err(Propagate) => true,
+        }
+    }
+
+    /// The value of root field `i` from its upstream's raw answer: the
+    /// `@grpc(result:)` path of the message; for SQL rows, the list or its
+    /// first row, following the field's type; for a statement that changed
+    /// rows, `{affectedRows, lastInsertId}` (or `affectedRows` alone for a
+    /// scalar field).
+    fn source_value(&self, i: usize, raw: &Value) -> Value {
+        let field = &self.op.fields[i];
+        let is_list = matches!(field.ty.nullable(), TypeRef::List(_));
+        let is_leaf = self
+            .op
+            .schema
+            .get(field.ty.named())
+            .is_some_and(|t| matches!(t.kind, TypeKind::Scalar { .. } | TypeKind::Enum { .. }));
+        match self.resolver(i) {
+            Some(Resolver::Grpc { result, .. }) => {
+                let mut v = raw;
+                for part in &result {
+                    let next = v
+                        .get(part)
+                        .or_else(|| v.get(super::shape::lower_camel(part)));
+                    match next {
+                        Some(n) => v = n,
+                        None => {
+                            // proto3 JSON omits default values: a missing
+                            // result field is its default, which shaping
+                            // supplies for non-null leaves.
+                            return match self.op.schema.get(field.ty.named()).map(|t| &t.kind) {
+                                Some(TypeKind::Scalar { .. }) if field.ty.is_non_null() => {
+                                    match field.ty.named() {
+                                        "Int" | "Float" => Value::from(0),
+                                        "Boolean" => Value::Bool(false),
+                                        "String" | "ID" => Value::from(""),
+                                        _ => Value::Null,
+                                    }
+                                }
+                                _ => Value::Null,
+                            };
+                        }
+                    }
+                }
+                v.clone()
+            }
+            Some(Resolver::Sql {
+                statement,
+                reselect,
+                ..
+            }) => {
+                let rows_expected = statement.returns_rows || reselect.is_some();
+                if rows_expected {
+                    match raw {
+                        Value::Array(rows) if !is_list => {
+                            rows.first().cloned().unwrap_or(Value::Null)
+                        }
+                        other => other.clone(),
+                    }
+                } else if is_leaf {
+                    raw.get("affectedRows").cloned().unwrap_or(Value::Null)
+                } else {
+                    raw.clone()
+                }
+            }
+            Some(Resolver::Live { .. }) => match raw {
+                Value::Array(rows) if !is_list => rows.first().cloned().unwrap_or(Value::Null),
+                other => other.clone(),
+            },
+            None => raw.clone(),
+        }
+    }
+
+    /// Query and mutation: emit the result once every root field is
+    /// answered, or as soon as a null has propagated to `data`.
+    fn maybe_finish(&mut self) {
+        if self.done || self.op.kind == OperationKind::Subscription {
+            return;
+        }
+        let mut errors: Vec<GraphQLError> = Vec::new();
+        let mut data = Map::new();
+        let mut null_data = false;
+        let mut pending = false;
+        let mut shaper = Shaper::new(&self.op.schema, true);
+        for (i, state) in self.states.iter().enumerate() {
+            let field = &self.op.fields[i];
+            match state {
+                FieldState::Local(v) => {
+                    data.insert(field.key.clone(), v.clone());
+                }
+                FieldState::Answered(raw) => {
+                    shaper.proto3_defaults =
+                        matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
+                    null_data |= self.shape_field(&mut shaper, i, raw, &mut data);
+                }
+                FieldState::Failed(f) => {
+                    errors.push(
+                        GraphQLError::new(f.message.clone(), f.kind.code())
+                            .at(field.pos)
+                            .with_path(vec![PathSegment::Key(field.key.clone())]),
+                    );
+                    if field.ty.is_non_null() {
+                        null_data = true;
+                    } else {
+                        data.insert(field.key.clone(), Value::Null);
+                    }
+                }
+                FieldState::Waiting | FieldState::Running { .. } => pending = true,
+            }
+        }
+        errors.extend(shaper.errors);
+        if pending && !null_data {
+            return;
+        }
+        // Calls still running cannot change a `data` that is already null.
+        for state in &mut self.states {
+            if let FieldState::Running { call, .. } = *state {
+                let queued = self.calls.iter().position(|(id, _)| *id == call);
+                match queued {
+                    // Never handed out: forget it rather than cancel it.
+                    Some(at) => {
+                        self.calls.remove(at);
+                    }
+                    None => self.cancels.push_back(call),
+                }
+                *state = FieldState::Failed(UpstreamFailure::new(FailureKind::Failed, "cancelled"));
+            }
+        }
+        let data = if null_data {
+            Value::Null
+        } else {
+            Value::Object(data)
+        };
+        self.outputs
+            .push_back(UpstreamEvent::Next(result_value(data, errors)));
+        self.outputs.push_back(UpstreamEvent::Complete);
+        self.done = true;
+    }
+}
+
+fn result_value(data: Value, errors: Vec<GraphQLError>) -> Value {
+    if errors.is_empty() {
+        json!({ "data": data })
+    } else {
+        let errors: Vec<Value> = errors.iter().map(GraphQLError::to_value).collect();
+        json!({ "data": data, "errors": errors })
+    }
+}
