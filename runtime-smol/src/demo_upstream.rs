@@ -1,0 +1,397 @@
+//! The demo upstream: a real gRPC server over HTTP/2 (hyper's server on
+//! smol) implementing `terminus.demo.v1.Demo` with the prost types of
+//! `terminus-proto`.
+//!
+//! `terminus demo` embeds it, and the tests use it as the upstream they can
+//! stop and restart. Every task it runs is owned: the accept loop by the
+//! [`DemoUpstream`], each connection by the accept loop, and hyper's per-stream
+//! tasks by the server's executor, so [`DemoUpstream::stop`] (or dropping it)
+//! really closes the listener and every connection and stream in flight.
+
+use crate::grpc::executor::OwnedExecutor;
+use crate::grpc::{code, encode_message, frame, take_frame, CONTENT_TYPE};
+use bytes::{Bytes, BytesMut};
+use futures_lite::FutureExt;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use prost::Message;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use terminus_proto::demo::v1::{HelloReply, HelloRequest, Tick, TicksRequest};
+
+/// The largest request the demo accepts.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How long the demo waits for a request body to arrive.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams the demo allows per connection: far above what the
+/// gateway opens, so the gateway's own bound is the one tests see.
+const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
+
+/// Counters shared by the server's tasks.
+#[derive(Default)]
+struct Shared {
+    live_streams: AtomicUsize,
+    cancelled_streams: AtomicUsize,
+    accepted_connections: AtomicUsize,
+    /// Set by `stop`: streams ended by stopping are not client cancellations.
+    stopping: AtomicBool,
+}
+
+/// The descriptors of the demo service (`terminus.demo.v1.Demo`), for
+/// [`crate::grpc::GrpcUpstream::from_descriptors`].
+pub fn descriptor_pool() -> prost_reflect::DescriptorPool {
+    prost_reflect::DescriptorPool::decode(terminus_proto::FILE_DESCRIPTOR_SET)
+        .expect("terminus-proto's FILE_DESCRIPTOR_SET is built from valid .proto files")
+}
+
+/// A running demo gRPC server. Dropping it stops it.
+pub struct DemoUpstream {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_loop: Mutex<Option<smol::Task<()>>>,
+    executor: OwnedExecutor,
+}
+
+impl std::fmt::Debug for DemoUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoUpstream")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DemoUpstream {
+    /// Listens on `addr` (port 0 for any free port) and serves the demo
+    /// service until stopped.
+    pub async fn start(addr: SocketAddr) -> io::Result<DemoUpstream> {
+        let listener = smol::net::TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let executor = OwnedExecutor::new();
+        let accept_loop =
+            crate::tasks::spawn(accept_loop(listener, shared.clone(), executor.clone()));
+        tracing::info!(%local_addr, "demo gRPC upstream listening");
+        Ok(DemoUpstream {
+            local_addr,
+            shared,
+            accept_loop: Mutex::new(Some(accept_loop)),
+            executor,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<local_addr>`, the endpoint to configure a gRPC upstream with.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Closes the listener and every connection and stream in flight, and
+    /// returns once they are gone (so the port can be bound again).
+    pub async fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let accept_loop = self.take_accept_loop();
+        if let Some(accept_loop) = accept_loop {
+            accept_loop.cancel().await;
+        }
+        self.executor.cancel_all().await;
+        tracing::info!(local_addr = %self.local_addr, "demo gRPC upstream stopped");
+    }
+
+    /// Calls being served right now.
+    pub fn live_streams(&self) -> usize {
+        self.shared.live_streams.load(Ordering::SeqCst)
+    }
+
+    /// Calls that the client reset before they ended.
+    pub fn cancelled_streams(&self) -> usize {
+        self.shared.cancelled_streams.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted since start.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.accepted_connections.load(Ordering::SeqCst)
+    }
+
+    fn take_accept_loop(&self) -> Option<smol::Task<()>> {
+        self.accept_loop
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+    }
+}
+
+impl Drop for DemoUpstream {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        drop(self.take_accept_loop());
+        self.executor.cancel_all_now();
+    }
+}
+
+/// Accepts connections and serves each in a task owned by this loop, so
+/// cancelling the loop closes them all.
+async fn accept_loop(
+    listener: smol::net::TcpListener,
+    shared: Arc<Shared>,
+    executor: OwnedExecutor,
+) {
+    let mut connections: Vec<smol::Task<()>> = Vec::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of fds or similar: wait a little instead of spinning.
+                tracing::warn!(%error, "demo upstream accept failed");
+                smol::Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.accepted_connections.fetch_add(1, Ordering::SeqCst);
+        let _ = stream.set_nodelay(true);
+        connections.retain(|connection| !connection.is_finished());
+        let service_shared = shared.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let shared = service_shared.clone();
+            async move { Ok::<_, Infallible>(serve(shared, request).await) }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(executor.clone());
+        builder
+            .timer(smol_hyper::rt::SmolTimer::new())
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+        let connection = builder.serve_connection(smol_hyper::rt::FuturesIo::new(stream), service);
+        connections.push(crate::tasks::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "demo upstream connection ended");
+            }
+        }));
+    }
+}
+
+/// Counts a call as live while it exists; a call dropped before it sent its
+/// status was reset by the client (unless the server is stopping).
+struct StreamGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.live_streams.fetch_add(1, Ordering::SeqCst);
+        StreamGuard {
+            shared,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished && !self.shared.stopping.load(Ordering::SeqCst) {
+            self.shared.cancelled_streams.fetch_add(1, Ordering::SeqCst);
+        }
+        self.shared.live_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers one gRPC request.
+async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<DemoBody> {
+    let guard = StreamGuard::new(shared);
+    let path = request.uri().path().to_owned();
+    let message = match read_message(request).await {
+        Ok(message) => message,
+        Err(message) => return trailers_only(guard, code::INVALID_ARGUMENT, &message),
+    };
+    match path.as_str() {
+        "/terminus.demo.v1.Demo/Hello" => match HelloRequest::decode(message) {
+            Ok(hello) => {
+                let name = if hello.name.is_empty() {
+                    "world"
+                } else {
+                    hello.name.as_str()
+                };
+                let reply = HelloReply {
+                    message: format!("Hello, {name}!"),
+                };
+                let mut body = DemoBody::new(guard, None);
+                body.pending
+                    .push(Frame::data(frame(&reply.encode_to_vec())));
+                body.pending
+                    .push(Frame::trailers(status_headers(code::OK, "")));
+                grpc_response(body)
+            }
+            Err(error) => trailers_only(
+                guard,
+                code::INVALID_ARGUMENT,
+                &format!("invalid HelloRequest: {error}"),
+            ),
+        },
+        "/terminus.demo.v1.Demo/Ticks" => match TicksRequest::decode(message) {
+            Ok(ticks) => {
+                let every = Duration::from_millis(ticks.every_ms.max(1) as u64);
+                let ticker = Ticker {
+                    next_seq: 1,
+                    limit: ticks.limit,
+                    fail_at: ticks.fail_at,
+                    every,
+                    timer: smol::Timer::after(every),
+                };
+                grpc_response(DemoBody::new(guard, Some(ticker)))
+            }
+            Err(error) => trailers_only(
+                guard,
+                code::INVALID_ARGUMENT,
+                &format!("invalid TicksRequest: {error}"),
+            ),
+        },
+        other => trailers_only(
+            guard,
+            code::UNIMPLEMENTED,
+            &format!("unknown method {other}"),
+        ),
+    }
+}
+
+/// Reads the request's single gRPC message, bounded in size and time.
+async fn read_message(request: Request<Incoming>) -> Result<Bytes, String> {
+    let content_type = request.headers().get(http::header::CONTENT_TYPE);
+    if !content_type
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(CONTENT_TYPE))
+    {
+        return Err(format!("content-type must be {CONTENT_TYPE}"));
+    }
+    let read = async {
+        Limited::new(request.into_body(), MAX_REQUEST_BYTES)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .map_err(|error| format!("reading the request: {error}"))
+    };
+    let expired = async {
+        smol::Timer::after(REQUEST_READ_TIMEOUT).await;
+        Err("the request did not arrive in time".to_owned())
+    };
+    let bytes = read.or(expired).await?;
+    let mut buffer = BytesMut::from(&bytes[..]);
+    match take_frame(&mut buffer)? {
+        Some(message) if buffer.is_empty() => Ok(message),
+        _ => Err("the request must be exactly one gRPC message".to_owned()),
+    }
+}
+
+fn status_headers(status: u32, message: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("grpc-status", HeaderValue::from(status));
+    if !message.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&encode_message(message)) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    headers
+}
+
+fn grpc_response(body: DemoBody) -> Response<DemoBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
+/// An error answered with the status in the headers and no body.
+fn trailers_only(mut guard: StreamGuard, status: u32, message: &str) -> Response<DemoBody> {
+    guard.finished = true;
+    let mut response = grpc_response(DemoBody::new(guard, None));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .extend(status_headers(status, message));
+    response
+}
+
+/// The `Ticks` stream's state.
+struct Ticker {
+    next_seq: i32,
+    limit: Option<i32>,
+    fail_at: Option<i32>,
+    every: Duration,
+    timer: smol::Timer,
+}
+
+/// A response body: frames ready to send, then the ticks if any.
+struct DemoBody {
+    pending: Vec<Frame<Bytes>>,
+    ticker: Option<Ticker>,
+    guard: StreamGuard,
+}
+
+impl DemoBody {
+    fn new(guard: StreamGuard, ticker: Option<Ticker>) -> Self {
+        DemoBody {
+            pending: Vec::new(),
+            ticker,
+            guard,
+        }
+    }
+
+    fn trailers(&mut self, status: u32, message: &str) -> Frame<Bytes> {
+        self.ticker = None;
+        self.guard.finished = true;
+        Frame::trailers(status_headers(status, message))
+    }
+}
+
+impl Body for DemoBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let next = this.pending.remove(0);
+            if next.is_trailers() {
+                this.guard.finished = true;
+            }
+            return Poll::Ready(Some(Ok(next)));
+        }
+        let Some(ticker) = this.ticker.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let seq = ticker.next_seq;
+        if ticker.limit.is_some_and(|limit| seq > limit) {
+            return Poll::Ready(Some(Ok(this.trailers(code::OK, ""))));
+        }
+        if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if ticker.fail_at == Some(seq) {
+            let message = format!("tick {seq} failed on purpose");
+            return Poll::Ready(Some(Ok(this.trailers(code::INTERNAL, &message))));
+        }
+        ticker.next_seq += 1;
+        let every = ticker.every;
+        ticker.timer.set_after(every);
+        Poll::Ready(Some(Ok(Frame::data(frame(&Tick { seq }.encode_to_vec())))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.ticker.is_none() && self.guard.finished
+    }
+}

@@ -1,0 +1,100 @@
+"""The demo service (terminus.demo.v1.Demo) on Python grpcio.
+
+A gRPC server that Terminus did not write, used by tests/tests/grpc_python.rs
+as a foreign upstream. The Python stubs are generated at start-up from the
+.proto with grpc_tools.protoc into a temporary folder, so nothing generated is
+kept in the repository.
+
+Prints "LISTENING <port>" on stdout once it serves, and exits when its
+standard input closes (the test that started it is gone) or after
+--max-seconds, whichever comes first, so it never outlives its test.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_tools import protoc
+
+PROTO = "terminus/demo/v1/demo.proto"
+
+
+def generate_stubs(proto_root, out_dir):
+    """Compiles the demo .proto into demo_pb2 / demo_pb2_grpc under out_dir."""
+    status = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{proto_root}",
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            PROTO,
+        ]
+    )
+    if status != 0:
+        raise SystemExit(f"grpc_tools.protoc failed on {PROTO} (exit {status})")
+    sys.path.insert(0, out_dir)
+    messages = importlib.import_module("terminus.demo.v1.demo_pb2")
+    services = importlib.import_module("terminus.demo.v1.demo_pb2_grpc")
+    return messages, services
+
+
+def make_servicer(messages, services):
+    class Demo(services.DemoServicer):
+        def Hello(self, request, context):
+            name = request.name or "world"
+            return messages.HelloReply(message=f"Hello, {name}!")
+
+        def Ticks(self, request, context):
+            every = max(request.every_ms, 1) / 1000.0
+            limit = request.limit if request.HasField("limit") else None
+            fail_at = request.fail_at if request.HasField("fail_at") else None
+            seq = 1
+            while limit is None or seq <= limit:
+                time.sleep(every)
+                if not context.is_active():
+                    return
+                if fail_at is not None and seq == fail_at:
+                    context.abort(grpc.StatusCode.INTERNAL, f"tick {seq} failed on purpose")
+                yield messages.Tick(seq=seq)
+                seq += 1
+
+    return Demo()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--proto-root", required=True, help=f"folder that holds {PROTO}")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="exit after this long")
+    parser.add_argument("--workers", type=int, default=32, help="concurrent calls served")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="terminus-grpc-python-") as out_dir:
+        messages, services = generate_stubs(os.path.abspath(args.proto_root), out_dir)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
+        services.add_DemoServicer_to_server(make_servicer(messages, services), server)
+        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+        if port == 0:
+            raise SystemExit(f"could not listen on 127.0.0.1:{args.port}")
+        server.start()
+        print(f"LISTENING {port}", flush=True)
+
+        stdin_closed = threading.Event()
+
+        def watch_stdin():
+            sys.stdin.read()
+            stdin_closed.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        stdin_closed.wait(timeout=args.max_seconds)
+        server.stop(grace=None)
+
+
+if __name__ == "__main__":
+    main()

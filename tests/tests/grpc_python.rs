@@ -1,0 +1,172 @@
+//! Terminus's gRPC client against a gRPC server it did not write: Python
+//! grpcio (tests/grpc-python/server.py), over a real loopback socket.
+//!
+//! Needs a Python with grpcio and grpcio-tools: `TERMINUS_PYTHON`, or the
+//! venv that scripts/ci.d/30-grpc-python.sh makes at `.cache/venv`. Without
+//! one the test fails; it is never skipped.
+
+use futures_lite::StreamExt;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use terminus::grpc::{GrpcUpstream, GrpcUpstreamConfig};
+use terminus_core::FailureKind;
+
+const HELLO: &str = "terminus.demo.v1.Demo/Hello";
+const TICKS: &str = "terminus.demo.v1.Demo/Ticks";
+/// Generating the stubs and importing grpcio takes a few seconds on a busy
+/// 2-core machine.
+const STARTUP_BOUND: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python to run the server with; panics with what to do when none is
+/// set up.
+fn python() -> PathBuf {
+    let python = match std::env::var_os("TERMINUS_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => repo_root().join(".cache/venv/bin/python"),
+    };
+    let check = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output();
+    match check {
+        Ok(output) if output.status.success() => python,
+        Ok(output) => panic!(
+            "{} cannot import grpc and grpc_tools ({}): run scripts/ci.d/30-grpc-python.sh, \
+             which installs grpcio and grpcio-tools into .cache/venv",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => panic!(
+            "no Python at {} ({error}): set TERMINUS_PYTHON or run scripts/ci.d/30-grpc-python.sh",
+            python.display()
+        ),
+    }
+}
+
+/// The Python server process; killed when dropped.
+struct PythonServer {
+    child: Child,
+    port: u16,
+}
+
+impl PythonServer {
+    fn start() -> PythonServer {
+        let root = repo_root();
+        let mut child = Command::new(python())
+            .arg(root.join("tests/grpc-python/server.py"))
+            .args(["--port", "0", "--max-seconds", "300", "--proto-root"])
+            .arg(root.join("proto/proto"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting tests/grpc-python/server.py");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, first_line) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = lines.send(line);
+        });
+        let line = match first_line.recv_timeout(STARTUP_BOUND) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the Python gRPC server did not start within {STARTUP_BOUND:?}");
+            }
+        };
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("the Python gRPC server said {line:?} instead of LISTENING <port>")
+            });
+        PythonServer { child, port }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn unary_and_streaming_calls_reach_python_grpcio() {
+    let server = PythonServer::start();
+    let config = GrpcUpstreamConfig {
+        endpoint: format!("http://127.0.0.1:{}", server.port),
+        protos: vec![repo_root().join("proto/proto/terminus/demo/v1/demo.proto")],
+        includes: vec![repo_root().join("proto/proto")],
+        call_timeout: Duration::from_secs(10),
+        ..GrpcUpstreamConfig::default()
+    };
+    // Descriptors compiled from the .proto file at start-up, as `serve` does.
+    let upstream = GrpcUpstream::new("python", &config).unwrap();
+    smol::block_on(async {
+        let reply = upstream.unary(HELLO, json!({"name": "Py"})).await.unwrap();
+        assert_eq!(reply, json!({"message": "Hello, Py!"}));
+        let reply = upstream.unary(HELLO, json!({})).await.unwrap();
+        assert_eq!(reply, json!({"message": "Hello, world!"}));
+
+        let mut ticks = upstream
+            .server_streaming(TICKS, json!({"everyMs": 5, "limit": 3}))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(item) = ticks.next().await {
+            seen.push(item.unwrap());
+        }
+        assert_eq!(
+            seen,
+            vec![json!({"seq": 1}), json!({"seq": 2}), json!({"seq": 3})]
+        );
+
+        let mut failing = upstream
+            .server_streaming(TICKS, json!({"everyMs": 5, "failAt": 2}))
+            .await
+            .unwrap();
+        assert_eq!(failing.next().await.unwrap().unwrap(), json!({"seq": 1}));
+        let failure = failing.next().await.unwrap().unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Failed);
+        assert_eq!(failure.message, "tick 2 failed on purpose");
+        assert!(failing.next().await.is_none());
+        drop((ticks, failing));
+        assert_eq!(upstream.open_streams(), 0);
+
+        // Several streams at once share the one connection; dropping them
+        // mid-stream frees them.
+        let mut live = Vec::new();
+        for _ in 0..10 {
+            let mut stream = upstream
+                .server_streaming(TICKS, json!({"everyMs": 20}))
+                .await
+                .unwrap();
+            assert_eq!(stream.next().await.unwrap().unwrap(), json!({"seq": 1}));
+            live.push(stream);
+        }
+        assert_eq!(upstream.open_streams(), 10);
+        assert_eq!(upstream.open_connections(), 1);
+        drop(live);
+        assert_eq!(upstream.open_streams(), 0);
+        let reply = upstream
+            .unary(HELLO, json!({"name": "after"}))
+            .await
+            .unwrap();
+        assert_eq!(reply, json!({"message": "Hello, after!"}));
+        assert_eq!(upstream.open_connections(), 1);
+    });
+}
