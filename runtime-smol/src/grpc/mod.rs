@@ -428,7 +428,7 @@ impl GrpcUpstream {
             reader,
             upstream: self.name.clone(),
             method,
-            _admitted: admitted,
+            admitted: Some(admitted),
         })
     }
 
@@ -779,7 +779,9 @@ pub struct GrpcStream {
     reader: Option<ResponseReader>,
     upstream: String,
     method: MethodDescriptor,
-    _admitted: Admitted,
+    /// Released as soon as the call has ended on the wire, so a finished
+    /// stream that is not dropped yet neither counts nor holds a permit.
+    admitted: Option<Admitted>,
 }
 
 impl std::fmt::Debug for GrpcStream {
@@ -797,14 +799,22 @@ impl Stream for GrpcStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let Some(reader) = this.reader.as_mut() else {
+            this.admitted = None;
             return Poll::Ready(None);
         };
         let item = ready!(reader.poll_message(cx));
-        Poll::Ready(item.map(|message| {
+        let item = item.map(|message| {
             let message = message?;
             decode_response(&this.upstream, &this.method, &message)
                 .inspect_err(|_| reader.finished = true)
-        }))
+        });
+        if reader.finished {
+            // Dropping the body resets the stream if the upstream has not
+            // ended it (a message that did not decode).
+            this.reader = None;
+            this.admitted = None;
+        }
+        Poll::Ready(item)
     }
 }
 
