@@ -5,7 +5,8 @@ as a foreign upstream. The Python stubs are generated at start-up from the
 .proto with grpc_tools.protoc into a temporary folder, so nothing generated is
 kept in the repository.
 
-Prints "LISTENING <port>" on stdout once it serves, and exits when its
+Prints "LISTENING <port>" on stdout once it serves, "CANCELLED Ticks" for
+each Ticks stream the client reset, and exits when its
 standard input closes (the test that started it is gone) or after
 --max-seconds, whichever comes first, so it never outlives its test.
 """
@@ -23,6 +24,16 @@ import grpc
 from grpc_tools import protoc
 
 PROTO = "terminus/demo/v1/demo.proto"
+
+# Calls run on many threads; one lock keeps their stdout lines whole.
+STDOUT_LOCK = threading.Lock()
+
+
+def say(line):
+    """Writes one whole line to stdout for the test to read."""
+    with STDOUT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def generate_stubs(proto_root, out_dir):
@@ -58,6 +69,9 @@ def make_servicer(messages, services):
             while limit is None or seq <= limit:
                 time.sleep(every)
                 if not context.is_active():
+                    # The client reset the stream: tell the test, which
+                    # checks that dropping a stream reaches the server.
+                    say("CANCELLED Ticks")
                     return
                 if fail_at is not None and seq == fail_at:
                     context.abort(grpc.StatusCode.INTERNAL, f"tick {seq} failed on purpose")
@@ -83,7 +97,7 @@ def main():
         if port == 0:
             raise SystemExit(f"could not listen on 127.0.0.1:{args.port}")
         server.start()
-        print(f"LISTENING {port}", flush=True)
+        say(f"LISTENING {port}")
 
         stdin_closed = threading.Event()
 

@@ -57,6 +57,8 @@ fn python() -> PathBuf {
 struct PythonServer {
     child: Child,
     port: u16,
+    /// The lines it printed after `LISTENING`.
+    lines: mpsc::Receiver<String>,
 }
 
 impl PythonServer {
@@ -72,13 +74,17 @@ impl PythonServer {
             .spawn()
             .expect("starting tests/grpc-python/server.py");
         let stdout = child.stdout.take().unwrap();
-        let (lines, first_line) = mpsc::channel();
+        let (sender, lines) = mpsc::channel();
+        // Ends when the process does (its stdout closes).
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = lines.send(line);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        let line = match first_line.recv_timeout(STARTUP_BOUND) {
+        let line = match lines.recv_timeout(STARTUP_BOUND) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
@@ -93,7 +99,21 @@ impl PythonServer {
                 let _ = child.kill();
                 panic!("the Python gRPC server said {line:?} instead of LISTENING <port>")
             });
-        PythonServer { child, port }
+        PythonServer { child, port, lines }
+    }
+
+    /// Waits for `count` lines equal to `expected`, failing after `bound`.
+    fn expect_lines(&self, expected: &str, count: usize, bound: Duration) {
+        let deadline = std::time::Instant::now() + bound;
+        let mut seen = 0;
+        while seen < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.trim() == expected => seen += 1,
+                Ok(other) => panic!("the Python server printed {other:?}"),
+                Err(_) => panic!("the Python server printed {expected:?} {seen} times, not {count}, within {bound:?}"),
+            }
+        }
     }
 }
 
@@ -162,6 +182,8 @@ fn unary_and_streaming_calls_reach_python_grpcio() {
         assert_eq!(upstream.open_connections(), 1);
         drop(live);
         assert_eq!(upstream.open_streams(), 0);
+        // grpcio saw each of them reset (RST_STREAM), not left running.
+        server.expect_lines("CANCELLED Ticks", 10, Duration::from_secs(10));
         let reply = upstream
             .unary(HELLO, json!({"name": "after"}))
             .await
