@@ -403,3 +403,43 @@ fn slow_unary_call_times_out_at_the_deadline_and_resets() {
         .await;
     });
 }
+
+#[test]
+fn a_silent_peer_bounds_unary_and_stream_start_by_the_call_timeout() {
+    smol::block_on(async {
+        // Accepts TCP connections and never says a word of HTTP/2.
+        let listener = smol::net::TcpListener::bind(loopback()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = smol::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                held.push(stream);
+            }
+        });
+        let config = GrpcUpstreamConfig {
+            call_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(200),
+            ..config(format!("http://{addr}"))
+        };
+        let upstream =
+            GrpcUpstream::from_descriptors("silent", &config, descriptor_pool()).unwrap();
+        for streaming in [false, true] {
+            let started = Instant::now();
+            let failure = if streaming {
+                upstream
+                    .server_streaming(TICKS, json!({"everyMs": 1}))
+                    .await
+                    .unwrap_err()
+            } else {
+                upstream.unary(HELLO, json!({})).await.unwrap_err()
+            };
+            let took = started.elapsed();
+            // The handshake does not wait for the peer, so the call's own
+            // deadline is what ends the wait.
+            assert_eq!(failure.kind, FailureKind::Timeout, "{failure}");
+            assert!(took < Duration::from_millis(1000), "{took:?}: {failure}");
+            assert_eq!(upstream.open_streams(), 0);
+        }
+    });
+}
