@@ -1,0 +1,6 @@
+# The gRPC client (terminus::grpc) and the demo upstream over loopback
+# sockets, and the protobuf crate. Needs nothing installed.
+set -euo pipefail
+cargo test -p terminus-proto
+cargo test -p terminus --lib -- grpc::
+cargo test -p terminus --test grpc_demo --test grpc_tasks
