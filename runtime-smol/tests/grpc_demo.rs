@@ -443,3 +443,43 @@ fn a_silent_peer_bounds_unary_and_stream_start_by_the_call_timeout() {
         }
     });
 }
+
+#[test]
+fn a_quiet_stream_fails_after_the_idle_bound_when_one_is_set() {
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        let config = GrpcUpstreamConfig {
+            stream_idle_timeout: Some(Duration::from_millis(150)),
+            ..config(server.endpoint())
+        };
+        let upstream = GrpcUpstream::from_descriptors("demo", &config, descriptor_pool()).unwrap();
+        // Ticks every 20 ms stay under the bound.
+        let mut lively = upstream
+            .server_streaming(TICKS, json!({"everyMs": 20, "limit": 10}))
+            .await
+            .unwrap();
+        let mut count = 0;
+        while let Some(item) = lively.next().await {
+            item.unwrap();
+            count += 1;
+        }
+        assert_eq!(count, 10);
+        // Ticks every 10 s do not.
+        let started = Instant::now();
+        let mut quiet = upstream
+            .server_streaming(TICKS, json!({"everyMs": 10_000}))
+            .await
+            .unwrap();
+        let failure = quiet.next().await.unwrap().unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Timeout, "{failure}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(quiet.next().await.is_none());
+        assert_eq!(upstream.open_streams(), 0, "the failed stream is released");
+        eventually(
+            Duration::from_secs(2),
+            "the upstream sees the reset",
+            || server.cancelled_streams() == 1,
+        )
+        .await;
+    });
+}

@@ -36,6 +36,7 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeOptions};
 use serde::Deserialize;
 use serde_json::Value;
+use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,6 +81,11 @@ pub struct GrpcUpstreamConfig {
     /// streams with `UPSTREAM_UNAVAILABLE`. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// When set, a server stream that sends no message for this long fails
+    /// with `UPSTREAM_TIMEOUT`. Default: unset, since a subscription may be
+    /// quiet for long; the keep-alive still finds a dead upstream.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Default for GrpcUpstreamConfig {
@@ -95,6 +101,7 @@ impl Default for GrpcUpstreamConfig {
             backoff_max: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
+            stream_idle_timeout: None,
         }
     }
 }
@@ -429,6 +436,10 @@ impl GrpcUpstream {
             upstream: self.name.clone(),
             method,
             admitted: Some(admitted),
+            idle: self
+                .config
+                .stream_idle_timeout
+                .map(|bound| (bound, smol::Timer::after(bound))),
         })
     }
 
@@ -782,6 +793,8 @@ pub struct GrpcStream {
     /// Released as soon as the call has ended on the wire, so a finished
     /// stream that is not dropped yet neither counts nor holds a permit.
     admitted: Option<Admitted>,
+    /// The idle bound and its timer, restarted by each message.
+    idle: Option<(Duration, smol::Timer)>,
 }
 
 impl std::fmt::Debug for GrpcStream {
@@ -802,7 +815,32 @@ impl Stream for GrpcStream {
             this.admitted = None;
             return Poll::Ready(None);
         };
-        let item = ready!(reader.poll_message(cx));
+        let item = match reader.poll_message(cx) {
+            Poll::Ready(item) => {
+                if let Some((bound, timer)) = this.idle.as_mut() {
+                    timer.set_after(*bound);
+                }
+                item
+            }
+            Poll::Pending => {
+                let Some((bound, timer)) = this.idle.as_mut() else {
+                    return Poll::Pending;
+                };
+                ready!(Pin::new(timer).poll(cx));
+                let failure = UpstreamFailure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "upstream {} sent nothing on {} for {} ms",
+                        this.upstream,
+                        this.method.full_name(),
+                        bound.as_millis()
+                    ),
+                );
+                this.reader = None;
+                this.admitted = None;
+                return Poll::Ready(Some(Err(failure)));
+            }
+        };
         let item = item.map(|message| {
             let message = message?;
             decode_response(&this.upstream, &this.method, &message)
@@ -884,6 +922,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.call_timeout, Duration::from_millis(250));
         assert_eq!(config.connect_timeout, Duration::from_secs(3));
+        assert_eq!(config.stream_idle_timeout, None);
+        let config: GrpcUpstreamConfig =
+            serde_json::from_value(serde_json::json!({"stream_idle_timeout": "1m 30s"})).unwrap();
+        assert_eq!(config.stream_idle_timeout, Some(Duration::from_secs(90)));
         let unknown =
             serde_json::from_value::<GrpcUpstreamConfig>(serde_json::json!({"endpont": "x"}));
         assert!(unknown.unwrap_err().to_string().contains("endpont"));
