@@ -356,8 +356,8 @@ impl Execution {
     }
 
     /// The value of root field `i` from its upstream's raw answer: the
-    /// `@grpc(result:)` path of the message; for SQL rows, the list or its
-    /// first row, following the field's type; for a statement that changed
+    /// `@grpc(result:)` path of the message; for SQL rows, see
+    /// [`rows_value`]; for a statement that changed
     /// rows, `{affectedRows, lastInsertId}` (or `affectedRows` alone for a
     /// scalar field).
     fn source_value(&self, i: usize, raw: &Value) -> Value {
@@ -404,22 +404,14 @@ impl Execution {
             }) => {
                 let rows_expected = statement.returns_rows || reselect.is_some();
                 if rows_expected {
-                    match raw {
-                        Value::Array(rows) if !is_list => {
-                            rows.first().cloned().unwrap_or(Value::Null)
-                        }
-                        other => other.clone(),
-                    }
+                    rows_value(raw, is_list, is_leaf)
                 } else if is_leaf {
                     raw.get("affectedRows").cloned().unwrap_or(Value::Null)
                 } else {
                     raw.clone()
                 }
             }
-            Some(Resolver::Live { .. }) => match raw {
-                Value::Array(rows) if !is_list => rows.first().cloned().unwrap_or(Value::Null),
-                other => other.clone(),
-            },
+            Some(Resolver::Live { .. }) => rows_value(raw, is_list, is_leaf),
             None => raw.clone(),
         }
     }
@@ -488,6 +480,23 @@ impl Execution {
             .push_back(UpstreamEvent::Next(result_value(data, errors)));
         self.outputs.push_back(UpstreamEvent::Complete);
         self.done = true;
+    }
+}
+
+/// SQL rows as a field's value: the list of rows for a list field, the
+/// first row for a single one; for a leaf type, a row stands for its first
+/// column (`SELECT COUNT(*) ...` for an `Int!` field).
+fn rows_value(raw: &Value, is_list: bool, is_leaf: bool) -> Value {
+    let cell = |row: &Value| -> Value {
+        match row {
+            Value::Object(cols) if is_leaf => cols.values().next().cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        }
+    };
+    match raw {
+        Value::Array(rows) if is_list => Value::Array(rows.iter().map(cell).collect()),
+        Value::Array(rows) => rows.first().map(cell).unwrap_or(Value::Null),
+        other => other.clone(),
     }
 }
 
