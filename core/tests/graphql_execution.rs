@@ -1,0 +1,291 @@
+//! Execution with scripted upstream results: shaping, aliases, nulls,
+//! non-null propagation, partial failure, serial mutations, cancellation.
+
+mod common;
+
+use common::{outputs, request, schema};
+use serde_json::{json, Value};
+use terminus_core::graphql::{CallEvent, CallId, Execution, Limits};
+use terminus_core::{FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};
+
+fn start(query: &str, vars: Value) -> (Execution, Vec<(CallId, UpstreamCall)>) {
+    let prepared = schema()
+        .prepare(&request(query, vars, None), &Limits::default())
+        .unwrap_or_else(|e| panic!("{query}: {e:?}"));
+    let mut exec = Execution::new(prepared);
+    let calls = std::iter::from_fn(|| exec.poll_call()).collect();
+    (exec, calls)
+}
+
+fn single_result(exec: &mut Execution) -> Value {
+    let out = outputs(exec);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1], UpstreamEvent::Complete);
+    assert!(exec.is_finished());
+    match &out[0] {
+        UpstreamEvent::Next(v) => v.clone(),
+        other => panic!("expected Next, got {other:?}"),
+    }
+}
+
+#[test]
+fn shapes_nested_objects_with_aliases_typename_from_and_camel_case() {
+    let (mut exec, calls) = start(
+        "{ u: user(id: 1) { __typename id handle: name email seq_no score active color friends { id n: name } } }",
+        json!({}),
+    );
+    assert_eq!(calls.len(), 1);
+    exec.handle_call_event(
+        calls[0].0,
+        CallEvent::Item(json!({
+            "id": 1, "name": "Ada", "email_address": "ada@example.com", "seqNo": "12",
+            "score": "2.5", "active": 1, "color": "GREEN", "unrelated": [1, 2],
+            "friends": [{"id": "2", "name": "Bob", "active": true}]
+        })),
+    );
+    assert_eq!(
+        single_result(&mut exec),
+        json!({"data": {"u": {
+            "__typename": "User", "id": "1", "handle": "Ada", "email": "ada@example.com",
+            "seq_no": 12, "score": 2.5, "active": true, "color": "GREEN",
+            "friends": [{"id": "2", "n": "Bob"}]
+        }}})
+    );
+}
+
+#[test]
+fn partial_failure_nulls_the_failed_field_and_keeps_the_rest() {
+    let (mut exec, calls) = start("{ count u: user(id: 1) { id } old }", json!({}));
+    assert_eq!(calls.len(), 3, "independent root fields run at once");
+    let (count, user, old) = (calls[0].0, calls[1].0, calls[2].0);
+    exec.handle_call_event(
+        user,
+        CallEvent::Failed(UpstreamFailure::new(
+            FailureKind::Timeout,
+            "deadline of 5s passed",
+        )),
+    );
+    exec.handle_call_event(
+        old,
+        CallEvent::Failed(UpstreamFailure::new(FailureKind::Busy, "too many calls")),
+    );
+    assert!(outputs(&mut exec).is_empty(), "waits for every field");
+    exec.handle_call_event(count, CallEvent::Item(json!([{"c": 3}])));
+    exec.handle_call_event(count, CallEvent::End);
+    assert_eq!(
+        single_result(&mut exec),
+        json!({
+            "data": {"count": 3, "u": null, "old": null},
+            "errors": [
+                {"message": "deadline of 5s passed", "locations": [{"line": 1, "column": 9}], "path": ["u"], "extensions": {"code": "UPSTREAM_TIMEOUT"}},
+                {"message": "too many calls", "locations": [{"line": 1, "column": 31}], "path": ["old"], "extensions": {"code": "UPSTREAM_BUSY"}}
+            ]
+        })
+    );
+    assert!(exec.poll_cancel().is_none());
+}
+
+#[test]
+fn a_failed_non_null_root_field_nulls_data_and_cancels_the_rest() {
+    let (mut exec, calls) = start("{ u: user(id: 1) { id } count }", json!({}));
+    let (user, count) = (calls[0].0, calls[1].0);
+    exec.handle_call_event(
+        count,
+        CallEvent::Failed(UpstreamFailure::new(FailureKind::Unavailable, "db down")),
+    );
+    let result = single_result(&mut exec);
+    assert_eq!(result["data"], Value::Null);
+    assert_eq!(result["errors"][0]["path"], json!(["count"]));
+    assert_eq!(
+        result["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+    assert_eq!(exec.poll_cancel(), Some(user));
+    assert_eq!(exec.poll_cancel(), None);
+    // The cancelled call's late answer changes nothing.
+    exec.handle_call_event(user, CallEvent::Item(json!({"id": 1})));
+    assert!(exec.poll_output().is_none());
+}
+
+#[test]
+fn nulls_propagate_to_the_nearest_nullable_parent() {
+    // User.id is ID!: a null id makes the (nullable) user null.
+    let (mut exec, calls) = start("{ byName(name: \"x\") { id name } }", json!({}));
+    exec.handle_call_event(
+        calls[0].0,
+        CallEvent::Item(json!([{"id": null, "name": "x"}])),
+    );
+    assert_eq!(
+        single_result(&mut exec),
+        json!({
+            "data": {"byName": null},
+            "errors": [{"message": "Cannot return null for non-nullable field User.id.", "locations": [{"line": 1, "column": 23}], "path": ["byName", "id"], "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]
+        })
+    );
+    // [User!]! with a null item: the list is null, and so is data (the
+    // field is non-null).
+    let (mut exec, calls) = start("{ users { id } }", json!({}));
+    exec.handle_call_event(
+        calls[0].0,
+        CallEvent::Item(json!({"users": [{"id": 1}, null]})),
+    );
+    let r = single_result(&mut exec);
+    assert_eq!(r["data"], Value::Null);
+    assert_eq!(r["errors"][0]["path"], json!(["users", 1]));
+    // A value of the wrong type is an error on that field only.
+    let (mut exec, calls) = start("{ user(id: 1) { id score friends { id } } }", json!({}));
+    exec.handle_call_event(
+        calls[0].0,
+        CallEvent::Item(json!({"id": 1, "score": "fast", "friends": {"id": 2}})),
+    );
+    let r = single_result(&mut exec);
+    assert_eq!(
+        r["data"],
+        json!({"user": {"id": "1", "score": null, "friends": null}})
+    );
+    let paths: Vec<&Value> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["path"])
+        .collect();
+    assert_eq!(
+        paths,
+        vec![&json!(["user", "score"]), &json!(["user", "friends"])]
+    );
+}
+
+#[test]
+fn proto3_defaults_fill_omitted_grpc_fields() {
+    let (mut exec, calls) = start(
+        "{ user(id: 1) { id active name friends { id } } }",
+        json!({}),
+    );
+    exec.handle_call_event(calls[0].0, CallEvent::Item(json!({})));
+    assert_eq!(
+        single_result(&mut exec),
+        json!({"data": {"user": {"id": "", "active": false, "name": null, "friends": null}}})
+    );
+}
+
+#[test]
+fn a_call_that_ends_without_a_result_is_an_upstream_error() {
+    let (mut exec, calls) = start("{ old }", json!({}));
+    exec.handle_call_event(calls[0].0, CallEvent::End);
+    let r = single_result(&mut exec);
+    assert_eq!(r["data"], json!({"old": null}));
+    assert_eq!(r["errors"][0]["extensions"]["code"], "UPSTREAM_ERROR");
+}
+
+#[test]
+fn mutation_fields_run_one_after_another() {
+    let (mut exec, calls) = start(
+        "mutation { a: rename(id: 1, name: \"x\") { name } b: del(id: 2) }",
+        json!({}),
+    );
+    assert_eq!(calls.len(), 1, "only the first mutation field starts");
+    assert_eq!(
+        calls[0].1,
+        UpstreamCall::Grpc {
+            upstream: "users".into(),
+            method: "users.v1.Users/Rename".into(),
+            request: json!({"id": "1", "name": "x"}),
+            streaming: false
+        }
+    );
+    exec.handle_call_event(calls[0].0, CallEvent::Item(json!({"name": "x"})));
+    let (del, call) = exec
+        .poll_call()
+        .expect("the second field starts after the first");
+    assert_eq!(
+        call,
+        UpstreamCall::Sql {
+            db: "main".into(),
+            statement: "DELETE FROM users WHERE id = ?".into(),
+            params: vec![json!("2")],
+            returns_rows: false
+        }
+    );
+    exec.handle_call_event(
+        del,
+        CallEvent::Item(json!({"affectedRows": 1, "lastInsertId": 0})),
+    );
+    assert_eq!(
+        single_result(&mut exec),
+        json!({"data": {"a": {"name": "x"}, "b": 1}})
+    );
+}
+
+#[test]
+fn introspection_only_operations_finish_without_calls() {
+    let (mut exec, calls) = start(
+        "{ __typename t: __type(name: \"Color\") { kind enumValues { name } } }",
+        json!({}),
+    );
+    assert!(calls.is_empty());
+    assert_eq!(
+        single_result(&mut exec),
+        json!({"data": {"__typename": "Query", "t": {"kind": "ENUM", "enumValues": [{"name": "RED"}, {"name": "GREEN"}, {"name": "BLUE"}]}}})
+    );
+}
+
+#[test]
+fn subscription_items_become_nexts_and_live_sql_emits_only_changes() {
+    let (mut exec, calls) = start(
+        "subscription { e: userEvents(id: 7) { id name } }",
+        json!({}),
+    );
+    let id = calls[0].0;
+    assert!(
+        matches!(&calls[0].1, UpstreamCall::Grpc { streaming: true, request, .. } if request == &json!({"id": "7"}))
+    );
+    exec.handle_call_event(id, CallEvent::Item(json!({"id": 7, "name": "a"})));
+    exec.handle_call_event(id, CallEvent::Item(json!({"id": 7, "name": "a"})));
+    exec.handle_call_event(id, CallEvent::Item(json!({"id": null})));
+    exec.handle_call_event(id, CallEvent::End);
+    let out = outputs(&mut exec);
+    assert_eq!(
+        out.len(),
+        4,
+        "every stream item is a Next (even repeats), then Complete"
+    );
+    assert_eq!(
+        out[0],
+        UpstreamEvent::Next(json!({"data": {"e": {"id": "7", "name": "a"}}}))
+    );
+    assert_eq!(out[1], out[0]);
+    let UpstreamEvent::Next(third) = &out[2] else {
+        panic!()
+    };
+    assert_eq!(third["data"], Value::Null);
+    assert_eq!(third["errors"][0]["path"], json!(["e", "id"]));
+    assert_eq!(out[3], UpstreamEvent::Complete);
+    assert!(exec.is_finished());
+
+    let (mut exec, calls) = start("subscription { board(min: 1) { id active } }", json!({}));
+    let id = calls[0].0;
+    assert!(
+        matches!(&calls[0].1, UpstreamCall::LiveSql { params, .. } if params == &vec![json!(1)])
+    );
+    let rows = json!([{"id": 2, "name": "b", "active": 1}]);
+    exec.handle_call_event(id, CallEvent::Item(rows.clone()));
+    exec.handle_call_event(id, CallEvent::Item(rows.clone()));
+    exec.handle_call_event(id, CallEvent::Item(rows));
+    exec.handle_call_event(id, CallEvent::Item(json!([])));
+    exec.handle_call_event(
+        id,
+        CallEvent::Failed(UpstreamFailure::new(FailureKind::Failed, "table dropped")),
+    );
+    let out = outputs(&mut exec);
+    assert_eq!(
+        out,
+        vec![
+            UpstreamEvent::Next(json!({"data": {"board": [{"id": "2", "active": true}]}})),
+            UpstreamEvent::Next(json!({"data": {"board": []}})),
+            UpstreamEvent::Error(vec![
+                json!({"message": "table dropped", "locations": [{"line": 1, "column": 16}], "path": ["board"], "extensions": {"code": "UPSTREAM_ERROR"}})
+            ]),
+        ]
+    );
+    assert!(exec.is_finished());
+}
