@@ -24,7 +24,7 @@ type Directive = q::Directive<'static, String>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Deepest nesting of selection sets (the root selection is depth 1).
-    /// Default 20: the standard introspection query needs 13.
+    /// Default 20: the standard introspection query needs 14.
     pub max_depth: usize,
     /// Most field selections, counted with fragments expanded (so a
     /// "fragment bomb" cannot hide behind a short document). Default 1000.
