@@ -1,9 +1,9 @@
 //! Execution with scripted upstream results: shaping, aliases, nulls,
 //! non-null propagation, partial failure, serial mutations, cancellation.
 
-mod common;
+mod gql_common;
 
-use common::{outputs, request, schema};
+use gql_common::{outputs, request, schema};
 use serde_json::{json, Value};
 use terminus_core::graphql::{CallEvent, CallId, Execution, Limits};
 use terminus_core::{FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};

@@ -1,9 +1,9 @@
 //! The standard introspection query (graphql-js `getIntrospectionQuery` with
 //! every option on) answered in full, locally.
 
-mod common;
+mod gql_common;
 
-use common::{outputs, request, schema};
+use gql_common::{outputs, request, schema};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use terminus_core::graphql::{demo, Execution, Limits, Schema};

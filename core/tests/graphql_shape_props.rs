@@ -77,13 +77,23 @@ impl Rng {
     }
 }
 
-fn gen_set(rng: &mut Rng, fields: &[(&str, &'static str)], depth: usize, text: &mut String, out: &mut Vec<Sel>) {
+fn gen_set(
+    rng: &mut Rng,
+    fields: &[(&str, &'static str)],
+    depth: usize,
+    text: &mut String,
+    out: &mut Vec<Sel>,
+) {
     let n = 1 + rng.below(4);
     text.push('{');
     for _ in 0..n {
         let (name, ty) = fields[rng.below(fields.len())];
         let alias = rng.below(3) == 0;
-        let key = if alias { format!("a{}", out.len()) } else { name.to_string() };
+        let key = if alias {
+            format!("a{}", out.len())
+        } else {
+            name.to_string()
+        };
         if out.iter().any(|s| s.key == key) {
             continue;
         }
@@ -94,7 +104,11 @@ fn gen_set(rng: &mut Rng, fields: &[(&str, &'static str)], depth: usize, text: &
         let wrap = rng.below(5) == 0;
         if wrap {
             text.push_str(" ... on ");
-            text.push_str(if fields.len() == ROOT_FIELDS.len() { "Query" } else { "Node" });
+            text.push_str(if fields.len() == ROOT_FIELDS.len() {
+                "Query"
+            } else {
+                "Node"
+            });
             text.push_str(" {");
         }
         text.push(' ');
@@ -108,7 +122,11 @@ fn gen_set(rng: &mut Rng, fields: &[(&str, &'static str)], depth: usize, text: &
             text.push(' ');
             gen_set(rng, NODE_FIELDS, depth + 1, text, &mut children);
             if children.is_empty() {
-                children.push(Sel { key: "id".into(), ty: "ID!", children: Vec::new() });
+                children.push(Sel {
+                    key: "id".into(),
+                    ty: "ID!",
+                    children: Vec::new(),
+                });
                 text.pop();
                 text.push_str(" id }");
             }
@@ -128,16 +146,19 @@ fn arb_json() -> impl Strategy<Value = Value> {
         (-5i64..5).prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         (-1e3f64..1e3).prop_map(Value::from),
-        prop::sample::select(vec!["HAPPY", "SAD", "12", "x", "", "3.5", "99999999999"]).prop_map(Value::from),
+        prop::sample::select(vec!["HAPPY", "SAD", "12", "x", "", "3.5", "99999999999"])
+            .prop_map(Value::from),
     ];
     let keys = prop::sample::select(vec![
-        "id", "name", "count", "ratio", "flag", "mood", "child", "strict", "children", "tags", "labels", "items", "zz",
+        "id", "name", "count", "ratio", "flag", "mood", "child", "strict", "children", "tags",
+        "labels", "items", "zz",
     ]);
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..8)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::vec((keys.clone(), inner), 0..8).prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
         ]
     })
 }
@@ -155,19 +176,32 @@ fn check(value: &Value, ty: &str, children: &[Sel]) -> Result<(), String> {
         return Ok(());
     }
     if let Some(item) = ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        let items = value.as_array().ok_or(format!("{ty} is not a list: {value}"))?;
+        let items = value
+            .as_array()
+            .ok_or(format!("{ty} is not a list: {value}"))?;
         return items.iter().try_for_each(|v| check(v, item, children));
     }
     match ty {
-        "ID" | "String" => value.is_string().then_some(()).ok_or(format!("{ty}: {value}")),
+        "ID" | "String" => value
+            .is_string()
+            .then_some(())
+            .ok_or(format!("{ty}: {value}")),
         "Int" => value
             .as_i64()
             .filter(|i| i32::try_from(*i).is_ok())
             .map(|_| ())
             .ok_or(format!("Int: {value}")),
-        "Float" => value.is_number().then_some(()).ok_or(format!("Float: {value}")),
-        "Boolean" => value.is_boolean().then_some(()).ok_or(format!("Boolean: {value}")),
-        "Mood" => matches!(value.as_str(), Some("HAPPY" | "SAD")).then_some(()).ok_or(format!("Mood: {value}")),
+        "Float" => value
+            .is_number()
+            .then_some(())
+            .ok_or(format!("Float: {value}")),
+        "Boolean" => value
+            .is_boolean()
+            .then_some(())
+            .ok_or(format!("Boolean: {value}")),
+        "Mood" => matches!(value.as_str(), Some("HAPPY" | "SAD"))
+            .then_some(())
+            .ok_or(format!("Mood: {value}")),
         "Node" => check_object(value, children, "Node"),
         other => Err(format!("unknown type {other}")),
     }

@@ -205,7 +205,7 @@ fn server_pings_are_answered_and_garbage_closes_4004() {
     assert_eq!(
         client.poll_effect(),
         Some(ClientEffect::SendText(
-            r#"{"payload":{"x":1},"type":"pong"}"#.into()
+            r#"{"type":"pong","payload":{"x":1}}"#.into()
         ))
     );
     client.handle_text(now, "nonsense");
