@@ -289,3 +289,35 @@ fn subscription_items_become_nexts_and_live_sql_emits_only_changes() {
     );
     assert!(exec.is_finished());
 }
+
+#[test]
+fn a_subscription_whose_field_is_skipped_completes_at_once() {
+    let (mut exec, calls) = start(
+        "subscription($s: Boolean!) { board @skip(if: $s) { id } }",
+        json!({"s": true}),
+    );
+    assert!(calls.is_empty());
+    assert_eq!(outputs(&mut exec), vec![UpstreamEvent::Complete]);
+    assert!(exec.is_finished());
+}
+
+#[test]
+fn the_api_types_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<terminus_core::graphql::Schema>();
+    send_sync::<terminus_core::graphql::PreparedOperation>();
+    send_sync::<Execution>();
+}
+
+#[test]
+fn limits_deserialize_with_defaults() {
+    let l: Limits = serde_json::from_value(json!({"max_depth": 5})).unwrap();
+    assert_eq!(
+        l,
+        Limits {
+            max_depth: 5,
+            ..Limits::default()
+        }
+    );
+    assert!(serde_json::from_value::<Limits>(json!({"max_dept": 5})).is_err());
+}

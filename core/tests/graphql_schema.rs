@@ -16,7 +16,7 @@ fn error(sdl: &str) -> String {
 #[test]
 fn schema_errors_name_file_line_column_and_the_problem() {
     let cases: Vec<(String, &str)> = vec![
-        (format!("type Query {{\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", stream: \"x\")\n}}"),
+        ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", stream: \"x\")\n}".into(),
          "s.graphql:2:13: unknown argument `stream` of @grpc; expected one of: upstream, method, result"),
         ("type Query {\n  a: String @grpc(method: \"p.S/M\")\n}".into(), "s.graphql:2:13: @grpc needs the argument `upstream`"),
         ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"Hello\")\n}".into(), "s.graphql:2:13: @grpc method `Hello` must look like `package.Service/Method`"),

@@ -32,6 +32,12 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallId(pub u64);
 
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call#{}", self.0)
+    }
+}
+
 /// What the host reports about a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEvent {
@@ -137,6 +143,12 @@ impl Execution {
                 }
             }
             OperationKind::Mutation | OperationKind::Subscription => exec.start_next_waiting(),
+        }
+        if exec.op.kind == OperationKind::Subscription && exec.op.fields.is_empty() {
+            // `@skip`/`@include` removed the only root field: there is
+            // nothing to subscribe to, so the subscription ends at once.
+            exec.outputs.push_back(UpstreamEvent::Complete);
+            exec.done = true;
         }
         exec.maybe_finish();
         exec

@@ -21,7 +21,11 @@ type Directive = q::Directive<'static, String>;
 
 /// Bounds on what one operation may ask for. Every bound is checked before
 /// anything runs; a breach is a `GRAPHQL_VALIDATION_FAILED` error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Deserializable from configuration (every key optional, defaults below):
+/// `max_depth`, `max_fields`, `max_aliases`, `max_query_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Deepest nesting of selection sets (the root selection is depth 1).
     /// Default 20: the standard introspection query needs 14.
