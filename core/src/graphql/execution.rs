@@ -51,20 +51,20 @@ pub enum CallEvent {
     End,
 }
 
-/// Where a root field's value comes from.
+/// Where a root field stands.
 #[derive(Debug)]
 enum FieldState {
-    /// Answered without an upstream (`__typename`, introspection).
-    Local(Value),
     /// Not started yet (mutations run their fields in order).
     Waiting,
     /// The call is running; `reselecting` once the `@sql(reselect:)` query
     /// was issued after the statement.
     Running { call: CallId, reselecting: bool },
-    /// The upstream's value for the field (before shaping).
-    Answered(Value),
-    /// The call failed.
-    Failed(UpstreamFailure),
+    /// Shaped, once: the value (`None`: a null that reaches `data`) and the
+    /// field's errors.
+    Done {
+        value: Option<Value>,
+        errors: Vec<GraphQLError>,
+    },
 }
 
 /// The execution of one operation. See the module documentation.
@@ -127,12 +127,17 @@ impl Execution {
         };
         for i in 0..exec.op.fields.len() {
             let f = &exec.op.fields[i];
-            let state = match f.name.as_str() {
-                "__typename" => FieldState::Local(Value::String(exec.op.root_type.clone())),
-                "__schema" | "__type" => {
-                    FieldState::Local(introspection::resolve_root(&exec.op.schema, f))
-                }
-                _ => FieldState::Waiting,
+            let local = match f.name.as_str() {
+                "__typename" => Some(Value::String(exec.op.root_type.clone())),
+                "__schema" | "__type" => Some(introspection::resolve_root(&exec.op.schema, f)),
+                _ => None,
+            };
+            let state = match local {
+                Some(value) => FieldState::Done {
+                    value: Some(value),
+                    errors: Vec::new(),
+                },
+                None => FieldState::Waiting,
             };
             exec.states.push(state);
         }
@@ -213,7 +218,7 @@ impl Execution {
             None => {
                 // Schema loading guarantees a resolver on every root field;
                 // answer null rather than panic if that ever changes.
-                self.states[i] = FieldState::Answered(Value::Null);
+                self.settle(i, Ok(Value::Null));
                 return;
             }
         };
@@ -289,15 +294,16 @@ impl Execution {
                     };
                     return;
                 }
-                self.states[i] = FieldState::Answered(value);
+                self.settle(i, Ok(value));
             }
-            CallEvent::Failed(f) => self.states[i] = FieldState::Failed(f),
-            CallEvent::End => {
-                self.states[i] = FieldState::Failed(UpstreamFailure::new(
+            CallEvent::Failed(f) => self.settle(i, Err(f)),
+            CallEvent::End => self.settle(
+                i,
+                Err(UpstreamFailure::new(
                     FailureKind::Failed,
                     "the upstream ended the call without a result",
-                ))
-            }
+                )),
+            ),
         }
         if self.op.kind == OperationKind::Mutation {
             self.start_next_waiting();
@@ -335,12 +341,18 @@ impl Execution {
                     .with_path(vec![PathSegment::Key(field.key.clone())]);
                 self.outputs
                     .push_back(UpstreamEvent::Error(vec![err.to_value()]));
-                self.states[i] = FieldState::Answered(Value::Null);
+                self.states[i] = FieldState::Done {
+                    value: None,
+                    errors: Vec::new(),
+                };
                 self.done = true;
             }
             CallEvent::End => {
                 self.outputs.push_back(UpstreamEvent::Complete);
-                self.states[i] = FieldState::Answered(Value::Null);
+                self.states[i] = FieldState::Done {
+                    value: None,
+                    errors: Vec::new(),
+                };
                 self.done = true;
             }
         }
@@ -428,6 +440,34 @@ impl Execution {
         }
     }
 
+    /// Shapes root field `i`'s outcome once and records it.
+    fn settle(&mut self, i: usize, outcome: Result<Value, UpstreamFailure>) {
+        let field = &self.op.fields[i];
+        let state = match outcome {
+            Ok(raw) => {
+                let grpc = matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
+                let mut shaper = Shaper::new(&self.op.schema, grpc);
+                let mut data = Map::new();
+                let propagated = self.shape_field(&mut shaper, i, &raw, &mut data);
+                FieldState::Done {
+                    value: if propagated {
+                        None
+                    } else {
+                        data.remove(&field.key)
+                    },
+                    errors: shaper.errors,
+                }
+            }
+            Err(f) => FieldState::Done {
+                value: (!field.ty.is_non_null()).then_some(Value::Null),
+                errors: vec![GraphQLError::new(f.message, f.kind.code())
+                    .at(field.pos)
+                    .with_path(vec![PathSegment::Key(field.key.clone())])],
+            },
+        };
+        self.states[i] = state;
+    }
+
     /// Query and mutation: emit the result once every root field is
     /// answered, or as soon as a null has propagated to `data`.
     fn maybe_finish(&mut self) {
@@ -438,34 +478,20 @@ impl Execution {
         let mut data = Map::new();
         let mut null_data = false;
         let mut pending = false;
-        let mut shaper = Shaper::new(&self.op.schema, true);
-        for (i, state) in self.states.iter().enumerate() {
-            let field = &self.op.fields[i];
+        for (field, state) in self.op.fields.iter().zip(&self.states) {
             match state {
-                FieldState::Local(v) => {
-                    data.insert(field.key.clone(), v.clone());
-                }
-                FieldState::Answered(raw) => {
-                    shaper.proto3_defaults =
-                        matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
-                    null_data |= self.shape_field(&mut shaper, i, raw, &mut data);
-                }
-                FieldState::Failed(f) => {
-                    errors.push(
-                        GraphQLError::new(f.message.clone(), f.kind.code())
-                            .at(field.pos)
-                            .with_path(vec![PathSegment::Key(field.key.clone())]),
-                    );
-                    if field.ty.is_non_null() {
-                        null_data = true;
-                    } else {
-                        data.insert(field.key.clone(), Value::Null);
+                FieldState::Done { value, errors: e } => {
+                    errors.extend(e.iter().cloned());
+                    match value {
+                        Some(v) => {
+                            data.insert(field.key.clone(), v.clone());
+                        }
+                        None => null_data = true,
                     }
                 }
                 FieldState::Waiting | FieldState::Running { .. } => pending = true,
             }
         }
-        errors.extend(shaper.errors);
         if pending && !null_data {
             return;
         }
@@ -480,7 +506,10 @@ impl Execution {
                     }
                     None => self.cancels.push_back(call),
                 }
-                *state = FieldState::Failed(UpstreamFailure::new(FailureKind::Failed, "cancelled"));
+                *state = FieldState::Done {
+                    value: None,
+                    errors: Vec::new(),
+                };
             }
         }
         let data = if null_data {
