@@ -326,3 +326,13 @@ fn skip_include_fragments_and_operation_name_pick_the_fields() {
     );
     assert_eq!(c.len(), 1);
 }
+
+#[test]
+fn parse_errors_read_cleanly() {
+    let e = first_error("query { a(x: ) }", "{}", None);
+    assert_eq!(
+        e[0]["message"],
+        "Syntax Error: Unexpected `)`; Expected IntValue, FloatValue, StringValue, BlockString, true, false, null or Name"
+    );
+    assert_eq!(e[0]["locations"], json!([{"line": 1, "column": 14}]));
+}

@@ -108,10 +108,7 @@ pub fn to_values(errors: &[GraphQLError]) -> Vec<Value> {
 /// the position from its text ("... Parse error at 3:7\nUnexpected ...")
 /// because the parser exposes it only there.
 pub fn from_parse_error(text: &str) -> GraphQLError {
-    let mut message = text
-        .trim_start_matches("query parse error: ")
-        .trim()
-        .replace('\n', "; ");
+    let mut message = clean_parse_message(text.trim_start_matches("query parse error: "));
     let mut err = GraphQLError::new("", PARSE_FAILED);
     if let Some(idx) = text.find("Parse error at ") {
         let rest = &text[idx + "Parse error at ".len()..];
@@ -130,4 +127,29 @@ pub fn from_parse_error(text: &str) -> GraphQLError {
     message.insert_str(0, "Syntax Error: ");
     err.message = message;
     err
+}
+
+/// The parser's message without its position line (the position goes to
+/// `locations` or the `file:line:col` prefix) and without the token kinds
+/// it prints inside quotes (`` `)[Punctuator]` `` becomes `` `)` ``).
+pub(crate) fn clean_parse_message(text: &str) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Parse error at "))
+        .map(str::to_string)
+        .collect();
+    for line in &mut lines {
+        for kind in [
+            "Punctuator",
+            "Name",
+            "IntValue",
+            "FloatValue",
+            "StringValue",
+            "BlockString",
+        ] {
+            *line = line.replace(&format!("[{kind}]`"), "`");
+        }
+    }
+    lines.join("; ")
 }

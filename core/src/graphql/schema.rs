@@ -602,13 +602,8 @@ impl Schema {
         let loader = Loader { file };
         let doc = sdl::parse_schema::<String>(sdl_text).map_err(|e| {
             let text = e.to_string();
-            let msg = text
-                .trim_start_matches("schema parse error: ")
-                .split('\n')
-                .skip(1)
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let msg =
+                super::errors::clean_parse_message(text.trim_start_matches("schema parse error: "));
             loader.err(
                 sdl_pos_from_error(&text),
                 format!(
