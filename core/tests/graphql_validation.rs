@@ -336,3 +336,18 @@ fn parse_errors_read_cleanly() {
     );
     assert_eq!(e[0]["locations"], json!([{"line": 1, "column": 14}]));
 }
+
+#[test]
+fn deeply_nested_documents_are_refused_by_the_parser_without_overflowing() {
+    let n = 300;
+    let query = format!(
+        "{}{}",
+        "{ user(id: 1) { friends ".repeat(n),
+        "}".repeat(2 * n)
+    );
+    let e = first_error(&query, "{}", None);
+    assert_eq!(e[0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED");
+    let value = format!("{{ echo(value: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+    let e = first_error(&value, "{}", None);
+    assert_eq!(e[0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED");
+}

@@ -28,7 +28,9 @@ type Directive = q::Directive<'static, String>;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Deepest nesting of selection sets (the root selection is depth 1).
-    /// Default 20: the standard introspection query needs 14.
+    /// Default 20: the standard introspection query needs 14. Independently
+    /// of this limit, the parser refuses documents that nest brackets of any
+    /// kind more than 50 deep, so no document can exhaust the stack.
     pub max_depth: usize,
     /// Most field selections, counted with fragments expanded (so a
     /// "fragment bomb" cannot hide behind a short document). Default 1000.
