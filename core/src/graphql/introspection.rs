@@ -14,6 +14,7 @@ use super::schema::{
 use super::validate::PlannedField;
 use graphql_parser::schema as sdl;
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
 
 const INTROSPECTION_SDL: &str = r#"
 "A GraphQL Schema defines the capabilities of a GraphQL server. It exposes all available types and directives on the server, as well as the entry points for query, mutation, and subscription operations."
@@ -162,6 +163,14 @@ fn input_value(v: &sdl::InputValue<'static, String>) -> InputValueDef {
 /// The introspection types, the directives clients may see, and the meta
 /// fields (`__typename`, `__schema`, `__type`).
 pub(crate) fn builtin_definitions() -> (Vec<TypeDef>, Vec<DirectiveDef>, Vec<FieldDef>) {
+    // Parsed once per process: every schema gets a copy.
+    static BUILTIN: OnceLock<Builtin> = OnceLock::new();
+    BUILTIN.get_or_init(parse_builtin_definitions).clone()
+}
+
+type Builtin = (Vec<TypeDef>, Vec<DirectiveDef>, Vec<FieldDef>);
+
+fn parse_builtin_definitions() -> Builtin {
     let doc = sdl::parse_schema::<String>(INTROSPECTION_SDL)
         .expect("the built-in introspection SDL parses")
         .into_static();
