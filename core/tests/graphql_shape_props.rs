@@ -32,6 +32,10 @@ type Node {
 }
 "#;
 
+/// The schema, loaded once for all cases.
+static SCHEMA: std::sync::LazyLock<Schema> =
+    std::sync::LazyLock::new(|| Schema::parse(SDL, "props.graphql").unwrap());
+
 /// (field name, type as written in the SDL)
 const NODE_FIELDS: &[(&str, &str)] = &[
     ("id", "ID!"),
@@ -255,16 +259,16 @@ proptest! {
 
     #[test]
     fn random_selections_over_random_json_shape_consistently(seed in any::<u64>(), upstream in arb_json()) {
-        let schema = Schema::parse(SDL, "props.graphql").unwrap();
+        let schema = &*SCHEMA;
         let mut rng = Rng(seed | 1);
         let mut text = String::new();
         let mut root = Vec::new();
         gen_set(&mut rng, ROOT_FIELDS, 1, &mut text, &mut root);
         prop_assume!(!root.is_empty());
 
-        let result = run(&schema, &text, &upstream);
+        let result = run(schema, &text, &upstream);
         // Deterministic.
-        prop_assert_eq!(&result, &run(&schema, &text, &upstream));
+        prop_assert_eq!(&result, &run(schema, &text, &upstream));
 
         let data = &result["data"];
         if !data.is_null() {
@@ -292,6 +296,117 @@ proptest! {
                 };
             }
             prop_assert!(reached_null || at.is_null(), "error path {:?} leads to {} in {}", path, at, result);
+        }
+    }
+}
+
+/// A generated valid operation with 0 to 3 random token edits: often
+/// still valid, often subtly wrong.
+fn arb_document() -> impl Strategy<Value = String> {
+    let tokens = prop::sample::select(vec![
+        "{",
+        "}",
+        "(",
+        ")",
+        "[",
+        "]",
+        ":",
+        "...",
+        "on",
+        "Node",
+        "Query",
+        "query",
+        "subscription",
+        "fragment",
+        "node",
+        "child",
+        "strict",
+        "tags",
+        "mood",
+        "HAPPY",
+        "__typename",
+        "__schema",
+        "__type",
+        "$v",
+        "$w",
+        "Int",
+        "Int!",
+        "@skip(if: $v)",
+        "@include(if: true)",
+        "null",
+        "1",
+        "\"s\"",
+        "a:",
+        "(name: \"Node\")",
+        "{ id }",
+        "...F",
+        "fragment F on Node { id }",
+        "query($v: Boolean!)",
+        "query($v: Int, $w: [String])",
+    ]);
+    let edits = prop::collection::vec((0u8..3, any::<prop::sample::Index>(), tokens), 0..4);
+    (any::<u64>(), edits).prop_map(|(seed, edits)| {
+        let mut rng = Rng(seed | 1);
+        let mut text = String::new();
+        gen_set(&mut rng, ROOT_FIELDS, 1, &mut text, &mut Vec::new());
+        let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        for (kind, at, token) in edits {
+            let i = at.index(words.len() + 1);
+            match kind {
+                0 => words.insert(i, token.to_string()),
+                1 if i < words.len() => {
+                    words.remove(i);
+                }
+                _ if i < words.len() => words[i] = token.to_string(),
+                _ => words.push(token.to_string()),
+            }
+        }
+        words.join(" ")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn any_document_is_prepared_or_refused_with_spec_shaped_errors(
+        doc in arb_document(),
+        vars in prop::collection::vec((prop::sample::select(vec!["v", "w"]), arb_json()), 0..3),
+        upstream in arb_json(),
+    ) {
+        let schema = &*SCHEMA;
+        let request = OperationRequest {
+            id: "p".into(),
+            query: doc.clone(),
+            operation_name: None,
+            variables: vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            extensions: Map::new(),
+        };
+        match schema.prepare(&request, &Limits::default()) {
+            Err(errors) => {
+                prop_assert!(!errors.is_empty());
+                for e in &errors {
+                    prop_assert!(e["message"].is_string(), "{}", e);
+                    let code = e["extensions"]["code"].as_str().unwrap_or("");
+                    prop_assert!(
+                        ["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"].contains(&code),
+                        "{}", e
+                    );
+                }
+            }
+            Ok(prepared) => {
+                let mut exec = Execution::new(prepared);
+                for _ in 0..3 {
+                    let calls: Vec<_> = std::iter::from_fn(|| exec.poll_call()).collect();
+                    for (id, _) in calls {
+                        exec.handle_call_event(id, CallEvent::Item(upstream.clone()));
+                        exec.handle_call_event(id, CallEvent::End);
+                    }
+                }
+                let out: Vec<UpstreamEvent> = std::iter::from_fn(|| exec.poll_output()).collect();
+                prop_assert!(exec.is_finished(), "{} -> {:?}", doc, out);
+                prop_assert!(out.last().is_some_and(UpstreamEvent::is_terminal));
+            }
         }
     }
 }
