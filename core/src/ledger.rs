@@ -557,3 +557,196 @@ impl ClientLedger {
         &self.violations
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OperationRequest;
+    use serde_json::Map;
+
+    fn start(op: u64, id: &str) -> Effect {
+        Effect::Start {
+            op: OpId(op),
+            request: OperationRequest {
+                id: id.into(),
+                query: "{ a }".into(),
+                operation_name: None,
+                variables: Map::new(),
+                extensions: Map::new(),
+            },
+        }
+    }
+
+    fn text(frame: Value) -> Effect {
+        Effect::SendText(frame.to_string())
+    }
+
+    /// Feeds a hand-written (wrong) transcript straight into a ledger.
+    fn audit(steps: &[(Input, Vec<Effect>)]) -> Vec<Violation> {
+        let mut ledger = Ledger::new();
+        for (input, effects) in steps {
+            ledger.observe_input(input);
+            for effect in effects {
+                ledger.observe_effect(effect);
+            }
+        }
+        ledger.violations().to_vec()
+    }
+
+    fn frame_input() -> Input {
+        Input::Text("{}".into())
+    }
+
+    #[test]
+    fn a_correct_transcript_is_clean() {
+        let violations = audit(&[
+            (frame_input(), vec![start(0, "a")]),
+            (
+                Input::Upstream {
+                    op: OpId(0),
+                    event: UpstreamEvent::Next(serde_json::json!({})),
+                },
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (
+                Input::Upstream {
+                    op: OpId(0),
+                    event: UpstreamEvent::Complete,
+                },
+                vec![text(serde_json::json!({"type": "complete", "id": "a"}))],
+            ),
+            (frame_input(), vec![start(1, "a")]),
+            (
+                Input::Shutdown,
+                vec![
+                    Effect::Close {
+                        code: 1001,
+                        reason: "bye".into(),
+                    },
+                    Effect::Cancel { op: OpId(1) },
+                ],
+            ),
+        ]);
+        assert_eq!(violations, vec![]);
+    }
+
+    #[test]
+    fn broken_rules_are_recorded_as_data() {
+        let late = Input::Upstream {
+            op: OpId(0),
+            event: UpstreamEvent::Next(serde_json::json!({})),
+        };
+        let violations = audit(&[
+            (frame_input(), vec![start(0, "a")]),
+            (frame_input(), vec![start(0, "b")]),
+            (frame_input(), vec![start(1, "a")]),
+            (frame_input(), vec![Effect::Cancel { op: OpId(0) }]),
+            (
+                late,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (
+                Input::Upstream {
+                    op: OpId(1),
+                    event: UpstreamEvent::Complete,
+                },
+                vec![Effect::Cancel { op: OpId(1) }],
+            ),
+            (
+                Input::Timeout,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (Input::Timeout, vec![Effect::Cancel { op: OpId(9) }]),
+            (
+                Input::Timeout,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "zz", "payload": {}}),
+                )],
+            ),
+            (Input::Timeout, vec![Effect::SendText("nope".into())]),
+            (
+                Input::Shutdown,
+                vec![Effect::Close {
+                    code: 1001,
+                    reason: "x".repeat(200),
+                }],
+            ),
+            (Input::Timeout, vec![Effect::SendPing]),
+        ]);
+        let kinds: Vec<String> = violations
+            .iter()
+            .map(|v| {
+                format!("{v:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "OpIdReused",
+                "IdStartedWhileLive",
+                "LateEventNotDropped",
+                "EndedTwice",
+                "SentAfterOperationEnd",
+                "CancelOfUnknownOperation",
+                "ResultForUnknownId",
+                "MalformedFrame",
+                "CloseReasonTooLong",
+                "EffectAfterClose",
+            ]
+        );
+        for violation in &violations {
+            assert!(!violation.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_end_state_is_checked() {
+        let mut ledger = Ledger::new();
+        ledger.observe_input(&frame_input());
+        ledger.observe_effect(&start(0, "a"));
+        let conn = ServerConnection::new(
+            Millis(0),
+            Subprotocol::GraphqlTransportWs,
+            ConnectionConfig::default(),
+        );
+        ledger.check_end(&conn);
+        assert_eq!(
+            ledger.violations(),
+            &[
+                Violation::NeverEnded {
+                    op: OpId(0),
+                    id: "a".into()
+                },
+                Violation::NotTerminated,
+                Violation::TimerAtEnd {
+                    deadline: Millis(3_000)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_client_ledger_catches_events_after_the_end() {
+        let mut ledger = ClientLedger::new();
+        ledger.observe_subscribe("1");
+        let complete = ClientEffect::Event(ClientEvent::Complete { id: "1".into() });
+        ledger.observe_effect(&complete);
+        ledger.observe_effect(&complete);
+        ledger.observe_effect(&ClientEffect::Event(ClientEvent::Closed {
+            code: 1000,
+            reason: String::new(),
+        }));
+        ledger.observe_effect(&ClientEffect::SendText("{}".into()));
+        assert_eq!(ledger.violations().len(), 2, "{:?}", ledger.violations());
+    }
+}
