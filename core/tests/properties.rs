@@ -219,7 +219,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 
     #[test]
     fn simulations_leave_nothing_alive(seed in any::<u64>(), p in 0.0f64..0.6, latency in 0u64..20) {

@@ -121,6 +121,9 @@ pub struct SimStats {
     pub cancels: u64,
     /// Events the upstream produced (including late ones the server dropped).
     pub upstream_events: u64,
+    /// Upstream events that arrived after their operation had ended (the
+    /// cancel was still on its way): the server must drop them.
+    pub late_upstream_events: u64,
     /// Frames clients sent (injected ones included).
     pub frames_to_server: u64,
     /// Frames servers sent.
@@ -362,18 +365,21 @@ impl<U: Upstream> Sim<U> {
 
     /// The next instant at which anything happens; `None` once settled.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let mut deadlines = Vec::new();
-        deadlines.extend(self.actions.last().map(|a| a.0));
-        deadlines.extend(self.cancels.front().map(|c| c.0));
-        deadlines.extend(self.upstream.poll_timeout());
-        for pair in &self.pairs {
-            deadlines.extend(pair.to_server.front().map(|m| m.0));
-            deadlines.extend(pair.to_client.front().map(|m| m.0));
-            deadlines.extend(pair.pending_auth);
-            deadlines.extend(pair.client.poll_timeout());
-            deadlines.extend(pair.server.connection().poll_timeout());
-        }
-        deadlines.into_iter().min()
+        let global = [
+            self.actions.last().map(|a| a.0),
+            self.cancels.front().map(|c| c.0),
+            self.upstream.poll_timeout(),
+        ];
+        let per_pair = self.pairs.iter().flat_map(|pair| {
+            [
+                pair.to_server.front().map(|m| m.0),
+                pair.to_client.front().map(|m| m.0),
+                pair.pending_auth,
+                pair.client.poll_timeout(),
+                pair.server.connection().poll_timeout(),
+            ]
+        });
+        global.into_iter().chain(per_pair).flatten().min()
     }
 
     /// Jumps the clock to the next deadline and processes everything due
@@ -478,6 +484,9 @@ impl<U: Upstream> Sim<U> {
         }
         while let Some((key, event)) = self.upstream.poll_event(now) {
             self.stats.upstream_events += 1;
+            if !self.pairs[key.conn].server.ledger().is_live(key.op) {
+                self.stats.late_upstream_events += 1;
+            }
             self.server_input(key.conn, Input::Upstream { op: key.op, event });
         }
         for i in 0..self.pairs.len() {
