@@ -7,6 +7,7 @@
 //! wasm simulator all use it, so "every operation ends" is checked the same
 //! way everywhere.
 
+use crate::client::{ClientConnection, ClientEffect, ClientEvent};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection, Subprotocol};
 use crate::{Millis, OpId, UpstreamEvent};
 use serde_json::Value;
@@ -106,6 +107,36 @@ pub enum Violation {
         /// The deadline.
         deadline: Millis,
     },
+    /// Client side: an event for an operation that had already ended (or
+    /// that was never requested).
+    ClientEventAfterEnd {
+        /// The operation id.
+        id: String,
+        /// The event, debug-printed.
+        event: String,
+    },
+    /// Client side: an event or a frame after `Closed`.
+    ClientEffectAfterClosed {
+        /// The effect, debug-printed.
+        effect: String,
+    },
+    /// At the end of a simulation: the upstream still runs operations.
+    UpstreamOperationsAtEnd {
+        /// How many.
+        count: usize,
+    },
+    /// A simulation did not settle within its step budget.
+    DidNotSettle {
+        /// Steps taken.
+        steps: u64,
+    },
+    /// Client side, at the end: the client is not closed.
+    ClientNotClosed,
+    /// Client side, at the end: operations still active.
+    ClientOperationsAtEnd {
+        /// How many.
+        count: usize,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -142,6 +173,22 @@ impl fmt::Display for Violation {
             }
             Violation::TimerAtEnd { deadline } => {
                 write!(f, "timer still armed at the end ({} ms)", deadline.0)
+            }
+            Violation::ClientEventAfterEnd { id, event } => {
+                write!(f, "client: {event} for id {id:?} after its operation ended")
+            }
+            Violation::ClientEffectAfterClosed { effect } => {
+                write!(f, "client: {effect} after Closed")
+            }
+            Violation::UpstreamOperationsAtEnd { count } => {
+                write!(f, "upstream still runs {count} operations at the end")
+            }
+            Violation::DidNotSettle { steps } => {
+                write!(f, "simulation did not settle within {steps} steps")
+            }
+            Violation::ClientNotClosed => write!(f, "client not closed at the end"),
+            Violation::ClientOperationsAtEnd { count } => {
+                write!(f, "client: {count} operations still active at the end")
             }
         }
     }
@@ -412,6 +459,13 @@ impl Audited {
         &self.ledger
     }
 
+    /// Checks the end state as it is (without closing anything) and returns
+    /// every violation of the whole run.
+    pub fn check_end(&mut self) -> Vec<Violation> {
+        self.ledger.check_end(&self.conn);
+        self.ledger.violations().to_vec()
+    }
+
     /// Closes the transport (a no-op if already closed), checks the end
     /// state, and returns every violation of the whole run.
     pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
@@ -420,5 +474,279 @@ impl Audited {
         }
         self.ledger.check_end(&self.conn);
         self.ledger.violations().to_vec()
+    }
+}
+
+/// The client side's auditor: every requested operation gets at most one
+/// terminal event (`Error`, `Complete`, or the connection's `Closed`), no
+/// event follows an operation's end or the connection's `Closed`, and at the
+/// end the client is closed with nothing active.
+#[derive(Debug, Default)]
+pub struct ClientLedger {
+    /// Requested ids and whether they are still active.
+    ops: HashMap<String, bool>,
+    closed: bool,
+    violations: Vec<Violation>,
+}
+
+impl ClientLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        ClientLedger::default()
+    }
+
+    /// The application requested operation `id`.
+    pub fn observe_subscribe(&mut self, id: &str) {
+        self.ops.insert(id.to_owned(), !self.closed);
+    }
+
+    /// The application stopped operation `id` (no event may follow).
+    pub fn observe_complete(&mut self, id: &str) {
+        if let Some(active) = self.ops.get_mut(id) {
+            *active = false;
+        }
+    }
+
+    /// An effect the client emitted.
+    pub fn observe_effect(&mut self, effect: &ClientEffect) {
+        if self.closed {
+            self.violations.push(Violation::ClientEffectAfterClosed {
+                effect: format!("{effect:?}"),
+            });
+            return;
+        }
+        let ClientEffect::Event(event) = effect else {
+            return;
+        };
+        let (id, terminal) = match event {
+            ClientEvent::Next { id, .. } => (id, false),
+            ClientEvent::Error { id, .. } | ClientEvent::Complete { id } => (id, true),
+            ClientEvent::Closed { .. } => {
+                self.closed = true;
+                self.ops.values_mut().for_each(|active| *active = false);
+                return;
+            }
+            ClientEvent::Acked { .. } => return,
+        };
+        match self.ops.get_mut(id) {
+            Some(active) if *active => *active = !terminal,
+            _ => self.violations.push(Violation::ClientEventAfterEnd {
+                id: id.clone(),
+                event: format!("{event:?}"),
+            }),
+        }
+    }
+
+    /// Checks the end state of `client`.
+    pub fn check_end(&mut self, client: &ClientConnection) {
+        if !client.is_closed() || !self.closed {
+            self.violations.push(Violation::ClientNotClosed);
+        }
+        if client.active_operations() != 0 {
+            self.violations.push(Violation::ClientOperationsAtEnd {
+                count: client.active_operations(),
+            });
+        }
+        if let Some(deadline) = client.poll_timeout() {
+            self.violations.push(Violation::TimerAtEnd { deadline });
+        }
+    }
+
+    /// Every violation recorded so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OperationRequest;
+    use serde_json::Map;
+
+    fn start(op: u64, id: &str) -> Effect {
+        Effect::Start {
+            op: OpId(op),
+            request: OperationRequest {
+                id: id.into(),
+                query: "{ a }".into(),
+                operation_name: None,
+                variables: Map::new(),
+                extensions: Map::new(),
+            },
+        }
+    }
+
+    fn text(frame: Value) -> Effect {
+        Effect::SendText(frame.to_string())
+    }
+
+    /// Feeds a hand-written (wrong) transcript straight into a ledger.
+    fn audit(steps: &[(Input, Vec<Effect>)]) -> Vec<Violation> {
+        let mut ledger = Ledger::new();
+        for (input, effects) in steps {
+            ledger.observe_input(input);
+            for effect in effects {
+                ledger.observe_effect(effect);
+            }
+        }
+        ledger.violations().to_vec()
+    }
+
+    fn frame_input() -> Input {
+        Input::Text("{}".into())
+    }
+
+    #[test]
+    fn a_correct_transcript_is_clean() {
+        let violations = audit(&[
+            (frame_input(), vec![start(0, "a")]),
+            (
+                Input::Upstream {
+                    op: OpId(0),
+                    event: UpstreamEvent::Next(serde_json::json!({})),
+                },
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (
+                Input::Upstream {
+                    op: OpId(0),
+                    event: UpstreamEvent::Complete,
+                },
+                vec![text(serde_json::json!({"type": "complete", "id": "a"}))],
+            ),
+            (frame_input(), vec![start(1, "a")]),
+            (
+                Input::Shutdown,
+                vec![
+                    Effect::Close {
+                        code: 1001,
+                        reason: "bye".into(),
+                    },
+                    Effect::Cancel { op: OpId(1) },
+                ],
+            ),
+        ]);
+        assert_eq!(violations, vec![]);
+    }
+
+    #[test]
+    fn broken_rules_are_recorded_as_data() {
+        let late = Input::Upstream {
+            op: OpId(0),
+            event: UpstreamEvent::Next(serde_json::json!({})),
+        };
+        let violations = audit(&[
+            (frame_input(), vec![start(0, "a")]),
+            (frame_input(), vec![start(0, "b")]),
+            (frame_input(), vec![start(1, "a")]),
+            (frame_input(), vec![Effect::Cancel { op: OpId(0) }]),
+            (
+                late,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (
+                Input::Upstream {
+                    op: OpId(1),
+                    event: UpstreamEvent::Complete,
+                },
+                vec![Effect::Cancel { op: OpId(1) }],
+            ),
+            (
+                Input::Timeout,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "a", "payload": {}}),
+                )],
+            ),
+            (Input::Timeout, vec![Effect::Cancel { op: OpId(9) }]),
+            (
+                Input::Timeout,
+                vec![text(
+                    serde_json::json!({"type": "next", "id": "zz", "payload": {}}),
+                )],
+            ),
+            (Input::Timeout, vec![Effect::SendText("nope".into())]),
+            (
+                Input::Shutdown,
+                vec![Effect::Close {
+                    code: 1001,
+                    reason: "x".repeat(200),
+                }],
+            ),
+            (Input::Timeout, vec![Effect::SendPing]),
+        ]);
+        let kinds: Vec<String> = violations
+            .iter()
+            .map(|v| {
+                format!("{v:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "OpIdReused",
+                "IdStartedWhileLive",
+                "LateEventNotDropped",
+                "EndedTwice",
+                "SentAfterOperationEnd",
+                "CancelOfUnknownOperation",
+                "ResultForUnknownId",
+                "MalformedFrame",
+                "CloseReasonTooLong",
+                "EffectAfterClose",
+            ]
+        );
+        for violation in &violations {
+            assert!(!violation.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_end_state_is_checked() {
+        let mut ledger = Ledger::new();
+        ledger.observe_input(&frame_input());
+        ledger.observe_effect(&start(0, "a"));
+        let conn = ServerConnection::new(
+            Millis(0),
+            Subprotocol::GraphqlTransportWs,
+            ConnectionConfig::default(),
+        );
+        ledger.check_end(&conn);
+        assert_eq!(
+            ledger.violations(),
+            &[
+                Violation::NeverEnded {
+                    op: OpId(0),
+                    id: "a".into()
+                },
+                Violation::NotTerminated,
+                Violation::TimerAtEnd {
+                    deadline: Millis(3_000)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_client_ledger_catches_events_after_the_end() {
+        let mut ledger = ClientLedger::new();
+        ledger.observe_subscribe("1");
+        let complete = ClientEffect::Event(ClientEvent::Complete { id: "1".into() });
+        ledger.observe_effect(&complete);
+        ledger.observe_effect(&complete);
+        ledger.observe_effect(&ClientEffect::Event(ClientEvent::Closed {
+            code: 1000,
+            reason: String::new(),
+        }));
+        ledger.observe_effect(&ClientEffect::SendText("{}".into()));
+        assert_eq!(ledger.violations().len(), 2, "{:?}", ledger.violations());
     }
 }

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod operation;
 pub mod protocol;
 pub mod server;
+pub mod sim;
 pub mod time;
 pub mod upstream;
 

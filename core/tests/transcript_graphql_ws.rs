@@ -134,12 +134,11 @@ fn stop_cancels_and_answers_complete() {
     t.init_ok();
     let op = t.subscribe("1", "subscription { ticks }");
     let effects = t.send(json!({"type": "stop", "id": "1"}));
+    assert_eq!(effects[0], Effect::Cancel { op });
+    assert_eq!(effects.len(), 2);
     assert_eq!(
-        effects,
-        vec![
-            Effect::Cancel { op },
-            Effect::SendText(r#"{"id":"1","type":"complete"}"#.into())
-        ]
+        frames(&effects),
+        vec![json!({"type": "complete", "id": "1"})]
     );
     assert!(t.upstream(op, next(json!({"data": {}}))).is_empty());
     // stop for an unknown id is ignored.

@@ -592,3 +592,33 @@ fn nothing_is_sent_after_close() {
     assert!(t.input(Input::Shutdown).is_empty());
     t.finish();
 }
+
+#[test]
+fn state_machines_can_move_between_threads() {
+    // The runtime drives each connection from its own task on a
+    // multi-threaded executor.
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<terminus_core::server::ServerConnection>();
+    assert_send::<terminus_core::client::ClientConnection>();
+    assert_send::<terminus_core::ledger::Audited>();
+}
+
+#[test]
+fn operations_lists_the_live_ones_oldest_first() {
+    let mut t = Transcript::transport();
+    t.init_ok();
+    let a = t.subscribe("a", "subscription { ticks }");
+    t.now = terminus_core::Millis(500);
+    let b = t.subscribe("b", "subscription { ticks }");
+    let listed: Vec<_> = t
+        .conn
+        .connection()
+        .operations()
+        .map(|o| (o.op, o.id.to_owned(), o.started.0))
+        .collect();
+    assert_eq!(listed, vec![(a, "a".into(), 0), (b, "b".into(), 500)]);
+    t.upstream(a, UpstreamEvent::Complete);
+    let ids: Vec<_> = t.conn.connection().operations().map(|o| o.op).collect();
+    assert_eq!(ids, vec![b]);
+    t.finish();
+}

@@ -207,7 +207,9 @@ impl ClientConnection {
 
     /// Requests an operation; returns its id. Events for it arrive as
     /// [`ClientEvent`]s. Requested before the ack, it is sent once the
-    /// connection is ready (legacy: right after `connection_init`).
+    /// connection is ready (legacy: right after `connection_init`). On a
+    /// closed connection nothing is sent and no event follows (check
+    /// [`Self::is_closed`] first).
     pub fn subscribe(
         &mut self,
         _now: Millis,
@@ -218,12 +220,8 @@ impl ClientConnection {
         let id = self.next_id.to_string();
         self.next_id += 1;
         if self.phase == Phase::Closed {
-            // The connection is gone: the operation ends at once.
-            self.effects
-                .push_back(ClientEffect::Event(ClientEvent::Error {
-                    id: id.clone(),
-                    errors: vec![serde_json::json!({"message": "connection closed"})],
-                }));
+            // The connection is gone (its `Closed` event was emitted): the
+            // operation is dead on arrival and gets no event of its own.
             return id;
         }
         let payload = SubscribePayload {

@@ -237,10 +237,10 @@ pub(crate) fn required_id(obj: &Map<String, Value>, kind: &str) -> Result<String
 /// Builds `{"type": kind, "id"?: id, "payload"?: payload}` as text.
 pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<Value>) -> String {
     let mut obj = Map::new();
+    obj.insert("type".into(), Value::String(kind.to_owned()));
     if let Some(id) = id {
         obj.insert("id".into(), Value::String(id.to_owned()));
     }
-    obj.insert("type".into(), Value::String(kind.to_owned()));
     if let Some(payload) = payload {
         obj.insert("payload".into(), payload);
     }
