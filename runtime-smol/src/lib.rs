@@ -2,4 +2,5 @@
 
 pub mod demo_upstream;
 pub mod grpc;
+pub mod mysql;
 pub mod tasks;

@@ -1,0 +1,353 @@
+//! One MySQL connection: the thin IO layer around the protocol machines.
+//!
+//! Reads are cancellation-safe: bytes that arrived are kept in the
+//! connection's buffers and an unfinished answer stays in `pending`, so a
+//! dropped query can be drained later. A write cut off half-way leaves the
+//! stream unusable, which `writing` records so the pool discards it.
+
+use super::protocol::{
+    self, Credentials, Expect, Handshake, HandshakeStep, Outcome, PreparedStatement, ProtoError,
+    ResponseReader, Session,
+};
+use bytes::BytesMut;
+use mysql_common::proto::codec::PacketCodec;
+use serde_json::Value;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+/// Prepared statements kept per connection (the `@sql`/`@live` statements of
+/// one schema are few; past this the oldest is closed on the server).
+const STATEMENT_CACHE: usize = 64;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// The socket failed or closed; the connection is gone.
+    Io(io::Error),
+    /// The server sent an error; the connection is still usable.
+    Server {
+        code: u16,
+        state: Option<String>,
+        message: String,
+    },
+    /// The peer broke the protocol; the connection is gone.
+    Protocol(String),
+    /// The caller's input cannot be sent (e.g. wrong parameter count).
+    BadInput(String),
+    /// Connecting took longer than the connect timeout.
+    ConnectTimeout,
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        ConnError::Io(e)
+    }
+}
+
+impl From<ProtoError> for ConnError {
+    fn from(e: ProtoError) -> Self {
+        match e {
+            ProtoError::Server {
+                code,
+                state,
+                message,
+            } => ConnError::Server {
+                code,
+                state,
+                message,
+            },
+            ProtoError::Protocol(m) => ConnError::Protocol(m),
+        }
+    }
+}
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Credentials,
+}
+
+/// A connected, authenticated session.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    codec: PacketCodec,
+    /// Bytes read from the socket and not yet decoded.
+    read_buf: BytesMut,
+    /// The packet being assembled (a packet can span several chunks).
+    packet: Vec<u8>,
+    session: Session,
+    max_rows: usize,
+    /// The answer still owed by the server for the last command.
+    pending: Option<ResponseReader>,
+    /// True while a write is in progress: if the future is dropped then,
+    /// the stream holds half a packet and cannot be reused.
+    writing: bool,
+    /// Set after an IO or protocol error.
+    broken: bool,
+    statements: HashMap<String, PreparedStatement>,
+    statement_order: Vec<String>,
+}
+
+impl Conn {
+    /// Connects and logs in, all within `timeout`.
+    pub async fn connect(
+        target: &Target,
+        timeout: Duration,
+        max_rows: usize,
+    ) -> Result<Conn, ConnError> {
+        let connecting = async {
+            let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            stream.set_nodelay(true)?;
+            let mut handshake = Handshake::new(target.credentials.clone());
+            let mut conn = Conn {
+                stream,
+                codec: PacketCodec::default(),
+                read_buf: BytesMut::with_capacity(4096),
+                packet: Vec::new(),
+                session: protocol::Session {
+                    capabilities: Default::default(),
+                    thread_id: 0,
+                },
+                max_rows,
+                pending: None,
+                writing: false,
+                broken: false,
+                statements: HashMap::new(),
+                statement_order: Vec::new(),
+            };
+            loop {
+                let packet = conn.read_packet().await?;
+                match handshake.handle_packet(&packet)? {
+                    HandshakeStep::Send(data) => conn.write_packet(&data).await?,
+                    HandshakeStep::Wait => {}
+                    HandshakeStep::Done(session) => {
+                        conn.session = session;
+                        return Ok(conn);
+                    }
+                }
+            }
+        };
+        smol::future::or(connecting, async {
+            smol::Timer::after(timeout).await;
+            Err(ConnError::ConnectTimeout)
+        })
+        .await
+    }
+
+    /// The server's id for this connection (`KILL QUERY <thread_id>`).
+    pub fn thread_id(&self) -> u32 {
+        self.session.thread_id
+    }
+
+    /// Whether the connection can take another command: not broken, no
+    /// write cut off, no answer still owed.
+    pub fn is_clean(&self) -> bool {
+        !self.broken && !self.writing && self.pending.is_none()
+    }
+
+    /// Whether an answer is still owed (a command was cut off).
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some() && !self.broken && !self.writing
+    }
+
+    /// Whether the socket has something to say while the connection is idle.
+    /// An idle connection must be silent: readable means the server closed
+    /// it (restart, `KILL CONNECTION`, `wait_timeout`) or sent an error.
+    pub async fn idle_socket_is_silent(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        // One non-blocking attempt: Pending means nothing to read.
+        smol::future::poll_once(self.stream.read(&mut probe))
+            .await
+            .is_none()
+    }
+
+    async fn read_packet(&mut self) -> Result<Vec<u8>, ConnError> {
+        let result = self.read_packet_inner().await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    async fn read_packet_inner(&mut self) -> Result<Vec<u8>, ConnError> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if self
+                .codec
+                .decode(&mut self.read_buf, &mut self.packet)
+                .map_err(|e| ConnError::Protocol(format!("packet framing: {e}")))?
+            {
+                return Ok(std::mem::take(&mut self.packet));
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+            self.read_buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write_packet(&mut self, payload: &[u8]) -> Result<(), ConnError> {
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        self.codec
+            .encode(&mut &payload[..], &mut out)
+            .map_err(|e| ConnError::BadInput(format!("packet too large: {e}")))?;
+        self.writing = true;
+        let written = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.writing = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(ConnError::Io(e))
+            }
+        }
+    }
+
+    /// Sends one command (a fresh sequence) and, when `expect` is given,
+    /// reads its whole answer.
+    async fn command(
+        &mut self,
+        payload: &[u8],
+        expect: Option<Expect>,
+    ) -> Result<Outcome, ConnError> {
+        if !self.is_clean() {
+            return Err(ConnError::Protocol(
+                "connection is not ready for a command".into(),
+            ));
+        }
+        self.codec.reset_seq_id();
+        self.write_packet(payload).await?;
+        let Some(expect) = expect else {
+            return Ok(Outcome::Done {
+                affected_rows: 0,
+                last_insert_id: 0,
+            });
+        };
+        self.pending = Some(ResponseReader::new(
+            expect,
+            self.session.capabilities,
+            self.max_rows,
+        ));
+        self.finish_pending().await
+    }
+
+    /// Reads the rest of the owed answer and returns it.
+    async fn finish_pending(&mut self) -> Result<Outcome, ConnError> {
+        loop {
+            let Some(reader) = self.pending.as_ref() else {
+                return Err(ConnError::Protocol("no answer is owed".into()));
+            };
+            if reader.is_done() {
+                break;
+            }
+            let packet = self.read_packet().await?;
+            let reader = self.pending.as_mut().expect("checked above");
+            if let Err(e) = reader.handle_packet(&packet) {
+                self.broken = true;
+                return Err(e.into());
+            }
+        }
+        let reader = self.pending.take().expect("checked above");
+        Ok(reader.finish()?)
+    }
+
+    /// Finishes the answer of a command that was cut off, dropping it.
+    /// Afterwards the connection is clean again (or the error says why not).
+    pub async fn drain(&mut self) -> Result<(), ConnError> {
+        if self.broken || self.writing {
+            return Err(ConnError::Protocol("connection is broken".into()));
+        }
+        if self.pending.is_none() {
+            return Ok(());
+        }
+        match self.finish_pending().await {
+            Ok(_) | Err(ConnError::Server { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `COM_PING`.
+    pub async fn ping(&mut self) -> Result<(), ConnError> {
+        self.command(&protocol::com_ping(), Some(Expect::Ok))
+            .await
+            .map(|_| ())
+    }
+
+    /// Says goodbye so the server does not log an aborted connection.
+    pub async fn quit(mut self) {
+        if self.is_clean() {
+            let _ = self.command(&protocol::com_quit(), None).await;
+        }
+    }
+
+    /// Runs `sql` as `COM_QUERY` (text protocol).
+    pub async fn query_text(&mut self, sql: &str) -> Result<Outcome, ConnError> {
+        self.command(&protocol::com_query(sql), Some(Expect::TextResult))
+            .await
+    }
+
+    /// Runs `sql`: without parameters through `COM_QUERY`; with parameters
+    /// as a prepared statement (cached per connection) whose values are
+    /// sent in the binary protocol, never spliced into the SQL text.
+    pub async fn run(&mut self, sql: &str, params: &[Value]) -> Result<Outcome, ConnError> {
+        if params.is_empty() {
+            return self.query_text(sql).await;
+        }
+        let statement = self.prepare(sql).await?;
+        if usize::from(statement.num_params) != params.len() {
+            return Err(ConnError::BadInput(format!(
+                "the statement has {} placeholders but {} values were given",
+                statement.num_params,
+                params.len()
+            )));
+        }
+        let values: Vec<_> = params.iter().map(protocol::json_to_param).collect();
+        let mut commands = protocol::com_stmt_execute(statement.statement_id, &values);
+        let execute = commands.pop().expect("the execute command is always last");
+        for long_data in commands {
+            self.command(&long_data, None).await?;
+        }
+        self.command(&execute, Some(Expect::BinaryResult)).await
+    }
+
+    async fn prepare(&mut self, sql: &str) -> Result<PreparedStatement, ConnError> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        if self.statements.len() >= STATEMENT_CACHE {
+            let oldest = self.statement_order.remove(0);
+            if let Some(old) = self.statements.remove(&oldest) {
+                self.command(&protocol::com_stmt_close(old.statement_id), None)
+                    .await?;
+            }
+        }
+        match self
+            .command(&protocol::com_stmt_prepare(sql), Some(Expect::Prepare))
+            .await?
+        {
+            Outcome::Prepared(statement) => {
+                self.statements.insert(sql.to_owned(), statement.clone());
+                self.statement_order.push(sql.to_owned());
+                Ok(statement)
+            }
+            _ => Err(ConnError::Protocol(
+                "prepare answered without a statement".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The bounded, cancellable connection pool of one configured database.
+
+use super::conn::{Conn, ConnError, Target};
+use super::protocol::Outcome;
+use super::{parse_url, ConfigError, MysqlDbConfig};
+use crate::tasks;
+use async_lock::{Semaphore, SemaphoreGuardArc};
+use serde_json::{json, Value};
+use smol::future::or;
+use smol::Timer;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use terminus_core::{FailureKind, UpstreamFailure};
+
+/// Upper bounds (seconds) of the query-duration histogram's buckets.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus-style histogram of durations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationHistogram {
+    /// `(upper bound in seconds, observations <= bound)`, cumulative, in
+    /// increasing order; observations above the last bound are only in
+    /// `count`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Durations {
+    per_bucket: [u64; DURATION_BUCKETS.len()],
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Durations {
+    fn observe(&mut self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.per_bucket[i] += 1;
+        }
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    fn snapshot(&self) -> DurationHistogram {
+        let mut running = 0;
+        let buckets = DURATION_BUCKETS
+            .iter()
+            .zip(self.per_bucket)
+            .map(|(bound, n)| {
+                running += n;
+                (*bound, running)
+            })
+            .collect();
+        DurationHistogram {
+            buckets,
+            sum_seconds: self.sum_seconds,
+            count: self.count,
+        }
+    }
+}
+
+/// A snapshot of a pool for `/metrics` and `/admin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolStats {
+    /// The configured maximum of connections.
+    pub max: usize,
+    /// Open connections waiting in the pool.
+    pub idle: usize,
+    /// Connections lent to calls (including ones being killed and drained
+    /// after a cancellation, and ones being opened).
+    pub busy: usize,
+    /// Calls that had to wait for a connection.
+    pub acquire_waits_total: u64,
+    /// Calls that gave up waiting (answered `UPSTREAM_BUSY`).
+    pub acquire_timeouts_total: u64,
+    /// Connections opened since start.
+    pub connections_opened_total: u64,
+    /// `KILL QUERY`s sent for cancelled or timed-out statements.
+    pub kills_total: u64,
+    /// Statements run (finished, failed or cancelled).
+    pub queries_total: u64,
+    /// Statements that failed or timed out.
+    pub query_failures_total: u64,
+    /// How long statements took once they had a connection.
+    pub query_durations: DurationHistogram,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Shared {
+    name: String,
+    config: MysqlDbConfig,
+    target: Target,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    busy: AtomicUsize,
+    acquire_waits_total: AtomicU64,
+    acquire_timeouts_total: AtomicU64,
+    connections_opened_total: AtomicU64,
+    kills_total: AtomicU64,
+    queries_total: AtomicU64,
+    query_failures_total: AtomicU64,
+    durations: Mutex<Durations>,
+    /// Tasks that kill and drain cancelled statements. The pool owns them;
+    /// each ends within `kill_timeout`.
+    recoveries: Mutex<Vec<smol::Task<()>>>,
+}
+
+/// A pool of connections to one MySQL/MariaDB database. Create one per
+/// configured database at start-up and share the `Arc`.
+pub struct MysqlPool {
+    shared: Arc<Shared>,
+    /// Closes connections idle past `idle_timeout`; dropping the pool stops it.
+    _reaper: smol::Task<()>,
+}
+
+impl std::fmt::Debug for MysqlPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlPool")
+            .field("name", &self.shared.name)
+            .field("host", &self.shared.target.host)
+            .field("port", &self.shared.target.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection lent to one call, with its pool permit. Dropping it returns
+/// a clean connection to the pool, hands one whose statement is still
+/// running to a recovery task (KILL QUERY + drain), and closes a broken one.
+struct Lease {
+    shared: Arc<Shared>,
+    conn: Option<Conn>,
+    permit: Option<SemaphoreGuardArc>,
+    /// This lease belongs to a recovery task: never recover twice.
+    recovering: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        match self.conn.take() {
+            Some(conn) if conn.is_clean() => {
+                shared.idle.lock().expect("idle lock").push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+            Some(conn) if conn.has_pending() && !self.recovering => {
+                // The call was dropped while its statement ran. Kill it from
+                // another connection and drain this one in a task the pool
+                // owns; the permit goes along so the pool stays bounded.
+                let lease = Lease {
+                    shared: shared.clone(),
+                    conn: Some(conn),
+                    permit: self.permit.take(),
+                    recovering: true,
+                };
+                let task = tasks::spawn(async move {
+                    let mut lease = lease;
+                    let shared = lease.shared.clone();
+                    shared.recover(&mut lease).await;
+                });
+                let mut recoveries = shared.recoveries.lock().expect("recoveries lock");
+                recoveries.retain(|t| !t.is_finished());
+                recoveries.push(task);
+                // The recovery's lease now counts as busy.
+                return;
+            }
+            // Broken, or a recovery that failed: close the socket.
+            Some(_) | None => {}
+        }
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Lease {
+    fn conn(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("a lease holds a connection while in use")
+    }
+}
+
+impl Shared {
+    fn failure(&self, kind: FailureKind, message: impl std::fmt::Display) -> UpstreamFailure {
+        UpstreamFailure::new(kind, format!("mysql `{}`: {message}", self.name))
+    }
+
+    fn connect_failure(&self, error: ConnError) -> UpstreamFailure {
+        let target = format!("{}:{}", self.target.host, self.target.port);
+        let why = match error {
+            ConnError::Io(e) => e.to_string(),
+            ConnError::Server { code, message, .. } => format!("{message} (error {code})"),
+            ConnError::Protocol(m) | ConnError::BadInput(m) => m,
+            ConnError::ConnectTimeout => format!(
+                "no answer within connect_timeout {} ms",
+                self.config.connect_timeout.as_millis()
+            ),
+        };
+        self.failure(
+            FailureKind::Unavailable,
+            format!("cannot connect to {target}: {why}"),
+        )
+    }
+
+    fn call_failure(&self, error: ConnError) -> UpstreamFailure {
+        match error {
+            ConnError::Server {
+                code,
+                state,
+                message,
+            } => {
+                let state = state.map(|s| format!(", SQLSTATE {s}")).unwrap_or_default();
+                if code == 0 {
+                    self.failure(FailureKind::Failed, message)
+                } else {
+                    self.failure(
+                        FailureKind::Failed,
+                        format!("{message} (error {code}{state})"),
+                    )
+                }
+            }
+            ConnError::BadInput(m) => self.failure(FailureKind::BadInput, m),
+            ConnError::Io(e) => {
+                self.failure(FailureKind::Unavailable, format!("connection lost: {e}"))
+            }
+            ConnError::Protocol(m) => {
+                self.failure(FailureKind::Unavailable, format!("protocol error: {m}"))
+            }
+            ConnError::ConnectTimeout => {
+                self.failure(FailureKind::Unavailable, "connect timed out")
+            }
+        }
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Result<Lease, UpstreamFailure> {
+        let permit = match self.permits.try_acquire_arc() {
+            Some(permit) => permit,
+            None => {
+                self.acquire_waits_total.fetch_add(1, Ordering::Relaxed);
+                let waited = or(async { Some(self.permits.acquire_arc().await) }, async {
+                    Timer::after(self.config.acquire_timeout).await;
+                    None
+                })
+                .await;
+                match waited {
+                    Some(permit) => permit,
+                    None => {
+                        self.acquire_timeouts_total.fetch_add(1, Ordering::Relaxed);
+                        return Err(self.failure(
+                            FailureKind::Busy,
+                            format!(
+                                "pool {} exhausted: all {} connections stayed busy for acquire_timeout {} ms",
+                                self.name,
+                                self.config.max_connections,
+                                self.config.acquire_timeout.as_millis()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let mut lease = Lease {
+            shared: self.clone(),
+            conn: None,
+            permit: Some(permit),
+            recovering: false,
+        };
+        loop {
+            // Newest first: the most recently used connection is the most
+            // likely to be alive, and old ones age out.
+            let candidate = self.idle.lock().expect("idle lock").pop();
+            let Some(Idle { mut conn, since }) = candidate else {
+                break;
+            };
+            if since.elapsed() >= self.config.idle_timeout {
+                continue;
+            }
+            if !conn.idle_socket_is_silent().await {
+                // Closed by the server (restart, KILL CONNECTION, wait_timeout).
+                continue;
+            }
+            if since.elapsed() >= self.config.health_check_interval {
+                let pinged = or(async { conn.ping().await.is_ok() }, async {
+                    Timer::after(self.config.connect_timeout).await;
+                    false
+                })
+                .await;
+                if !pinged {
+                    continue;
+                }
+            }
+            lease.conn = Some(conn);
+            return Ok(lease);
+        }
+        let conn = Conn::connect(
+            &self.target,
+            self.config.connect_timeout,
+            self.config.max_rows,
+        )
+        .await
+        .map_err(|e| self.connect_failure(e))?;
+        self.connections_opened_total
+            .fetch_add(1, Ordering::Relaxed);
+        lease.conn = Some(conn);
+        Ok(lease)
+    }
+
+    /// Kills the statement still running on the lease's connection and
+    /// drains its answer, all within `kill_timeout`. Leaves the connection
+    /// in the lease only if it ended clean and answers a ping.
+    async fn recover(&self, lease: &mut Lease) {
+        let Some(conn) = lease.conn.as_mut() else {
+            return;
+        };
+        if !conn.has_pending() {
+            if !conn.is_clean() {
+                lease.conn = None;
+            }
+            return;
+        }
+        let thread_id = conn.thread_id();
+        let recovered = or(
+            async {
+                if self.kill_query(thread_id).await.is_err() {
+                    return false;
+                }
+                conn.drain().await.is_ok() && conn.ping().await.is_ok()
+            },
+            async {
+                Timer::after(self.config.kill_timeout).await;
+                false
+            },
+        )
+        .await;
+        if !recovered {
+            lease.conn = None;
+        }
+    }
+
+    /// `KILL QUERY <thread_id>` from a separate, short-lived connection: the
+    /// pool's own connections may all be busy, and a kill must not wait.
+    async fn kill_query(&self, thread_id: u32) -> Result<(), ConnError> {
+        self.kills_total.fetch_add(1, Ordering::Relaxed);
+        let mut killer = Conn::connect(&self.target, self.config.connect_timeout, 1).await?;
+        let killed = killer.query_text(&format!("KILL QUERY {thread_id}")).await;
+        killer.quit().await;
+        match killed {
+            // 1094: unknown thread id. The statement ended on its own.
+            Ok(_) | Err(ConnError::Server { code: 1094, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<Outcome, UpstreamFailure> {
+        let mut lease = self.acquire().await?;
+        let started = Instant::now();
+        // Counted here so a call dropped mid-statement is counted too.
+        self.queries_total.fetch_add(1, Ordering::Relaxed);
+        let ran = or(
+            async { Some(lease.conn().run(statement, params).await) },
+            async {
+                Timer::after(self.config.statement_timeout).await;
+                None
+            },
+        )
+        .await;
+        let result = match ran {
+            Some(Ok(outcome)) => Ok(outcome),
+            Some(Err(e)) => Err(self.call_failure(e)),
+            None => {
+                self.recover(&mut lease).await;
+                Err(self.failure(
+                    FailureKind::Timeout,
+                    format!(
+                        "statement exceeded statement_timeout {} ms and was killed",
+                        self.config.statement_timeout.as_millis()
+                    ),
+                ))
+            }
+        };
+        self.durations
+            .lock()
+            .expect("durations lock")
+            .observe(started.elapsed());
+        if result.is_err() {
+            self.query_failures_total.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(lease);
+        result
+    }
+
+    /// Closes idle connections past `idle_timeout`.
+    fn close_expired(&self) -> Vec<Conn> {
+        let mut idle = self.idle.lock().expect("idle lock");
+        let (expired, keep): (Vec<Idle>, Vec<Idle>) = idle
+            .drain(..)
+            .partition(|i| i.since.elapsed() >= self.config.idle_timeout);
+        *idle = keep;
+        expired.into_iter().map(|i| i.conn).collect()
+    }
+}
+
+impl MysqlPool {
+    /// A pool for the database `name` configured by `config`. Connections
+    /// open lazily, on the first calls.
+    pub fn new(name: &str, config: &MysqlDbConfig) -> Result<Arc<MysqlPool>, ConfigError> {
+        let error = |message: String| ConfigError {
+            db: name.to_owned(),
+            message,
+        };
+        config.validate().map_err(error)?;
+        let target = parse_url(&config.url).map_err(error)?;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            config: config.clone(),
+            target,
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            idle: Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            acquire_waits_total: AtomicU64::new(0),
+            acquire_timeouts_total: AtomicU64::new(0),
+            connections_opened_total: AtomicU64::new(0),
+            kills_total: AtomicU64::new(0),
+            queries_total: AtomicU64::new(0),
+            query_failures_total: AtomicU64::new(0),
+            durations: Mutex::new(Durations::default()),
+            recoveries: Mutex::new(Vec::new()),
+        });
+        let reaper = tasks::spawn(reap_idle(Arc::downgrade(&shared)));
+        Ok(Arc::new(MysqlPool {
+            shared,
+            _reaper: reaper,
+        }))
+    }
+
+    /// The database's configured name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Runs a statement that returns rows and answers a JSON array of row
+    /// objects (column name -> value). `params` bind the `?` placeholders in
+    /// order. Dropping the returned future while the statement runs kills it
+    /// on the server.
+    pub async fn query(&self, statement: &str, params: &[Value]) -> Result<Value, UpstreamFailure> {
+        match self.shared.run(statement, params).await? {
+            Outcome::Rows(rows) => Ok(Value::Array(rows)),
+            // A statement without a result set has no rows.
+            Outcome::Done { .. } | Outcome::Prepared(_) => Ok(Value::Array(Vec::new())),
+        }
+    }
+
+    /// Runs a statement that changes rows and answers
+    /// `{"affectedRows": n, "lastInsertId": n}` (both 0 for a statement that
+    /// returned rows). Dropping the future while it runs kills it.
+    pub async fn execute(
+        &self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<Value, UpstreamFailure> {
+        let (affected_rows, last_insert_id) = match self.shared.run(statement, params).await? {
+            Outcome::Done {
+                affected_rows,
+                last_insert_id,
+            } => (affected_rows, last_insert_id),
+            Outcome::Rows(_) | Outcome::Prepared(_) => (0, 0),
+        };
+        Ok(json!({"affectedRows": affected_rows, "lastInsertId": last_insert_id}))
+    }
+
+    /// Counters and gauges for `/metrics`.
+    pub fn stats(&self) -> PoolStats {
+        let s = &self.shared;
+        PoolStats {
+            max: s.config.max_connections,
+            idle: s.idle.lock().expect("idle lock").len(),
+            busy: s.busy.load(Ordering::Relaxed),
+            acquire_waits_total: s.acquire_waits_total.load(Ordering::Relaxed),
+            acquire_timeouts_total: s.acquire_timeouts_total.load(Ordering::Relaxed),
+            connections_opened_total: s.connections_opened_total.load(Ordering::Relaxed),
+            kills_total: s.kills_total.load(Ordering::Relaxed),
+            queries_total: s.queries_total.load(Ordering::Relaxed),
+            query_failures_total: s.query_failures_total.load(Ordering::Relaxed),
+            query_durations: s.durations.lock().expect("durations lock").snapshot(),
+        }
+    }
+}
+
+/// Every `min(idle_timeout, health_check_interval)`, closes idle connections
+/// past `idle_timeout` (saying COM_QUIT, bounded by `connect_timeout`). Holds
+/// only a weak reference, so it never keeps a dropped pool alive.
+async fn reap_idle(shared: Weak<Shared>) {
+    let period = match shared.upgrade() {
+        Some(s) => s.config.idle_timeout.min(s.config.health_check_interval),
+        None => return,
+    };
+    loop {
+        Timer::after(period).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let expired = shared.close_expired();
+        shared
+            .recoveries
+            .lock()
+            .expect("recoveries lock")
+            .retain(|t| !t.is_finished());
+        let bound = shared.config.connect_timeout;
+        drop(shared);
+        for conn in expired {
+            or(conn.quit(), async {
+                Timer::after(bound).await;
+            })
+            .await;
+        }
+    }
+}

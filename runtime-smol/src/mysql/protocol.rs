@@ -1,0 +1,868 @@
+//! The MySQL client protocol as pure state machines: no sockets, no clocks.
+//!
+//! [`Handshake`] is fed the server's packets from the greeting until the
+//! authentication's final OK and answers with the packets to send.
+//! [`ResponseReader`] is fed the packets that answer one command and
+//! collects the result (rows already mapped to JSON, an OK, a prepared
+//! statement or a server error). The connection in `conn.rs` only moves
+//! bytes between these machines and the socket, so a response that was cut
+//! off by a cancellation can be finished ("drained") later from the exact
+//! packet where it stopped.
+
+use base64::Engine as _;
+use mysql_common::auth::plugins::{
+    AuthProc, ChallengeResponsePlugin, Context as AuthContext, Response as AuthResponse,
+};
+use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{
+    AuthMoreData, AuthPlugin, AuthSwitchRequest, Column, ComStmtClose,
+    ComStmtExecuteRequestBuilder, ComStmtSendLongData, CommonOkPacket, ErrPacket, HandshakePacket,
+    HandshakeResponse, OkPacketDeserializer, OldEofPacket, ResultSetTerminator, StmtPacket,
+};
+use mysql_common::proto::{Binary, MySerialize, Text};
+use mysql_common::row::RowDeserializer;
+use mysql_common::value::{ClientSide, ServerSide, Value as SqlValue};
+use serde_json::{Map, Number, Value};
+use std::sync::Arc;
+
+/// The largest packet the client announces it accepts (16 MiB).
+pub(crate) const MAX_PACKET_SIZE: u32 = 16 * 1024 * 1024;
+
+/// The `binary` character set: columns with it hold bytes, not text.
+const BINARY_CHARSET: u16 = 63;
+
+/// What went wrong while speaking the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProtoError {
+    /// The server answered with an error packet. The connection is still in
+    /// sync and can be reused.
+    Server {
+        /// The server's error number (e.g. 1064 for a syntax error).
+        code: u16,
+        /// The SQLSTATE, when the server sent one.
+        state: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+    /// The bytes did not follow the protocol; the connection must be dropped.
+    Protocol(String),
+}
+
+impl ProtoError {
+    fn protocol(what: impl std::fmt::Display) -> Self {
+        ProtoError::Protocol(what.to_string())
+    }
+
+    fn from_err_packet(packet: &[u8], capabilities: CapabilityFlags) -> Self {
+        match ParseBuf(packet).parse::<ErrPacket<'_>>(capabilities) {
+            Ok(ErrPacket::Error(error)) => ProtoError::Server {
+                code: error.error_code(),
+                state: error.sql_state_ref().map(|s| s.as_str().into_owned()),
+                message: error.message_str().into_owned(),
+            },
+            Ok(ErrPacket::Progress(_)) => {
+                ProtoError::protocol("unexpected progress report from the server")
+            }
+            Err(e) => ProtoError::protocol(format!("malformed error packet: {e}")),
+        }
+    }
+}
+
+/// Who connects and to which database.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub user: String,
+    pub password: String,
+    pub database: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handshake learned about the session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Session {
+    /// The capabilities both sides agreed on.
+    pub capabilities: CapabilityFlags,
+    /// The server's id for this connection, the argument of `KILL QUERY`.
+    pub thread_id: u32,
+}
+
+struct AuthInputs<'a> {
+    password: &'a [u8],
+    scramble: &'a [u8],
+}
+
+impl AuthContext for &AuthInputs<'_> {
+    fn pass(&self) -> &[u8] {
+        self.password
+    }
+    fn is_ipc_transport(&self) -> bool {
+        false
+    }
+    fn is_tls_transport(&self) -> bool {
+        false
+    }
+    fn scramble(&self) -> &[u8] {
+        self.scramble
+    }
+    fn server_key_pem(&self) -> Option<&[u8]> {
+        // Not pinned: caching_sha2_password's full authentication asks the
+        // server for its RSA key (see docs/mysql.md for what that trusts).
+        None
+    }
+}
+
+enum HandshakeState {
+    Greeting,
+    Authenticating { plugin: AuthProc, scramble: Vec<u8> },
+    Done,
+}
+
+/// The client side of the connection phase, from the server's greeting to
+/// the OK that ends authentication.
+pub(crate) struct Handshake {
+    credentials: Credentials,
+    state: HandshakeState,
+    session: Option<Session>,
+}
+
+/// What to do after a handshake packet.
+#[derive(Debug)]
+pub(crate) enum HandshakeStep {
+    /// Send this packet and wait for the next one.
+    Send(Vec<u8>),
+    /// Wait for the next packet.
+    Wait,
+    /// Authenticated: the connection is ready for commands.
+    Done(Session),
+}
+
+/// The capabilities Terminus asks for. Deliberately absent:
+/// `CLIENT_MULTI_STATEMENTS` (a statement can never smuggle in a second one),
+/// `CLIENT_LOCAL_FILES` (the server can never ask for a client file), SSL
+/// and compression.
+fn client_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+}
+
+impl Handshake {
+    /// A handshake that will log in with `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
+        Handshake {
+            credentials,
+            state: HandshakeState::Greeting,
+            session: None,
+        }
+    }
+
+    fn run_plugin(
+        &self,
+        plugin: &mut AuthProc,
+        scramble: &[u8],
+        challenge: &[u8],
+    ) -> Result<AuthResponse, ProtoError> {
+        let inputs = AuthInputs {
+            password: self.credentials.password.as_bytes(),
+            scramble,
+        };
+        plugin
+            .run(&inputs, challenge)
+            .map_err(|e| ProtoError::protocol(format!("authentication failed: {e}")))
+    }
+
+    /// Feeds the next packet from the server.
+    pub fn handle_packet(&mut self, packet: &[u8]) -> Result<HandshakeStep, ProtoError> {
+        match std::mem::replace(&mut self.state, HandshakeState::Done) {
+            HandshakeState::Greeting => self.greeting(packet),
+            HandshakeState::Authenticating {
+                mut plugin,
+                scramble,
+            } => {
+                let session = self
+                    .session
+                    .ok_or_else(|| ProtoError::protocol("authentication before greeting"))?;
+                match packet.first() {
+                    Some(0x00) => Ok(HandshakeStep::Done(session)),
+                    Some(0xFF) => Err(ProtoError::from_err_packet(packet, session.capabilities)),
+                    Some(0xFE) => {
+                        let switch = ParseBuf(packet)
+                            .parse::<AuthSwitchRequest<'_>>(())
+                            .map_err(|e| ProtoError::protocol(format!("bad auth switch: {e}")))?;
+                        let mut scramble = switch.plugin_data().to_vec();
+                        if scramble.last() == Some(&0) {
+                            scramble.pop();
+                        }
+                        let mut plugin = init_plugin(&switch.auth_plugin())?;
+                        let response = self.run_plugin(&mut plugin, &scramble, &scramble)?;
+                        let data = response.data().unwrap_or_default().to_vec();
+                        self.state = HandshakeState::Authenticating { plugin, scramble };
+                        Ok(HandshakeStep::Send(data))
+                    }
+                    Some(0x01) => {
+                        let more = ParseBuf(packet)
+                            .parse::<AuthMoreData<'_>>(())
+                            .map_err(|e| ProtoError::protocol(format!("bad auth data: {e}")))?;
+                        let response = self.run_plugin(&mut plugin, &scramble, more.data())?;
+                        let step = match response.data() {
+                            Some(data) => HandshakeStep::Send(data.to_vec()),
+                            None => HandshakeStep::Wait,
+                        };
+                        self.state = HandshakeState::Authenticating { plugin, scramble };
+                        Ok(step)
+                    }
+                    _ => Err(ProtoError::protocol(
+                        "unexpected packet during authentication",
+                    )),
+                }
+            }
+            HandshakeState::Done => Err(ProtoError::protocol("packet after the handshake ended")),
+        }
+    }
+
+    fn greeting(&mut self, packet: &[u8]) -> Result<HandshakeStep, ProtoError> {
+        if packet.first() == Some(&0xFF) {
+            // e.g. "Too many connections" or "Host is blocked".
+            return Err(ProtoError::from_err_packet(
+                packet,
+                CapabilityFlags::CLIENT_PROTOCOL_41,
+            ));
+        }
+        let greeting = ParseBuf(packet)
+            .parse::<HandshakePacket<'_>>(())
+            .map_err(|e| ProtoError::protocol(format!("bad server greeting: {e}")))?;
+        if greeting.protocol_version() != 10 {
+            return Err(ProtoError::protocol(format!(
+                "unsupported protocol version {}",
+                greeting.protocol_version()
+            )));
+        }
+        let server = greeting.capabilities();
+        for required in [
+            CapabilityFlags::CLIENT_PROTOCOL_41,
+            CapabilityFlags::CLIENT_SECURE_CONNECTION,
+        ] {
+            if !server.contains(required) {
+                return Err(ProtoError::protocol(format!(
+                    "the server lacks the required capability {required:?}"
+                )));
+            }
+        }
+        let capabilities = client_capabilities() & server;
+        let scramble = greeting.nonce();
+        let plugin_kind = match greeting.auth_plugin() {
+            // An unknown default plugin: start with native password; the
+            // server answers with an auth switch if the account needs another.
+            Some(AuthPlugin::Other(_)) | None => AuthPlugin::MysqlNativePassword,
+            Some(known) => known.into_owned(),
+        };
+        let mut plugin = init_plugin(&plugin_kind)?;
+        let response = self.run_plugin(&mut plugin, &scramble, &scramble)?;
+        let server_version = greeting.server_version_parsed().unwrap_or((5, 5, 3));
+        let handshake_response = HandshakeResponse::new(
+            Some(response.data().unwrap_or_default().to_vec()),
+            server_version,
+            Some(self.credentials.user.as_bytes().to_vec()),
+            self.credentials
+                .database
+                .as_ref()
+                .map(|db| db.as_bytes().to_vec()),
+            Some(plugin_kind),
+            capabilities,
+            None,
+            MAX_PACKET_SIZE,
+        );
+        let mut out = Vec::new();
+        handshake_response.serialize(&mut out);
+        self.session = Some(Session {
+            capabilities: handshake_response.capabilities(),
+            thread_id: greeting.connection_id(),
+        });
+        self.state = HandshakeState::Authenticating { plugin, scramble };
+        Ok(HandshakeStep::Send(out))
+    }
+}
+
+fn init_plugin(plugin: &AuthPlugin<'_>) -> Result<AuthProc, ProtoError> {
+    AuthProc::init(plugin).map_err(|e| ProtoError::protocol(e.to_string()))
+}
+
+/// `COM_QUERY` with `sql`.
+pub(crate) fn com_query(sql: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + sql.len());
+    out.push(0x03);
+    out.extend_from_slice(sql.as_bytes());
+    out
+}
+
+/// `COM_STMT_PREPARE` of `sql`.
+pub(crate) fn com_stmt_prepare(sql: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + sql.len());
+    out.push(0x16);
+    out.extend_from_slice(sql.as_bytes());
+    out
+}
+
+/// `COM_PING`.
+pub(crate) fn com_ping() -> Vec<u8> {
+    vec![0x0E]
+}
+
+/// `COM_QUIT`.
+pub(crate) fn com_quit() -> Vec<u8> {
+    vec![0x01]
+}
+
+/// `COM_STMT_CLOSE` (the server sends no answer).
+pub(crate) fn com_stmt_close(statement_id: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    ComStmtClose::new(statement_id).serialize(&mut out);
+    out
+}
+
+/// The commands that execute a prepared statement with `params`: zero or
+/// more `COM_STMT_SEND_LONG_DATA` (for values too large for one packet,
+/// which the server does not answer) and then the `COM_STMT_EXECUTE`.
+pub(crate) fn com_stmt_execute(statement_id: u32, params: &[SqlValue]) -> Vec<Vec<u8>> {
+    let (request, as_long_data) = ComStmtExecuteRequestBuilder::new(statement_id).build(params);
+    let mut commands = Vec::new();
+    if as_long_data {
+        for (index, param) in params.iter().enumerate() {
+            if let SqlValue::Bytes(bytes) = param {
+                // Chunks well below the packet limit.
+                for chunk in bytes.chunks(MAX_PACKET_SIZE as usize / 2) {
+                    let mut out = Vec::new();
+                    ComStmtSendLongData::new(statement_id, index as u16, chunk).serialize(&mut out);
+                    commands.push(out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    request.serialize(&mut out);
+    commands.push(out);
+    commands
+}
+
+/// A JSON value as a statement parameter (the rule is in docs/mysql.md).
+pub(crate) fn json_to_param(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::NULL,
+        Value::Bool(b) => SqlValue::Int(i64::from(*b)),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                SqlValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                SqlValue::UInt(u)
+            } else {
+                SqlValue::Double(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => SqlValue::Bytes(s.as_bytes().to_vec()),
+        Value::Array(_) | Value::Object(_) => SqlValue::Bytes(value.to_string().into_bytes()),
+    }
+}
+
+/// What a command is expected to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// A result set in the text protocol (`COM_QUERY`) or an OK.
+    TextResult,
+    /// A result set in the binary protocol (`COM_STMT_EXECUTE`) or an OK.
+    BinaryResult,
+    /// A `COM_STMT_PREPARE` answer.
+    Prepare,
+    /// A plain OK (`COM_PING`).
+    Ok,
+}
+
+/// The complete answer to one command.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// The rows of the first result set, each a JSON object.
+    Rows(Vec<Value>),
+    /// The statement changed rows (or did nothing that returns rows).
+    Done {
+        affected_rows: u64,
+        last_insert_id: u64,
+    },
+    /// A prepared statement.
+    Prepared(PreparedStatement),
+}
+
+/// A statement prepared on one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PreparedStatement {
+    pub statement_id: u32,
+    pub num_params: u16,
+}
+
+#[derive(Debug)]
+enum ReadState {
+    /// Waiting for the first packet of a (next) result.
+    Start,
+    /// Reading `remaining` column definitions.
+    Columns {
+        remaining: u64,
+    },
+    /// Waiting for the EOF after the column definitions (old protocol).
+    ColumnsEof,
+    /// Reading rows until the terminator.
+    Rows,
+    /// Reading a prepare answer's parameter definitions, then its columns.
+    PrepareParams {
+        remaining: u64,
+        columns: u64,
+    },
+    PrepareParamsEof {
+        columns: u64,
+    },
+    PrepareColumns {
+        remaining: u64,
+    },
+    PrepareColumnsEof,
+    Done,
+}
+
+/// Reads the answer to one command, packet by packet.
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
+    expect: Expect,
+    capabilities: CapabilityFlags,
+    max_rows: usize,
+    state: ReadState,
+    columns: Vec<Column>,
+    column_arc: Option<Arc<[Column]>>,
+    /// Only the first result set's rows are kept; later ones (a CALL) are read
+    /// and dropped so the connection stays in sync.
+    first_result_done: bool,
+    rows: Vec<Value>,
+    saw_rows: bool,
+    too_many_rows: bool,
+    affected_rows: u64,
+    last_insert_id: u64,
+    prepared: Option<PreparedStatement>,
+    error: Option<ProtoError>,
+}
+
+impl ResponseReader {
+    /// A reader for the answer to a command that expects `expect`, keeping
+    /// at most `max_rows` rows.
+    pub fn new(expect: Expect, capabilities: CapabilityFlags, max_rows: usize) -> Self {
+        ResponseReader {
+            expect,
+            capabilities,
+            max_rows,
+            state: ReadState::Start,
+            columns: Vec::new(),
+            column_arc: None,
+            first_result_done: false,
+            rows: Vec::new(),
+            saw_rows: false,
+            too_many_rows: false,
+            affected_rows: 0,
+            last_insert_id: 0,
+            prepared: None,
+            error: None,
+        }
+    }
+
+    fn deprecate_eof(&self) -> bool {
+        self.capabilities
+            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// Whether the whole answer has been read.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ReadState::Done)
+    }
+
+    /// Feeds the next packet; returns whether the answer is complete.
+    /// An `Err` means the connection is out of sync and must be dropped.
+    pub fn handle_packet(&mut self, packet: &[u8]) -> Result<bool, ProtoError> {
+        let first = *packet
+            .first()
+            .ok_or_else(|| ProtoError::protocol("empty packet"))?;
+        match std::mem::replace(&mut self.state, ReadState::Done) {
+            ReadState::Start => match (first, self.expect) {
+                (0xFF, _) => {
+                    self.error = Some(ProtoError::from_err_packet(packet, self.capabilities));
+                }
+                (0x00, Expect::Prepare) => {
+                    let stmt = ParseBuf(packet)
+                        .parse::<StmtPacket>(())
+                        .map_err(|e| ProtoError::protocol(format!("bad prepare answer: {e}")))?;
+                    self.prepared = Some(PreparedStatement {
+                        statement_id: stmt.statement_id(),
+                        num_params: stmt.num_params(),
+                    });
+                    let columns = u64::from(stmt.num_columns());
+                    self.state = match stmt.num_params() {
+                        0 => self.after_prepare_params(columns),
+                        n => ReadState::PrepareParams {
+                            remaining: u64::from(n),
+                            columns,
+                        },
+                    };
+                }
+                (0x00, _) => {
+                    let ok = ParseBuf(packet)
+                        .parse::<OkPacketDeserializer<'_, CommonOkPacket>>(self.capabilities)
+                        .map_err(|e| ProtoError::protocol(format!("bad OK packet: {e}")))?
+                        .into_inner();
+                    if !self.first_result_done {
+                        self.affected_rows = ok.affected_rows();
+                        self.last_insert_id = ok.last_insert_id().unwrap_or(0);
+                        self.first_result_done = true;
+                    }
+                    if ok
+                        .status_flags()
+                        .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                    {
+                        self.state = ReadState::Start;
+                    }
+                }
+                (0xFB, _) => {
+                    return Err(ProtoError::protocol(
+                        "the server asked for a local file (LOAD DATA LOCAL is not supported)",
+                    ))
+                }
+                (_, Expect::TextResult | Expect::BinaryResult) => {
+                    let count = ParseBuf(packet).checked_eat_lenenc_int().ok_or_else(|| {
+                        ProtoError::protocol("bad column count in result set header")
+                    })?;
+                    self.columns.clear();
+                    self.state = ReadState::Columns { remaining: count };
+                }
+                _ => return Err(ProtoError::protocol("unexpected answer to command")),
+            },
+            ReadState::Columns { remaining } => {
+                self.columns.push(parse_column(packet)?);
+                self.state = if remaining > 1 {
+                    ReadState::Columns {
+                        remaining: remaining - 1,
+                    }
+                } else {
+                    self.column_arc = Some(self.columns.drain(..).collect());
+                    if self.deprecate_eof() {
+                        ReadState::Rows
+                    } else {
+                        ReadState::ColumnsEof
+                    }
+                };
+            }
+            ReadState::ColumnsEof => {
+                expect_eof(packet)?;
+                self.state = ReadState::Rows;
+            }
+            ReadState::Rows => {
+                if first == 0xFF {
+                    // e.g. the query was killed while rows were streaming.
+                    self.error = Some(ProtoError::from_err_packet(packet, self.capabilities));
+                } else if first == 0xFE && packet.len() < 0xFF_FFFF {
+                    let status = if self.deprecate_eof() {
+                        ParseBuf(packet)
+                            .parse::<OkPacketDeserializer<'_, ResultSetTerminator>>(
+                                self.capabilities,
+                            )
+                            .map_err(|e| ProtoError::protocol(format!("bad terminator: {e}")))?
+                            .into_inner()
+                            .status_flags()
+                    } else {
+                        ParseBuf(packet)
+                            .parse::<OkPacketDeserializer<'_, OldEofPacket>>(self.capabilities)
+                            .map_err(|e| ProtoError::protocol(format!("bad EOF packet: {e}")))?
+                            .into_inner()
+                            .status_flags()
+                    };
+                    self.first_result_done = true;
+                    if status.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS) {
+                        self.state = ReadState::Start;
+                    }
+                } else {
+                    if !self.first_result_done {
+                        self.saw_rows = true;
+                        if self.rows.len() >= self.max_rows {
+                            self.too_many_rows = true;
+                        } else {
+                            let row = self.parse_row(packet)?;
+                            self.rows.push(row);
+                        }
+                    }
+                    self.state = ReadState::Rows;
+                }
+            }
+            ReadState::PrepareParams { remaining, columns } => {
+                parse_column(packet)?;
+                self.state = if remaining > 1 {
+                    ReadState::PrepareParams {
+                        remaining: remaining - 1,
+                        columns,
+                    }
+                } else if self.deprecate_eof() {
+                    self.after_prepare_params(columns)
+                } else {
+                    ReadState::PrepareParamsEof { columns }
+                };
+            }
+            ReadState::PrepareParamsEof { columns } => {
+                expect_eof(packet)?;
+                self.state = self.after_prepare_params(columns);
+            }
+            ReadState::PrepareColumns { remaining } => {
+                parse_column(packet)?;
+                self.state = if remaining > 1 {
+                    ReadState::PrepareColumns {
+                        remaining: remaining - 1,
+                    }
+                } else if self.deprecate_eof() {
+                    ReadState::Done
+                } else {
+                    ReadState::PrepareColumnsEof
+                };
+            }
+            ReadState::PrepareColumnsEof => {
+                expect_eof(packet)?;
+            }
+            ReadState::Done => return Err(ProtoError::protocol("packet after the answer ended")),
+        }
+        Ok(self.is_done())
+    }
+
+    fn after_prepare_params(&self, columns: u64) -> ReadState {
+        if columns == 0 {
+            ReadState::Done
+        } else {
+            ReadState::PrepareColumns { remaining: columns }
+        }
+    }
+
+    fn parse_row(&self, packet: &[u8]) -> Result<Value, ProtoError> {
+        let columns = self
+            .column_arc
+            .clone()
+            .ok_or_else(|| ProtoError::protocol("row before columns"))?;
+        let row = if self.expect == Expect::BinaryResult {
+            ParseBuf(packet)
+                .parse::<RowDeserializer<ServerSide, Binary>>(columns.clone())
+                .map_err(|e| ProtoError::protocol(format!("bad binary row: {e}")))?
+                .into_inner()
+        } else {
+            ParseBuf(packet)
+                .parse::<RowDeserializer<ClientSide, Text>>(columns.clone())
+                .map_err(|e| ProtoError::protocol(format!("bad text row: {e}")))?
+                .into_inner()
+        };
+        let mut object = Map::new();
+        for (column, value) in columns.iter().zip(row.unwrap()) {
+            object.insert(column.name_str().into_owned(), value_to_json(column, value));
+        }
+        Ok(Value::Object(object))
+    }
+
+    /// The result, once [`is_done`](Self::is_done).
+    pub fn finish(self) -> Result<Outcome, ProtoError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if !self.is_done() {
+            return Err(ProtoError::protocol("the answer is incomplete"));
+        }
+        if self.too_many_rows {
+            return Err(ProtoError::Server {
+                code: 0,
+                state: None,
+                message: format!("the result has more than {} rows (max_rows)", self.max_rows),
+            });
+        }
+        if let Some(prepared) = self.prepared {
+            return Ok(Outcome::Prepared(prepared));
+        }
+        if self.saw_rows || self.column_arc.is_some() {
+            return Ok(Outcome::Rows(self.rows));
+        }
+        Ok(Outcome::Done {
+            affected_rows: self.affected_rows,
+            last_insert_id: self.last_insert_id,
+        })
+    }
+}
+
+fn parse_column(packet: &[u8]) -> Result<Column, ProtoError> {
+    ParseBuf(packet)
+        .parse::<Column>(())
+        .map_err(|e| ProtoError::protocol(format!("bad column definition: {e}")))
+}
+
+fn expect_eof(packet: &[u8]) -> Result<(), ProtoError> {
+    if packet.first() == Some(&0xFE) && packet.len() < 9 {
+        Ok(())
+    } else {
+        Err(ProtoError::protocol("expected an EOF packet"))
+    }
+}
+
+/// Maps one column value to JSON by the rule in docs/mysql.md. Text-protocol
+/// values arrive as bytes and are read by the column's type; binary-protocol
+/// values arrive typed. Both paths give the same JSON for the same data.
+pub(crate) fn value_to_json(column: &Column, value: SqlValue) -> Value {
+    use ColumnType::*;
+    let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+    let decimals = column.decimals();
+    match value {
+        SqlValue::NULL => Value::Null,
+        SqlValue::Int(i) => Value::from(i),
+        SqlValue::UInt(u) => Value::from(u),
+        // An f32 widened to f64 shows float noise (0.1 -> 0.10000000149...);
+        // its shortest decimal form is what the text protocol sends.
+        SqlValue::Float(f) => float_json(f.to_string().parse::<f64>().unwrap_or(f64::from(f))),
+        SqlValue::Double(d) => float_json(d),
+        SqlValue::Date(year, month, day, hour, minute, second, micros) => {
+            let date = format!("{year:04}-{month:02}-{day:02}");
+            if column.column_type() == MYSQL_TYPE_DATE || column.column_type() == MYSQL_TYPE_NEWDATE
+            {
+                Value::String(date)
+            } else {
+                Value::String(format!(
+                    "{date} {hour:02}:{minute:02}:{second:02}{}",
+                    fraction(micros, decimals)
+                ))
+            }
+        }
+        SqlValue::Time(negative, days, hours, minutes, seconds, micros) => {
+            let hours = u64::from(days) * 24 + u64::from(hours);
+            Value::String(format!(
+                "{}{hours:02}:{minutes:02}:{seconds:02}{}",
+                if negative { "-" } else { "" },
+                fraction(micros, decimals)
+            ))
+        }
+        SqlValue::Bytes(bytes) => match column.column_type() {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_YEAR => {
+                let text = String::from_utf8_lossy(&bytes);
+                let number = if unsigned {
+                    text.parse::<u64>().ok().map(Value::from)
+                } else {
+                    text.parse::<i64>().ok().map(Value::from)
+                };
+                number.unwrap_or_else(|| Value::String(text.into_owned()))
+            }
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => {
+                let text = String::from_utf8_lossy(&bytes);
+                match text.parse::<f64>() {
+                    Ok(f) => float_json(f),
+                    Err(_) => Value::String(text.into_owned()),
+                }
+            }
+            MYSQL_TYPE_BIT => {
+                let number = bytes
+                    .iter()
+                    .take(8)
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                Value::from(number)
+            }
+            MYSQL_TYPE_JSON => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(parsed) => parsed,
+                Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            },
+            // DECIMAL stays a string so no digit is lost; dates and times
+            // arrive from the text protocol already in the documented form.
+            MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_TIMESTAMP2
+            | MYSQL_TYPE_TIME
+            | MYSQL_TYPE_TIME2 => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            _ if column.character_set() == BINARY_CHARSET => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes))
+            }
+            _ => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+        },
+    }
+}
+
+fn float_json(f: f64) -> Value {
+    Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// `.ffffff` cut to the column's declared fractional digits (none for 0).
+fn fraction(micros: u32, decimals: u8) -> String {
+    let digits = usize::from(decimals.min(6));
+    if digits == 0 {
+        return String::new();
+    }
+    let all = format!("{micros:06}");
+    format!(".{}", &all[..digits])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_values_map_like_text_values() {
+        let datetime = Column::new(ColumnType::MYSQL_TYPE_DATETIME).with_decimals(3);
+        assert_eq!(
+            value_to_json(&datetime, SqlValue::Date(2024, 2, 29, 13, 5, 9, 120_000)),
+            Value::from("2024-02-29 13:05:09.120")
+        );
+        let time = Column::new(ColumnType::MYSQL_TYPE_TIME);
+        assert_eq!(
+            value_to_json(&time, SqlValue::Time(true, 1, 2, 3, 4, 0)),
+            Value::from("-26:03:04")
+        );
+        let float = Column::new(ColumnType::MYSQL_TYPE_FLOAT);
+        assert_eq!(
+            value_to_json(&float, SqlValue::Float(0.1)),
+            serde_json::json!(0.1)
+        );
+        let unsigned =
+            Column::new(ColumnType::MYSQL_TYPE_LONGLONG).with_flags(ColumnFlags::UNSIGNED_FLAG);
+        assert_eq!(
+            value_to_json(&unsigned, SqlValue::Bytes(b"18446744073709551615".to_vec())),
+            Value::from(u64::MAX)
+        );
+        let blob = Column::new(ColumnType::MYSQL_TYPE_BLOB).with_character_set(63);
+        assert_eq!(
+            value_to_json(&blob, SqlValue::Bytes(vec![0, 255])),
+            Value::from("AP8=")
+        );
+    }
+
+    #[test]
+    fn json_params_keep_their_kind() {
+        assert_eq!(json_to_param(&Value::Null), SqlValue::NULL);
+        assert_eq!(json_to_param(&serde_json::json!(true)), SqlValue::Int(1));
+        assert_eq!(
+            json_to_param(&Value::from(u64::MAX)),
+            SqlValue::UInt(u64::MAX)
+        );
+        assert_eq!(
+            json_to_param(&serde_json::json!({"a": 1})),
+            SqlValue::Bytes(br#"{"a":1}"#.to_vec())
+        );
+    }
+}
