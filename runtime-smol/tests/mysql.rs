@@ -494,3 +494,30 @@ fn mysql_native_password_login_with_a_created_user() {
         assert!(denied.message.contains("Access denied"), "{denied}");
     });
 }
+
+#[test]
+fn mysql_a_connection_left_inside_a_transaction_is_not_reused() {
+    let pool = pool_with("tx", |c| c.max_connections = 1);
+    let table = Table::create(&pool, "t_tx", "id INT PRIMARY KEY");
+    smol::block_on(async {
+        pool.execute("BEGIN", &[]).await.expect("begin");
+        pool.execute(
+            &format!("INSERT INTO {} VALUES (?)", table.name),
+            &[json!(1)],
+        )
+        .await
+        .expect("insert on a new connection, outside the open transaction");
+        pool.execute("START TRANSACTION", &[]).await.unwrap();
+        let rows = pool
+            .query(&format!("SELECT id FROM {}", table.name), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            json!([{"id": 1}]),
+            "autocommitted, not stuck in a transaction"
+        );
+        assert_eq!(pool.stats().connections_opened_total, 3);
+    });
+    // The table's Drop needs the pool's only connection: it is free again.
+}

@@ -89,6 +89,10 @@ pub(crate) struct Conn {
     writing: bool,
     /// Set after an IO or protocol error.
     broken: bool,
+    /// The server says a transaction is open (a `BEGIN` without `COMMIT`):
+    /// such a connection must not serve another call, which would run
+    /// inside that transaction.
+    in_transaction: bool,
     statements: HashMap<String, PreparedStatement>,
     statement_order: Vec<String>,
 }
@@ -117,6 +121,7 @@ impl Conn {
                 pending: None,
                 writing: false,
                 broken: false,
+                in_transaction: false,
                 statements: HashMap::new(),
                 statement_order: Vec::new(),
             };
@@ -147,6 +152,11 @@ impl Conn {
     /// Whether the connection can take another command: not broken, no
     /// write cut off, no answer still owed.
     pub fn is_clean(&self) -> bool {
+        !self.broken && !self.writing && self.pending.is_none() && !self.in_transaction
+    }
+
+    /// Whether the connection can take the next command of the same call.
+    fn is_ready(&self) -> bool {
         !self.broken && !self.writing && self.pending.is_none()
     }
 
@@ -225,7 +235,7 @@ impl Conn {
         payload: &[u8],
         expect: Option<Expect>,
     ) -> Result<Outcome, ConnError> {
-        if !self.is_clean() {
+        if !self.is_ready() {
             return Err(ConnError::Protocol(
                 "connection is not ready for a command".into(),
             ));
@@ -263,6 +273,9 @@ impl Conn {
             }
         }
         let reader = self.pending.take().expect("checked above");
+        if let Some(open) = reader.in_transaction() {
+            self.in_transaction = open;
+        }
         Ok(reader.finish()?)
     }
 
@@ -290,7 +303,7 @@ impl Conn {
 
     /// Says goodbye so the server does not log an aborted connection.
     pub async fn quit(mut self) {
-        if self.is_clean() {
+        if self.is_ready() {
             let _ = self.command(&protocol::com_quit(), None).await;
         }
     }

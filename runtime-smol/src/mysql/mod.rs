@@ -13,7 +13,7 @@ mod conn;
 mod pool;
 mod protocol;
 
-pub use pool::{DurationHistogram, MysqlPool, PoolStats};
+pub use pool::{write_prometheus, DurationHistogram, MysqlPool, PoolStats};
 
 use protocol::Credentials;
 use serde::Deserialize;

@@ -531,3 +531,153 @@ async fn reap_idle(shared: Weak<Shared>) {
         }
     }
 }
+
+/// `(metric name, type, help, value of one pool)`.
+type CounterSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PoolStats) -> u64,
+);
+
+/// Writes the pools' series in the Prometheus text format (one `# HELP` and
+/// `# TYPE` per metric, one series per pool labelled `db`):
+/// `terminus_mysql_connections{db,state="idle|busy"}`,
+/// `terminus_mysql_connections_max`, `terminus_mysql_acquire_waits_total`,
+/// `terminus_mysql_acquire_timeouts_total`,
+/// `terminus_mysql_connections_opened_total`, `terminus_mysql_kills_total`,
+/// `terminus_mysql_queries_total`, `terminus_mysql_query_failures_total` and
+/// the histogram `terminus_mysql_query_duration_seconds`.
+pub fn write_prometheus(pools: &[(&str, PoolStats)], out: &mut String) {
+    use std::fmt::Write as _;
+    let label = |db: &str| {
+        db.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP terminus_mysql_connections Open MySQL connections by state.\n# TYPE terminus_mysql_connections gauge"
+    );
+    for (db, stats) in pools {
+        let db = label(db);
+        let _ = writeln!(
+            out,
+            "terminus_mysql_connections{{db=\"{db}\",state=\"idle\"}} {}\nterminus_mysql_connections{{db=\"{db}\",state=\"busy\"}} {}",
+            stats.idle, stats.busy
+        );
+    }
+    let simple: [CounterSeries; 7] = [
+        (
+            "terminus_mysql_connections_max",
+            "gauge",
+            "The pool's configured maximum of connections.",
+            |s| s.max as u64,
+        ),
+        (
+            "terminus_mysql_acquire_waits_total",
+            "counter",
+            "Calls that waited for a free connection.",
+            |s| s.acquire_waits_total,
+        ),
+        (
+            "terminus_mysql_acquire_timeouts_total",
+            "counter",
+            "Calls answered UPSTREAM_BUSY after acquire_timeout.",
+            |s| s.acquire_timeouts_total,
+        ),
+        (
+            "terminus_mysql_connections_opened_total",
+            "counter",
+            "MySQL connections opened.",
+            |s| s.connections_opened_total,
+        ),
+        (
+            "terminus_mysql_kills_total",
+            "counter",
+            "KILL QUERY sent for cancelled or timed-out statements.",
+            |s| s.kills_total,
+        ),
+        (
+            "terminus_mysql_queries_total",
+            "counter",
+            "Statements run.",
+            |s| s.queries_total,
+        ),
+        (
+            "terminus_mysql_query_failures_total",
+            "counter",
+            "Statements that failed or timed out.",
+            |s| s.query_failures_total,
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (db, stats) in pools {
+            let _ = writeln!(out, "{name}{{db=\"{}\"}} {}", label(db), value(stats));
+        }
+    }
+    let name = "terminus_mysql_query_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Statement durations once a connection was acquired.\n# TYPE {name} histogram"
+    );
+    for (db, stats) in pools {
+        let db = label(db);
+        let histogram = &stats.query_durations;
+        for (bound, count) in &histogram.buckets {
+            let _ = writeln!(out, "{name}_bucket{{db=\"{db}\",le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{db=\"{db}\",le=\"+Inf\"}} {count}\n{name}_sum{{db=\"{db}\"}} {sum}\n{name}_count{{db=\"{db}\"}} {count}",
+            count = histogram.count,
+            sum = histogram.sum_seconds
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut durations = Durations::default();
+        durations.observe(Duration::from_micros(500));
+        durations.observe(Duration::from_millis(20));
+        durations.observe(Duration::from_secs(60));
+        let snapshot = durations.snapshot();
+        assert_eq!(snapshot.count, 3);
+        assert_eq!(snapshot.buckets[0], (0.001, 1));
+        assert_eq!(snapshot.buckets[3], (0.025, 2));
+        assert_eq!(snapshot.buckets.last().unwrap().1, 2);
+        assert!((snapshot.sum_seconds - 60.0205).abs() < 1e-9);
+    }
+
+    #[test]
+    fn prometheus_text_names_every_pool() {
+        let stats = PoolStats {
+            max: 4,
+            idle: 1,
+            busy: 2,
+            acquire_waits_total: 3,
+            acquire_timeouts_total: 0,
+            connections_opened_total: 3,
+            kills_total: 1,
+            queries_total: 9,
+            query_failures_total: 1,
+            query_durations: Durations::default().snapshot(),
+        };
+        let mut out = String::new();
+        write_prometheus(&[("main", stats.clone()), ("a\"b", stats)], &mut out);
+        assert!(out.contains("terminus_mysql_connections{db=\"main\",state=\"busy\"} 2\n"));
+        assert!(out.contains("terminus_mysql_acquire_waits_total{db=\"a\\\"b\"} 3\n"));
+        assert!(out.contains("terminus_mysql_query_duration_seconds_count{db=\"main\"} 0\n"));
+        assert_eq!(
+            out.matches("# TYPE terminus_mysql_kills_total counter")
+                .count(),
+            1
+        );
+    }
+}

@@ -461,6 +461,8 @@ pub(crate) struct ResponseReader {
     last_insert_id: u64,
     prepared: Option<PreparedStatement>,
     error: Option<ProtoError>,
+    /// The server status of the last OK or EOF packet.
+    status: Option<StatusFlags>,
 }
 
 impl ResponseReader {
@@ -482,12 +484,20 @@ impl ResponseReader {
             last_insert_id: 0,
             prepared: None,
             error: None,
+            status: None,
         }
     }
 
     fn deprecate_eof(&self) -> bool {
         self.capabilities
             .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// Whether the server reported an open transaction at the end of the
+    /// answer (`None` when the answer carried no status, e.g. an error).
+    pub fn in_transaction(&self) -> Option<bool> {
+        self.status
+            .map(|s| s.contains(StatusFlags::SERVER_STATUS_IN_TRANS))
     }
 
     /// Whether the whole answer has been read.
@@ -533,6 +543,7 @@ impl ResponseReader {
                         self.last_insert_id = ok.last_insert_id().unwrap_or(0);
                         self.first_result_done = true;
                     }
+                    self.status = Some(ok.status_flags());
                     if ok
                         .status_flags()
                         .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
@@ -594,6 +605,7 @@ impl ResponseReader {
                             .status_flags()
                     };
                     self.first_result_done = true;
+                    self.status = Some(status);
                     if status.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS) {
                         self.state = ReadState::Start;
                     }
