@@ -521,3 +521,83 @@ fn mysql_a_connection_left_inside_a_transaction_is_not_reused() {
     });
     // The table's Drop needs the pool's only connection: it is free again.
 }
+
+#[test]
+fn mysql_identical_live_queries_share_one_poll_that_ends_with_its_subscribers() {
+    let pool = pool_with("live", |c| c.max_connections = 3);
+    let table = Table::create(&pool, "t_live", "id INT PRIMARY KEY, body VARCHAR(20)");
+    let admin = default_pool();
+    smol::block_on(async {
+        pool.execute(&format!("INSERT INTO {} VALUES (1, 'a')", table.name), &[])
+            .await
+            .unwrap();
+        let statement = format!(
+            "SELECT id, body FROM {} WHERE id >= ? ORDER BY id",
+            table.name
+        );
+        let every = Duration::from_millis(100);
+        let mut first = pool.live(&statement, &[json!(0)], every);
+        let mut second = pool.live(&statement, &[json!(0)], every);
+        assert_eq!(
+            pool.stats().live_polls,
+            1,
+            "identical subscriptions share a poll"
+        );
+        let expected = json!([{"id": 1, "body": "a"}]);
+        assert_eq!(first.next().await.unwrap(), expected);
+        assert_eq!(second.next().await.unwrap(), expected);
+
+        // One poll every 100 ms for both subscribers, not one each.
+        let before = pool.stats().queries_total;
+        smol::Timer::after(Duration::from_millis(550)).await;
+        let polls = pool.stats().queries_total - before;
+        assert!((3..=7).contains(&polls), "{polls} polls in 550 ms");
+
+        // A change reaches both subscribers.
+        pool.execute(&format!("INSERT INTO {} VALUES (2, 'b')", table.name), &[])
+            .await
+            .unwrap();
+        let changed = json!([{"id": 1, "body": "a"}, {"id": 2, "body": "b"}]);
+        for subscriber in [&mut first, &mut second] {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                if subscriber.next().await.unwrap() == changed {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the change never arrived");
+            }
+        }
+
+        // Other parameters: a poll of its own.
+        let mut other = pool.live(&statement, &[json!(2)], every);
+        assert_eq!(pool.stats().live_polls, 2);
+        assert_eq!(other.next().await.unwrap(), json!([{"id": 2, "body": "b"}]));
+        drop(other);
+        drop(first);
+        assert_eq!(
+            pool.stats().live_polls,
+            1,
+            "the poll lives while a subscriber does"
+        );
+        drop(second);
+        assert_eq!(pool.stats().live_polls, 0);
+        smol::Timer::after(Duration::from_millis(150)).await;
+        let stopped = pool.stats().queries_total;
+        smol::Timer::after(Duration::from_millis(350)).await;
+        assert_eq!(pool.stats().queries_total, stopped, "polling stopped");
+
+        // A poll running when its last subscriber leaves is killed.
+        let marker = unique("live_marker");
+        let slow = pool.live(
+            &format!("SELECT SLEEP(30) AS s, ? AS m, '{marker}' AS m2"),
+            &[json!(1)],
+            every,
+        );
+        wait_until_running(&admin, &marker).await;
+        drop(slow);
+        assert!(
+            wait_until_gone(&admin, &marker, Duration::from_secs(1)).await,
+            "the abandoned poll still runs"
+        );
+    });
+}

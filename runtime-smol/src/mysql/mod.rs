@@ -10,9 +10,11 @@
 //!   kills the query on the server (`KILL QUERY` from another connection).
 
 mod conn;
+mod live;
 mod pool;
 mod protocol;
 
+pub use live::LiveRows;
 pub use pool::{write_prometheus, DurationHistogram, MysqlPool, PoolStats};
 
 use protocol::Credentials;

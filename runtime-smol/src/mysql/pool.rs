@@ -1,6 +1,7 @@
 //! The bounded, cancellable connection pool of one configured database.
 
 use super::conn::{Conn, ConnError, Target};
+use super::live::{self, LiveHub, LiveRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
@@ -90,6 +91,8 @@ pub struct PoolStats {
     pub query_failures_total: u64,
     /// How long statements took once they had a connection.
     pub query_durations: DurationHistogram,
+    /// Distinct `@live` polls running (each shared by its subscribers).
+    pub live_polls: usize,
 }
 
 struct Idle {
@@ -97,7 +100,7 @@ struct Idle {
     since: Instant,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     name: String,
     config: MysqlDbConfig,
     target: Target,
@@ -114,6 +117,8 @@ struct Shared {
     /// Tasks that kill and drain cancelled statements. The pool owns them;
     /// each ends within `kill_timeout`.
     recoveries: Mutex<Vec<smol::Task<()>>>,
+    /// Shared `@live` polls.
+    pub(crate) live: LiveHub,
 }
 
 /// A pool of connections to one MySQL/MariaDB database. Create one per
@@ -363,7 +368,9 @@ impl Shared {
         }
     }
 
-    async fn run(
+    /// Runs one statement on a pooled connection within the statement
+    /// timeout.
+    pub(crate) async fn run(
         self: &Arc<Self>,
         statement: &str,
         params: &[Value],
@@ -441,6 +448,7 @@ impl MysqlPool {
             query_failures_total: AtomicU64::new(0),
             durations: Mutex::new(Durations::default()),
             recoveries: Mutex::new(Vec::new()),
+            live: LiveHub::default(),
         });
         let reaper = tasks::spawn(reap_idle(Arc::downgrade(&shared)));
         Ok(Arc::new(MysqlPool {
@@ -484,6 +492,15 @@ impl MysqlPool {
         Ok(json!({"affectedRows": affected_rows, "lastInsertId": last_insert_id}))
     }
 
+    /// Subscribes to `statement` polled every `every` for a `@live` field:
+    /// each [`LiveRows::next`] answers one poll's rows. Identical
+    /// subscriptions (same statement, parameters and interval) share one
+    /// poll; dropping the last subscriber stops it (and kills a poll that is
+    /// running).
+    pub fn live(&self, statement: &str, params: &[Value], every: Duration) -> LiveRows {
+        live::subscribe(&self.shared, statement, params, every)
+    }
+
     /// Counters and gauges for `/metrics`.
     pub fn stats(&self) -> PoolStats {
         let s = &self.shared;
@@ -498,6 +515,7 @@ impl MysqlPool {
             queries_total: s.queries_total.load(Ordering::Relaxed),
             query_failures_total: s.query_failures_total.load(Ordering::Relaxed),
             query_durations: s.durations.lock().expect("durations lock").snapshot(),
+            live_polls: s.live.running(),
         }
     }
 }
@@ -543,7 +561,8 @@ type CounterSeries = (
 /// Writes the pools' series in the Prometheus text format (one `# HELP` and
 /// `# TYPE` per metric, one series per pool labelled `db`):
 /// `terminus_mysql_connections{db,state="idle|busy"}`,
-/// `terminus_mysql_connections_max`, `terminus_mysql_acquire_waits_total`,
+/// `terminus_mysql_connections_max`, `terminus_mysql_live_polls`,
+/// `terminus_mysql_acquire_waits_total`,
 /// `terminus_mysql_acquire_timeouts_total`,
 /// `terminus_mysql_connections_opened_total`, `terminus_mysql_kills_total`,
 /// `terminus_mysql_queries_total`, `terminus_mysql_query_failures_total` and
@@ -567,12 +586,18 @@ pub fn write_prometheus(pools: &[(&str, PoolStats)], out: &mut String) {
             stats.idle, stats.busy
         );
     }
-    let simple: [CounterSeries; 7] = [
+    let simple: [CounterSeries; 8] = [
         (
             "terminus_mysql_connections_max",
             "gauge",
             "The pool's configured maximum of connections.",
             |s| s.max as u64,
+        ),
+        (
+            "terminus_mysql_live_polls",
+            "gauge",
+            "Distinct @live polls running, each shared by its subscribers.",
+            |s| s.live_polls as u64,
         ),
         (
             "terminus_mysql_acquire_waits_total",
@@ -668,6 +693,7 @@ mod tests {
             queries_total: 9,
             query_failures_total: 1,
             query_durations: Durations::default().snapshot(),
+            live_polls: 2,
         };
         let mut out = String::new();
         write_prometheus(&[("main", stats.clone()), ("a\"b", stats)], &mut out);
