@@ -601,3 +601,34 @@ fn mysql_identical_live_queries_share_one_poll_that_ends_with_its_subscribers() 
         );
     });
 }
+
+#[test]
+fn mysql_large_values_round_trip() {
+    let pool = default_pool();
+    let table = Table::create(&pool, "t_large", "id INT PRIMARY KEY, body LONGTEXT");
+    smol::block_on(async {
+        // 3 MiB: many socket reads for one packet, both directions.
+        let body: String = (0..3 * 1024 * 1024)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        pool.execute(
+            &format!("INSERT INTO {} VALUES (?, ?)", table.name),
+            &[json!(1), json!(body)],
+        )
+        .await
+        .expect("insert 3 MiB");
+        for params in [vec![], vec![json!(1)]] {
+            let filter = if params.is_empty() {
+                ""
+            } else {
+                " WHERE id = ?"
+            };
+            let rows = pool
+                .query(&format!("SELECT body FROM {}{filter}", table.name), &params)
+                .await
+                .expect("select 3 MiB");
+            assert_eq!(rows[0]["body"].as_str().map(str::len), Some(body.len()));
+            assert!(rows[0]["body"] == json!(body));
+        }
+    });
+}

@@ -110,7 +110,13 @@ impl Conn {
             let mut handshake = Handshake::new(target.credentials.clone());
             let mut conn = Conn {
                 stream,
-                codec: PacketCodec::default(),
+                codec: {
+                    // Accept what the handshake announces (16 MiB), not the
+                    // codec's 4 MiB default.
+                    let mut codec = PacketCodec::default();
+                    codec.max_allowed_packet = protocol::MAX_PACKET_SIZE as usize;
+                    codec
+                },
                 read_buf: BytesMut::with_capacity(4096),
                 packet: Vec::new(),
                 session: protocol::Session {

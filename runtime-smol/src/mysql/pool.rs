@@ -525,7 +525,12 @@ impl MysqlPool {
 /// only a weak reference, so it never keeps a dropped pool alive.
 async fn reap_idle(shared: Weak<Shared>) {
     let period = match shared.upgrade() {
-        Some(s) => s.config.idle_timeout.min(s.config.health_check_interval),
+        // Not faster than 10 Hz, whatever the configuration says.
+        Some(s) => s
+            .config
+            .idle_timeout
+            .min(s.config.health_check_interval)
+            .max(Duration::from_millis(100)),
         None => return,
     };
     loop {
