@@ -877,4 +877,127 @@ mod tests {
             SqlValue::Bytes(br#"{"a":1}"#.to_vec())
         );
     }
+
+    /// A public key generated for this test only (its private half was thrown
+    /// away after checking once that the server side can decrypt).
+    const TEST_SERVER_KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA5HUXnfCnhGGwSRWPY7+h\n\
+rSbwhg7FVlG03xRY2soeLXaLQ5yTy0iX3uD/HxQnT7vIWr7DJ6Qd819dSFpWPEGy\n\
++YFSmT3/Oh1AqQsw3PugbXFh7RNr6tTIS/xvIHVtKd18frn76o+FTUjpRHS6LCSt\n\
+hl6dSTDTfPxeelHYVSTEznnT1qTjaHLma/vHl9F3f4vESe6nz5E+3XArzg6Xz8Zc\n\
+b2dfkniwq3ENwqeBzQmqeP733KeB9IIk0zw+6rVfyA7oj5L6UjSPdmRnVMK5WSPP\n\
+zR6DWPM6xend0yfF+vsdW5bs4qlDqZNKnz0iJ/ZCW2c/dYj9N+CFNfXS9LWDZAzu\n\
+7QIDAQAB\n\
+-----END PUBLIC KEY-----\n";
+
+    fn greeting(plugin: &str) -> Vec<u8> {
+        let scramble_2 = b"0123456789AB\0".to_vec();
+        let packet = HandshakePacket::new(
+            10,
+            &b"8.0.36"[..],
+            77,
+            *b"abcdefgh",
+            Some(scramble_2),
+            client_capabilities() | CapabilityFlags::CLIENT_SSL,
+            45,
+            StatusFlags::empty(),
+            Some(plugin.as_bytes().to_vec()),
+        );
+        let mut out = Vec::new();
+        packet.serialize(&mut out);
+        out
+    }
+
+    fn login(password: &str) -> Handshake {
+        Handshake::new(Credentials {
+            user: "app".into(),
+            password: password.into(),
+            database: Some("shop".into()),
+        })
+    }
+
+    fn sent(step: HandshakeStep) -> Vec<u8> {
+        match step {
+            HandshakeStep::Send(data) => data,
+            other => panic!("expected a packet to send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn caching_sha2_full_authentication_asks_for_the_server_key() {
+        let mut handshake = login("secret");
+        let response = sent(
+            handshake
+                .handle_packet(&greeting("caching_sha2_password"))
+                .unwrap(),
+        );
+        let parsed = ParseBuf(&response)
+            .parse::<HandshakeResponse<'_>>(())
+            .unwrap();
+        assert_eq!(parsed.user(), b"app");
+        assert_eq!(parsed.db_name(), Some(&b"shop"[..]));
+        assert_eq!(parsed.scramble_buf().len(), 32, "sha256 scramble");
+        assert!(!parsed
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS));
+        assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
+        // Not cached on the server: perform full authentication.
+        let request = sent(handshake.handle_packet(&[0x01, 0x04]).unwrap());
+        assert_eq!(request, vec![0x02], "request the public key");
+        let mut key = vec![0x01];
+        key.extend_from_slice(TEST_SERVER_KEY.as_bytes());
+        let encrypted = sent(handshake.handle_packet(&key).unwrap());
+        assert_eq!(encrypted.len(), 256, "RSA-2048 ciphertext");
+        match handshake
+            .handle_packet(&[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00])
+            .unwrap()
+        {
+            HandshakeStep::Done(session) => assert_eq!(session.thread_id, 77),
+            other => panic!("expected the end of the handshake, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn caching_sha2_fast_path_and_auth_switch_to_native_password() {
+        let mut handshake = login("secret");
+        sent(
+            handshake
+                .handle_packet(&greeting("caching_sha2_password"))
+                .unwrap(),
+        );
+        // Cached on the server: fast authentication success, then OK.
+        assert!(matches!(
+            handshake.handle_packet(&[0x01, 0x03]).unwrap(),
+            HandshakeStep::Wait
+        ));
+        assert!(matches!(
+            handshake
+                .handle_packet(&[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00])
+                .unwrap(),
+            HandshakeStep::Done(_)
+        ));
+
+        let mut handshake = login("secret");
+        sent(
+            handshake
+                .handle_packet(&greeting("caching_sha2_password"))
+                .unwrap(),
+        );
+        let mut switch = vec![0xFE];
+        switch.extend_from_slice(b"mysql_native_password\0");
+        switch.extend_from_slice(b"ABCDEFGHIJKLMNOPQRST\0");
+        let answer = sent(handshake.handle_packet(&switch).unwrap());
+        assert_eq!(answer.len(), 20, "native password scramble");
+        let denied = handshake.handle_packet(&[
+            0xFF, 0x15, 0x04, b'#', b'2', b'8', b'0', b'0', b'0', b'n', b'o',
+        ]);
+        assert_eq!(
+            denied.unwrap_err(),
+            ProtoError::Server {
+                code: 1045,
+                state: Some("28000".into()),
+                message: "no".into()
+            }
+        );
+    }
 }
