@@ -82,11 +82,11 @@ fn mysql_mass_cancellation_returns_to_baseline() {
         // Every client goes away at once.
         drop(calls);
         let dropped = Instant::now();
-        let deadline = dropped + Duration::from_secs(2);
+        let deadline = dropped + Duration::from_secs(3);
         while running().await != 0 {
             assert!(
                 Instant::now() < deadline,
-                "killed statements still run after 2 s"
+                "killed statements still run after 3 s"
             );
             smol::Timer::after(Duration::from_millis(20)).await;
         }
@@ -95,8 +95,10 @@ fn mysql_mass_cancellation_returns_to_baseline() {
             stats.busy == 0 && stats.idle <= 5
         })
         .await;
+        // Plus one: the pool's kill connection, opened by the first kill and
+        // kept for the next ones.
         eventually("fds back to baseline", Duration::from_secs(5), || {
-            open_fds() <= baseline_fds
+            open_fds() <= baseline_fds + 1
         })
         .await;
         eventually("tasks back to baseline", Duration::from_secs(5), || {

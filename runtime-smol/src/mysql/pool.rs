@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     recoveries: Mutex<Vec<smol::Task<()>>>,
     /// Shared `@live` polls.
     pub(crate) live: LiveHub,
+    /// The session that sends `KILL QUERY` (see `kill_query`).
+    killer: async_lock::Mutex<Option<Conn>>,
 }
 
 /// A pool of connections to one MySQL/MariaDB database. Create one per
@@ -354,18 +356,54 @@ impl Shared {
         }
     }
 
-    /// `KILL QUERY <thread_id>` from a separate, short-lived connection: the
-    /// pool's own connections may all be busy, and a kill must not wait.
+    /// `KILL QUERY <thread_id>` on the pool's kill connection: a session of
+    /// its own, outside `max_connections` (the pool's connections may all be
+    /// busy, and a kill must not wait for one), opened on the first kill and
+    /// kept, so a kill costs one round trip. Kills are serialized on it. A
+    /// kill connection found dead is replaced once.
     async fn kill_query(&self, thread_id: u32) -> Result<(), ConnError> {
         self.kills_total.fetch_add(1, Ordering::Relaxed);
-        let mut killer = Conn::connect(&self.target, self.config.connect_timeout, 1).await?;
-        let killed = killer.query_text(&format!("KILL QUERY {thread_id}")).await;
-        killer.quit().await;
-        match killed {
-            // 1094: unknown thread id. The statement ended on its own.
-            Ok(_) | Err(ConnError::Server { code: 1094, .. }) => Ok(()),
-            Err(e) => Err(e),
+        let mut killer = self.killer.lock().await;
+        let mut last_error = None;
+        for _ in 0..2 {
+            let reusable = match killer.take() {
+                Some(mut conn) if conn.is_clean() => {
+                    conn.idle_socket_is_silent().await.then_some(conn)
+                }
+                _ => None,
+            };
+            let mut conn = match reusable {
+                Some(conn) => conn,
+                None => match Conn::connect(&self.target, self.config.connect_timeout, 1).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
+            };
+            match conn.query_text(&format!("KILL QUERY {thread_id}")).await {
+                // 1094: unknown thread id. The statement ended on its own.
+                Ok(_) | Err(ConnError::Server { code: 1094, .. }) => {
+                    *killer = Some(conn);
+                    return Ok(());
+                }
+                Err(ConnError::Server {
+                    code,
+                    state,
+                    message,
+                }) => {
+                    *killer = Some(conn);
+                    return Err(ConnError::Server {
+                        code,
+                        state,
+                        message,
+                    });
+                }
+                Err(e) => last_error = Some(e),
+            }
         }
+        Err(last_error.unwrap_or(ConnError::ConnectTimeout))
     }
 
     /// Runs one statement on a pooled connection within the statement
@@ -449,6 +487,7 @@ impl MysqlPool {
             durations: Mutex::new(Durations::default()),
             recoveries: Mutex::new(Vec::new()),
             live: LiveHub::default(),
+            killer: async_lock::Mutex::new(None),
         });
         let reaper = tasks::spawn(reap_idle(Arc::downgrade(&shared)));
         Ok(Arc::new(MysqlPool {
