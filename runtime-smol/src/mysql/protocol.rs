@@ -1000,4 +1000,67 @@ zR6DWPM6xend0yfF+vsdW5bs4qlDqZNKnz0iJ/ZCW2c/dYj9N+CFNfXS9LWDZAzu\n\
             }
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a (broken or hostile) server sends, the machines answer
+        /// with a value or an error, never a panic.
+        #[test]
+        fn arbitrary_server_packets_never_panic(
+            packets in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..8),
+            expect in 0usize..4,
+        ) {
+            let mut handshake = login("pw");
+            for packet in &packets {
+                if handshake.handle_packet(packet).is_err() {
+                    break;
+                }
+            }
+            let expect = [Expect::TextResult, Expect::BinaryResult, Expect::Prepare, Expect::Ok][expect];
+            let mut reader = ResponseReader::new(expect, client_capabilities(), 3);
+            for packet in &packets {
+                match reader.handle_packet(packet) {
+                    Ok(true) | Err(_) => break,
+                    Ok(false) => {}
+                }
+            }
+            let _ = reader.finish();
+        }
+
+        /// A result set whose header, columns and rows are well-formed is
+        /// read whole, with binary rows of any values.
+        #[test]
+        fn binary_rows_with_nulls_parse(values in proptest::collection::vec(proptest::option::of(proptest::num::i64::ANY), 1..20)) {
+            let capabilities = client_capabilities();
+            let mut reader = ResponseReader::new(Expect::BinaryResult, capabilities, 10);
+            reader.handle_packet(&[values.len() as u8]).unwrap();
+            for i in 0..values.len() {
+                let column = Column::new(ColumnType::MYSQL_TYPE_LONGLONG).with_name(format!("c{i}").as_bytes());
+                let mut packet = Vec::new();
+                column.serialize(&mut packet);
+                reader.handle_packet(&packet).unwrap();
+            }
+            // A binary row: 0x00, the null bitmap (offset 2), the values.
+            let mut row = vec![0x00];
+            let mut bitmap = vec![0u8; (values.len() + 7 + 2) / 8];
+            for (i, v) in values.iter().enumerate() {
+                if v.is_none() {
+                    bitmap[(i + 2) / 8] |= 1 << ((i + 2) % 8);
+                }
+            }
+            row.extend_from_slice(&bitmap);
+            for v in values.iter().flatten() {
+                row.extend_from_slice(&v.to_le_bytes());
+            }
+            reader.handle_packet(&row).unwrap();
+            let done = reader.handle_packet(&[0xFE, 0, 0, 0x02, 0, 0, 0]).unwrap();
+            proptest::prop_assert!(done);
+            let expected: Map<String, Value> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("c{i}"), v.map_or(Value::Null, Value::from)))
+                .collect();
+            proptest::prop_assert_eq!(reader.finish().unwrap(), Outcome::Rows(vec![Value::Object(expected)]));
+        }
+    }
 }
