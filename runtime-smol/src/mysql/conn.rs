@@ -175,6 +175,10 @@ impl Conn {
     /// An idle connection must be silent: readable means the server closed
     /// it (restart, `KILL CONNECTION`, `wait_timeout`) or sent an error.
     pub async fn idle_socket_is_silent(&mut self) -> bool {
+        if !self.read_buf.is_empty() || !self.packet.is_empty() {
+            // Bytes beyond the last answer: the session is out of step.
+            return false;
+        }
         let mut probe = [0u8; 1];
         // One non-blocking attempt: Pending means nothing to read.
         smol::future::poll_once(self.stream.read(&mut probe))
