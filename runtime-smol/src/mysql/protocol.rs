@@ -164,6 +164,27 @@ fn client_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_CONNECT_WITH_DB
 }
 
+/// Refuses a greeting whose auth-plugin-data length byte is 128 or more.
+///
+/// The scramble is 20 bytes, so such a length is nonsense, and mysql_common
+/// 0.38 computes `len as i8 - 8` from it, which overflows (a panic in debug
+/// builds) for 128..=135. Found by `arbitrary_server_packets_never_panic`.
+fn check_auth_data_len(packet: &[u8]) -> Result<(), ProtoError> {
+    // protocol version (1), server version (NUL-terminated), then connection
+    // id (4), scramble part 1 (8), filler (1), capabilities low (2),
+    // collation (1), status (2), capabilities high (2): the length is next.
+    let Some(version_end) = packet.iter().skip(1).position(|&b| b == 0) else {
+        return Ok(()); // too short: mysql_common reports it as an error
+    };
+    let offset = 1 + version_end + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2;
+    match packet.get(offset) {
+        Some(&len) if len >= 128 => Err(ProtoError::protocol(format!(
+            "bad server greeting: auth plugin data length {len}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Handshake {
     /// A handshake that will log in with `credentials`.
     pub fn new(credentials: Credentials) -> Self {
@@ -246,6 +267,7 @@ impl Handshake {
                 CapabilityFlags::CLIENT_PROTOCOL_41,
             ));
         }
+        check_auth_data_len(packet)?;
         let greeting = ParseBuf(packet)
             .parse::<HandshakePacket<'_>>(())
             .map_err(|e| ProtoError::protocol(format!("bad server greeting: {e}")))?;
@@ -999,6 +1021,25 @@ zR6DWPM6xend0yfF+vsdW5bs4qlDqZNKnz0iJ/ZCW2c/dYj9N+CFNfXS9LWDZAzu\n\
                 message: "no".into()
             }
         );
+    }
+
+    /// Regression: a greeting with an auth-data length of 128..=135 made
+    /// mysql_common overflow an i8 (found by the property test below).
+    #[test]
+    fn greeting_with_huge_auth_data_len_is_an_error_not_a_panic() {
+        for len in [128u8, 130, 135, 255] {
+            let mut packet = vec![10];
+            packet.extend_from_slice(b"10.11.0\0");
+            packet.extend_from_slice(&[0; 4 + 8 + 1]);
+            packet.extend_from_slice(&[0xff, 0xff, 8, 2, 0, 0xff, 0xff, len]);
+            packet.extend_from_slice(&[0; 10 + 13]);
+            packet.extend_from_slice(b"mysql_native_password\0");
+            let err = login("pw").handle_packet(&packet).unwrap_err();
+            assert!(
+                matches!(&err, ProtoError::Protocol(m) if m.contains("auth plugin data length")),
+                "{err:?}"
+            );
+        }
     }
 
     proptest::proptest! {
