@@ -65,18 +65,29 @@ def make_servicer(messages, services):
             every = max(request.every_ms, 1) / 1000.0
             limit = request.limit if request.HasField("limit") else None
             fail_at = request.fail_at if request.HasField("fail_at") else None
+            # grpcio runs this callback when the RPC ends for any reason. An
+            # RPC that ends before the handler finished was reset by the
+            # client: tell the test, which checks that dropping a stream
+            # reaches the server. (Checking context.is_active() in the loop
+            # misses a reset that lands while the handler is in `yield`.)
+            finished = threading.Event()
+
+            def on_end():
+                if not finished.is_set():
+                    say("CANCELLED Ticks")
+
+            context.add_callback(on_end)
             seq = 1
             while limit is None or seq <= limit:
                 time.sleep(every)
                 if not context.is_active():
-                    # The client reset the stream: tell the test, which
-                    # checks that dropping a stream reaches the server.
-                    say("CANCELLED Ticks")
                     return
                 if fail_at is not None and seq == fail_at:
+                    finished.set()
                     context.abort(grpc.StatusCode.INTERNAL, f"tick {seq} failed on purpose")
                 yield messages.Tick(seq=seq)
                 seq += 1
+            finished.set()
 
     return Demo()
 
