@@ -11,6 +11,11 @@
 #   FUZZ_JOBS   libFuzzer -jobs/-workers per target (default 1)
 #   FUZZ_RSS_MB libFuzzer -rss_limit_mb (default 2048)
 #   FUZZ_LOG_DIR where to keep each target's libFuzzer output (default: a temp dir)
+#
+# Sanitizer: none. The core is safe Rust (no `unsafe`), so AddressSanitizer
+# finds nothing the Rust checks do not, and it costs about 8x throughput
+# (measured on the frame target: 4.8 ms vs 0.57 ms of CPU per input).
+# cargo-fuzz keeps debug assertions (overflow checks) on.
 set -euo pipefail
 
 seconds="${1:-20}"
@@ -24,20 +29,21 @@ if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 log_dir="${FUZZ_LOG_DIR:-$(mktemp -d)}"
 mkdir -p "$log_dir"
 
-cargo +nightly fuzz build
+cargo +nightly fuzz build --sanitizer none
 
 failed=0
 for target in "${targets[@]}"; do
   corpus="corpus/$target"
   mkdir -p "$corpus" "artifacts/$target"
   for seed in "seeds/$target"/*; do
+    [ -e "$seed" ] || continue
     [ -e "$corpus/$(basename "$seed")" ] || cp "$seed" "$corpus/"
   done
   dict=()
   if [ -f "dict/$target.dict" ]; then dict=("-dict=dict/$target.dict"); fi
   log="$log_dir/$target.log"
   echo "== fuzz $target for ${seconds}s (log: $log)"
-  if cargo +nightly fuzz run "$target" "$corpus" -- \
+  if cargo +nightly fuzz run --sanitizer none "$target" "$corpus" -- \
       -max_total_time="$seconds" \
       -timeout=10 \
       -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \

@@ -57,7 +57,11 @@ fn drain(audit: &mut ClientAudit, client: &mut ClientConnection, app_code: Optio
     for effect in audit.drain(client) {
         match effect {
             ClientEffect::Close { code, reason } => {
-                assert!(reason.len() <= 123, "close reason of {} bytes", reason.len());
+                assert!(
+                    reason.len() <= 123,
+                    "close reason of {} bytes",
+                    reason.len()
+                );
                 assert!(!was_closed, "Close after the connection closed");
                 assert!(
                     Some(code) == app_code || CLIENT_CLOSE_CODES.contains(&code),

@@ -47,7 +47,8 @@ fn server_in(state: ServerState, protocol: Subprotocol, config: &ConnectionConfi
     }
     if state == ServerState::ReadyWithOperation {
         let kind = if legacy { "start" } else { "subscribe" };
-        let frame = format!(r#"{{"type":"{kind}","id":"op0","payload":{{"query":"{{ hello }}"}}}}"#);
+        let frame = format!(r#"{{"type":"{kind}","id":"op0","payload":{{"query":"{{hello}}"}}}}"#);
+        assert!(frame.len() <= config.max_frame_bytes);
         conn.text(NOW, &frame);
         assert_eq!(conn.connection().live_operations(), 1);
     }
@@ -68,17 +69,25 @@ fn check_server(text: &str, binary: &[u8], config: &ConnectionConfig) {
                 })
                 .collect();
             for code in &closes {
-                assert!(SERVER_CLOSE_CODES.contains(code), "undocumented close code {code}");
+                assert!(
+                    SERVER_CLOSE_CODES.contains(code),
+                    "undocumented close code {code}"
+                );
             }
             if state == ServerState::Closed {
-                assert!(effects.is_empty(), "closed connection answered: {effects:?}");
+                assert!(
+                    effects.is_empty(),
+                    "closed connection answered: {effects:?}"
+                );
             } else if text.len() > config.max_frame_bytes {
                 assert_eq!(closes, [close::MESSAGE_TOO_BIG], "oversized frame");
             } else {
                 match protocol {
                     Subprotocol::GraphqlTransportWs => {
                         match transport::ClientMessage::parse(text) {
-                            Err(_) => assert_eq!(closes, [close::BAD_REQUEST], "{state:?} {text:?}"),
+                            Err(_) => {
+                                assert_eq!(closes, [close::BAD_REQUEST], "{state:?} {text:?}")
+                            }
                             Ok(msg) => {
                                 let expected: &[u16] = match msg {
                                     transport::ClientMessage::ConnectionInit { .. }
@@ -190,7 +199,10 @@ fn check_client(text: &str) {
                 })
                 .collect();
             for code in &closes {
-                assert!(CLIENT_CLOSE_CODES.contains(code), "undocumented close code {code}");
+                assert!(
+                    CLIENT_CLOSE_CODES.contains(code),
+                    "undocumented close code {code}"
+                );
             }
             if state == 0 || was_closed {
                 assert!(effects.is_empty(), "{effects:?}");
@@ -216,7 +228,8 @@ fuzz_target!(|data: &[u8]| {
     check_server(&text, data, &ConnectionConfig::default());
     // A small frame bound, so 1009 is reached too.
     let small = ConnectionConfig {
-        max_frame_bytes: 48,
+        // Just enough for the frames that set the states up.
+        max_frame_bytes: 64,
         ..ConnectionConfig::default()
     };
     check_server(&text, data, &small);

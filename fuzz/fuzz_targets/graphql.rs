@@ -13,9 +13,7 @@ use serde_json::{json, Value};
 use std::sync::OnceLock;
 use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, OperationKind, Schema};
 use terminus_core::{FailureKind, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure};
-use terminus_fuzz::{
-    check_execution_result, check_graphql_errors, ArbJson, ArbObject, ArbQuery,
-};
+use terminus_fuzz::{check_execution_result, check_graphql_errors, ArbJson, ArbObject, ArbQuery};
 
 fn schemas() -> &'static [Schema; 2] {
     static SCHEMAS: OnceLock<[Schema; 2]> = OnceLock::new();
@@ -65,7 +63,9 @@ enum ItemSpec {
 
 fn plausible(call: &UpstreamCall, n: u32) -> Value {
     match call {
-        UpstreamCall::Grpc { streaming: true, .. } => json!({ "seq": n }),
+        UpstreamCall::Grpc {
+            streaming: true, ..
+        } => json!({ "seq": n }),
         UpstreamCall::Grpc { .. } => json!({ "message": format!("Hello, {n}!") }),
         UpstreamCall::Sql {
             returns_rows: false,
@@ -152,7 +152,9 @@ impl Run {
 fn item(spec: &ItemSpec, call: Option<&UpstreamCall>) -> Value {
     match spec {
         ItemSpec::Plausible(n) => call.map_or(Value::Null, |c| plausible(c, *n)),
-        ItemSpec::Rows(rows) => Value::Array(rows.iter().map(|r| Value::Object(r.0.clone())).collect()),
+        ItemSpec::Rows(rows) => {
+            Value::Array(rows.iter().map(|r| Value::Object(r.0.clone())).collect())
+        }
         ItemSpec::Object(o) => Value::Object(o.0.clone()),
         ItemSpec::Any(v) => v.0.clone(),
     }
@@ -216,8 +218,12 @@ fuzz_target!(|scenario: Scenario| {
             Step::Unknown(raw, spec) => {
                 let id = CallId(*raw);
                 if !run.calls.iter().any(|(c, _)| *c == id) {
-                    run.exec.handle_call_event(id, CallEvent::Item(item(spec, None)));
-                    assert!(run.exec.poll_output().is_none(), "an unknown call produced output");
+                    run.exec
+                        .handle_call_event(id, CallEvent::Item(item(spec, None)));
+                    assert!(
+                        run.exec.poll_output().is_none(),
+                        "an unknown call produced output"
+                    );
                 }
             }
         }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use terminus_core::ledger::Audited;
 use terminus_core::server::{AuthVerdict, ConnectionConfig, Effect, Input, Subprotocol};
 use terminus_core::{Millis, OpId, UpstreamEvent};
-use terminus_fuzz::{assert_no_violations, ArbJson, ArbObject, ClientFrameSpec, SERVER_CLOSE_CODES};
+use terminus_fuzz::{
+    assert_no_violations, ArbJson, ArbObject, ClientFrameSpec, SERVER_CLOSE_CODES,
+};
 
 /// Bounds small enough that the fuzzer reaches them.
 #[derive(Debug, Arbitrary)]
@@ -170,10 +172,21 @@ impl Run {
             conn.unflushed_bytes(),
             self.max_outbound
         );
-        assert!(self.close_codes.len() <= 1, "closed twice: {:?}", self.close_codes);
+        assert!(
+            self.close_codes.len() <= 1,
+            "closed twice: {:?}",
+            self.close_codes
+        );
         if self.conn.ledger().is_closed() {
-            assert!(conn.poll_timeout().is_none(), "closed connection wants a timer");
-            assert_eq!(conn.live_operations(), 0, "closed connection has live operations");
+            assert!(
+                conn.poll_timeout().is_none(),
+                "closed connection wants a timer"
+            );
+            assert_eq!(
+                conn.live_operations(),
+                0,
+                "closed connection has live operations"
+            );
         }
     }
 
@@ -184,12 +197,20 @@ impl Run {
         let ledger = self.conn.ledger();
         match pick {
             OpPick::Live(n) => nth(
-                self.started.iter().copied().filter(|op| ledger.is_live(*op)).collect(),
+                self.started
+                    .iter()
+                    .copied()
+                    .filter(|op| ledger.is_live(*op))
+                    .collect(),
                 *n,
             ),
             OpPick::Started(n) => nth(self.started.clone(), *n),
             OpPick::Stale(n) => nth(
-                self.started.iter().copied().filter(|op| !ledger.is_live(*op)).collect(),
+                self.started
+                    .iter()
+                    .copied()
+                    .filter(|op| !ledger.is_live(*op))
+                    .collect(),
                 *n,
             ),
             OpPick::Unknown(raw) => Some(OpId(*raw)),

@@ -128,10 +128,16 @@ impl Pair {
                     assert!(self.upstream.insert(op, 0).is_none(), "{op} started twice");
                 }
                 Effect::Cancel { op } => {
-                    assert!(self.upstream.remove(&op).is_some(), "Cancel for {op}, not running");
+                    assert!(
+                        self.upstream.remove(&op).is_some(),
+                        "Cancel for {op}, not running"
+                    );
                 }
                 Effect::Close { code, reason } => {
-                    assert!(SERVER_CLOSE_CODES.contains(&code), "undocumented close code {code}");
+                    assert!(
+                        SERVER_CLOSE_CODES.contains(&code),
+                        "undocumented close code {code}"
+                    );
                     if !self.socket_dead {
                         self.to_client.push_back(Wire::Close(code, reason));
                     }
@@ -228,7 +234,12 @@ impl Pair {
     fn fire_timers(&mut self) {
         for _ in 0..8 {
             let mut fired = false;
-            if self.server.connection().poll_timeout().is_some_and(|d| d <= self.now) {
+            if self
+                .server
+                .connection()
+                .poll_timeout()
+                .is_some_and(|d| d <= self.now)
+            {
                 self.server_input(Input::Timeout);
                 fired = true;
             }
@@ -247,11 +258,14 @@ impl Pair {
     /// Moves time to `until`, stopping at every deadline on the way.
     fn advance(&mut self, until: Millis) {
         loop {
-            let next = [self.server.connection().poll_timeout(), self.client.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .filter(|d| *d <= until)
-                .min();
+            let next = [
+                self.server.connection().poll_timeout(),
+                self.client.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|d| *d <= until)
+            .min();
             match next {
                 Some(deadline) => {
                     self.now = self.now.max(deadline);
@@ -358,12 +372,14 @@ fuzz_target!(|scenario: Scenario| {
             }
             Step::InjectToServer(frame) => {
                 if !pair.socket_dead {
-                    pair.to_server.push_back(Wire::Text(frame.to_text(pair.protocol)));
+                    pair.to_server
+                        .push_back(Wire::Text(frame.to_text(pair.protocol)));
                 }
             }
             Step::InjectToClient(frame) => {
                 if !pair.socket_dead {
-                    pair.to_client.push_back(Wire::Text(frame.to_text(pair.protocol)));
+                    pair.to_client
+                        .push_back(Wire::Text(frame.to_text(pair.protocol)));
                 }
             }
             Step::Accept => {
@@ -433,7 +449,11 @@ fuzz_target!(|scenario: Scenario| {
     pair.abrupt_close();
     let violations = pair.server.finish(pair.now);
     assert_no_violations("server end", &violations);
-    assert!(pair.upstream.is_empty(), "upstream still runs {:?}", pair.upstream);
+    assert!(
+        pair.upstream.is_empty(),
+        "upstream still runs {:?}",
+        pair.upstream
+    );
     assert_eq!(pair.server.connection().poll_timeout(), None);
     pair.audit.check_end(&pair.client);
     pair.audit.assert_clean("client end");

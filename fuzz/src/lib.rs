@@ -7,11 +7,11 @@
 //! while a share of them stay malformed on purpose.
 
 use arbitrary::{Arbitrary, Result as ArbResult, Unstructured};
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
 use terminus_core::client::{ClientConnection, ClientEffect, ClientEvent};
 use terminus_core::ledger::Violation;
 use terminus_core::protocol::Subprotocol;
-use serde_json::{Map, Number, Value};
-use std::collections::HashMap;
 
 /// Deepest nesting of generated JSON (keeps inputs small and fast).
 const MAX_JSON_DEPTH: u32 = 3;
@@ -35,7 +35,11 @@ fn arb_value(u: &mut Unstructured<'_>, depth: u32) -> ArbResult<Value> {
         5 => Value::String(pick(u, WORDS)?.to_owned()),
         6 => {
             let n = u.int_in_range(0..=4)?;
-            Value::Array((0..n).map(|_| arb_value(u, depth + 1)).collect::<ArbResult<_>>()?)
+            Value::Array(
+                (0..n)
+                    .map(|_| arb_value(u, depth + 1))
+                    .collect::<ArbResult<_>>()?,
+            )
         }
         _ => Value::Object(arb_map(u, depth + 1)?),
     })
@@ -57,9 +61,29 @@ fn arb_map(u: &mut Unstructured<'_>, depth: u32) -> ArbResult<Map<String, Value>
 
 /// Words that mean something to the schema, the protocols or the shaper.
 const WORDS: &[&str] = &[
-    "message", "seq", "data", "errors", "name", "everyMs", "limit", "failAt", "id", "type",
-    "payload", "query", "variables", "operationName", "extensions", "path", "locations",
-    "affectedRows", "lastInsertId", "text", "created_at", "__typename", "Hello, fuzz!",
+    "message",
+    "seq",
+    "data",
+    "errors",
+    "name",
+    "everyMs",
+    "limit",
+    "failAt",
+    "id",
+    "type",
+    "payload",
+    "query",
+    "variables",
+    "operationName",
+    "extensions",
+    "path",
+    "locations",
+    "affectedRows",
+    "lastInsertId",
+    "text",
+    "created_at",
+    "__typename",
+    "Hello, fuzz!",
 ];
 
 fn pick<T: Copy>(u: &mut Unstructured<'_>, items: &[T]) -> ArbResult<T> {
@@ -109,13 +133,76 @@ pub const GOOD_QUERIES: &[&str] = &[
 
 /// Tokens of GraphQL documents against the demo schemas.
 const QUERY_TOKENS: &[&str] = &[
-    "{", "}", "(", ")", ":", "$", "!", "[", "]", "...", "@", "=", ",", " ", "\"", "\"\"\"",
-    "query", "mutation", "subscription", "fragment", "on", "hello", "ticks", "seq", "name",
-    "everyMs", "limit", "failAt", "Tick", "Query", "Subscription", "Mutation", "__typename",
-    "__schema", "__type", "types", "fields", "kind", "ofType", "args", "String", "Int",
-    "Boolean", "ID", "Float", "include", "skip", "if", "true", "false", "null", "1", "-7",
-    "2147483648", "1.5", "\"x\"", "$v", "$n", "F", "a", "b", "message", "messages",
-    "postMessage", "liveMessages", "text", "id", "queryType", "directives", "#c\n",
+    "{",
+    "}",
+    "(",
+    ")",
+    ":",
+    "$",
+    "!",
+    "[",
+    "]",
+    "...",
+    "@",
+    "=",
+    ",",
+    " ",
+    "\"",
+    "\"\"\"",
+    "query",
+    "mutation",
+    "subscription",
+    "fragment",
+    "on",
+    "hello",
+    "ticks",
+    "seq",
+    "name",
+    "everyMs",
+    "limit",
+    "failAt",
+    "Tick",
+    "Query",
+    "Subscription",
+    "Mutation",
+    "__typename",
+    "__schema",
+    "__type",
+    "types",
+    "fields",
+    "kind",
+    "ofType",
+    "args",
+    "String",
+    "Int",
+    "Boolean",
+    "ID",
+    "Float",
+    "include",
+    "skip",
+    "if",
+    "true",
+    "false",
+    "null",
+    "1",
+    "-7",
+    "2147483648",
+    "1.5",
+    "\"x\"",
+    "$v",
+    "$n",
+    "F",
+    "a",
+    "b",
+    "message",
+    "messages",
+    "postMessage",
+    "liveMessages",
+    "text",
+    "id",
+    "queryType",
+    "directives",
+    "#c\n",
 ];
 
 impl<'a> Arbitrary<'a> for ArbQuery {
@@ -135,7 +222,10 @@ impl<'a> Arbitrary<'a> for ArbQuery {
                 // A good query with arbitrary text spliced in.
                 let base = pick(u, GOOD_QUERIES)?;
                 let at = u.int_in_range(0..=base.len())?;
-                let at = (0..=at).rev().find(|i| base.is_char_boundary(*i)).unwrap_or(0);
+                let at = (0..=at)
+                    .rev()
+                    .find(|i| base.is_char_boundary(*i))
+                    .unwrap_or(0);
                 let extra: String = u.arbitrary()?;
                 format!("{}{}{}", &base[..at], extra, &base[at..])
             }
@@ -227,7 +317,8 @@ impl PayloadSpec {
                 Some(Value::Object(obj))
             }
             PayloadSpec::BadRequest { which, value } => {
-                let key = ["query", "variables", "operationName", "extensions"][*which as usize % 4];
+                let key =
+                    ["query", "variables", "operationName", "extensions"][*which as usize % 4];
                 let mut obj = Map::new();
                 obj.insert("query".into(), Value::String("{ hello }".into()));
                 obj.insert(key.into(), value.0.clone());
@@ -266,8 +357,20 @@ pub enum KindSpec {
 }
 
 const FOREIGN_KINDS: &[&str] = &[
-    "subscribe", "start", "complete", "stop", "connection_ack", "next", "data", "error",
-    "connection_error", "ka", "connection_keep_alive", "ping", "pong", "connection_terminate",
+    "subscribe",
+    "start",
+    "complete",
+    "stop",
+    "connection_ack",
+    "next",
+    "data",
+    "error",
+    "connection_error",
+    "ka",
+    "connection_keep_alive",
+    "ping",
+    "pong",
+    "connection_terminate",
 ];
 
 /// One frame a client could send to the server.
@@ -306,14 +409,16 @@ impl ClientFrameSpec {
                 let mut obj = Map::new();
                 let kind_value = match kind {
                     KindSpec::Init => Some(Value::from("connection_init")),
-                    KindSpec::Start => Some(Value::from(if legacy { "start" } else { "subscribe" })),
+                    KindSpec::Start => {
+                        Some(Value::from(if legacy { "start" } else { "subscribe" }))
+                    }
                     KindSpec::Stop => Some(Value::from(if legacy { "stop" } else { "complete" })),
                     KindSpec::Ping => Some(Value::from("ping")),
                     KindSpec::Pong => Some(Value::from("pong")),
                     KindSpec::Terminate => Some(Value::from("connection_terminate")),
-                    KindSpec::Foreign(n) => {
-                        Some(Value::from(FOREIGN_KINDS[*n as usize % FOREIGN_KINDS.len()]))
-                    }
+                    KindSpec::Foreign(n) => Some(Value::from(
+                        FOREIGN_KINDS[*n as usize % FOREIGN_KINDS.len()],
+                    )),
                     KindSpec::Other(s) => Some(Value::String(s.clone())),
                     KindSpec::Absent => None,
                     KindSpec::NonString(n) => Some(Value::from(*n)),
@@ -490,17 +595,20 @@ pub fn check_graphql_error(error: &Value) -> Result<(), String> {
         return Err(format!("error without a string message: {error}"));
     }
     if let Some(path) = obj.get("path") {
-        let ok = path.as_array().is_some_and(|segs| {
-            segs.iter().all(|s| s.is_string() || s.is_u64())
-        });
+        let ok = path
+            .as_array()
+            .is_some_and(|segs| segs.iter().all(|s| s.is_string() || s.is_u64()));
         if !ok {
-            return Err(format!("error path is not a list of keys and indices: {error}"));
+            return Err(format!(
+                "error path is not a list of keys and indices: {error}"
+            ));
         }
     }
     if let Some(locations) = obj.get("locations") {
         let ok = locations.as_array().is_some_and(|locs| {
             locs.iter().all(|l| {
-                l.get("line").is_some_and(Value::is_u64) && l.get("column").is_some_and(Value::is_u64)
+                l.get("line").is_some_and(Value::is_u64)
+                    && l.get("column").is_some_and(Value::is_u64)
             })
         });
         if !ok {
@@ -661,7 +769,10 @@ impl ClientAudit {
     /// Panics if any rule was broken.
     pub fn assert_clean(&self, context: &str) {
         if !self.problems.is_empty() {
-            panic!("{context}: client violations:\n  {}", self.problems.join("\n  "));
+            panic!(
+                "{context}: client violations:\n  {}",
+                self.problems.join("\n  ")
+            );
         }
     }
 
@@ -672,7 +783,8 @@ impl ClientAudit {
 }
 
 /// The close codes a server connection may emit (docs/protocol.md).
-pub const SERVER_CLOSE_CODES: &[u16] = &[1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429];
+pub const SERVER_CLOSE_CODES: &[u16] =
+    &[1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429];
 
 /// The close codes a client connection may emit on its own.
 pub const CLIENT_CLOSE_CODES: &[u16] = &[1001, 4004, 4504];
