@@ -4,11 +4,17 @@
 //! fuzzer's input: lost frames and pongs, duplicated and corrupted frames,
 //! rejected auth, slow readers, abrupt closes, shutdown.
 //!
-//! The wiring is local to this target: the core's simulation driver
-//! (`terminus_core::sim`, on branch core-conn) was not in main when this
-//! target was written. The wire model is the same: frames are delivered in
-//! order per direction, a `Close` ends the socket, WebSocket pings are
-//! answered by the peer's WebSocket layer.
+//! Two modes, chosen by the input:
+//! - `Sim`: the core's simulation driver (`terminus_core::sim`) with a
+//!   configuration (clients, faults, timeouts, latency) and an upstream
+//!   whose every event and delay come from the input; its findings (the
+//!   ledgers of every pair, the end state, the upstream's leftovers) must be
+//!   empty.
+//! - `Steps`: one pair wired here, step by step, so the fuzzer controls the
+//!   order of every delivery and fault (the driver draws those from its
+//!   seed). The wire model is the driver's: frames are delivered in order
+//!   per direction, a `Close` ends the socket, WebSocket pings are answered
+//!   by the peer's WebSocket layer.
 //!
 //! After every step both auditors are clean and the upstream runs exactly
 //! the operations the server counts as live; at the end the server drains,
@@ -24,7 +30,8 @@ use std::time::Duration;
 use terminus_core::client::{ClientConfig, ClientConnection, ClientEffect};
 use terminus_core::ledger::Audited;
 use terminus_core::server::{AuthVerdict, ConnectionConfig, Effect, Input, Subprotocol};
-use terminus_core::{Millis, OpId, UpstreamEvent};
+use terminus_core::sim::{Faults, OpKey, ScriptConfig, Sim, SimConfig, Upstream};
+use terminus_core::{Millis, OpId, OperationRequest, UpstreamEvent};
 use terminus_fuzz::{
     assert_no_violations, ArbJson, ArbObject, ClientAudit, ClientFrameSpec, ServerFrameSpec,
     GOOD_QUERIES, SERVER_CLOSE_CODES,
@@ -287,7 +294,7 @@ impl Pair {
     }
 }
 
-fuzz_target!(|scenario: Scenario| {
+fn run_steps(scenario: &Scenario) {
     let protocol = if scenario.legacy {
         Subprotocol::GraphqlWs
     } else {
@@ -458,4 +465,185 @@ fuzz_target!(|scenario: Scenario| {
     pair.audit.check_end(&pair.client);
     pair.audit.assert_clean("client end");
     assert_eq!(pair.client.poll_timeout(), None);
+}
+
+/// What the fuzzed upstream does next for an operation.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum UpstreamMove {
+    Next(u16),
+    Complete(u16),
+    Error(u16),
+    /// Nothing for a long time (the operation hangs until cancelled).
+    Hang,
+}
+
+/// An upstream whose every event and delay come from the input: each
+/// operation plays the script from where the previous one left off; after
+/// 16 results an operation completes, so every run settles.
+#[derive(Debug)]
+struct FuzzUpstream {
+    script: Vec<UpstreamMove>,
+    cursor: usize,
+    ops: BTreeMap<OpKey, (Millis, u32)>,
+}
+
+impl FuzzUpstream {
+    fn next_move(&mut self) -> UpstreamMove {
+        if self.script.is_empty() {
+            return UpstreamMove::Complete(1);
+        }
+        let m = self.script[self.cursor % self.script.len()];
+        self.cursor += 1;
+        m
+    }
+
+    fn delay(m: UpstreamMove) -> Duration {
+        match m {
+            UpstreamMove::Next(ms) | UpstreamMove::Complete(ms) | UpstreamMove::Error(ms) => {
+                Duration::from_millis(u64::from(ms % 2_000))
+            }
+            UpstreamMove::Hang => Duration::from_secs(3_600),
+        }
+    }
+}
+
+impl Upstream for FuzzUpstream {
+    fn start(&mut self, now: Millis, key: OpKey, _request: &OperationRequest) {
+        let first = self
+            .script
+            .get(self.cursor % self.script.len().max(1))
+            .copied();
+        let due = now + first.map_or(Duration::from_millis(1), Self::delay);
+        self.ops.insert(key, (due, 0));
+    }
+
+    fn cancel(&mut self, _now: Millis, key: OpKey) {
+        self.ops.remove(&key);
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.ops.values().map(|(due, _)| *due).min()
+    }
+
+    fn poll_event(&mut self, now: Millis) -> Option<(OpKey, UpstreamEvent)> {
+        let key = *self.ops.iter().find(|(_, (due, _))| *due <= now)?.0;
+        let sent = self.ops[&key].1;
+        let m = if sent >= 16 {
+            UpstreamMove::Complete(0)
+        } else {
+            self.next_move()
+        };
+        let event = match m {
+            UpstreamMove::Next(_) => UpstreamEvent::Next(json!({ "data": { "seq": sent } })),
+            UpstreamMove::Complete(_) | UpstreamMove::Hang => UpstreamEvent::Complete,
+            UpstreamMove::Error(_) => {
+                UpstreamEvent::Error(vec![json!({ "message": "upstream failed" })])
+            }
+        };
+        if event.is_terminal() {
+            self.ops.remove(&key);
+        } else {
+            let peek = self
+                .script
+                .get(self.cursor % self.script.len().max(1))
+                .copied();
+            let due = now + peek.map_or(Duration::from_millis(1), Self::delay);
+            self.ops.insert(key, (due, sent + 1));
+        }
+        Some((key, event))
+    }
+
+    fn live_operations(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// The simulation driver's configuration, from the input.
+#[derive(Debug, Arbitrary)]
+struct SimSpec {
+    seed: u64,
+    clients: u8,
+    legacy_share: u8,
+    ops: (u8, u8),
+    complete_early: u8,
+    latency_ms: u8,
+    duration_ms: u16,
+    init_timeout_ms: u16,
+    keepalive_interval_ms: u16,
+    keepalive_timeout_ms: u16,
+    max_operations: u8,
+    max_outbound: u16,
+    ack_timeout_ms: u16,
+    ping_interval_ms: u16,
+    faults: [u8; 6],
+    script: Vec<UpstreamMove>,
+}
+
+fn probability(byte: u8) -> f64 {
+    f64::from(byte) / 255.0
+}
+
+fn run_sim(spec: &SimSpec) {
+    let (low, high) = (u64::from(spec.ops.0 % 6), u64::from(spec.ops.1 % 6));
+    let [abrupt, pong, slow, duplicate, malformed, reject] = spec.faults;
+    let config = SimConfig {
+        seed: spec.seed,
+        clients: 1 + usize::from(spec.clients % 3),
+        legacy_share: probability(spec.legacy_share),
+        ops_per_client: (low.min(high), low.max(high)),
+        complete_early: probability(spec.complete_early),
+        latency_ms: u64::from(spec.latency_ms % 50),
+        duration_ms: u64::from(spec.duration_ms % 20_000),
+        max_steps: 20_000,
+        server: ConnectionConfig {
+            init_timeout: Duration::from_millis(u64::from(spec.init_timeout_ms % 5_000)),
+            keepalive_interval: Duration::from_millis(u64::from(
+                spec.keepalive_interval_ms % 5_000,
+            )),
+            keepalive_timeout: Duration::from_millis(u64::from(spec.keepalive_timeout_ms % 5_000)),
+            legacy_ka_interval: Duration::from_millis(u64::from(
+                spec.keepalive_interval_ms % 3_000,
+            )),
+            max_frame_bytes: 64 * 1024,
+            max_operations: 1 + usize::from(spec.max_operations % 8),
+            max_outbound_bytes: 512 + usize::from(spec.max_outbound) * 8,
+        },
+        client: ClientConfig {
+            ack_timeout: Duration::from_millis(u64::from(spec.ack_timeout_ms % 10_000)),
+            ping_interval: Duration::from_millis(u64::from(spec.ping_interval_ms % 5_000)),
+            connection_params: None,
+        },
+        script: ScriptConfig::default(),
+        faults: Faults {
+            abrupt_close: probability(abrupt),
+            lost_pong: probability(pong),
+            slow_reader: probability(slow),
+            duplicate_id: probability(duplicate),
+            malformed_frame: probability(malformed),
+            reject_auth: probability(reject),
+        },
+    };
+    let upstream = FuzzUpstream {
+        script: spec.script.iter().take(64).copied().collect(),
+        cursor: 0,
+        ops: BTreeMap::new(),
+    };
+    let mut sim = Sim::with_upstream(config, upstream);
+    sim.run();
+    let findings = sim.findings();
+    if !findings.is_empty() {
+        let list: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        panic!("simulation findings:\n  {}", list.join("\n  "));
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum Mode {
+    Sim(SimSpec),
+    Steps(Scenario),
+}
+
+fuzz_target!(|mode: Mode| match &mode {
+    Mode::Sim(spec) => run_sim(spec),
+    Mode::Steps(scenario) => run_steps(scenario),
 });

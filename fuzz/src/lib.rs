@@ -10,7 +10,7 @@ use arbitrary::{Arbitrary, Result as ArbResult, Unstructured};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use terminus_core::client::{ClientConnection, ClientEffect, ClientEvent};
-use terminus_core::ledger::Violation;
+use terminus_core::ledger::{ClientLedger, Violation};
 use terminus_core::protocol::Subprotocol;
 
 /// Deepest nesting of generated JSON (keeps inputs small and fast).
@@ -651,7 +651,8 @@ pub fn check_execution_result(result: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The client side's auditor, written for the fuzz targets: each operation
+/// The client side's auditor: the core's [`ClientLedger`] plus stricter
+/// checks of the fuzz targets' own. Each operation
 /// the application requested gets at most one terminal event (`Error`,
 /// `Complete`, or the connection's `Closed`), nothing follows its end (or the
 /// application's `complete`), `Closed` comes exactly once and nothing but a
@@ -663,6 +664,8 @@ pub struct ClientAudit {
     ops: HashMap<String, (bool, bool)>,
     closed: bool,
     problems: Vec<String>,
+    /// The core's auditor, fed the same observations.
+    ledger: ClientLedger,
 }
 
 impl ClientAudit {
@@ -676,6 +679,7 @@ impl ClientAudit {
         if self.ops.contains_key(id) {
             self.problems.push(format!("id {id:?} handed out twice"));
         }
+        self.ledger.observe_subscribe(id);
         self.ops.insert(id.to_owned(), (!self.closed, self.closed));
     }
 
@@ -684,6 +688,7 @@ impl ClientAudit {
         if let Some(op) = self.ops.get_mut(id) {
             op.0 = false;
         }
+        self.ledger.observe_complete(id);
     }
 
     /// Drains every effect of `client` through the auditor and returns them.
@@ -697,6 +702,7 @@ impl ClientAudit {
     }
 
     fn observe(&mut self, effect: &ClientEffect) {
+        self.ledger.observe_effect(effect);
         let event = match effect {
             ClientEffect::Event(event) => event,
             other => {
@@ -755,6 +761,7 @@ impl ClientAudit {
     /// End state: closed, nothing active, no timer.
     pub fn check_end(&mut self, client: &ClientConnection) {
         self.check_step(client);
+        self.ledger.check_end(client);
         if !self.closed {
             self.problems.push("client not closed at the end".into());
         }
@@ -768,11 +775,10 @@ impl ClientAudit {
 
     /// Panics if any rule was broken.
     pub fn assert_clean(&self, context: &str) {
-        if !self.problems.is_empty() {
-            panic!(
-                "{context}: client violations:\n  {}",
-                self.problems.join("\n  ")
-            );
+        let core = self.ledger.violations().iter().map(ToString::to_string);
+        let all: Vec<String> = self.problems.iter().cloned().chain(core).collect();
+        if !all.is_empty() {
+            panic!("{context}: client violations:\n  {}", all.join("\n  "));
         }
     }
 
