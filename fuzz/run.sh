@@ -11,6 +11,9 @@
 #   FUZZ_JOBS   libFuzzer -jobs/-workers per target (default 1)
 #   FUZZ_RSS_MB libFuzzer -rss_limit_mb (default 2048)
 #   FUZZ_LOG_DIR where to keep each target's libFuzzer output (default: a temp dir)
+#   FUZZ_TOOLCHAIN the rustup toolchain to build with (default nightly; the CI
+#               stage falls back to stable with RUSTC_BOOTSTRAP=1 where no
+#               nightly can be installed)
 #
 # Sanitizer: none. The core is safe Rust (no `unsafe`), so AddressSanitizer
 # finds nothing the Rust checks do not, and it costs about 8x throughput
@@ -29,7 +32,8 @@ if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 log_dir="${FUZZ_LOG_DIR:-$(mktemp -d)}"
 mkdir -p "$log_dir"
 
-cargo +nightly fuzz build --sanitizer none
+toolchain="${FUZZ_TOOLCHAIN:-nightly}"
+cargo "+$toolchain" fuzz build --sanitizer none
 
 failed=0
 for target in "${targets[@]}"; do
@@ -47,7 +51,7 @@ for target in "${targets[@]}"; do
   if [ "$target" != frame ]; then extra+=("-len_control=0"); fi
   log="$log_dir/$target.log"
   echo "== fuzz $target for ${seconds}s (log: $log)"
-  if cargo +nightly fuzz run --sanitizer none "$target" "$corpus" -- \
+  if cargo "+$toolchain" fuzz run --sanitizer none "$target" "$corpus" -- \
       -max_total_time="$seconds" \
       -timeout=10 \
       -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
