@@ -10,11 +10,15 @@ const WebSocket = require('ws');
 const { SubscriptionClient } = require('subscriptions-transport-ws');
 const { BOUNDS, startDemo, ticksQuery, within, sleep } = require('../lib/harness');
 
-/** A client that does not reconnect, so a failure surfaces at once. */
+/**
+ * A client that does not reconnect, so a failure surfaces at once. Its
+ * `timeout` (no ka for this long closes the socket) is the library default,
+ * 30 s, above the gateway's 15 s ka period; `minTimeout` bounds the connect.
+ */
 function client(gateway, options = {}) {
   return new SubscriptionClient(
     gateway.url,
-    { reconnect: false, lazy: false, timeout: BOUNDS.waitMs, minTimeout: BOUNDS.waitMs, ...options },
+    { reconnect: false, lazy: false, timeout: 30000, minTimeout: BOUNDS.waitMs, ...options },
     WebSocket,
   );
 }
