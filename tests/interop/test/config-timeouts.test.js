@@ -41,6 +41,8 @@ describe('serve --config: init timeout, legacy ka period, auth', () => {
     const after = Date.now() - opened;
     assert.deepEqual(close, { code: 4408, reason: 'Connection initialisation timeout' });
     assert.ok(after >= INIT_TIMEOUT_MS - 50, `closed after ${after} ms, before the ${INIT_TIMEOUT_MS} ms timeout`);
+    const counted = await gateway.metrics();
+    assert.ok(counted['terminus_connections_closed_total{code="4408"}'] >= 1, JSON.stringify(counted));
   });
 
   it('closes 4408 on a legacy socket with no connection_init too', async () => {

@@ -119,6 +119,7 @@ describe('npm graphql-ws client', () => {
       // graphql-ws hands an `error` message's payload (the GraphQL errors) to sink.error.
       assert.ok(Array.isArray(error) && error.length > 0, `sink.error got ${JSON.stringify(error)}`);
       assert.equal(typeof error[0].message, 'string');
+      await gateway.waitMetric('terminus_operations', 0);
     } finally {
       await c.dispose();
     }
@@ -208,6 +209,25 @@ describe('npm graphql-ws client', () => {
     await gateway.waitMetric('terminus_upstream_streams', 0);
     await gateway.waitMetric('terminus_connections', 0);
     await c.dispose();
+  });
+
+  it('reclaims everything after 50 subscribed clients terminate at once', async () => {
+    const before = await gateway.metrics();
+    const clients = Array.from({ length: 50 }, () => client(gateway));
+    try {
+      const sinks = clients.map((c) => subscribeAll(c, { query: ticksQuery({ everyMs: 50 }) }));
+      await within(BOUNDS.waitMs * 2, 'a tick on every client', (async () => {
+        while (sinks.some((s) => s.results.length < 1)) await new Promise((r) => setTimeout(r, 20));
+      })());
+      assert.equal(await gateway.metric('terminus_operations'), 50);
+      for (const c of clients) c.terminate();
+      await gateway.waitMetric('terminus_operations', 0);
+      await gateway.waitMetric('terminus_upstream_streams', 0);
+      await gateway.waitMetric('terminus_connections', 0);
+      await gateway.waitMetric('terminus_tasks', before.terminus_tasks);
+    } finally {
+      await Promise.all(clients.map((c) => c.dispose()));
+    }
   });
 
   it('reports a validation error for a bad query to the sink', async () => {

@@ -104,6 +104,8 @@ describe('graphql-transport-ws, raw frames', () => {
     for (const e of error.payload) assert.equal(typeof e.message, 'string', JSON.stringify(e));
     // Nothing follows error for that id, not even complete.
     assert.deepEqual(await socket.drainFor(), []);
+    await gateway.waitMetric('terminus_operations', 0);
+    await gateway.waitMetric('terminus_upstream_streams', 0);
     // The connection still serves.
     socket.send({ type: 'subscribe', id: 'after', payload: { query: HELLO } });
     assert.equal((await socket.next()).type, 'next');
@@ -197,6 +199,19 @@ describe('graphql-transport-ws, raw frames', () => {
       }
     }
     assert.deepEqual(close, { code: 4409, reason: 'Subscriber for dup already exists' });
+    await gateway.waitMetric('terminus_operations', 0);
+  });
+
+  it('truncates a long 4409 reason to the 123 bytes a close frame allows', async () => {
+    const socket = await readyTransportWs(gateway.url);
+    const id = 'é'.repeat(100); // 200 bytes of UTF-8
+    socket.send({ type: 'subscribe', id, payload: { query: ticksQuery({ everyMs: 1000 }) } });
+    socket.send({ type: 'subscribe', id, payload: { query: ticksQuery({ everyMs: 1000 }) } });
+    const close = await socket.closed();
+    assert.equal(close.code, 4409);
+    assert.ok(Buffer.byteLength(close.reason) <= 123, `${Buffer.byteLength(close.reason)} bytes`);
+    assert.ok(close.reason.startsWith('Subscriber for éé'), close.reason);
+    assert.ok(!close.reason.includes('\uFFFD'), 'cut inside a character');
     await gateway.waitMetric('terminus_operations', 0);
   });
 
