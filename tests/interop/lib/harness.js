@@ -273,10 +273,11 @@ async function startServe(extraToml) {
     `127.0.0.1:${upstreamPort}`,
   ]);
   let gateway;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'terminus-interop-'));
+  const removeDir = () => fs.rmSync(dir, { recursive: true, force: true });
   try {
     await waitListening(upstream, upstreamPort);
     const port = await freePort();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'terminus-interop-'));
     const config = path.join(dir, 'terminus.toml');
     const toml = (s) => JSON.stringify(s); // a JSON string is a valid TOML basic string
     fs.writeFileSync(
@@ -300,6 +301,7 @@ async function startServe(extraToml) {
   } catch (err) {
     if (gateway) await gateway.child.kill();
     await upstream.kill();
+    removeDir();
     throw err;
   }
   const stopGateway = gateway.stop.bind(gateway);
@@ -308,6 +310,7 @@ async function startServe(extraToml) {
       return await stopGateway();
     } finally {
       await upstream.terminate();
+      removeDir();
     }
   };
   return gateway;
