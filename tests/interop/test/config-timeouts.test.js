@@ -6,7 +6,10 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { RawSocket, sleep, startServe } = require('../lib/harness');
+const WebSocket = require('ws');
+const { createClient } = require('graphql-ws');
+const { SubscriptionClient } = require('subscriptions-transport-ws');
+const { BOUNDS, RawSocket, sleep, startServe, within } = require('../lib/harness');
 
 const INIT_TIMEOUT_MS = 300;
 const KA_INTERVAL_MS = 200;
@@ -100,5 +103,68 @@ describe('serve --config: init timeout, legacy ka period, auth', () => {
       `${messages.length} ka in ${elapsed} ms at a ${KA_INTERVAL_MS} ms period`,
     );
     await socket.end();
+  });
+
+  it('accepts the graphql-ws client with the token in connectionParams, closes 4403 without it', async () => {
+    const good = createClient({
+      url: gateway.url,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { token: TOKEN },
+    });
+    try {
+      const results = [];
+      await within(BOUNDS.waitMs, 'query with a good token', (async () => {
+        for await (const result of good.iterate({ query: HELLO })) results.push(result);
+      })());
+      assert.deepEqual(results, [{ data: { hello: 'Hello, Ada!' } }]);
+    } finally {
+      await good.dispose();
+    }
+    const closes = [];
+    const bad = createClient({
+      url: gateway.url,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { token: 'wrong' },
+      on: { closed: (event) => closes.push(event.code) },
+    });
+    try {
+      const thrown = await within(BOUNDS.waitMs, 'query with a bad token to fail', (async () => {
+        try {
+          for await (const result of bad.iterate({ query: HELLO })) return { unexpected: result };
+        } catch (err) {
+          return err;
+        }
+        return null;
+      })());
+      assert.equal(thrown && thrown.code, 4403, `iterate ended with ${JSON.stringify(thrown)}`);
+      assert.deepEqual(closes, [4403]);
+    } finally {
+      await bad.dispose();
+    }
+  });
+
+  it('reports a rejected init to the subscriptions-transport-ws connectionCallback', async () => {
+    const verdicts = [];
+    const c = new SubscriptionClient(
+      gateway.url,
+      {
+        reconnect: false,
+        timeout: 30000,
+        minTimeout: BOUNDS.waitMs,
+        connectionParams: { token: 'wrong' },
+        connectionCallback: (error) => verdicts.push(error ?? 'accepted'),
+      },
+      WebSocket,
+    );
+    try {
+      await within(BOUNDS.waitMs, 'connectionCallback', (async () => {
+        while (verdicts.length === 0) await sleep(10);
+      })());
+      assert.notEqual(verdicts[0], 'accepted');
+    } finally {
+      c.close();
+    }
   });
 });

@@ -230,6 +230,18 @@ describe('npm graphql-ws client', () => {
     }
   });
 
+  it('gets a pong for every keep-alive ping of the client', async () => {
+    const pongs = [];
+    const c = client(gateway, { keepAlive: 50, on: { pong: (received) => received && pongs.push(Date.now()) } });
+    try {
+      const results = await collect(c.iterate({ query: ticksQuery({ everyMs: 50, limit: 8 }) }));
+      assert.equal(results.length, 8);
+      assert.ok(pongs.length >= 3, `${pongs.length} pongs in 400 ms at a 50 ms ping period`);
+    } finally {
+      await c.dispose();
+    }
+  });
+
   it('reports a validation error for a bad query to the sink', async () => {
     const c = client(gateway);
     try {
