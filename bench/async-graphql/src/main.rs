@@ -1,0 +1,259 @@
+//! A benchmark peer for Terminus: the demo schema (`hello`, `ticks`) served
+//! by async-graphql on axum and tokio, over `graphql-transport-ws` (and the
+//! legacy `graphql-ws`, which async-graphql also speaks) and HTTP POST.
+//!
+//! Ticks come from an in-process tokio timer per subscription on a fixed
+//! schedule (tick n is due n * everyMs after the subscription started; a
+//! tick that is late by more than a period re-bases the schedule, so no
+//! burst follows a stall). There is no gRPC hop: Terminus gets the same
+//! ticks from its demo upstream over loopback HTTP/2, which is more work per
+//! tick. (The demo upstream re-arms its timer `everyMs` after each tick, so
+//! its schedule drifts by the timer's lateness; a fixed schedule here keeps
+//! tokio's whole-millisecond timer rounding from accumulating into the
+//! peer's measured lateness.)
+//!
+//! `/metrics` exposes the gauges the load tool polls to decide that the peer
+//! is back to its baseline: `bench_connections`, `bench_operations` (live
+//! tick streams), `process_open_fds`, `process_resident_memory_bytes`.
+//!
+//! Usage: `bench-async-graphql [--listen 127.0.0.1:8081]`; it prints
+//! `listening on http://ADDR` once bound and runs until SIGINT/SIGTERM.
+
+use async_graphql::{Error, Object, Schema, SimpleObject, Subscription};
+use async_graphql_axum::{GraphQL, GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::Stream;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Live-object gauges shared by every connection and stream.
+#[derive(Default)]
+struct Gauges {
+    connections: AtomicI64,
+    operations: AtomicI64,
+}
+
+/// Counts one live object for as long as it exists.
+struct Live(Arc<Gauges>, fn(&Gauges) -> &AtomicI64);
+
+impl Live {
+    fn new(gauges: Arc<Gauges>, which: fn(&Gauges) -> &AtomicI64) -> Live {
+        which(&gauges).fetch_add(1, Ordering::Relaxed);
+        Live(gauges, which)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One message of the Ticks stream.
+#[derive(SimpleObject)]
+struct Tick {
+    /// The tick's sequence number, from 1.
+    seq: i32,
+}
+
+struct Query;
+
+#[Object]
+impl Query {
+    /// Greets `name`: answers "Hello, <name>!" ("world" when absent or empty).
+    async fn hello(&self, name: Option<String>) -> String {
+        let name = name.filter(|n| !n.is_empty());
+        format!("Hello, {}!", name.as_deref().unwrap_or("world"))
+    }
+}
+
+struct SubscriptionRoot {
+    gauges: Arc<Gauges>,
+}
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// One tick every `everyMs` milliseconds; ends after `limit` ticks,
+    /// fails at tick `failAt`.
+    async fn ticks(
+        &self,
+        every_ms: i32,
+        limit: Option<i32>,
+        fail_at: Option<i32>,
+    ) -> impl Stream<Item = Result<Tick, Error>> {
+        let every = Duration::from_millis(every_ms.max(1) as u64);
+        Ticker {
+            next_seq: 1,
+            limit,
+            fail_at,
+            every,
+            due: Instant::now() + every,
+            timer: Box::pin(tokio::time::sleep(every)),
+            done: false,
+            _live: Live::new(self.gauges.clone(), |g| &g.operations),
+        }
+    }
+}
+
+/// The tick stream: the same state machine as the demo gRPC upstream's.
+struct Ticker {
+    next_seq: i32,
+    limit: Option<i32>,
+    fail_at: Option<i32>,
+    every: Duration,
+    /// When the pending tick is due.
+    due: Instant,
+    timer: Pin<Box<Sleep>>,
+    done: bool,
+    _live: Live,
+}
+
+impl Stream for Ticker {
+    type Item = Result<Tick, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let seq = this.next_seq;
+        if this.done || this.limit.is_some_and(|limit| seq > limit) {
+            return Poll::Ready(None);
+        }
+        if this.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if this.fail_at == Some(seq) {
+            this.done = true;
+            return Poll::Ready(Some(Err(Error::new(format!(
+                "tick {seq} failed on purpose"
+            )))));
+        }
+        this.next_seq += 1;
+        let now = Instant::now();
+        this.due += this.every;
+        if this.due < now {
+            this.due = now + this.every;
+        }
+        let due = this.due;
+        this.timer.as_mut().reset(due);
+        Poll::Ready(Some(Ok(Tick { seq })))
+    }
+}
+
+type DemoSchema = Schema<Query, async_graphql::EmptyMutation, SubscriptionRoot>;
+
+#[derive(Clone)]
+struct App {
+    schema: DemoSchema,
+    gauges: Arc<Gauges>,
+}
+
+async fn graphql_ws(
+    State(app): State<App>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| async move {
+            let _live = Live::new(app.gauges.clone(), |g| &g.connections);
+            GraphQLWebSocket::new(stream, app.schema, protocol)
+                .serve()
+                .await
+        })
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| dir.count().saturating_sub(1))
+        .unwrap_or(0);
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!(
+        "bench_connections {}\nbench_operations {}\nprocess_open_fds {}\nprocess_resident_memory_bytes {}\n",
+        app.gauges.connections.load(Ordering::Relaxed),
+        app.gauges.operations.load(Ordering::Relaxed),
+        fds,
+        rss_kb * 1024
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let mut listen: SocketAddr = "127.0.0.1:8081".parse().expect("valid default address");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--listen", Some(value)) => match value.parse() {
+                Ok(addr) => listen = addr,
+                Err(e) => {
+                    eprintln!("--listen {value}: {e}");
+                    std::process::exit(2);
+                }
+            },
+            _ => {
+                eprintln!("usage: bench-async-graphql [--listen ADDR]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let gauges = Arc::new(Gauges::default());
+    let schema = Schema::build(
+        Query,
+        async_graphql::EmptyMutation,
+        SubscriptionRoot {
+            gauges: gauges.clone(),
+        },
+    )
+    .finish();
+    let app = App {
+        schema: schema.clone(),
+        gauges,
+    };
+    let router = Router::new()
+        .route(
+            "/graphql",
+            get(graphql_ws).post_service(GraphQL::new(schema)),
+        )
+        .route("/metrics", get(metrics))
+        .with_state(app);
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("bound listener has an address");
+    println!("listening on http://{addr}");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        eprintln!("server error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,556 @@
+//! One simulated client: a TCP socket, a WebSocket (async-tungstenite with
+//! a small read buffer) and the core's [`ClientConnection`] state machine,
+//! driven on smol.
+//!
+//! A client's memory is its socket, the WebSocket's read buffer, the state
+//! machine and one small slot per subscription; counters live in
+//! [`Shared`], not per client.
+
+use crate::cli::{EndMode, Mode};
+use crate::stats::{Shared, TickTrack};
+use async_lock::{Semaphore, SemaphoreGuardArc};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures_lite::{FutureExt, StreamExt};
+use serde_json::Value;
+use smol::net::TcpStream;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use terminus_core::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
+use terminus_core::protocol::{close, Subprotocol};
+use terminus_core::Millis;
+
+/// Pause before a reconnect-mode client tries again after a failure, so a
+/// refusing server is not hammered.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every client of a run does.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// The `ws://` URL.
+    pub url: String,
+    /// `host:port` to open the TCP connection to.
+    pub authority: String,
+    /// The subscription document.
+    pub query: String,
+    /// Subscriptions per connection.
+    pub subscriptions: usize,
+    /// The expected tick period.
+    pub period: Duration,
+    /// What to do once connected.
+    pub mode: Mode,
+    /// How to end when told to stop.
+    pub end: EndMode,
+    /// Bound on TCP connect + WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Bound on `connection_ack`.
+    pub ack_timeout: Duration,
+    /// Bound on a clean close.
+    pub close_timeout: Duration,
+    /// The WebSocket's buffers.
+    pub ws_config: WebSocketConfig,
+}
+
+impl ClientPlan {
+    /// `host:port` of a `ws://host:port/path` URL.
+    pub fn authority_of(url: &str) -> Result<String, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        Ok(if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        })
+    }
+}
+
+/// How one session (one socket) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// Told to stop; the socket was dropped or closed as planned.
+    Stopped,
+    /// Reconnect mode: every subscription got its first result; dropped.
+    Cycle,
+    /// Connect, handshake or ack failed, or the server closed.
+    Failed,
+}
+
+/// Runs one simulated client until the run stops it. `permit` bounds the
+/// connections still connecting; it is released at `connection_ack`.
+pub async fn run_client(
+    shared: Arc<Shared>,
+    plan: Arc<ClientPlan>,
+    protocol: Subprotocol,
+    pending: Arc<Semaphore>,
+    permit: SemaphoreGuardArc,
+) {
+    let mut permit = Some(permit);
+    loop {
+        if shared.stop.is_stopped() {
+            return;
+        }
+        let permit = match permit.take() {
+            Some(permit) => permit,
+            None => {
+                let acquire = async { Some(pending.acquire_arc().await) };
+                let stop = async {
+                    shared.stop.wait().await;
+                    None
+                };
+                match acquire.or(stop).await {
+                    Some(permit) => permit,
+                    None => return,
+                }
+            }
+        };
+        let end = session(&shared, &plan, protocol, permit).await;
+        match (plan.mode, end) {
+            (Mode::Reconnect, SessionEnd::Cycle) => continue,
+            (Mode::Reconnect, SessionEnd::Failed) => {
+                let backoff = async {
+                    smol::Timer::after(RECONNECT_BACKOFF).await;
+                };
+                backoff.or(shared.stop.wait()).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Counts one live thing in a gauge for as long as it exists.
+struct Gauge<'a>(&'a AtomicUsize);
+
+impl<'a> Gauge<'a> {
+    fn enter(gauge: &'a AtomicUsize) -> Gauge<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Gauge(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One subscription slot of a connection.
+struct Slot {
+    /// The operation id the state machine gave it.
+    id: String,
+    /// Timing state once its first result arrived.
+    track: Option<TickTrack>,
+    /// Whether it has received a result (counted in `subscriptions_flowing`).
+    flowing: bool,
+}
+
+/// What the select in the session loop woke up for.
+enum Wake {
+    Frame(Option<Result<Message, WsError>>),
+    Stop,
+    Timer,
+}
+
+/// The client's side of a live connection.
+struct Session<'a> {
+    shared: &'a Shared,
+    plan: &'a ClientPlan,
+    client: ClientConnection,
+    slots: Vec<Slot>,
+    started_us: u64,
+    permit: Option<SemaphoreGuardArc>,
+    acked: Option<Gauge<'a>>,
+}
+
+async fn session(
+    shared: &Shared,
+    plan: &ClientPlan,
+    protocol: Subprotocol,
+    permit: SemaphoreGuardArc,
+) -> SessionEnd {
+    let started_us = shared.now_us();
+    let connecting = Gauge::enter(&shared.connecting);
+    let connect = connect(plan, protocol);
+    let stop = async {
+        shared.stop.wait().await;
+        Err(None)
+    };
+    let mut ws = match connect.or(stop).await {
+        Ok(ws) => ws,
+        Err(None) => return SessionEnd::Stopped,
+        Err(Some(message)) => {
+            shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+            shared.note_failure(message);
+            return SessionEnd::Failed;
+        }
+    };
+    drop(connecting);
+    let _open = Gauge::enter(&shared.open);
+    let now = millis(shared);
+    let config = ClientConfig {
+        ack_timeout: plan.ack_timeout,
+        ..ClientConfig::default()
+    };
+    let mut state = Session {
+        shared,
+        plan,
+        client: ClientConnection::new(now, protocol, config),
+        slots: Vec::with_capacity(plan.subscriptions),
+        started_us,
+        permit: Some(permit),
+        acked: None,
+    };
+    state.client.handle_opened(now);
+    for _ in 0..plan.subscriptions {
+        let id = state.client.subscribe(now, &plan.query, None, None);
+        state.slots.push(Slot {
+            id,
+            track: None,
+            flowing: false,
+        });
+    }
+    let end = state.drive(&mut ws).await;
+    if state.acked.is_none() && end == SessionEnd::Failed {
+        shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    for slot in &state.slots {
+        if slot.flowing {
+            shared.subscriptions_flowing.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    end
+}
+
+/// TCP connect and WebSocket handshake offering `protocol`, bounded.
+async fn connect(
+    plan: &ClientPlan,
+    protocol: Subprotocol,
+) -> Result<WebSocketStream<TcpStream>, Option<String>> {
+    let attempt = async {
+        let stream = TcpStream::connect(plan.authority.as_str())
+            .await
+            .map_err(|e| format!("connect {}: {e}", plan.authority))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        let mut request = plan
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("request for {}: {e}", plan.url))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.name()),
+        );
+        let (ws, response) =
+            async_tungstenite::client_async_with_config(request, stream, Some(plan.ws_config))
+                .await
+                .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        let chosen = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok());
+        if chosen != Some(protocol.name()) {
+            return Err(format!(
+                "the server chose subprotocol {chosen:?}, not {}",
+                protocol.name()
+            ));
+        }
+        Ok(ws)
+    };
+    let expired = async {
+        smol::Timer::after(plan.connect_timeout).await;
+        Err(format!(
+            "connect and handshake took longer than {:?}",
+            plan.connect_timeout
+        ))
+    };
+    attempt.or(expired).await.map_err(Some)
+}
+
+fn millis(shared: &Shared) -> Millis {
+    Millis(shared.now_us() / 1000)
+}
+
+impl Session<'_> {
+    /// Runs the connection until it ends.
+    async fn drive(&mut self, ws: &mut WebSocketStream<TcpStream>) -> SessionEnd {
+        let mut stop = pin!(self.shared.stop.wait());
+        let mut timer = smol::Timer::never();
+        let mut armed: Option<Millis> = None;
+        loop {
+            if let Some(end) = self.apply_effects(ws).await {
+                return end;
+            }
+            let deadline = self.client.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                timer = match deadline {
+                    Some(at) => {
+                        smol::Timer::at(self.shared.start + Duration::from_millis(at.as_u64()))
+                    }
+                    None => smol::Timer::never(),
+                };
+            }
+            let wake = {
+                let stop = async {
+                    (&mut stop).await;
+                    Wake::Stop
+                };
+                let frame = async { Wake::Frame(ws.next().await) };
+                let timer = async {
+                    (&mut timer).await;
+                    Wake::Timer
+                };
+                stop.or(frame).or(timer).await
+            };
+            let now = millis(self.shared);
+            match wake {
+                Wake::Stop => return self.end(ws).await,
+                Wake::Timer => {
+                    armed = None;
+                    self.client.handle_timeout(now);
+                }
+                Wake::Frame(Some(Ok(Message::Text(text)))) => {
+                    self.client.handle_text(now, text.as_str());
+                }
+                Wake::Frame(Some(Ok(Message::Close(frame)))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    self.client.handle_transport_closed(now, code, &reason);
+                }
+                // tungstenite answers pings itself; binary frames are not
+                // part of either subprotocol.
+                Wake::Frame(Some(Ok(_))) => {}
+                Wake::Frame(Some(Err(error))) => {
+                    self.client
+                        .handle_transport_closed(now, 1006, &error.to_string());
+                }
+                Wake::Frame(None) => {
+                    self.client
+                        .handle_transport_closed(now, 1006, "the socket closed");
+                }
+            }
+        }
+    }
+
+    /// Does what the state machine asks; `Some` when the session is over.
+    async fn apply_effects(&mut self, ws: &mut WebSocketStream<TcpStream>) -> Option<SessionEnd> {
+        while let Some(effect) = self.client.poll_effect() {
+            match effect {
+                ClientEffect::SendText(text) => {
+                    if let Err(error) = ws.send(Message::text(text)).await {
+                        let now = millis(self.shared);
+                        self.client
+                            .handle_transport_closed(now, 1006, &error.to_string());
+                    }
+                }
+                ClientEffect::Close { code, reason } => {
+                    // The state machine gave up on the server (ack timeout,
+                    // bad frame): close and count it as a failure.
+                    self.shared
+                        .note_failure(format!("client closed with {code}: {reason}"));
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = ws.close(Some(frame)).await;
+                    return Some(SessionEnd::Failed);
+                }
+                ClientEffect::Event(event) => {
+                    if let Some(end) = self.on_event(event) {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn on_event(&mut self, event: ClientEvent) -> Option<SessionEnd> {
+        let shared = self.shared;
+        match event {
+            ClientEvent::Acked { .. } => {
+                let elapsed = shared.now_us().saturating_sub(self.started_us);
+                Shared::record(&shared.handshake, elapsed);
+                shared.acked_total.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .last_ack_us
+                    .fetch_max(shared.now_us(), Ordering::Relaxed);
+                self.acked = Some(Gauge::enter(&shared.acked));
+                self.permit = None;
+                None
+            }
+            ClientEvent::Next { id, payload } => self.on_next(&id, &payload),
+            ClientEvent::Error { id, errors } => {
+                shared.operation_errors.fetch_add(1, Ordering::Relaxed);
+                shared.note_failure(format!("operation error: {}", Value::Array(errors)));
+                self.on_operation_end(&id);
+                None
+            }
+            ClientEvent::Complete { id } => {
+                shared.operation_completes.fetch_add(1, Ordering::Relaxed);
+                self.on_operation_end(&id);
+                None
+            }
+            ClientEvent::Closed { code, reason } => {
+                if !shared.stop.is_stopped() {
+                    shared.server_closes.fetch_add(1, Ordering::Relaxed);
+                    shared.note_failure(format!("connection closed: {code} {reason}"));
+                }
+                Some(SessionEnd::Failed)
+            }
+        }
+    }
+
+    fn on_next(&mut self, id: &str, payload: &Value) -> Option<SessionEnd> {
+        let shared = self.shared;
+        let now_us = shared.now_us();
+        shared.frames.fetch_add(1, Ordering::Relaxed);
+        let slot = self.slots.iter_mut().find(|slot| slot.id == id)?;
+        let seq = payload.pointer("/data/ticks/seq").and_then(Value::as_i64);
+        if !slot.flowing {
+            slot.flowing = true;
+            shared.subscriptions_flowing.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(seq) = seq {
+            match slot.track.as_mut() {
+                None => slot.track = Some(TickTrack::first(seq, now_us)),
+                Some(track) => {
+                    let timing = track.tick(seq, now_us, self.plan.period);
+                    if shared.recording.load(Ordering::Relaxed) {
+                        Shared::record(&shared.lateness, timing.lateness_us);
+                        Shared::record(&shared.gap_excess, timing.gap_excess_us);
+                        if timing.early {
+                            shared.early_ticks.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        match self.plan.mode {
+            Mode::Hold => None,
+            Mode::Churn => {
+                // Subscribe-then-complete: this slot's operation produced its
+                // first result; complete it and subscribe again.
+                let now = Millis(now_us / 1000);
+                let old = std::mem::take(&mut slot.id);
+                slot.flowing = false;
+                slot.track = None;
+                shared.subscriptions_flowing.fetch_sub(1, Ordering::Relaxed);
+                self.client.complete(now, &old);
+                slot.id = self.client.subscribe(now, &self.plan.query, None, None);
+                shared.cycles.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Mode::Reconnect => {
+                if self.slots.iter().all(|slot| slot.flowing) {
+                    shared.cycles.fetch_add(1, Ordering::Relaxed);
+                    Some(SessionEnd::Cycle)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn on_operation_end(&mut self, id: &str) {
+        let Some(index) = self.slots.iter().position(|slot| slot.id == id) else {
+            return;
+        };
+        let slot = self.slots.swap_remove(index);
+        if slot.flowing {
+            self.shared
+                .subscriptions_flowing
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.plan.mode == Mode::Churn && !self.shared.stop.is_stopped() {
+            // Keep the slot busy: the server ended this operation first.
+            let now = millis(self.shared);
+            self.slots.push(Slot {
+                id: self.client.subscribe(now, &self.plan.query, None, None),
+                track: None,
+                flowing: false,
+            });
+        }
+    }
+
+    /// Ends the connection as planned after the stop signal.
+    async fn end(&mut self, ws: &mut WebSocketStream<TcpStream>) -> SessionEnd {
+        if self.plan.end == EndMode::Abrupt {
+            // Dropping the socket (by returning) closes the TCP connection
+            // without a complete or a close frame.
+            return SessionEnd::Stopped;
+        }
+        let now = millis(self.shared);
+        let ids: Vec<String> = self.client.active_ids().map(str::to_owned).collect();
+        for id in &ids {
+            self.client.complete(now, id);
+        }
+        self.client.close(now, close::NORMAL, "load test done");
+        let shared = self.shared;
+        let plan = self.plan;
+        let clean = async {
+            while let Some(effect) = self.client.poll_effect() {
+                match effect {
+                    ClientEffect::SendText(text) => {
+                        if ws.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                    ClientEffect::Close { code, reason } => {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: reason.into(),
+                        };
+                        if ws.close(Some(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    ClientEffect::Event(_) => {}
+                }
+            }
+            // Wait for the server's close frame, which ends the stream.
+            while let Some(Ok(_)) = ws.next().await {}
+        };
+        let expired = async {
+            smol::Timer::after(plan.close_timeout).await;
+            shared.note_failure(format!(
+                "the server did not finish the close handshake within {:?}",
+                plan.close_timeout
+            ));
+        };
+        clean.or(expired).await;
+        SessionEnd::Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_of_urls() {
+        assert_eq!(
+            ClientPlan::authority_of("ws://127.0.0.1:8080/graphql").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            ClientPlan::authority_of("ws://localhost/graphql").unwrap(),
+            "localhost:80"
+        );
+        assert!(ClientPlan::authority_of("wss://x/graphql").is_err());
+        assert!(ClientPlan::authority_of("ws:///graphql").is_err());
+    }
+}
