@@ -134,9 +134,10 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub settle: Duration,
 
-    /// Process id of the server, for its CPU time (from /proc/PID/stat).
+    /// Process ids of the server under test, for its CPU time (from
+    /// /proc/PID/stat, summed; repeat for a gateway and its upstream).
     #[arg(long)]
-    pub pid: Option<u32>,
+    pub pid: Vec<u32>,
 
     /// Executor threads of the load generator.
     #[arg(long, default_value_t = 1)]

@@ -124,6 +124,9 @@ pub struct ReclaimReport {
     pub timeout_s: f64,
     /// Seconds from the stop signal until every client socket was closed.
     pub sockets_closed_s: f64,
+    /// Seconds from the last client socket closing to the first poll at
+    /// baseline (0 when already back by then).
+    pub seconds_after_sockets_closed: Option<f64>,
     /// Each series.
     pub series: Vec<SeriesReclaim>,
 }
@@ -302,7 +305,7 @@ impl Report {
             "reclaim",
             match r.seconds {
                 Some(s) => format!(
-                    "back to baseline {s:.3} s after the drop (sockets closed in {:.3} s)",
+                    "back to baseline {s:.3} s after the drop signal; the loader closed its sockets in {:.3} s",
                     r.sockets_closed_s
                 ),
                 None => format!("NOT back to baseline within {:.1} s", r.timeout_s),

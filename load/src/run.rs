@@ -101,7 +101,7 @@ async fn scrape_and_record(
 ) -> Option<Values> {
     match scrape::fetch_metrics(url, args.metrics_timeout).await {
         Ok(values) => {
-            recorder.push(shared, values.clone(), scrape::cpu_seconds(args.pid));
+            recorder.push(shared, values.clone(), scrape::cpu_seconds_of(&args.pid));
             Some(values)
         }
         Err(error) => {
@@ -270,7 +270,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let hold_start = Instant::now();
     let frames_before = shared.frames.load(Ordering::Relaxed);
     let cycles_before = shared.cycles.load(Ordering::Relaxed);
-    let server_cpu_before = scrape::cpu_seconds(args.pid);
+    let server_cpu_before = scrape::cpu_seconds_of(&args.pid);
     let loader_cpu_before = scrape::cpu_seconds(None);
     shared.recording.store(true, Ordering::Relaxed);
     smol::Timer::after(args.hold).await;
@@ -279,7 +279,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let frames = shared.frames.load(Ordering::Relaxed) - frames_before;
     let cycles = shared.cycles.load(Ordering::Relaxed) - cycles_before;
     let server_cpu_s = server_cpu_before
-        .zip(scrape::cpu_seconds(args.pid))
+        .zip(scrape::cpu_seconds_of(&args.pid))
         .map(|(before, after)| after - before);
     let loader_cpu_s = loader_cpu_before
         .zip(scrape::cpu_seconds(None))
@@ -343,6 +343,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         seconds: reclaimed_s,
         timeout_s: args.reclaim_timeout.as_secs_f64(),
         sockets_closed_s,
+        seconds_after_sockets_closed: reclaimed_s.map(|s| (s - sockets_closed_s).max(0.0)),
         series: args
             .reclaim_series
             .iter()

@@ -177,6 +177,15 @@ fn clock_ticks_per_second() -> f64 {
     }
 }
 
+/// CPU seconds summed over `pids`; `None` when there are none or one of
+/// them cannot be read.
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| cpu_seconds(Some(*pid))).sum()
+}
+
 /// Resident memory of process `pid` in bytes, from /proc/PID/status.
 pub fn resident_bytes(pid: Option<u32>) -> Option<u64> {
     let path = match pid {
@@ -239,6 +248,10 @@ mod tests {
         assert!(cpu_seconds(None).is_some());
         assert!(resident_bytes(None).is_some_and(|rss| rss > 0));
         assert!(cpu_seconds(Some(u32::MAX)).is_none());
+        let me = std::process::id();
+        assert!(cpu_seconds_of(&[me, me]).is_some());
+        assert!(cpu_seconds_of(&[]).is_none());
+        assert!(cpu_seconds_of(&[me, u32::MAX]).is_none());
     }
 
     #[test]
