@@ -97,7 +97,7 @@ pub async fn run_client(
 ) {
     let mut permit = Some(permit);
     loop {
-        if shared.stop.is_stopped() {
+        if shared.stop.is_set() {
             return;
         }
         let permit = match permit.take() {
@@ -159,6 +159,7 @@ enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Stop,
     Timer,
+    Go,
 }
 
 /// The client's side of a live connection.
@@ -211,13 +212,8 @@ async fn session(
         acked: None,
     };
     state.client.handle_opened(now);
-    for _ in 0..plan.subscriptions {
-        let id = state.client.subscribe(now, &plan.query, None, None);
-        state.slots.push(Slot {
-            id,
-            track: None,
-            flowing: false,
-        });
+    if plan.mode != Mode::Churn {
+        state.subscribe_all(now);
     }
     let end = state.drive(&mut ws).await;
     if state.acked.is_none() && end == SessionEnd::Failed {
@@ -283,9 +279,24 @@ fn millis(shared: &Shared) -> Millis {
 }
 
 impl Session<'_> {
+    /// Requests every subscription of the plan.
+    fn subscribe_all(&mut self, now: Millis) {
+        for _ in 0..self.plan.subscriptions {
+            let id = self.client.subscribe(now, &self.plan.query, None, None);
+            self.slots.push(Slot {
+                id,
+                track: None,
+                flowing: false,
+            });
+        }
+    }
+
     /// Runs the connection until it ends.
     async fn drive(&mut self, ws: &mut WebSocketStream<TcpStream>) -> SessionEnd {
         let mut stop = pin!(self.shared.stop.wait());
+        // Churn mode subscribes only once the whole ramp is up.
+        let mut waiting_for_go = self.plan.mode == Mode::Churn;
+        let mut go = pin!(self.shared.go.wait());
         let mut timer = smol::Timer::never();
         let mut armed: Option<Millis> = None;
         loop {
@@ -312,11 +323,23 @@ impl Session<'_> {
                     (&mut timer).await;
                     Wake::Timer
                 };
-                stop.or(frame).or(timer).await
+                let go = async {
+                    if waiting_for_go {
+                        (&mut go).await;
+                        Wake::Go
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                stop.or(frame).or(timer).or(go).await
             };
             let now = millis(self.shared);
             match wake {
                 Wake::Stop => return self.end(ws).await,
+                Wake::Go => {
+                    waiting_for_go = false;
+                    self.subscribe_all(now);
+                }
                 Wake::Timer => {
                     armed = None;
                     self.client.handle_timeout(now);
@@ -405,7 +428,7 @@ impl Session<'_> {
                 None
             }
             ClientEvent::Closed { code, reason } => {
-                if !shared.stop.is_stopped() {
+                if !shared.stop.is_set() {
                     shared.server_closes.fetch_add(1, Ordering::Relaxed);
                     shared.note_failure(format!("connection closed: {code} {reason}"));
                 }
@@ -475,7 +498,7 @@ impl Session<'_> {
                 .subscriptions_flowing
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        if self.plan.mode == Mode::Churn && !self.shared.stop.is_stopped() {
+        if self.plan.mode == Mode::Churn && !self.shared.stop.is_set() {
             // Keep the slot busy: the server ended this operation first.
             let now = millis(self.shared);
             self.slots.push(Slot {

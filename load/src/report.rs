@@ -190,6 +190,9 @@ pub struct Report {
     pub threads: usize,
     /// Wall clock at the start, Unix seconds.
     pub started_at_unix: u64,
+    /// /proc/loadavg when the run started and when it ended: how busy the
+    /// machine was (other work shares its cores).
+    pub loadavg: [Option<String>; 2],
     /// The ramp.
     pub connect: ConnectReport,
     /// Results during the hold.
@@ -242,6 +245,14 @@ impl Report {
             ),
         );
         row("query", self.query.clone());
+        row(
+            "machine load",
+            format!(
+                "{} at start, {} at end (/proc/loadavg)",
+                self.loadavg[0].as_deref().unwrap_or("n/a"),
+                self.loadavg[1].as_deref().unwrap_or("n/a")
+            ),
+        );
         let c = &self.connect;
         row(
             "connect",

@@ -57,6 +57,17 @@ fn raise_fd_limit(connections: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// The samples and the phase they are tagged with, shared with the sampler.
 struct Recorder {
     phase: Mutex<&'static str>,
@@ -150,7 +161,7 @@ async fn warmup(executor: &Arc<Executor<'static>>, args: &Args) -> Result<(), St
     while shared.cycles.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(5)).await;
     }
-    shared.stop.stop();
+    shared.stop.set();
     task.await;
     if shared.cycles.load(Ordering::Relaxed) == 0 {
         let failures = shared.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,6 +180,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let loadavg_start = loadavg();
     // Reachable at all?
     scrape::fetch_metrics(&metrics_url, args.metrics_timeout)
         .await
@@ -260,6 +272,8 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             smol::Timer::after(Duration::from_millis(5)).await;
         }
     }
+    // Churn mode: the ramp is up; start churning.
+    shared.go.set();
     let acked_at_ramp = shared.acked_total.load(Ordering::Relaxed);
     let last_ack_us = shared.last_ack_us.load(Ordering::Relaxed);
     let ramp_s = last_ack_us.saturating_sub(ramp_start_us) as f64 / 1e6;
@@ -291,7 +305,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     // End.
     recorder.set_phase("end");
     let drop_at = Instant::now();
-    shared.stop.stop();
+    shared.stop.set();
     let all_ended = async {
         for task in tasks.drain(..) {
             task.await;
@@ -452,6 +466,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         hold_s: args.hold.as_secs_f64(),
         threads: args.threads,
         started_at_unix,
+        loadavg: [loadavg_start, loadavg()],
         connect,
         delivery,
         memory,

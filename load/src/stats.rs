@@ -14,33 +14,34 @@ use std::time::{Duration, Instant};
 /// Largest value the histograms hold: 10 minutes in microseconds.
 const HISTOGRAM_MAX_US: u64 = 600_000_000;
 
-/// A broadcast "stop now" for every client, set once.
+/// A broadcast signal for every client ("stop now", "start churning"),
+/// set once.
 #[derive(Debug, Default)]
-pub struct StopSignal {
-    stopped: AtomicBool,
+pub struct Signal {
+    set: AtomicBool,
     event: Event,
 }
 
-impl StopSignal {
-    /// Tells every waiter to stop.
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+impl Signal {
+    /// Sets the signal and wakes every waiter.
+    pub fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
     }
 
-    /// Whether stop was called.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+    /// Whether it was set.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
     }
 
-    /// Resolves once stop was called.
+    /// Resolves once it is set.
     pub async fn wait(&self) {
         loop {
-            if self.is_stopped() {
+            if self.is_set() {
                 return;
             }
             let listener = self.event.listen();
-            if self.is_stopped() {
+            if self.is_set() {
                 return;
             }
             listener.await;
@@ -85,7 +86,10 @@ pub struct Shared {
     /// Whether latency is being recorded (the hold window).
     pub recording: AtomicBool,
     /// Every client stops when this is set.
-    pub stop: StopSignal,
+    pub stop: Signal,
+    /// Churn mode: set once every connection of the ramp is up, so that the
+    /// churn does not slow the ramp down.
+    pub go: Signal,
     /// Lateness of each tick against its subscription's schedule, in µs.
     pub lateness: Mutex<Histogram<u64>>,
     /// Inter-arrival time minus the period (clamped at 0), in µs.
@@ -127,7 +131,8 @@ impl Shared {
             server_closes: AtomicU64::new(0),
             early_ticks: AtomicU64::new(0),
             recording: AtomicBool::new(false),
-            stop: StopSignal::default(),
+            stop: Signal::default(),
+            go: Signal::default(),
             lateness: histogram(),
             gap_excess: histogram(),
             handshake: histogram(),
@@ -306,9 +311,9 @@ mod tests {
             std::thread::spawn(move || smol::block_on(shared.stop.wait()))
         };
         std::thread::sleep(Duration::from_millis(20));
-        shared.stop.stop();
+        shared.stop.set();
         waiter.join().unwrap();
         smol::block_on(shared.stop.wait());
-        assert!(shared.stop.is_stopped());
+        assert!(shared.stop.is_set());
     }
 }

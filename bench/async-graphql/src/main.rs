@@ -24,6 +24,7 @@ use async_graphql_axum::{GraphQL, GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::Stream;
 use std::future::Future;
@@ -249,6 +250,11 @@ async fn main() {
             _ = term.recv() => {}
         }
     };
+    // TCP_NODELAY, as Terminus and Node's `ws` set it: without it, Nagle's
+    // algorithm and the client's delayed ACKs stall small frames by ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
