@@ -212,7 +212,7 @@ async fn session(
         acked: None,
     };
     state.client.handle_opened(now);
-    if plan.mode != Mode::Churn {
+    if plan.mode == Mode::Reconnect {
         state.subscribe_all(now);
     }
     let end = state.drive(&mut ws).await;
@@ -294,8 +294,9 @@ impl Session<'_> {
     /// Runs the connection until it ends.
     async fn drive(&mut self, ws: &mut WebSocketStream<TcpStream>) -> SessionEnd {
         let mut stop = pin!(self.shared.stop.wait());
-        // Churn mode subscribes only once the whole ramp is up.
-        let mut waiting_for_go = self.plan.mode == Mode::Churn;
+        // Hold and churn modes subscribe only once the whole ramp is up, so
+        // that results do not slow down the handshakes still in progress.
+        let mut waiting_for_go = self.plan.mode != Mode::Reconnect;
         let mut go = pin!(self.shared.go.wait());
         let mut timer = smol::Timer::never();
         let mut armed: Option<Millis> = None;

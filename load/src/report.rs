@@ -47,6 +47,9 @@ pub struct ConnectReport {
     pub rate_per_s: Option<f64>,
     /// Connect start to `connection_ack`.
     pub connect_to_ack: Summary,
+    /// Hold mode: from the end of the ramp (every connection acknowledged,
+    /// then every client subscribes) until every subscription had a result.
+    pub subscribe_s: f64,
 }
 
 /// Results received during the hold window.
@@ -271,6 +274,15 @@ impl Report {
             ),
         );
         row("connect to ack", summary(&c.connect_to_ack));
+        if self.mode == Mode::Hold && self.subscriptions > 0 {
+            row(
+                "subscribe all",
+                format!(
+                    "every subscription had a result {:.2} s after the ramp",
+                    c.subscribe_s
+                ),
+            );
+        }
         let d = &self.delivery;
         row(
             "delivered",

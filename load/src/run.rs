@@ -250,21 +250,18 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             permit,
         )));
     }
+    let deadline = ramp_start + args.ramp_timeout;
     if args.mode != Mode::Reconnect {
-        let deadline = ramp_start + args.ramp_timeout;
-        loop {
-            let resolved = shared.acked_total.load(Ordering::Relaxed)
-                + shared.connect_failures.load(Ordering::Relaxed);
-            let acked = shared.acked.load(Ordering::Relaxed);
-            let flowing = shared.subscriptions_flowing.load(Ordering::Relaxed);
-            let subscriptions_ready =
-                args.mode == Mode::Churn || flowing >= acked * args.subscriptions;
-            if resolved >= args.connections as u64 && subscriptions_ready {
-                break;
-            }
+        // Every connection acknowledged (or failed)...
+        while shared.acked_total.load(Ordering::Relaxed)
+            + shared.connect_failures.load(Ordering::Relaxed)
+            < args.connections as u64
+        {
             if Instant::now() >= deadline {
                 shared.note_failure(format!(
-                    "ramp: not ready within {:?} ({acked} acknowledged, {flowing} subscriptions flowing)",
+                    "ramp: {} of {} connections acknowledged within {:?}",
+                    shared.acked_total.load(Ordering::Relaxed),
+                    args.connections,
                     args.ramp_timeout
                 ));
                 break;
@@ -272,8 +269,28 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             smol::Timer::after(Duration::from_millis(5)).await;
         }
     }
-    // Churn mode: the ramp is up; start churning.
+    let ramp_done = Instant::now();
+    // ...then subscribe everywhere at once.
     shared.go.set();
+    if args.mode == Mode::Hold && args.subscriptions > 0 {
+        loop {
+            let acked = shared.acked.load(Ordering::Relaxed);
+            let flowing = shared.subscriptions_flowing.load(Ordering::Relaxed);
+            if flowing >= acked * args.subscriptions {
+                break;
+            }
+            if Instant::now() >= deadline.max(ramp_done + args.ramp_timeout) {
+                shared.note_failure(format!(
+                    "ramp: {flowing} of {} subscriptions had a result within {:?}",
+                    acked * args.subscriptions,
+                    args.ramp_timeout
+                ));
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+    }
+    let subscribe_s = ramp_done.elapsed().as_secs_f64();
     let acked_at_ramp = shared.acked_total.load(Ordering::Relaxed);
     let last_ack_us = shared.last_ack_us.load(Ordering::Relaxed);
     let ramp_s = last_ack_us.saturating_sub(ramp_start_us) as f64 / 1e6;
@@ -413,6 +430,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         ramp_s,
         rate_per_s: (ramp_s > 0.0).then(|| acked_at_ramp as f64 / ramp_s),
         connect_to_ack: Summary::of(&shared.handshake),
+        subscribe_s,
     };
     let expected_per_s = match args.mode {
         Mode::Hold => Some(

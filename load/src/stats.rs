@@ -87,8 +87,8 @@ pub struct Shared {
     pub recording: AtomicBool,
     /// Every client stops when this is set.
     pub stop: Signal,
-    /// Churn mode: set once every connection of the ramp is up, so that the
-    /// churn does not slow the ramp down.
+    /// Hold and churn modes: set once every connection of the ramp is up;
+    /// the clients subscribe then, so results do not slow the ramp down.
     pub go: Signal,
     /// Lateness of each tick against its subscription's schedule, in µs.
     pub lateness: Mutex<Histogram<u64>>,
