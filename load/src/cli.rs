@@ -63,6 +63,13 @@ pub struct Args {
     #[arg(long)]
     pub query: Option<String>,
 
+    /// Hold and churn modes: the clients subscribe once the whole ramp is
+    /// acknowledged, client i of C after i/C of this spread, so ticks are
+    /// spread evenly over the period instead of arriving in one burst
+    /// (default: one tick period, --every-ms; "0s": all at once).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub subscribe_spread: Option<Duration>,
+
     /// How long to hold (hold mode) or run (churn and reconnect modes) once
     /// the ramp is done.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]

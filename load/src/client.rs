@@ -57,6 +57,17 @@ pub struct ClientPlan {
     pub ws_config: WebSocketConfig,
 }
 
+/// Who a client is within the run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSlot {
+    /// The subprotocol it speaks.
+    pub protocol: Subprotocol,
+    /// How long after the ramp it subscribes (hold and churn modes), so
+    /// that subscriptions, and so ticks, are spread over time instead of
+    /// arriving in one burst per period.
+    pub subscribe_after: Duration,
+}
+
 impl ClientPlan {
     /// `host:port` of a `ws://host:port/path` URL.
     pub fn authority_of(url: &str) -> Result<String, String> {
@@ -91,7 +102,7 @@ enum SessionEnd {
 pub async fn run_client(
     shared: Arc<Shared>,
     plan: Arc<ClientPlan>,
-    protocol: Subprotocol,
+    who: ClientSlot,
     pending: Arc<Semaphore>,
     permit: SemaphoreGuardArc,
 ) {
@@ -114,7 +125,7 @@ pub async fn run_client(
                 }
             }
         };
-        let end = session(&shared, &plan, protocol, permit).await;
+        let end = session(&shared, &plan, who, permit).await;
         match (plan.mode, end) {
             (Mode::Reconnect, SessionEnd::Cycle) => continue,
             (Mode::Reconnect, SessionEnd::Failed) => {
@@ -160,6 +171,7 @@ enum Wake {
     Stop,
     Timer,
     Go,
+    Subscribe,
 }
 
 /// The client's side of a live connection.
@@ -176,9 +188,10 @@ struct Session<'a> {
 async fn session(
     shared: &Shared,
     plan: &ClientPlan,
-    protocol: Subprotocol,
+    who: ClientSlot,
     permit: SemaphoreGuardArc,
 ) -> SessionEnd {
+    let protocol = who.protocol;
     let started_us = shared.now_us();
     let connecting = Gauge::enter(&shared.connecting);
     let connect = connect(plan, protocol);
@@ -215,7 +228,7 @@ async fn session(
     if plan.mode == Mode::Reconnect {
         state.subscribe_all(now);
     }
-    let end = state.drive(&mut ws).await;
+    let end = state.drive(&mut ws, who.subscribe_after).await;
     if state.acked.is_none() && end == SessionEnd::Failed {
         shared.connect_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -292,12 +305,18 @@ impl Session<'_> {
     }
 
     /// Runs the connection until it ends.
-    async fn drive(&mut self, ws: &mut WebSocketStream<TcpStream>) -> SessionEnd {
+    async fn drive(
+        &mut self,
+        ws: &mut WebSocketStream<TcpStream>,
+        subscribe_after: Duration,
+    ) -> SessionEnd {
         let mut stop = pin!(self.shared.stop.wait());
         // Hold and churn modes subscribe only once the whole ramp is up, so
         // that results do not slow down the handshakes still in progress.
         let mut waiting_for_go = self.plan.mode != Mode::Reconnect;
         let mut go = pin!(self.shared.go.wait());
+        // Armed at the go signal for `subscribe_after`.
+        let mut subscribe_timer = smol::Timer::never();
         let mut timer = smol::Timer::never();
         let mut armed: Option<Millis> = None;
         loop {
@@ -332,13 +351,25 @@ impl Session<'_> {
                         std::future::pending().await
                     }
                 };
-                stop.or(frame).or(timer).or(go).await
+                let subscribe = async {
+                    (&mut subscribe_timer).await;
+                    Wake::Subscribe
+                };
+                stop.or(frame).or(timer).or(go).or(subscribe).await
             };
             let now = millis(self.shared);
             match wake {
                 Wake::Stop => return self.end(ws).await,
                 Wake::Go => {
                     waiting_for_go = false;
+                    if subscribe_after.is_zero() {
+                        self.subscribe_all(now);
+                    } else {
+                        subscribe_timer = smol::Timer::after(subscribe_after);
+                    }
+                }
+                Wake::Subscribe => {
+                    subscribe_timer = smol::Timer::never();
                     self.subscribe_all(now);
                 }
                 Wake::Timer => {

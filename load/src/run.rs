@@ -2,7 +2,7 @@
 //! report it produces.
 
 use crate::cli::{Args, Mode};
-use crate::client::{run_client, ClientPlan};
+use crate::client::{run_client, ClientPlan, ClientSlot};
 use crate::report::{
     ConnectReport, CpuReport, DeliveryReport, ErrorsReport, ExpectationReport, MemoryReport,
     ReclaimReport, Report, Sample, SeriesReclaim,
@@ -149,13 +149,11 @@ async fn warmup(executor: &Arc<Executor<'static>>, args: &Args) -> Result<(), St
     let plan = Arc::new(client_plan(args, Mode::Reconnect, 1)?);
     let pending = Arc::new(Semaphore::new(1));
     let permit = pending.acquire_arc().await;
-    let task = executor.spawn(run_client(
-        shared.clone(),
-        plan,
-        args.protocol.for_connection(0),
-        pending,
-        permit,
-    ));
+    let who = ClientSlot {
+        protocol: args.protocol.for_connection(0),
+        subscribe_after: Duration::ZERO,
+    };
+    let task = executor.spawn(run_client(shared.clone(), plan, who, pending, permit));
     let bound = args.connect_timeout + args.ack_timeout + Duration::from_millis(10 * args.every_ms);
     let deadline = Instant::now() + bound;
     while shared.cycles.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
@@ -232,6 +230,9 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let plan = Arc::new(client_plan(args, args.mode, args.subscriptions)?);
     let pending = Arc::new(Semaphore::new(args.max_pending_connects));
     let mut tasks = Vec::with_capacity(args.connections);
+    let spread = args
+        .subscribe_spread
+        .unwrap_or(Duration::from_millis(args.every_ms));
     let ramp_start = Instant::now();
     let ramp_start_us = shared.now_us();
     for index in 0..args.connections {
@@ -242,10 +243,14 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             }
         }
         let permit = pending.acquire_arc().await;
+        let who = ClientSlot {
+            protocol: args.protocol.for_connection(index),
+            subscribe_after: spread.mul_f64(index as f64 / args.connections as f64),
+        };
         tasks.push(executor.spawn(run_client(
             shared.clone(),
             plan.clone(),
-            args.protocol.for_connection(index),
+            who,
             pending.clone(),
             permit,
         )));
