@@ -388,7 +388,7 @@ impl Report {
 
     /// The chart: four stacked panels sharing the time axis.
     pub fn svg(&self, ops_series: &str) -> String {
-        let series: [(&str, Box<dyn Fn(&Sample) -> Option<f64>>); 4] = [
+        let series: [(&str, SeriesOf); 4] = [
             (
                 "client connections open",
                 Box::new(|s: &Sample| Some(s.open as f64)),
@@ -440,6 +440,9 @@ impl Report {
         draw_svg(&title, &panels, &marks)
     }
 }
+
+/// Reads one charted value from a sample.
+type SeriesOf = Box<dyn Fn(&Sample) -> Option<f64>>;
 
 /// One panel of the chart.
 pub struct Panel {
