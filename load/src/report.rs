@@ -210,7 +210,8 @@ pub struct Report {
     pub expectations: Vec<ExpectationReport>,
     /// Failures.
     pub errors: ErrorsReport,
-    /// Reclaimed, expectations met, no connection failed.
+    /// Reclaimed, expectations met, no connection failed, no operation
+    /// ended with an error.
     pub passed: bool,
     /// The time series.
     pub samples: Vec<Sample>,

@@ -476,7 +476,8 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let passed = reclaim.reclaimed
         && expectations.iter().all(|e| e.ok)
         && errors.connect_failures == 0
-        && errors.server_closes == 0;
+        && errors.server_closes == 0
+        && errors.operation_errors == 0;
     Ok(Report {
         label: args.label.clone(),
         mode: args.mode,
