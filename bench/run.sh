@@ -12,15 +12,15 @@
 # loopback HTTP/2; the config is the example's with the connection and
 # upstream-stream bounds raised past 10,000), async-graphql
 # (bench/async-graphql), node (bench/node-graphql-ws).
-# Benches: memory frames latency reclaim churn soak (soak: 10 minutes,
-# Terminus only, not in the default list).
+# Benches: memory frames frames100 latency reclaim churn soak (soak: 10
+# minutes, Terminus only, not in the default list).
 # Results: $OUT/<bench>-<system>.{txt,json,svg}; bench/summarize.py prints
 # the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}"
 systems="${SYSTEMS:-terminus async-graphql node}"
-benches="${BENCHES:-memory frames latency reclaim churn}"
+benches="${BENCHES:-memory frames frames100 latency reclaim churn}"
 start_timeout="${START_TIMEOUT:-30}"
 mkdir -p "$out"
 
@@ -103,6 +103,8 @@ bench_args() {
     # Delivered results per second with 10,000 subscriptions, asked for
     # far more than any of the systems delivers (10,000 x 1 per 20 ms).
     frames) echo "--mode hold -c 10000 -s 1 --every-ms 20 --connect-rate 2000 --hold 15s --end abrupt" ;;
+    # The same at 10 ticks/s per subscription (100,000/s asked).
+    frames100) echo "--mode hold -c 10000 -s 1 --every-ms 100 --connect-rate 2000 --hold 15s --end abrupt" ;;
     # Lateness at a fixed moderate rate: 1,000 subscriptions x 10/s.
     latency) echo "--mode hold -c 1000 -s 1 --every-ms 100 --connect-rate 1000 --hold 20s --end abrupt" ;;
     # Time to reclaim after 10,000 subscribed clients drop abruptly.
