@@ -258,22 +258,32 @@ impl Report {
             ),
         );
         let c = &self.connect;
-        row(
-            "connect",
-            format!(
-                "{} acked of {} in {:.2} s = {} conn/s (target {}), {} failures",
-                c.acked,
-                c.attempted,
-                c.ramp_s,
-                opt(c.rate_per_s, "", 0),
-                if c.target_rate_per_s > 0.0 {
-                    format!("{:.0}", c.target_rate_per_s)
-                } else {
-                    "unpaced".to_owned()
-                },
-                c.failures
-            ),
-        );
+        if self.mode == Mode::Reconnect {
+            row(
+                "connect",
+                format!(
+                    "{} clients reconnecting; {} connections acknowledged by the end of the ramp, {} failures",
+                    c.attempted, c.acked, c.failures
+                ),
+            );
+        } else {
+            row(
+                "connect",
+                format!(
+                    "{} acked of {} in {:.2} s = {} conn/s (target {}), {} failures",
+                    c.acked,
+                    c.attempted,
+                    c.ramp_s,
+                    opt(c.rate_per_s, "", 0),
+                    if c.target_rate_per_s > 0.0 {
+                        format!("{:.0}", c.target_rate_per_s)
+                    } else {
+                        "unpaced".to_owned()
+                    },
+                    c.failures
+                ),
+            );
+        }
         row("connect to ack", summary(&c.connect_to_ack));
         if self.mode == Mode::Hold && self.subscriptions > 0 {
             row(
