@@ -170,7 +170,13 @@ async fn accept_loop(
         let mut builder = hyper::server::conn::http2::Builder::new(executor.clone());
         builder
             .timer(smol_hyper::rt::SmolTimer::new())
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            // h2's rapid-reset guard (default 20) sends GOAWAY when a client
+            // resets streams the server has not accepted yet. The gateway
+            // multiplexes every subscription over one connection, so a mass
+            // disconnect legitimately resets thousands at once (seen in the
+            // 10,000-client benchmark, docs/BENCHMARKS.md).
+            .max_pending_accept_reset_streams(MAX_STREAMS_PER_CONNECTION as usize);
         let connection = builder.serve_connection(smol_hyper::rt::FuturesIo::new(stream), service);
         connections.push(crate::tasks::spawn(async move {
             if let Err(error) = connection.await {
