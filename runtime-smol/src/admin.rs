@@ -28,6 +28,24 @@ pub fn state(gateway: &Gateway) -> Value {
     }
     let connection_count = views.len();
     drop(views);
+    let mysql: Vec<Value> = gateway
+        .upstreams
+        .mysql_stats()
+        .into_iter()
+        .map(|(db, stats)| {
+            json!({
+                "db": db,
+                "idle": stats.idle,
+                "busy": stats.busy,
+                "max": stats.max,
+                "live_polls": stats.live_polls,
+                "acquire_waits_total": stats.acquire_waits_total,
+                "acquire_timeouts_total": stats.acquire_timeouts_total,
+                "kills_total": stats.kills_total,
+                "queries_total": stats.queries_total,
+            })
+        })
+        .collect();
     json!({
         "draining": gateway.draining.load(Ordering::SeqCst),
         "now": {
@@ -45,6 +63,7 @@ pub fn state(gateway: &Gateway) -> Value {
         "websockets_listed": connection_count,
         "history": gateway.history.snapshot(),
         "operations": operations,
+        "mysql": mysql,
     })
 }
 
@@ -117,12 +136,19 @@ async function tick() {
     state.textContent = s.draining ? "draining" : "serving";
     state.className = s.draining ? "state draining" : "state";
     const box = document.getElementById("cards");
-    box.replaceChildren(...cards.map(([k, label]) => {
+    const card = (v, label) => {
       const c = document.createElement("div"); c.className = "card";
-      const v = k === "resident_memory_bytes" ? (s.now[k] / 1048576).toFixed(1) : s.now[k];
       const ve = text("div", v); ve.className = "v"; const ke = text("div", label); ke.className = "k";
       c.append(ve, ke); return c;
-    }));
+    };
+    box.replaceChildren(...cards.map(([k, label]) =>
+      card(k === "resident_memory_bytes" ? (s.now[k] / 1048576).toFixed(1) : s.now[k], label)));
+    for (const m of s.mysql || []) {
+      box.append(card(m.busy + " / " + m.idle + " / " + m.max, "mysql " + m.db + ": busy / idle / max"),
+        card(m.live_polls, "mysql " + m.db + ": live polls"),
+        card(m.queries_total + " (" + m.kills_total + " killed)", "mysql " + m.db + ": statements"),
+        card(m.acquire_timeouts_total, "mysql " + m.db + ": busy answers"));
+    }
     draw(s.history);
     document.getElementById("opcount").textContent = "(" + s.operations.length + ")";
     const rows = s.operations.slice(0, 500).map(o => {

@@ -22,8 +22,10 @@ pub enum Command {
         /// Address of the gateway's HTTP/WebSocket listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Also serve the schema's SQL fields from this MySQL database
-        /// (mysql://user:password@host:port/database).
+        /// Also serve the demo message board (messages, postMessage, the
+        /// live messageBoard) from this MySQL / MariaDB database
+        /// (mysql://user:password@host:port/database), creating its table
+        /// terminus_demo_messages if missing. Off by default.
         #[arg(long)]
         mysql: Option<String>,
     },

@@ -275,7 +275,28 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new(""));
         config.resolve_paths(base);
         config.validate(path)?;
+        config.check_mysql(text, path)?;
         Ok(config)
+    }
+
+    /// Checks each `[mysql.<name>]` (url, zero bounds) as the pool would at
+    /// start-up, located at the section's header line.
+    fn check_mysql(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for (name, db) in &self.mysql {
+            if let Err(message) = db.check() {
+                let header = [format!("[mysql.{name}]"), format!("[mysql.\"{name}\"]")];
+                let position = header
+                    .iter()
+                    .find_map(|h| text.find(h.as_str()))
+                    .map(|offset| line_col(text, offset));
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    position,
+                    message: format!("mysql.{name}: {message}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A config with every default and the given schema, as the demo uses.
@@ -409,6 +430,31 @@ mod tests {
         let text = "schema = \"s.graphql\"\n[limits]\nmax_frame_bytes = 0\n";
         let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn mysql_sections_parse_and_bad_ones_are_located() {
+        let text = "schema = \"s.graphql\"\n\n[mysql.main]\nurl = \"mysql://app@db:3307/shop\"\nstatement_timeout = \"2s\"\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let main = &config.mysql["main"];
+        assert_eq!(main.statement_timeout, Duration::from_secs(2));
+        assert_eq!(main.max_connections, 10);
+        assert_eq!(main.connect_timeout, Duration::from_secs(5));
+
+        let text = "schema = \"s.graphql\"\n\n[mysql.main]\nurl = \"postgres://app@db/shop\"\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(err.position, Some((3, 1)), "{err}");
+        assert!(err.to_string().contains("mysql://"), "{err}");
+
+        let text =
+            "schema = \"s.graphql\"\n[mysql.main]\nurl = \"mysql://a@b/c\"\nmax_connections = 0\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(err.position, Some((2, 1)), "{err}");
+        assert!(err.to_string().contains("max_connections"), "{err}");
+
+        let text = "schema = \"s.graphql\"\n[mysql.main]\nurl = \"mysql://a@b/c\"\npool = 3\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
     }
 
     #[test]

@@ -59,10 +59,11 @@ pub async fn demo_parts(
         None => Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?,
         Some(url) => {
             let db = MysqlDbConfig::new(url);
-            let pool = MysqlPool::new("main", &db)?;
+            // The pool's errors redact the url's password.
+            let pool = MysqlPool::new("main", &db).map_err(|e| format!("--mysql: {e}"))?;
             pool.execute(demo::MYSQL_TABLE_DDL, &[])
                 .await
-                .map_err(|e| format!("--mysql {url}: cannot create the demo table: {e}"))?;
+                .map_err(|e| format!("--mysql: cannot create the demo table: {e}"))?;
             config.mysql.insert("main".to_owned(), db);
             upstreams.insert_mysql("main", pool);
             Schema::parse(

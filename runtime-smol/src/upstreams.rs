@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::execute::unavailable;
 use crate::grpc::GrpcUpstream;
-use crate::mysql::{LiveRows, MysqlPool};
+use crate::mysql::{LiveRows, MysqlPool, PoolStats};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,6 +66,7 @@ impl Upstreams {
 
     /// Runs one SQL statement on database `db`: rows as an array of row
     /// objects when `returns_rows`, else `{"affectedRows", "lastInsertId"}`.
+    /// Dropping the future while the statement runs kills it.
     pub async fn sql(
         &self,
         db: &str,
@@ -99,13 +100,17 @@ impl Upstreams {
         Ok(pool.live(statement, params, every))
     }
 
-    /// The databases' own series (`terminus_mysql_*`) for `/metrics`.
-    pub fn write_prometheus(&self, out: &mut String) {
-        let stats: Vec<_> = self
-            .mysql
+    /// Every pool's stats by database name, for `/metrics` and `/admin`.
+    pub fn mysql_stats(&self) -> Vec<(&str, PoolStats)> {
+        self.mysql
             .iter()
             .map(|(name, pool)| (name.as_str(), pool.stats()))
-            .collect();
+            .collect()
+    }
+
+    /// The databases' own series (`terminus_mysql_*`) for `/metrics`.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let stats = self.mysql_stats();
         if !stats.is_empty() {
             crate::mysql::write_prometheus(&stats, out);
         }

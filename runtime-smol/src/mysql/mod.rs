@@ -104,6 +104,14 @@ impl MysqlDbConfig {
         }
     }
 
+    /// Checks what can be checked without connecting: the url parses and
+    /// no bound is zero. [`MysqlPool::new`] runs the same check; a config
+    /// loader calls this to report the error with its file and line.
+    pub fn check(&self) -> Result<(), String> {
+        self.validate()?;
+        parse_url(&self.url).map(|_| ())
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
