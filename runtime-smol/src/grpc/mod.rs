@@ -649,7 +649,16 @@ impl GrpcUpstream {
                 .timer(smol_hyper::rt::SmolTimer::new())
                 .keep_alive_interval(self.config.keepalive_interval)
                 .keep_alive_timeout(self.config.keepalive_timeout)
-                .keep_alive_while_idle(false);
+                .keep_alive_while_idle(false)
+                // h2 counts the RST_STREAMs it sends because DATA arrived
+                // for a stream already reset locally, and sends GOAWAY past
+                // 1,024 of them. Every cancelled subscription whose upstream
+                // had ticks in flight adds one, so churn on the one shared
+                // connection tripped it and failed every operation on it
+                // (docs/BENCHMARKS.md). The upstream is configured, not an
+                // arbitrary peer, and its streams are bounded by
+                // `max_concurrent_streams`.
+                .max_local_error_reset_streams(None);
             builder
                 .handshake(smol_hyper::rt::FuturesIo::new(stream))
                 .await
