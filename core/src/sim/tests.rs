@@ -196,3 +196,43 @@ fn a_run_that_cannot_settle_is_reported() {
         .iter()
         .any(|f| matches!(f.violation, Violation::DidNotSettle { .. })));
 }
+
+#[test]
+fn the_traced_pair_shows_its_frames_and_no_other() {
+    let mut sim = Sim::new(config(5, Faults::default()));
+    sim.trace_pair(Some(3));
+    sim.run();
+    let trace = sim.take_trace();
+    let protocol = sim.pairs()[3].protocol();
+    assert!(trace[0].from_client, "{trace:?}");
+    assert!(trace[0].text.contains("connection_init"), "{trace:?}");
+    assert!(
+        trace
+            .iter()
+            .any(|f| !f.from_client && f.text.contains("connection_ack")),
+        "{trace:?}"
+    );
+    assert!(trace.windows(2).all(|w| w[0].at <= w[1].at));
+    let closes = trace
+        .iter()
+        .filter(|f| f.text.starts_with("[close"))
+        .count();
+    assert!(closes >= 1, "{protocol:?}: {trace:?}");
+    assert!(sim.take_trace().is_empty());
+}
+
+#[test]
+fn configured_queries_are_the_ones_subscribed() {
+    let mut config = config(8, Faults::default());
+    config.queries = vec!["{ only }".to_owned()];
+    let mut sim = Sim::new(config);
+    sim.trace_pair(Some(0));
+    sim.run();
+    let trace = sim.take_trace();
+    let subscribes: Vec<_> = trace
+        .iter()
+        .filter(|f| f.text.contains("\"query\""))
+        .collect();
+    assert!(!subscribes.is_empty(), "{trace:?}");
+    assert!(subscribes.iter().all(|f| f.text.contains("{ only }")));
+}
