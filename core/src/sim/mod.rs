@@ -19,7 +19,7 @@ use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
 use crate::ledger::{Audited, ClientLedger, Violation};
 use crate::protocol::{close, Subprotocol};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection};
-use crate::Millis;
+use crate::{Millis, UpstreamEvent};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -125,6 +125,11 @@ pub struct SimStats {
     pub starts: u64,
     /// `Cancel` effects.
     pub cancels: u64,
+    /// Operations ended by the upstream's `Complete` (as the server's ledger
+    /// counts them: late events do not count).
+    pub ended_by_complete: u64,
+    /// Operations ended by the upstream's `Error`.
+    pub ended_by_error: u64,
     /// Events the upstream produced (including late ones the server dropped).
     pub upstream_events: u64,
     /// Upstream events that arrived after their operation had ended (the
@@ -689,6 +694,18 @@ impl<U: Upstream> Sim<U> {
 
     fn server_input(&mut self, i: usize, input: Input) {
         let now = self.now;
+        if let Input::Upstream { op, event } = &input {
+            let ledger = self.pairs[i].server.ledger();
+            // The same rule the ledger applies: a terminal event ends a live
+            // operation of an open connection; anything else is late.
+            if ledger.is_live(*op) && !ledger.is_closed() {
+                match event {
+                    UpstreamEvent::Complete => self.stats.ended_by_complete += 1,
+                    UpstreamEvent::Error(_) => self.stats.ended_by_error += 1,
+                    UpstreamEvent::Next(_) => {}
+                }
+            }
+        }
         let effects = self.pairs[i].server.handle(now, input);
         let at = self.at(self.config.latency_ms);
         for effect in effects {

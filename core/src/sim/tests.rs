@@ -236,3 +236,19 @@ fn configured_queries_are_the_ones_subscribed() {
     assert!(!subscribes.is_empty(), "{trace:?}");
     assert!(subscribes.iter().all(|f| f.text.contains("{ only }")));
 }
+
+#[test]
+fn every_start_is_counted_as_ended_exactly_once() {
+    for seed in 0..10 {
+        let mut config = config(seed, Faults::all(0.2));
+        config.script.error_probability = 0.2;
+        let sim = run(config);
+        let stats = sim.stats();
+        assert!(stats.starts > 0);
+        assert_eq!(
+            stats.starts,
+            stats.ended_by_complete + stats.ended_by_error + stats.cancels,
+            "seed {seed}: {stats:?}"
+        );
+    }
+}
