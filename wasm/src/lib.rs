@@ -9,5 +9,7 @@
 //!
 //! [`bindings`] is what the page (`wasm/www/app.js`) calls.
 
+pub mod bindings;
+pub mod live;
 pub mod offline;
 pub mod upstream;

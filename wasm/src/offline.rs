@@ -96,7 +96,10 @@ impl OfflineOptions {
     /// Checks every bound; the message names the field.
     pub fn check(&self) -> Result<(), String> {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
-            return Err(format!("clients must be 1..={MAX_CLIENTS}, not {}", self.clients));
+            return Err(format!(
+                "clients must be 1..={MAX_CLIENTS}, not {}",
+                self.clients
+            ));
         }
         if self.ops_min > self.ops_max || self.ops_max > 100 {
             return Err(format!(
@@ -111,7 +114,10 @@ impl OfflineOptions {
             ));
         }
         if self.latency_ms > 10_000 {
-            return Err(format!("latencyMs must be at most 10000, not {}", self.latency_ms));
+            return Err(format!(
+                "latencyMs must be at most 10000, not {}",
+                self.latency_ms
+            ));
         }
         let f = &self.faults;
         let probabilities = [
@@ -300,7 +306,11 @@ impl OfflineRun {
 
     /// The selected client's frames since the last call.
     pub fn take_log(&mut self) -> Vec<LogFrame> {
-        self.sim.take_trace().into_iter().map(LogFrame::from).collect()
+        self.sim
+            .take_trace()
+            .into_iter()
+            .map(LogFrame::from)
+            .collect()
     }
 
     /// The underlying driver, for checks.

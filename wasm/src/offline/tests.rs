@@ -56,7 +56,10 @@ fn the_same_seed_gives_the_same_counters() {
         },
         ..OfflineOptions::default()
     };
-    assert_eq!(run_to_end(&options).counters(), run_to_end(&options).counters());
+    assert_eq!(
+        run_to_end(&options).counters(),
+        run_to_end(&options).counters()
+    );
 }
 
 #[test]
@@ -72,8 +75,13 @@ fn the_selected_client_log_shows_its_conversation() {
         log.extend(run.take_log());
     }
     log.extend(run.take_log());
-    assert!(log[0].from_client && log[0].text.contains("connection_init"), "{log:?}");
-    assert!(log.iter().any(|f| !f.from_client && f.text.contains("connection_ack")));
+    assert!(
+        log[0].from_client && log[0].text.contains("connection_init"),
+        "{log:?}"
+    );
+    assert!(log
+        .iter()
+        .any(|f| !f.from_client && f.text.contains("connection_ack")));
     assert!(log.iter().any(|f| f.text.contains("\"query\"")));
     // Out of range selects nobody.
     run.select_client(Some(99));

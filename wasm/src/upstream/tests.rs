@@ -54,7 +54,9 @@ fn hello_runs_through_the_engine_and_the_simulated_service() {
     assert_eq!(
         events,
         vec![
-            UpstreamEvent::Next(json!({"data": {"greeting": "Hello, wasm!", "__typename": "Query"}})),
+            UpstreamEvent::Next(
+                json!({"data": {"greeting": "Hello, wasm!", "__typename": "Query"}})
+            ),
             UpstreamEvent::Complete,
         ]
     );
@@ -130,7 +132,10 @@ fn injected_outages_reach_the_result_with_their_code() {
         panic!("{events:?}");
     };
     assert_eq!(result["data"], Value::Null);
-    assert_eq!(result["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(
+        result["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
     assert_eq!(events[1].1, UpstreamEvent::Complete);
 
     let mut upstream = started("subscription { ticks(everyMs: 10) { seq } }", config);
