@@ -4,3 +4,6 @@ pub mod demo_upstream;
 pub mod grpc;
 pub mod mysql;
 pub mod tasks;
+
+// browser simulator (issue 7): static files for /simulator
+pub mod simulator;
