@@ -177,7 +177,8 @@ mod tests {
             assert_eq!(status, StatusCode::OK);
             assert!(kind.starts_with("text/html"));
             assert_eq!(body, b"<!doctype html>page");
-            let (status, kind, body) = get(Some(&dir), "/simulator/pkg/terminus_wasm_bg.wasm").await;
+            let (status, kind, body) =
+                get(Some(&dir), "/simulator/pkg/terminus_wasm_bg.wasm").await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(kind, "application/wasm");
             assert_eq!(body, b"\0asm");

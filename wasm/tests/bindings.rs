@@ -25,7 +25,9 @@ fn an_offline_run_with_faults_settles_with_nothing_alive() {
     let options = r#"{"seed": 4, "clients": 120, "durationMs": 15000,
         "faults": {"abruptDisconnect": 0.1, "lostPong": 0.05, "slowReader": 0.05,
                    "upstreamError": 0.1, "duplicateId": 0.05, "malformedFrame": 0.05}}"#;
-    let mut sim = OfflineSimulation::new(options).map_err(error_message).unwrap();
+    let mut sim = OfflineSimulation::new(options)
+        .map_err(error_message)
+        .unwrap();
     assert_eq!(sim.findings(), None);
     let mut batches = 0;
     let mut peak = 0;
@@ -62,7 +64,10 @@ fn the_log_of_the_selected_client_is_json_frames() {
     }
     assert!(frames.len() > 2, "{frames:?}");
     assert_eq!(frames[0]["fromClient"], true);
-    assert!(frames[0]["text"].as_str().unwrap().contains("connection_init"));
+    assert!(frames[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("connection_init"));
     assert!(frames.iter().any(|f| f["fromClient"] == false));
 }
 
@@ -76,7 +81,11 @@ fn bad_options_are_refused_with_a_clear_message() {
             .unwrap(),
     );
     assert!(message.contains("faults.slowReader"), "{message}");
-    let message = error_message(LiveSimulation::new(r#"{"url": "http://x/graphql"}"#).err().unwrap());
+    let message = error_message(
+        LiveSimulation::new(r#"{"url": "http://x/graphql"}"#)
+            .err()
+            .unwrap(),
+    );
     assert!(message.contains("ws://"), "{message}");
     let message = error_message(
         LiveSimulation::new(r#"{"url": "ws://127.0.0.1:1/graphql", "clients": 0}"#)
