@@ -136,6 +136,7 @@ function startOffline() {
   state.stepsPerFrame = Math.max(1, numberField($('offline-form'), 'stepsPerFrame'));
   state.sim.selectClient(selectedClient());
   state.running = true;
+  state.history = [[0, 0]];
   status(`Running ${options.clients} simulated clients, seed ${options.seed}…`);
   setButtons();
   requestFrame();
@@ -153,6 +154,7 @@ function startLive() {
   }
   state.sim.selectClient(selectedClient());
   state.running = true;
+  state.history = [[0, 0]];
   status(`Connecting ${options.clients} browser WebSockets to ${options.url}…`);
   setButtons();
   requestFrame();
@@ -242,6 +244,8 @@ function renderCounters() {
   $('c-errored').textContent = c.errored;
   $('c-cancelled').textContent = c.cancelled;
   $('c-violations').textContent = c.violations;
+  $('c-violations').parentElement.classList.toggle('bad', c.violations > 0);
+  $('c-violations').parentElement.classList.toggle('ok', c.violations === 0);
   $('c-faults').textContent = c.faults;
   $('c-time').textContent = formatMs(c.nowMs);
 }
