@@ -4,3 +4,8 @@ pub mod demo_upstream;
 pub mod grpc;
 pub mod mysql;
 pub mod tasks;
+
+// server (issue 4)
+pub mod cli;
+pub mod config;
+pub mod upstream_config;
