@@ -68,6 +68,14 @@ pub struct Limits {
     /// Upstream events an operation may queue towards its connection before
     /// it waits (backpressure from a slow client reaches the upstream).
     pub operation_queue: usize,
+    /// Deepest selection-set nesting of a GraphQL document.
+    pub max_query_depth: usize,
+    /// Most field selections in a document, fragments expanded.
+    pub max_query_fields: usize,
+    /// Most aliased fields in a document.
+    pub max_query_aliases: usize,
+    /// Largest GraphQL document in bytes.
+    pub max_query_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +87,10 @@ impl Default for Limits {
             max_outbound_bytes: 1024 * 1024,
             max_http_body_bytes: 64 * 1024,
             operation_queue: 16,
+            max_query_depth: 20,
+            max_query_fields: 1000,
+            max_query_aliases: 50,
+            max_query_bytes: 64 * 1024,
         }
     }
 }
@@ -295,6 +307,9 @@ impl Config {
             ("limits.max_outbound_bytes", self.limits.max_outbound_bytes),
             ("limits.max_http_body_bytes", self.limits.max_http_body_bytes),
             ("limits.operation_queue", self.limits.operation_queue),
+            ("limits.max_query_depth", self.limits.max_query_depth),
+            ("limits.max_query_fields", self.limits.max_query_fields),
+            ("limits.max_query_bytes", self.limits.max_query_bytes),
         ];
         for (key, value) in nonzero {
             if value == 0 {

@@ -9,3 +9,4 @@ pub mod tasks;
 pub mod cli;
 pub mod config;
 pub mod upstream_config;
+pub mod metrics;

@@ -1,0 +1,167 @@
+//! Running one prepared GraphQL operation against the upstreams.
+//!
+//! The core's [`Execution`] decides which calls to make and shapes their
+//! results; this module only makes the calls. Each call is a task owned by
+//! the operation's task (in its `calls` table), and the operation's task is
+//! owned by its connection's table: dropping the operation drops its calls,
+//! which resets gRPC streams and kills SQL queries at once.
+
+use crate::tasks;
+use crate::upstreams::Upstreams;
+use async_channel::Sender;
+use futures_lite::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use terminus_core::graphql::{CallEvent, CallId, Execution, PreparedOperation};
+use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
+
+/// Runs `prepared` to its end, sending every event for `op` to `out`.
+///
+/// Returns after the terminal event was sent, or when `out` is closed (the
+/// connection is gone). Sending waits when `out` is full, so a slow client
+/// slows its upstreams down instead of growing a queue.
+pub async fn run_operation(
+    prepared: PreparedOperation,
+    upstreams: Arc<Upstreams>,
+    op: OpId,
+    call_queue: usize,
+    out: Sender<(OpId, UpstreamEvent)>,
+) {
+    let mut execution = Execution::new(prepared);
+    let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
+    // The calls in flight, owned here: removing one drops (cancels) it.
+    let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
+    loop {
+        while let Some((call_id, call)) = execution.poll_call() {
+            let task = tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
+            calls.insert(call_id, task);
+        }
+        while let Some(call_id) = execution.poll_cancel() {
+            calls.remove(&call_id);
+        }
+        while let Some(event) = execution.poll_output() {
+            let terminal = event.is_terminal();
+            if out.send((op, event)).await.is_err() || terminal {
+                return;
+            }
+        }
+        if execution.is_finished() {
+            return;
+        }
+        // `call_tx` is held here, so the channel never closes under us.
+        let Ok((call_id, event)) = call_rx.recv().await else {
+            return;
+        };
+        if !matches!(event, CallEvent::Item(_)) {
+            calls.remove(&call_id);
+        }
+        execution.handle_call_event(call_id, event);
+    }
+}
+
+/// Makes one upstream call and reports its items, then its end or failure.
+async fn run_call(
+    call: UpstreamCall,
+    upstreams: Arc<Upstreams>,
+    call_id: CallId,
+    events: Sender<(CallId, CallEvent)>,
+) {
+    let report = |event: CallEvent| {
+        let events = events.clone();
+        async move { events.send((call_id, event)).await.is_ok() }
+    };
+    match call {
+        UpstreamCall::Grpc {
+            upstream,
+            method,
+            request,
+            streaming,
+        } => {
+            let Some(client) = upstreams.grpc(&upstream) else {
+                report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
+                return;
+            };
+            if streaming {
+                let mut stream = match client.server_streaming(&method, request).await {
+                    Ok(stream) => stream,
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(message) => {
+                            if !report(CallEvent::Item(message)).await {
+                                return;
+                            }
+                        }
+                        Err(failure) => {
+                            report(CallEvent::Failed(failure)).await;
+                            return;
+                        }
+                    }
+                }
+                report(CallEvent::End).await;
+            } else {
+                match client.unary(&method, request).await {
+                    Ok(message) => {
+                        if report(CallEvent::Item(message)).await {
+                            report(CallEvent::End).await;
+                        }
+                    }
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                    }
+                }
+            }
+        }
+        UpstreamCall::Sql {
+            db,
+            statement,
+            params,
+            returns_rows,
+        } => {
+            let result = upstreams.sql(&db, &statement, &params, returns_rows).await;
+            match result {
+                Ok(value) => {
+                    if report(CallEvent::Item(value)).await {
+                        report(CallEvent::End).await;
+                    }
+                }
+                Err(failure) => {
+                    report(CallEvent::Failed(failure)).await;
+                }
+            }
+        }
+        UpstreamCall::LiveSql {
+            db,
+            statement,
+            params,
+            every,
+        } => loop {
+            // Polled until the operation drops this task; the executor emits
+            // only when the rows changed.
+            match upstreams.sql(&db, &statement, &params, true).await {
+                Ok(rows) => {
+                    if !report(CallEvent::Item(rows)).await {
+                        return;
+                    }
+                }
+                Err(failure) => {
+                    report(CallEvent::Failed(failure)).await;
+                    return;
+                }
+            }
+            smol::Timer::after(every).await;
+        },
+    }
+}
+
+/// The failure for a call to an upstream the config does not name.
+pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        FailureKind::Unavailable,
+        format!("no {what} named {name:?} is configured"),
+    )
+}

@@ -1,0 +1,76 @@
+//! What the `terminus` binary runs: `demo` and `serve`, each until SIGTERM
+//! or SIGINT, then a bounded drain.
+
+use crate::config::{Config, GrpcUpstreamConfig};
+use crate::demo_upstream::{self, DemoUpstream};
+use crate::grpc::GrpcUpstream;
+use crate::server::{DrainReport, Running, Server};
+use crate::upstreams::Upstreams;
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use terminus_core::graphql::{demo, Schema};
+
+/// Why the binary stopped with a failure.
+pub type RunError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `terminus demo`: the demo gRPC upstream on a loopback port and the
+/// gateway in front of it, until a signal.
+pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainReport, RunError> {
+    if mysql.is_some() {
+        return Err("--mysql: this build of terminus has no MySQL client yet".into());
+    }
+    let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let (config, schema, upstreams) = demo_parts(listen, upstream.endpoint())?;
+    let running = Server::start_with(config, schema, upstreams).await?;
+    println!("terminus demo: demo gRPC upstream at {}", upstream.endpoint());
+    print_urls(&running);
+    let report = serve_until_signal(running).await?;
+    upstream.stop().await;
+    Ok(report)
+}
+
+/// The demo's config, schema and upstreams, with the demo gRPC upstream at
+/// `endpoint` under the name the demo schema uses.
+pub fn demo_parts(
+    listen: SocketAddr,
+    endpoint: String,
+) -> Result<(Config, Schema, Upstreams), RunError> {
+    let mut config = Config::with_schema(PathBuf::from(demo::SCHEMA_FILE));
+    config.listen = listen;
+    let grpc = GrpcUpstreamConfig {
+        endpoint,
+        ..GrpcUpstreamConfig::default()
+    };
+    let client = GrpcUpstream::from_descriptors("demo", &grpc, demo_upstream::descriptor_pool())?;
+    config.grpc.insert("demo".to_owned(), grpc);
+    let schema = Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?;
+    let mut upstreams = Upstreams::default();
+    upstreams.insert_grpc("demo", client);
+    Ok((config, schema, upstreams))
+}
+
+/// `terminus serve --config FILE`.
+pub async fn serve(config_path: &Path) -> Result<DrainReport, RunError> {
+    let config = Config::load(config_path)?;
+    let running = Server::start(config).await?;
+    print_urls(&running);
+    serve_until_signal(running).await
+}
+
+fn print_urls(running: &Running) {
+    let addr = running.local_addr();
+    println!("terminus listening on http://{addr}");
+    println!("  GraphQL (WebSocket, POST): ws://{addr}/graphql  http://{addr}/graphql");
+    println!("  admin page:                http://{addr}/admin");
+    println!("  metrics:                   http://{addr}/metrics");
+    println!("  health, readiness:         http://{addr}/healthz  http://{addr}/readyz");
+}
+
+async fn serve_until_signal(running: Running) -> Result<DrainReport, RunError> {
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    let signal = signals.next().await;
+    tracing::info!(?signal, "signal received: draining");
+    Ok(running.shutdown().await)
+}
