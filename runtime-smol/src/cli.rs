@@ -44,9 +44,13 @@ mod tests {
     fn cli_is_consistent_and_parses_both_commands() {
         Cli::command().debug_assert();
         let demo = Cli::try_parse_from(["terminus", "demo", "--listen", "127.0.0.1:0"]).unwrap();
-        assert!(matches!(demo.command, Command::Demo { listen, mysql: None } if listen.port() == 0));
+        assert!(
+            matches!(demo.command, Command::Demo { listen, mysql: None } if listen.port() == 0)
+        );
         let serve = Cli::try_parse_from(["terminus", "serve", "--config", "t.toml"]).unwrap();
-        assert!(matches!(serve.command, Command::Serve { config } if config == PathBuf::from("t.toml")));
+        assert!(
+            matches!(serve.command, Command::Serve { config } if config == PathBuf::from("t.toml"))
+        );
         assert!(Cli::try_parse_from(["terminus", "serve"]).is_err());
     }
 }

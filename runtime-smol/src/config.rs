@@ -202,7 +202,9 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -305,7 +307,10 @@ impl Config {
                 self.limits.max_operations_per_connection,
             ),
             ("limits.max_outbound_bytes", self.limits.max_outbound_bytes),
-            ("limits.max_http_body_bytes", self.limits.max_http_body_bytes),
+            (
+                "limits.max_http_body_bytes",
+                self.limits.max_http_body_bytes,
+            ),
             ("limits.operation_queue", self.limits.operation_queue),
             ("limits.max_query_depth", self.limits.max_query_depth),
             ("limits.max_query_fields", self.limits.max_query_fields),
@@ -313,14 +318,26 @@ impl Config {
         ];
         for (key, value) in nonzero {
             if value == 0 {
-                return Err(ConfigError::in_file(path, format!("{key} must be at least 1")));
+                return Err(ConfigError::in_file(
+                    path,
+                    format!("{key} must be at least 1"),
+                ));
             }
         }
         let timeouts = [
             ("timeouts.init", self.timeouts.init),
-            ("timeouts.keepalive_interval", self.timeouts.keepalive_interval),
-            ("timeouts.keepalive_timeout", self.timeouts.keepalive_timeout),
-            ("timeouts.legacy_ka_interval", self.timeouts.legacy_ka_interval),
+            (
+                "timeouts.keepalive_interval",
+                self.timeouts.keepalive_interval,
+            ),
+            (
+                "timeouts.keepalive_timeout",
+                self.timeouts.keepalive_timeout,
+            ),
+            (
+                "timeouts.legacy_ka_interval",
+                self.timeouts.legacy_ka_interval,
+            ),
             ("timeouts.write", self.timeouts.write),
             ("timeouts.http_header_read", self.timeouts.http_header_read),
             ("timeouts.http_request", self.timeouts.http_request),
@@ -328,7 +345,10 @@ impl Config {
         ];
         for (key, value) in timeouts {
             if value.is_zero() {
-                return Err(ConfigError::in_file(path, format!("{key} must be longer than 0s")));
+                return Err(ConfigError::in_file(
+                    path,
+                    format!("{key} must be longer than 0s"),
+                ));
             }
         }
         Ok(())
@@ -341,7 +361,11 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_every_default() {
-        let config = Config::parse("schema = \"s.graphql\"\n", Path::new("/etc/t/terminus.toml")).unwrap();
+        let config = Config::parse(
+            "schema = \"s.graphql\"\n",
+            Path::new("/etc/t/terminus.toml"),
+        )
+        .unwrap();
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.schema, PathBuf::from("/etc/t/s.graphql"));
         assert_eq!(config.limits.max_frame_bytes, 65536);

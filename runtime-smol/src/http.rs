@@ -57,7 +57,10 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.gateway.metrics.connections.fetch_sub(1, Ordering::SeqCst);
+        self.gateway
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -73,7 +76,10 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
             let gateway = gateway.clone();
             let upgrade = upgrade.clone();
             async move {
-                gateway.metrics.http_requests_total.fetch_add(1, Ordering::Relaxed);
+                gateway
+                    .metrics
+                    .http_requests_total
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok::<_, std::convert::Infallible>(route(&gateway, request, &upgrade).await)
             }
         })
@@ -104,7 +110,9 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                     )
                     .await
                 }
-                Err(_) => tracing::error!(%peer, "upgraded connection is not the TCP stream we served"),
+                Err(_) => {
+                    tracing::error!(%peer, "upgraded connection is not the TCP stream we served")
+                }
             },
             Err(error) => tracing::debug!(%peer, %error, "WebSocket upgrade did not complete"),
         }
@@ -156,7 +164,11 @@ async fn route(
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
@@ -211,7 +223,11 @@ fn websocket_upgrade(
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return respond(StatusCode::BAD_REQUEST, "text/plain", "missing Sec-WebSocket-Key\n");
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "missing Sec-WebSocket-Key\n",
+        );
     };
     if !version_ok {
         let mut response = respond(
@@ -219,9 +235,10 @@ fn websocket_upgrade(
             "text/plain",
             "only WebSocket version 13 is supported\n",
         );
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return response;
     }
     let offered = offered_subprotocols(&request);
@@ -282,7 +299,11 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     if !is_json {
         return graphql_error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -301,7 +322,10 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
                         &format!("the request body is larger than {limit} bytes"),
                     )
                 } else {
-                    graphql_error_response(StatusCode::BAD_REQUEST, "could not read the request body")
+                    graphql_error_response(
+                        StatusCode::BAD_REQUEST,
+                        "could not read the request body",
+                    )
                 };
             }
         };
@@ -369,7 +393,9 @@ async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response
         );
     }
     let metrics = &gateway.metrics;
-    metrics.operations_started_total.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .operations_started_total
+        .fetch_add(1, Ordering::Relaxed);
     let _live = LiveOperation::new(gateway.clone());
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
@@ -393,7 +419,10 @@ async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response
             Ok((_, UpstreamEvent::Complete)) | Err(_) => break,
         }
     }
-    json_response(StatusCode::OK, &result.unwrap_or_else(|| json!({ "data": null })))
+    json_response(
+        StatusCode::OK,
+        &result.unwrap_or_else(|| json!({ "data": null })),
+    )
 }
 
 /// Counts an HTTP operation in `terminus_operations` while it runs.
@@ -418,12 +447,17 @@ mod tests {
 
     #[test]
     fn post_body_is_checked() {
-        let ok = parse_post_body(br#"{"query":"{ hello }","variables":null,"operationName":"A"}"#).unwrap();
+        let ok = parse_post_body(br#"{"query":"{ hello }","variables":null,"operationName":"A"}"#)
+            .unwrap();
         assert_eq!(ok.query, "{ hello }");
         assert_eq!(ok.operation_name.as_deref(), Some("A"));
         assert!(ok.variables.is_empty());
-        assert!(parse_post_body(b"nope").unwrap_err().contains("not valid JSON"));
-        assert!(parse_post_body(br#"{"query":1}"#).unwrap_err().contains("query"));
+        assert!(parse_post_body(b"nope")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(parse_post_body(br#"{"query":1}"#)
+            .unwrap_err()
+            .contains("query"));
         assert!(parse_post_body(br#"{"query":"x","variables":[]}"#)
             .unwrap_err()
             .contains("variables"));

@@ -6,7 +6,14 @@ pub mod mysql;
 pub mod tasks;
 
 // server (issue 4)
+pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod upstream_config;
+pub mod execute;
+pub mod http;
 pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod upstream_config;
+pub mod upstreams;
+pub mod ws;

@@ -80,13 +80,19 @@ impl Metrics {
     /// Records a closed WebSocket connection with `code` (None: no close frame).
     pub fn record_close(&self, code: Option<u16>) {
         let key = code.map_or_else(|| "abnormal".to_string(), |c| c.to_string());
-        let mut map = self.closed_by_code.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .closed_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *map.entry(key).or_default() += 1;
     }
 
     /// Closed connections with `code`, for tests and the admin page.
     pub fn closed_with(&self, code: u16) -> u64 {
-        let map = self.closed_by_code.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .closed_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.get(&code.to_string()).copied().unwrap_or(0)
     }
 
@@ -112,7 +118,10 @@ impl Metrics {
     pub fn render(&self, sampled: Sampled) -> String {
         let mut out = String::with_capacity(2048);
         let mut gauge = |name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
         gauge(
             "terminus_connections",
@@ -150,7 +159,10 @@ impl Metrics {
             sampled.resident_memory_bytes.to_string(),
         );
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         counter(
             "terminus_operations_started_total",
@@ -176,9 +188,15 @@ impl Metrics {
             out,
             "# HELP terminus_connections_closed_total WebSocket connections closed, by close code.\n# TYPE terminus_connections_closed_total counter"
         );
-        let map = self.closed_by_code.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .closed_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (code, count) in map.iter() {
-            let _ = writeln!(out, "terminus_connections_closed_total{{code=\"{code}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "terminus_connections_closed_total{{code=\"{code}\"}} {count}"
+            );
         }
         out
     }
@@ -276,7 +294,10 @@ mod tests {
             "process_open_fds",
             "process_resident_memory_bytes",
         ] {
-            assert!(parse_value(&text, name).is_some(), "{name} missing in\n{text}");
+            assert!(
+                parse_value(&text, name).is_some(),
+                "{name} missing in\n{text}"
+            );
         }
         assert_eq!(parse_value(&text, "terminus_operations"), Some(4.0));
         assert_eq!(parse_value(&text, "terminus_upstream_streams"), Some(2.0));
@@ -285,7 +306,10 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(
-            parse_value(&text, "terminus_connections_closed_total{code=\"abnormal\"}"),
+            parse_value(
+                &text,
+                "terminus_connections_closed_total{code=\"abnormal\"}"
+            ),
             Some(1.0)
         );
         assert!(parse_value(&text, "process_open_fds").unwrap() > 0.0);

@@ -24,7 +24,10 @@ pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainRepo
     let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (config, schema, upstreams) = demo_parts(listen, upstream.endpoint())?;
     let running = Server::start_with(config, schema, upstreams).await?;
-    println!("terminus demo: demo gRPC upstream at {}", upstream.endpoint());
+    println!(
+        "terminus demo: demo gRPC upstream at {}",
+        upstream.endpoint()
+    );
     print_urls(&running);
     let report = serve_until_signal(running).await?;
     upstream.stop().await;

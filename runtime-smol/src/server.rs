@@ -108,7 +108,10 @@ impl Gateway {
 
     /// Values read from their owners, for `/metrics` and `/admin`.
     pub fn sampled(&self) -> Sampled {
-        Sampled::process(self.upstreams.open_streams(), self.upstreams.open_connections())
+        Sampled::process(
+            self.upstreams.open_streams(),
+            self.upstreams.open_connections(),
+        )
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -153,7 +156,9 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -187,7 +192,10 @@ impl Server {
     /// starts serving. Errors name the file and line where there is one.
     pub async fn start(config: Config) -> Result<Running, StartError> {
         let sdl = std::fs::read_to_string(&config.schema).map_err(|e| {
-            StartError(format!("{}: cannot read the schema: {e}", config.schema.display()))
+            StartError(format!(
+                "{}: cannot read the schema: {e}",
+                config.schema.display()
+            ))
         })?;
         let schema = Schema::parse(&sdl, &config.schema.display().to_string())
             .map_err(|e| StartError(e.to_string()))?;
@@ -239,7 +247,12 @@ impl Server {
             origin: Instant::now(),
         });
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
-        let task = tasks::spawn(serve(gateway.clone(), listener, begin_drain_rx, shutdown_tx));
+        let task = tasks::spawn(serve(
+            gateway.clone(),
+            listener,
+            begin_drain_rx,
+            shutdown_tx,
+        ));
         tracing::info!(%addr, "gateway listening");
         Ok(Running {
             addr,
@@ -286,7 +299,8 @@ async fn serve(
         };
         let drain = async {
             if drain_started.is_some() {
-                let deadline = drain_started.unwrap_or_else(Instant::now) + gateway.config.timeouts.drain;
+                let deadline =
+                    drain_started.unwrap_or_else(Instant::now) + gateway.config.timeouts.drain;
                 smol::Timer::at(deadline).await;
                 Event::DrainDeadline
             } else {
@@ -322,7 +336,9 @@ async fn serve(
                 connections.remove(&id);
             }
             Event::Sample => {
-                gateway.history.push(gateway.metrics.sample(gateway.sampled()));
+                gateway
+                    .history
+                    .push(gateway.metrics.sample(gateway.sampled()));
                 next_sample += Duration::from_secs(1);
                 if next_sample < Instant::now() {
                     next_sample = Instant::now() + Duration::from_secs(1);

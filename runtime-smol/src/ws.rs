@@ -62,7 +62,8 @@ pub(crate) async fn serve_websocket(
     let mut socket = if already_read.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
     } else {
-        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(ws_config)).await
+        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(ws_config))
+            .await
     };
     let id = gateway.next_connection_id();
     let view = Arc::new(ConnectionView {
@@ -97,9 +98,13 @@ pub(crate) async fn serve_websocket(
             Some(CLOSE_INTERNAL_ERROR)
         }
     };
-    linger(&mut socket, gateway.config.timeouts.close_linger).await;
     gateway.metrics.record_close(close_code);
-    gateway.views.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    linger(&mut socket, gateway.config.timeouts.close_linger).await;
+    gateway
+        .views
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
     drop(slot);
     tracing::debug!(connection = id, %peer, code = ?close_code, "WebSocket closed");
 }
@@ -183,9 +188,12 @@ async fn drive(
     view: &ConnectionView,
 ) -> Option<u16> {
     let config = &gateway.config;
-    let mut connection = ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
-    let (events_tx, events_rx): (Sender<(OpId, UpstreamEvent)>, Receiver<(OpId, UpstreamEvent)>) =
-        async_channel::bounded(config.limits.operation_queue);
+    let mut connection =
+        ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
+    let (events_tx, events_rx): (
+        Sender<(OpId, UpstreamEvent)>,
+        Receiver<(OpId, UpstreamEvent)>,
+    ) = async_channel::bounded(config.limits.operation_queue);
     let mut operations: HashMap<OpId, Operation> = HashMap::new();
     let mut gauge = OperationsGauge {
         gateway,
@@ -217,7 +225,10 @@ async fn drive(
                         continue;
                     }
                     let ping = Message::Ping(Vec::new().into());
-                    if !matches!(bounded(config.timeouts.write, socket.send(ping)).await, Some(Ok(()))) {
+                    if !matches!(
+                        bounded(config.timeouts.write, socket.send(ping)).await,
+                        Some(Ok(()))
+                    ) {
                         transport_gone = true;
                         connection.handle_transport_closed(gateway.now());
                     }
@@ -238,7 +249,11 @@ async fn drive(
                     }
                     match gateway.schema.prepare(&request, &gateway.graphql_limits) {
                         Err(errors) => {
-                            connection.handle_upstream(gateway.now(), op, UpstreamEvent::Error(errors));
+                            connection.handle_upstream(
+                                gateway.now(),
+                                op,
+                                UpstreamEvent::Error(errors),
+                            );
                         }
                         Ok(prepared) => {
                             let field = prepared.root_keys().join(", ");
@@ -255,7 +270,11 @@ async fn drive(
                                     _task: task,
                                     row: OperationRow {
                                         id: request.id.clone(),
-                                        field: if field.is_empty() { root_field(&request) } else { field },
+                                        field: if field.is_empty() {
+                                            root_field(&request)
+                                        } else {
+                                            field
+                                        },
                                         started: Instant::now(),
                                     },
                                 },
@@ -378,7 +397,9 @@ pub fn authenticate(tokens: &[String], payload: Option<&Value>) -> AuthVerdict {
     }
     let offered = payload.and_then(|p| p.get("token")).and_then(Value::as_str);
     match offered {
-        Some(token) if tokens.iter().any(|t| t == token) => AuthVerdict::Accept { ack_payload: None },
+        Some(token) if tokens.iter().any(|t| t == token) => {
+            AuthVerdict::Accept { ack_payload: None }
+        }
         Some(_) => AuthVerdict::Reject {
             reason: "invalid token".to_owned(),
         },
@@ -397,7 +418,9 @@ fn root_field(request: &OperationRequest) -> String {
     for definition in document.definitions {
         let (name, selection_set) = match definition {
             Definition::Operation(OperationDefinition::Query(q)) => (q.name, q.selection_set),
-            Definition::Operation(OperationDefinition::Subscription(s)) => (s.name, s.selection_set),
+            Definition::Operation(OperationDefinition::Subscription(s)) => {
+                (s.name, s.selection_set)
+            }
             Definition::Operation(OperationDefinition::Mutation(m)) => (m.name, m.selection_set),
             Definition::Operation(OperationDefinition::SelectionSet(s)) => (None, s),
             Definition::Fragment(_) => continue,
@@ -421,7 +444,10 @@ mod tests {
 
     #[test]
     fn tokens_gate_init_only_when_configured() {
-        assert!(matches!(authenticate(&[], None), AuthVerdict::Accept { .. }));
+        assert!(matches!(
+            authenticate(&[], None),
+            AuthVerdict::Accept { .. }
+        ));
         let tokens = vec!["s3cret".to_owned()];
         assert!(matches!(
             authenticate(&tokens, Some(&json!({"token": "s3cret"}))),
@@ -431,7 +457,10 @@ mod tests {
             authenticate(&tokens, Some(&json!({"token": "nope"}))),
             AuthVerdict::Reject { .. }
         ));
-        assert!(matches!(authenticate(&tokens, None), AuthVerdict::Reject { .. }));
+        assert!(matches!(
+            authenticate(&tokens, None),
+            AuthVerdict::Reject { .. }
+        ));
     }
 
     #[test]
