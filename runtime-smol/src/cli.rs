@@ -27,6 +27,13 @@ pub enum Command {
         #[arg(long)]
         mysql: Option<String>,
     },
+    /// Run only the demo gRPC upstream (service terminus.demo.v1.Demo), for
+    /// `serve` with examples/terminus.toml.
+    DemoUpstream {
+        /// Address of the gRPC (HTTP/2) listener.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+    },
     /// Run the gateway from a TOML config file.
     Serve {
         /// The config file (see examples/terminus.toml and docs/config.md).

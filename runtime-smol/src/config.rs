@@ -102,13 +102,14 @@ pub struct Timeouts {
     /// `connection_init` must arrive within this (close 4408).
     #[serde(with = "humantime_serde")]
     pub init: Duration,
-    /// Period of WebSocket transport pings.
+    /// Period of WebSocket transport pings; `"0s"` disables them.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
     /// No pong within this after a ping closes the connection.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
-    /// Period of the legacy protocol's `ka` messages.
+    /// Period of the legacy protocol's `ka` messages after the first one
+    /// (which follows the ack); `"0s"` disables the periodic ones.
     #[serde(with = "humantime_serde")]
     pub legacy_ka_interval: Duration,
     /// One write to a client socket; a client that reads nothing for this
@@ -327,16 +328,8 @@ impl Config {
         let timeouts = [
             ("timeouts.init", self.timeouts.init),
             (
-                "timeouts.keepalive_interval",
-                self.timeouts.keepalive_interval,
-            ),
-            (
                 "timeouts.keepalive_timeout",
                 self.timeouts.keepalive_timeout,
-            ),
-            (
-                "timeouts.legacy_ka_interval",
-                self.timeouts.legacy_ka_interval,
             ),
             ("timeouts.write", self.timeouts.write),
             ("timeouts.http_header_read", self.timeouts.http_header_read),

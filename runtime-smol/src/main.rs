@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo { listen, mysql } => terminus::run::demo(listen, mysql).await,
             Command::Serve { config } => terminus::run::serve(&config).await,
+            Command::DemoUpstream { listen } => terminus::run::demo_upstream(listen).await,
         }
     });
     match result {

@@ -62,6 +62,25 @@ pub async fn serve(config_path: &Path) -> Result<DrainReport, RunError> {
     serve_until_signal(running).await
 }
 
+/// `terminus demo-upstream`: only the demo gRPC upstream, until a signal.
+/// Reports an empty drain: it serves no GraphQL operations.
+pub async fn demo_upstream(listen: SocketAddr) -> Result<DrainReport, RunError> {
+    let started = std::time::Instant::now();
+    let upstream = DemoUpstream::start(listen).await?;
+    println!(
+        "terminus demo-upstream: gRPC service terminus.demo.v1.Demo at {}",
+        upstream.endpoint()
+    );
+    wait_for_signal().await?;
+    upstream.stop().await;
+    Ok(DrainReport {
+        leaked_operations: 0,
+        forced_connections: 0,
+        live_tasks_after: crate::tasks::live_tasks(),
+        took: started.elapsed(),
+    })
+}
+
 fn print_urls(running: &Running) {
     let addr = running.local_addr();
     println!("terminus listening on http://{addr}");
@@ -72,8 +91,14 @@ fn print_urls(running: &Running) {
 }
 
 async fn serve_until_signal(running: Running) -> Result<DrainReport, RunError> {
+    wait_for_signal().await?;
+    Ok(running.shutdown().await)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal() -> Result<(), RunError> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])?;
     let signal = signals.next().await;
     tracing::info!(?signal, "signal received: draining");
-    Ok(running.shutdown().await)
+    Ok(())
 }
