@@ -46,6 +46,7 @@ pub enum Command {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn cli_is_consistent_and_parses_both_commands() {
@@ -56,7 +57,7 @@ mod tests {
         );
         let serve = Cli::try_parse_from(["terminus", "serve", "--config", "t.toml"]).unwrap();
         assert!(
-            matches!(serve.command, Command::Serve { config } if config == PathBuf::from("t.toml"))
+            matches!(serve.command, Command::Serve { config } if config == Path::new("t.toml"))
         );
         assert!(Cli::try_parse_from(["terminus", "serve"]).is_err());
     }

@@ -95,15 +95,15 @@ impl Gateway {
     /// The core's per-connection configuration, from `config`.
     pub fn connection_config(&self) -> ConnectionConfig {
         let c = &self.config;
-        let mut config = ConnectionConfig::default();
-        config.init_timeout = c.timeouts.init;
-        config.keepalive_interval = c.timeouts.keepalive_interval;
-        config.keepalive_timeout = c.timeouts.keepalive_timeout;
-        config.legacy_ka_interval = c.timeouts.legacy_ka_interval;
-        config.max_frame_bytes = c.limits.max_frame_bytes;
-        config.max_operations = c.limits.max_operations_per_connection;
-        config.max_outbound_bytes = c.limits.max_outbound_bytes;
-        config
+        ConnectionConfig {
+            init_timeout: c.timeouts.init,
+            keepalive_interval: c.timeouts.keepalive_interval,
+            keepalive_timeout: c.timeouts.keepalive_timeout,
+            legacy_ka_interval: c.timeouts.legacy_ka_interval,
+            max_frame_bytes: c.limits.max_frame_bytes,
+            max_operations: c.limits.max_operations_per_connection,
+            max_outbound_bytes: c.limits.max_outbound_bytes,
+        }
     }
 
     /// Values read from their owners, for `/metrics` and `/admin`.

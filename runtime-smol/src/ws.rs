@@ -32,6 +32,9 @@ use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
 type Socket = WebSocketStream<TcpStream>;
 
+/// An event of one operation, on its way to the connection task.
+type OpEvent = (OpId, UpstreamEvent);
+
 /// The read buffer of each socket: small, because memory per idle
 /// connection matters more than syscalls per large message.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -190,10 +193,8 @@ async fn drive(
     let config = &gateway.config;
     let mut connection =
         ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
-    let (events_tx, events_rx): (
-        Sender<(OpId, UpstreamEvent)>,
-        Receiver<(OpId, UpstreamEvent)>,
-    ) = async_channel::bounded(config.limits.operation_queue);
+    let (events_tx, events_rx): (Sender<OpEvent>, Receiver<OpEvent>) =
+        async_channel::bounded(config.limits.operation_queue);
     let mut operations: HashMap<OpId, Operation> = HashMap::new();
     let mut gauge = OperationsGauge {
         gateway,
