@@ -314,3 +314,46 @@ fn admin_lists_live_operations() {
         assert_eq!(state["now"]["operations"], 1);
     });
 }
+
+#[test]
+fn oversized_frames_and_the_connection_cap() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| {
+            config.limits.max_frame_bytes = 4096;
+            config.limits.max_connections = 2;
+        })
+        .await;
+        let addr = gateway.addr();
+
+        let mut big = Client::ready(addr, TRANSPORT_WS).await;
+        let padding = "x".repeat(5000);
+        big.send(subscribe(
+            "big",
+            &format!("{{ hello(name: \"{padding}\") }}"),
+        ))
+        .await;
+        assert_eq!(big.closed().await.code, 1009);
+        drop(big);
+        let (connections, gone) =
+            wait_metric(addr, "terminus_connections", WAIT, |v| v == 0.0).await;
+        assert!(gone, "terminus_connections stayed at {connections}");
+
+        let _first = Client::ready(addr, TRANSPORT_WS).await;
+        let _second = Client::ready(addr, LEGACY_WS).await;
+        let refused = Client::connect(addr, &[TRANSPORT_WS])
+            .await
+            .err()
+            .expect("a third connection is refused");
+        assert!(refused.contains("503"), "{refused}");
+        drop(_second);
+        let (connections, freed) =
+            wait_metric(addr, "terminus_connections", WAIT, |v| v == 1.0).await;
+        assert!(freed, "terminus_connections stayed at {connections}");
+        let mut third = Client::ready(addr, TRANSPORT_WS).await;
+        third.send(subscribe("q", HELLO)).await;
+        assert_eq!(
+            third.recv().await["payload"]["data"]["hello"],
+            "Hello, Ada!"
+        );
+    });
+}
