@@ -80,3 +80,34 @@ fn readiness_is_false_and_upgrades_are_refused_while_draining() {
         drop(upstream);
     });
 }
+
+#[test]
+fn the_drain_is_bounded_by_its_timeout() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| {
+            // A client that never answers our close frame would hold the
+            // drain open for close_linger; the drain timeout is shorter.
+            config.timeouts.close_linger = Duration::from_secs(30);
+            config.timeouts.drain = Duration::from_millis(300);
+        })
+        .await;
+        let addr = gateway.addr();
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        client
+            .send(subscribe(
+                "s",
+                "subscription { ticks(everyMs: 20) { seq } }",
+            ))
+            .await;
+        assert_eq!(client.recv().await["id"], "s");
+        let DemoGateway { running, upstream } = gateway;
+        let started = std::time::Instant::now();
+        let report = within(WAIT, "the drain", running.shutdown()).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "{report:?}");
+        assert_eq!(report.forced_connections, 1, "{report:?}");
+        // The connection's operations were cancelled before it was dropped.
+        assert_eq!(report.leaked_operations, 0, "{report:?}");
+        assert_eq!(client.closed().await.code, 1001);
+        drop(upstream);
+    });
+}
