@@ -180,14 +180,22 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TestingConfig {
     /// When true, an operation whose `operationName` is `__terminusPanic`
-    /// makes its connection's task panic. This exists to prove that a panic
-    /// is confined to one connection (closed with 4500, counted in
-    /// `terminus_panics_total`) while the gateway keeps serving.
+    /// makes its connection's task panic, and one named
+    /// `__terminusPanicOperation` makes its operation's task panic. This
+    /// exists to prove that a panic is confined to one connection (closed
+    /// with 4500) or one operation (ended with an `INTERNAL_SERVER_ERROR`
+    /// error), counted in `terminus_panics_total`, while the gateway keeps
+    /// serving.
     pub panic_trigger: bool,
 }
 
-/// The `operationName` that triggers a panic when `testing.panic_trigger` is on.
+/// The `operationName` that makes its connection's task panic when
+/// `testing.panic_trigger` is on.
 pub const PANIC_TRIGGER_OPERATION: &str = "__terminusPanic";
+
+/// The `operationName` that makes its operation's task (not the
+/// connection's) panic when `testing.panic_trigger` is on.
+pub const PANIC_TRIGGER_OPERATION_TASK: &str = "__terminusPanicOperation";
 
 /// A configuration error, located in its file when possible.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,13 +6,19 @@
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
+use crate::server::Gateway;
 use crate::tasks;
 use crate::upstreams::Upstreams;
 use async_channel::Sender;
-use futures_lite::StreamExt;
+use futures_lite::{FutureExt, StreamExt};
+use serde_json::json;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use terminus_core::graphql::{CallEvent, CallId, Execution, PreparedOperation};
+use terminus_core::graphql::{
+    CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
+};
 use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
 
 /// Runs `prepared` to its end, sending every event for `op` to `out`.
@@ -56,6 +62,45 @@ pub async fn run_operation(
             calls.remove(&call_id);
         }
         execution.handle_call_event(call_id, event);
+    }
+}
+
+/// [`run_operation`] for a WebSocket connection, with a panic confined to
+/// the operation: it is counted in `terminus_panics_total`, logged, and the
+/// operation ends with an `INTERNAL_SERVER_ERROR` GraphQL error, so the
+/// connection never waits for an end that would not come. `panic_for_test`
+/// is the `testing.panic_trigger` hook.
+pub async fn run_operation_guarded(
+    gateway: Arc<Gateway>,
+    prepared: PreparedOperation,
+    op: OpId,
+    out: Sender<(OpId, UpstreamEvent)>,
+    panic_for_test: bool,
+) {
+    let queue = gateway.config.limits.operation_queue;
+    let upstreams = gateway.upstreams.clone();
+    let events = out.clone();
+    let run = async move {
+        // The `testing.panic_trigger` hook (off by default).
+        assert!(
+            !panic_for_test,
+            "testing.panic_trigger: this operation's task was asked to panic"
+        );
+        run_operation(prepared, upstreams, op, queue, events).await;
+    };
+    if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+        gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%op, panic = %message, "operation task panicked");
+        let error = json!({
+            "message": "Internal server error",
+            "extensions": {"code": INTERNAL_SERVER_ERROR},
+        });
+        let _ = out.send((op, UpstreamEvent::Error(vec![error]))).await;
     }
 }
 

@@ -7,7 +7,7 @@
 //! one and dropping it cancels its upstream calls; when the task ends, for
 //! any reason including a panic, the table is dropped with it.
 
-use crate::config::PANIC_TRIGGER_OPERATION;
+use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
 use crate::execute;
 use crate::http::ConnectionSlot;
 use crate::server::{ConnectionView, Gateway, OperationRow};
@@ -258,12 +258,15 @@ async fn drive(
                         }
                         Ok(prepared) => {
                             let field = prepared.root_keys().join(", ");
-                            let task = tasks::spawn(execute::run_operation(
+                            let panic_for_test = config.testing.panic_trigger
+                                && request.operation_name.as_deref()
+                                    == Some(PANIC_TRIGGER_OPERATION_TASK);
+                            let task = tasks::spawn(execute::run_operation_guarded(
+                                gateway.clone(),
                                 prepared,
-                                gateway.upstreams.clone(),
                                 op,
-                                config.limits.operation_queue,
                                 events_tx.clone(),
+                                panic_for_test,
                             ));
                             operations.insert(
                                 op,

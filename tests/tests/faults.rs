@@ -158,3 +158,40 @@ fn the_panic_trigger_is_off_by_default() {
         assert_eq!(metric(addr, "terminus_panics_total").await, 0.0);
     });
 }
+
+#[test]
+fn a_panic_in_an_operation_task_ends_only_that_operation() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| config.testing.panic_trigger = true).await;
+        let addr = gateway.addr();
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        client.send(subscribe("live", TICKS)).await;
+        assert_eq!(client.recv().await["id"], "live");
+        client
+            .send(serde_json::json!({
+                "type": "subscribe", "id": "boom",
+                "payload": {"query": "query __terminusPanicOperation { hello }", "operationName": "__terminusPanicOperation"}
+            }))
+            .await;
+        loop {
+            let message = client.recv().await;
+            if message["id"] == "boom" {
+                assert_eq!(message["type"], "error", "{message}");
+                assert_eq!(
+                    message["payload"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR",
+                    "{message}"
+                );
+                break;
+            }
+            assert_eq!(message["id"], "live", "{message}");
+        }
+        assert_eq!(metric(addr, "terminus_panics_total").await, 1.0);
+        // The connection and its other operation go on.
+        let seq = client.recv().await["payload"]["data"]["ticks"]["seq"]
+            .as_i64()
+            .unwrap();
+        assert!(seq >= 2);
+        let (value, settled) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 1.0).await;
+        assert!(settled, "terminus_operations is {value}");
+    });
+}
