@@ -184,22 +184,31 @@ async fn run_call(
             statement,
             params,
             every,
-        } => loop {
-            // Polled until the operation drops this task; the executor emits
+        } => {
+            // One item per poll, until the operation drops this task;
+            // identical subscriptions share the poll, and the executor emits
             // only when the rows changed.
-            match upstreams.sql(&db, &statement, &params, true).await {
-                Ok(rows) => {
-                    if !report(CallEvent::Item(rows)).await {
-                        return;
-                    }
-                }
+            let mut rows = match upstreams.live_sql(&db, &statement, &params, every) {
+                Ok(rows) => rows,
                 Err(failure) => {
                     report(CallEvent::Failed(failure)).await;
                     return;
                 }
+            };
+            loop {
+                match rows.next().await {
+                    Ok(value) => {
+                        if !report(CallEvent::Item(value)).await {
+                            return;
+                        }
+                    }
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                        return;
+                    }
+                }
             }
-            smol::Timer::after(every).await;
-        },
+        }
     }
 }
 

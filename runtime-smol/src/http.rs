@@ -137,7 +137,8 @@ async fn route(
             "/graphql accepts a WebSocket upgrade or POST",
         ),
         (&Method::GET, "/metrics") => {
-            let text = gateway.metrics.render(gateway.sampled());
+            let mut text = gateway.metrics.render(gateway.sampled());
+            gateway.upstreams.write_prometheus(&mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),

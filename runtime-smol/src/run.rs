@@ -1,9 +1,10 @@
 //! What the `terminus` binary runs: `demo` and `serve`, each until SIGTERM
 //! or SIGINT, then a bounded drain.
 
-use crate::config::{Config, GrpcUpstreamConfig};
+use crate::config::{Config, GrpcUpstreamConfig, MysqlDbConfig};
 use crate::demo_upstream::{self, DemoUpstream};
 use crate::grpc::GrpcUpstream;
+use crate::mysql::MysqlPool;
 use crate::server::{DrainReport, Running, Server};
 use crate::upstreams::Upstreams;
 use async_signal::{Signal, Signals};
@@ -18,16 +19,17 @@ pub type RunError = Box<dyn std::error::Error + Send + Sync>;
 /// `terminus demo`: the demo gRPC upstream on a loopback port and the
 /// gateway in front of it, until a signal.
 pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainReport, RunError> {
-    if mysql.is_some() {
-        return Err("--mysql: this build of terminus has no MySQL client yet".into());
-    }
     let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let (config, schema, upstreams) = demo_parts(listen, upstream.endpoint())?;
+    let (config, schema, upstreams) =
+        demo_parts(listen, upstream.endpoint(), mysql.as_deref()).await?;
     let running = Server::start_with(config, schema, upstreams).await?;
     println!(
         "terminus demo: demo gRPC upstream at {}",
         upstream.endpoint()
     );
+    if let Some(url) = &mysql {
+        println!("terminus demo: MySQL fields (messages, postMessage, messageBoard) on {url}");
+    }
     print_urls(&running);
     let report = serve_until_signal(running).await?;
     upstream.stop().await;
@@ -35,10 +37,13 @@ pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainRepo
 }
 
 /// The demo's config, schema and upstreams, with the demo gRPC upstream at
-/// `endpoint` under the name the demo schema uses.
-pub fn demo_parts(
+/// `endpoint` under the name the demo schema uses. With `mysql_url`, the
+/// schema gains the MySQL demo fields on database `main` at that URL, and
+/// their table is created when missing.
+pub async fn demo_parts(
     listen: SocketAddr,
     endpoint: String,
+    mysql_url: Option<&str>,
 ) -> Result<(Config, Schema, Upstreams), RunError> {
     let mut config = Config::with_schema(PathBuf::from(demo::SCHEMA_FILE));
     config.listen = listen;
@@ -48,9 +53,24 @@ pub fn demo_parts(
     };
     let client = GrpcUpstream::from_descriptors("demo", &grpc, demo_upstream::descriptor_pool())?;
     config.grpc.insert("demo".to_owned(), grpc);
-    let schema = Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?;
     let mut upstreams = Upstreams::default();
     upstreams.insert_grpc("demo", client);
+    let schema = match mysql_url {
+        None => Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?,
+        Some(url) => {
+            let db = MysqlDbConfig::new(url);
+            let pool = MysqlPool::new("main", &db)?;
+            pool.execute(demo::MYSQL_TABLE_DDL, &[])
+                .await
+                .map_err(|e| format!("--mysql {url}: cannot create the demo table: {e}"))?;
+            config.mysql.insert("main".to_owned(), db);
+            upstreams.insert_mysql("main", pool);
+            Schema::parse(
+                demo::SCHEMA_WITH_MYSQL_SDL,
+                "core/schemas/demo_mysql.graphql",
+            )?
+        }
+    };
     Ok((config, schema, upstreams))
 }
 

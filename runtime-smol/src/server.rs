@@ -219,6 +219,14 @@ impl Server {
                 )));
             }
         }
+        for name in &names.sql {
+            if upstreams.mysql(name).is_none() {
+                return Err(StartError(format!(
+                    "{}: the schema uses MySQL database {name:?}, but the config has no [mysql.{name}]",
+                    config.schema.display()
+                )));
+            }
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;

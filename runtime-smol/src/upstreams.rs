@@ -4,15 +4,18 @@
 use crate::config::Config;
 use crate::execute::unavailable;
 use crate::grpc::GrpcUpstream;
+use crate::mysql::{LiveRows, MysqlPool};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use terminus_core::UpstreamFailure;
 
 /// Every configured upstream by the name the schema uses.
 #[derive(Debug, Default)]
 pub struct Upstreams {
     grpc: BTreeMap<String, Arc<GrpcUpstream>>,
+    mysql: BTreeMap<String, Arc<MysqlPool>>,
 }
 
 impl Upstreams {
@@ -24,10 +27,9 @@ impl Upstreams {
             let client = GrpcUpstream::new(name, upstream).map_err(|e| e.to_string())?;
             upstreams.grpc.insert(name.clone(), client);
         }
-        if let Some(name) = config.mysql.keys().next() {
-            return Err(format!(
-                "mysql.{name}: this build of terminus has no MySQL client yet"
-            ));
+        for (name, db) in &config.mysql {
+            let pool = MysqlPool::new(name, db).map_err(|e| format!("mysql.{name}: {e}"))?;
+            upstreams.mysql.insert(name.clone(), pool);
         }
         Ok(upstreams)
     }
@@ -35,6 +37,16 @@ impl Upstreams {
     /// Adds (or replaces) the gRPC upstream `name`.
     pub fn insert_grpc(&mut self, name: &str, client: Arc<GrpcUpstream>) {
         self.grpc.insert(name.to_owned(), client);
+    }
+
+    /// Adds (or replaces) the database `name`.
+    pub fn insert_mysql(&mut self, name: &str, pool: Arc<MysqlPool>) {
+        self.mysql.insert(name.to_owned(), pool);
+    }
+
+    /// The database `name`, if configured.
+    pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
+        self.mysql.get(name)
     }
 
     /// The gRPC upstream `name`, if configured.
@@ -49,7 +61,7 @@ impl Upstreams {
 
     /// Names of the configured databases.
     pub fn sql_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::empty()
+        self.mysql.keys().map(String::as_str)
     }
 
     /// Runs one SQL statement on database `db`: rows as an array of row
@@ -57,11 +69,46 @@ impl Upstreams {
     pub async fn sql(
         &self,
         db: &str,
-        _statement: &str,
-        _params: &[Value],
-        _returns_rows: bool,
+        statement: &str,
+        params: &[Value],
+        returns_rows: bool,
     ) -> Result<Value, UpstreamFailure> {
-        Err(unavailable("MySQL database", db))
+        let Some(pool) = self.mysql.get(db) else {
+            return Err(unavailable("MySQL database", db));
+        };
+        if returns_rows {
+            pool.query(statement, params).await
+        } else {
+            pool.execute(statement, params).await
+        }
+    }
+
+    /// Subscribes to `statement` polled every `every` on database `db`;
+    /// identical subscriptions share one poll.
+    pub fn live_sql(
+        &self,
+        db: &str,
+        statement: &str,
+        params: &[Value],
+        every: Duration,
+    ) -> Result<LiveRows, UpstreamFailure> {
+        let pool = self
+            .mysql
+            .get(db)
+            .ok_or_else(|| unavailable("MySQL database", db))?;
+        Ok(pool.live(statement, params, every))
+    }
+
+    /// The databases' own series (`terminus_mysql_*`) for `/metrics`.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let stats: Vec<_> = self
+            .mysql
+            .iter()
+            .map(|(name, pool)| (name.as_str(), pool.stats()))
+            .collect();
+        if !stats.is_empty() {
+            crate::mysql::write_prometheus(&stats, out);
+        }
     }
 
     /// Open gRPC streams over all upstreams.
@@ -69,8 +116,18 @@ impl Upstreams {
         self.grpc.values().map(|g| g.open_streams()).sum()
     }
 
-    /// Open upstream TCP connections over all upstreams.
+    /// Open upstream TCP connections over all upstreams: gRPC connections
+    /// and pooled MySQL connections (idle and lent out).
     pub fn open_connections(&self) -> usize {
-        self.grpc.values().map(|g| g.open_connections()).sum()
+        let grpc: usize = self.grpc.values().map(|g| g.open_connections()).sum();
+        let mysql: usize = self
+            .mysql
+            .values()
+            .map(|p| {
+                let stats = p.stats();
+                stats.idle + stats.busy
+            })
+            .sum();
+        grpc + mysql
     }
 }

@@ -56,12 +56,24 @@ pub struct DemoGateway {
 impl DemoGateway {
     /// Starts both, letting `adjust` change the gateway's config first.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> DemoGateway {
+        DemoGateway::start_with_mysql(None, adjust).await
+    }
+
+    /// Starts both, with the MySQL demo fields on `mysql_url` when given.
+    pub async fn start_with_mysql(
+        mysql_url: Option<&str>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> DemoGateway {
         let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("demo upstream starts");
-        let (mut config, schema, upstreams) =
-            terminus::run::demo_parts(SocketAddr::from(([127, 0, 0, 1], 0)), upstream.endpoint())
-                .expect("demo parts");
+        let (mut config, schema, upstreams) = terminus::run::demo_parts(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream.endpoint(),
+            mysql_url,
+        )
+        .await
+        .expect("demo parts");
         adjust(&mut config);
         let running = Server::start_with(config, schema, upstreams)
             .await
