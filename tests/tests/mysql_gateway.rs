@@ -97,7 +97,10 @@ type Message {{ id: ID! text: String! }}
         let listed = post(json!({"query": "{ messages(limit: 1) { text } }"})).await;
         assert_eq!(listed, json!({"data": {"messages": [{"text": "second"}]}}));
 
-        assert_eq!(metric(addr, "terminus_mysql_live_polls{db=\"main\"}").await, 1.0);
+        assert_eq!(
+            metric(addr, "terminus_mysql_live_polls{db=\"main\"}").await,
+            1.0
+        );
         client.drop_abruptly();
         let (value, back) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 0.0).await;
         assert!(back, "terminus_operations stayed at {value}");
