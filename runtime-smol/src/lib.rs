@@ -5,5 +5,18 @@ pub mod grpc;
 pub mod mysql;
 pub mod tasks;
 
+// server (issue 4)
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod execute;
+pub mod http;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod upstream_config;
+pub mod upstreams;
+pub mod ws;
+
 // browser simulator (issue 7): static files for /simulator
 pub mod simulator;

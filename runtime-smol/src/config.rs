@@ -1,0 +1,419 @@
+//! The gateway's TOML configuration (`terminus serve --config FILE`).
+//!
+//! Every bound the gateway enforces is here with a default; `docs/config.md`
+//! lists them all. Errors name the file, line and column of the offending
+//! key, so a typo in a 200-line config is found at once. Relative paths
+//! (the schema, .proto files and their include directories) are resolved
+//! against the directory of the config file, not the working directory.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::upstream_config::{GrpcUpstreamConfig, MysqlDbConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/WebSocket listener binds (`127.0.0.1:8080`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The GraphQL SDL file that maps fields to upstreams.
+    pub schema: PathBuf,
+    /// Size and count bounds.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Time bounds.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// How `connection_init` is authenticated.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The `/admin` page.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// gRPC upstreams by the name the schema uses in `@grpc(upstream: ...)`.
+    #[serde(default)]
+    pub grpc: BTreeMap<String, GrpcUpstreamConfig>,
+    /// MySQL databases by the name the schema uses in `@sql(db: ...)`.
+    #[serde(default)]
+    pub mysql: BTreeMap<String, MysqlDbConfig>,
+    /// Test hooks; all off by default and never needed in production.
+    #[serde(default)]
+    pub testing: TestingConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Size and count bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// WebSocket connections served at once; more are refused with HTTP 503.
+    pub max_connections: usize,
+    /// Largest WebSocket message accepted; larger closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Live operations per WebSocket connection.
+    pub max_operations_per_connection: usize,
+    /// Bytes sent to a client but not yet written to its socket.
+    pub max_outbound_bytes: usize,
+    /// Largest HTTP POST body accepted on `/graphql` (413 beyond).
+    pub max_http_body_bytes: usize,
+    /// Upstream events an operation may queue towards its connection before
+    /// it waits (backpressure from a slow client reaches the upstream).
+    pub operation_queue: usize,
+    /// Deepest selection-set nesting of a GraphQL document.
+    pub max_query_depth: usize,
+    /// Most field selections in a document, fragments expanded.
+    pub max_query_fields: usize,
+    /// Most aliased fields in a document.
+    pub max_query_aliases: usize,
+    /// Largest GraphQL document in bytes.
+    pub max_query_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_frame_bytes: 64 * 1024,
+            max_operations_per_connection: 100,
+            max_outbound_bytes: 1024 * 1024,
+            max_http_body_bytes: 64 * 1024,
+            operation_queue: 16,
+            max_query_depth: 20,
+            max_query_fields: 1000,
+            max_query_aliases: 50,
+            max_query_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Time bounds, written as humantime strings (`"3s"`, `"250ms"`, `"1m"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// `connection_init` must arrive within this (close 4408).
+    #[serde(with = "humantime_serde")]
+    pub init: Duration,
+    /// Period of WebSocket transport pings; `"0s"` disables them.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// No pong within this after a ping closes the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Period of the legacy protocol's `ka` messages after the first one
+    /// (which follows the ack); `"0s"` disables the periodic ones.
+    #[serde(with = "humantime_serde")]
+    pub legacy_ka_interval: Duration,
+    /// One write to a client socket; a client that reads nothing for this
+    /// long is treated as gone.
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// After the gateway sends a close frame, how long it waits for the
+    /// client's close frame before dropping the socket.
+    #[serde(with = "humantime_serde")]
+    pub close_linger: Duration,
+    /// Reading an HTTP request's headers.
+    #[serde(with = "humantime_serde")]
+    pub http_header_read: Duration,
+    /// A whole HTTP POST GraphQL request, execution included.
+    #[serde(with = "humantime_serde")]
+    pub http_request: Duration,
+    /// Drain on SIGTERM/SIGINT: live connections get this long to close
+    /// before the gateway drops them and exits.
+    #[serde(with = "humantime_serde")]
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            init: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(10),
+            legacy_ka_interval: Duration::from_secs(15),
+            write: Duration::from_secs(10),
+            close_linger: Duration::from_secs(1),
+            http_header_read: Duration::from_secs(10),
+            http_request: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How `connection_init` is authenticated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When non-empty, `connection_init` must carry `{"token": "<one of these>"}`;
+    /// anything else closes the connection with 4403 (graphql-transport-ws)
+    /// or answers `connection_error` (graphql-ws). Empty accepts every init.
+    pub tokens: Vec<String>,
+}
+
+/// The `/admin` page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// How much history the page's chart keeps (sampled once a second).
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            history: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Test hooks. Off by default; a production config never sets them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// When true, an operation whose `operationName` is `__terminusPanic`
+    /// makes its connection's task panic, and one named
+    /// `__terminusPanicOperation` makes its operation's task panic. This
+    /// exists to prove that a panic is confined to one connection (closed
+    /// with 4500) or one operation (ended with an `INTERNAL_SERVER_ERROR`
+    /// error), counted in `terminus_panics_total`, while the gateway keeps
+    /// serving.
+    pub panic_trigger: bool,
+}
+
+/// The `operationName` that makes its connection's task panic when
+/// `testing.panic_trigger` is on.
+pub const PANIC_TRIGGER_OPERATION: &str = "__terminusPanic";
+
+/// The `operationName` that makes its operation's task (not the
+/// connection's) panic when `testing.panic_trigger` is on.
+pub const PANIC_TRIGGER_OPERATION_TASK: &str = "__terminusPanicOperation";
+
+/// A configuration error, located in its file when possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is in.
+    pub file: PathBuf,
+    /// 1-based line and column, when the error points into the file.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `file` as a whole.
+    pub fn in_file(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            position: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// `str::floor_char_boundary` is unstable; this is the same on stable.
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, index: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut index: usize) -> usize {
+        while index > 0 && !self.is_char_boundary(index) {
+            index -= 1;
+        }
+        index
+    }
+}
+
+impl Config {
+    /// Reads and parses the config at `path`, then resolves its relative
+    /// paths against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::in_file(path, format!("cannot read the config: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text` as the config file `path` (used for error positions and
+    /// for resolving relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            position: e.span().map(|span| line_col(text, span.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(base);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// A config with every default and the given schema, as the demo uses.
+    pub fn with_schema(schema: PathBuf) -> Config {
+        Config {
+            listen: default_listen(),
+            schema,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            auth: AuthConfig::default(),
+            admin: AdminConfig::default(),
+            grpc: BTreeMap::new(),
+            mysql: BTreeMap::new(),
+            testing: TestingConfig::default(),
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.schema);
+        for upstream in self.grpc.values_mut() {
+            upstream.protos.iter_mut().for_each(resolve);
+            upstream.includes.iter_mut().for_each(resolve);
+        }
+    }
+
+    /// Checks the bounds that serde cannot: zero where zero makes no sense.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("limits.max_connections", self.limits.max_connections),
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes),
+            (
+                "limits.max_operations_per_connection",
+                self.limits.max_operations_per_connection,
+            ),
+            ("limits.max_outbound_bytes", self.limits.max_outbound_bytes),
+            (
+                "limits.max_http_body_bytes",
+                self.limits.max_http_body_bytes,
+            ),
+            ("limits.operation_queue", self.limits.operation_queue),
+            ("limits.max_query_depth", self.limits.max_query_depth),
+            ("limits.max_query_fields", self.limits.max_query_fields),
+            ("limits.max_query_bytes", self.limits.max_query_bytes),
+        ];
+        for (key, value) in nonzero {
+            if value == 0 {
+                return Err(ConfigError::in_file(
+                    path,
+                    format!("{key} must be at least 1"),
+                ));
+            }
+        }
+        let timeouts = [
+            ("timeouts.init", self.timeouts.init),
+            (
+                "timeouts.keepalive_timeout",
+                self.timeouts.keepalive_timeout,
+            ),
+            ("timeouts.write", self.timeouts.write),
+            ("timeouts.http_header_read", self.timeouts.http_header_read),
+            ("timeouts.http_request", self.timeouts.http_request),
+            ("timeouts.drain", self.timeouts.drain),
+        ];
+        for (key, value) in timeouts {
+            if value.is_zero() {
+                return Err(ConfigError::in_file(
+                    path,
+                    format!("{key} must be longer than 0s"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_every_default() {
+        let config = Config::parse(
+            "schema = \"s.graphql\"\n",
+            Path::new("/etc/t/terminus.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.schema, PathBuf::from("/etc/t/s.graphql"));
+        assert_eq!(config.limits.max_frame_bytes, 65536);
+        assert_eq!(config.timeouts.init, Duration::from_secs(3));
+        assert!(config.auth.tokens.is_empty());
+        assert!(!config.testing.panic_trigger);
+    }
+
+    #[test]
+    fn humantime_and_overrides() {
+        let text = "listen = \"0.0.0.0:9000\"\nschema = \"/abs.graphql\"\n[timeouts]\ninit = \"250ms\"\ndrain = \"1m\"\n[limits]\nmax_connections = 7\n[auth]\ntokens = [\"a\", \"b\"]\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.schema, PathBuf::from("/abs.graphql"));
+        assert_eq!(config.timeouts.init, Duration::from_millis(250));
+        assert_eq!(config.timeouts.drain, Duration::from_secs(60));
+        assert_eq!(config.limits.max_connections, 7);
+        assert_eq!(config.auth.tokens, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let text = "schema = \"s.graphql\"\n\n[limits]\nmax_conections = 5\n";
+        let err = Config::parse(text, Path::new("conf/terminus.toml")).unwrap_err();
+        assert_eq!(err.position, Some((4, 1)), "{err}");
+        let shown = err.to_string();
+        assert!(shown.starts_with("conf/terminus.toml:4:1: "), "{shown}");
+        assert!(shown.contains("max_conections"), "{shown}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let text = "schema = \"s.graphql\"\n[timeouts]\ninit = \"soon\"\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+    }
+
+    #[test]
+    fn zero_bounds_are_refused() {
+        let text = "schema = \"s.graphql\"\n[limits]\nmax_frame_bytes = 0\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("", 3), (1, 1));
+    }
+}

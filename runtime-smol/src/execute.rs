@@ -1,0 +1,221 @@
+//! Running one prepared GraphQL operation against the upstreams.
+//!
+//! The core's [`Execution`] decides which calls to make and shapes their
+//! results; this module only makes the calls. Each call is a task owned by
+//! the operation's task (in its `calls` table), and the operation's task is
+//! owned by its connection's table: dropping the operation drops its calls,
+//! which resets gRPC streams and kills SQL queries at once.
+
+use crate::server::Gateway;
+use crate::tasks;
+use crate::upstreams::Upstreams;
+use async_channel::Sender;
+use futures_lite::{FutureExt, StreamExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use terminus_core::graphql::{
+    CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
+};
+use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
+
+/// Runs `prepared` to its end, sending every event for `op` to `out`.
+///
+/// Returns after the terminal event was sent, or when `out` is closed (the
+/// connection is gone). Sending waits when `out` is full, so a slow client
+/// slows its upstreams down instead of growing a queue.
+pub async fn run_operation(
+    prepared: PreparedOperation,
+    upstreams: Arc<Upstreams>,
+    op: OpId,
+    call_queue: usize,
+    out: Sender<(OpId, UpstreamEvent)>,
+) {
+    let mut execution = Execution::new(prepared);
+    let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
+    // The calls in flight, owned here: removing one drops (cancels) it.
+    let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
+    loop {
+        while let Some((call_id, call)) = execution.poll_call() {
+            let task = tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
+            calls.insert(call_id, task);
+        }
+        while let Some(call_id) = execution.poll_cancel() {
+            calls.remove(&call_id);
+        }
+        while let Some(event) = execution.poll_output() {
+            let terminal = event.is_terminal();
+            if out.send((op, event)).await.is_err() || terminal {
+                return;
+            }
+        }
+        if execution.is_finished() {
+            return;
+        }
+        // `call_tx` is held here, so the channel never closes under us.
+        let Ok((call_id, event)) = call_rx.recv().await else {
+            return;
+        };
+        if !matches!(event, CallEvent::Item(_)) {
+            calls.remove(&call_id);
+        }
+        execution.handle_call_event(call_id, event);
+    }
+}
+
+/// [`run_operation`] for a WebSocket connection, with a panic confined to
+/// the operation: it is counted in `terminus_panics_total`, logged, and the
+/// operation ends with an `INTERNAL_SERVER_ERROR` GraphQL error, so the
+/// connection never waits for an end that would not come. `panic_for_test`
+/// is the `testing.panic_trigger` hook.
+pub async fn run_operation_guarded(
+    gateway: Arc<Gateway>,
+    prepared: PreparedOperation,
+    op: OpId,
+    out: Sender<(OpId, UpstreamEvent)>,
+    panic_for_test: bool,
+) {
+    let queue = gateway.config.limits.operation_queue;
+    let upstreams = gateway.upstreams.clone();
+    let events = out.clone();
+    let run = async move {
+        // The `testing.panic_trigger` hook (off by default).
+        assert!(
+            !panic_for_test,
+            "testing.panic_trigger: this operation's task was asked to panic"
+        );
+        run_operation(prepared, upstreams, op, queue, events).await;
+    };
+    if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+        gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%op, panic = %message, "operation task panicked");
+        let error = json!({
+            "message": "Internal server error",
+            "extensions": {"code": INTERNAL_SERVER_ERROR},
+        });
+        let _ = out.send((op, UpstreamEvent::Error(vec![error]))).await;
+    }
+}
+
+/// Makes one upstream call and reports its items, then its end or failure.
+async fn run_call(
+    call: UpstreamCall,
+    upstreams: Arc<Upstreams>,
+    call_id: CallId,
+    events: Sender<(CallId, CallEvent)>,
+) {
+    let report = |event: CallEvent| {
+        let events = events.clone();
+        async move { events.send((call_id, event)).await.is_ok() }
+    };
+    match call {
+        UpstreamCall::Grpc {
+            upstream,
+            method,
+            request,
+            streaming,
+        } => {
+            let Some(client) = upstreams.grpc(&upstream) else {
+                report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
+                return;
+            };
+            if streaming {
+                let mut stream = match client.server_streaming(&method, request).await {
+                    Ok(stream) => stream,
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(message) => {
+                            if !report(CallEvent::Item(message)).await {
+                                return;
+                            }
+                        }
+                        Err(failure) => {
+                            report(CallEvent::Failed(failure)).await;
+                            return;
+                        }
+                    }
+                }
+                report(CallEvent::End).await;
+            } else {
+                match client.unary(&method, request).await {
+                    Ok(message) => {
+                        if report(CallEvent::Item(message)).await {
+                            report(CallEvent::End).await;
+                        }
+                    }
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                    }
+                }
+            }
+        }
+        UpstreamCall::Sql {
+            db,
+            statement,
+            params,
+            returns_rows,
+        } => {
+            let result = upstreams.sql(&db, &statement, &params, returns_rows).await;
+            match result {
+                Ok(value) => {
+                    if report(CallEvent::Item(value)).await {
+                        report(CallEvent::End).await;
+                    }
+                }
+                Err(failure) => {
+                    report(CallEvent::Failed(failure)).await;
+                }
+            }
+        }
+        UpstreamCall::LiveSql {
+            db,
+            statement,
+            params,
+            every,
+        } => {
+            // One item per poll, until the operation drops this task;
+            // identical subscriptions share the poll, and the executor emits
+            // only when the rows changed.
+            let mut rows = match upstreams.live_sql(&db, &statement, &params, every) {
+                Ok(rows) => rows,
+                Err(failure) => {
+                    report(CallEvent::Failed(failure)).await;
+                    return;
+                }
+            };
+            loop {
+                match rows.next().await {
+                    Ok(value) => {
+                        if !report(CallEvent::Item(value)).await {
+                            return;
+                        }
+                    }
+                    Err(failure) => {
+                        report(CallEvent::Failed(failure)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The failure for a call to an upstream the config does not name.
+pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        FailureKind::Unavailable,
+        format!("no {what} named {name:?} is configured"),
+    )
+}

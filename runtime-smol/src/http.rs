@@ -1,0 +1,466 @@
+//! HTTP on one listener: `/graphql` (WebSocket upgrade and POST),
+//! `/metrics`, `/healthz`, `/readyz`, `/admin` and `/admin/state`.
+//!
+//! Each TCP connection is one task (owned by the server's table) that runs
+//! hyper's HTTP/1 connection; when a request upgrades to WebSocket, the same
+//! task goes on to drive the WebSocket, so the connection stays one task
+//! with one owner from accept to close.
+
+use crate::admin;
+use crate::execute;
+use crate::server::Gateway;
+use crate::tasks;
+use crate::ws;
+use futures_lite::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+use smol::net::TcpStream;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use terminus_core::graphql::OperationKind;
+use terminus_core::server::Subprotocol;
+use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+
+type Body = Full<Bytes>;
+
+/// A WebSocket upgrade that the HTTP side accepted, waiting for hyper to
+/// hand over the socket.
+pub(crate) struct PendingUpgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    protocol: Subprotocol,
+    slot: ConnectionSlot,
+}
+
+/// One unit of the connection cap, held for the WebSocket's whole life.
+pub(crate) struct ConnectionSlot {
+    gateway: Arc<Gateway>,
+}
+
+impl ConnectionSlot {
+    fn reserve(gateway: &Arc<Gateway>) -> Option<ConnectionSlot> {
+        let max = i64::try_from(gateway.config.limits.max_connections).unwrap_or(i64::MAX);
+        let previous = gateway.metrics.connections.fetch_add(1, Ordering::SeqCst);
+        if previous >= max {
+            gateway.metrics.connections.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ConnectionSlot {
+            gateway: gateway.clone(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.gateway
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
+/// them upgraded.
+pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::new(Mutex::new(None));
+    let service = {
+        let gateway = gateway.clone();
+        let upgrade = upgrade.clone();
+        hyper::service::service_fn(move |request| {
+            let gateway = gateway.clone();
+            let upgrade = upgrade.clone();
+            async move {
+                gateway
+                    .metrics
+                    .http_requests_total
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(route(&gateway, request, &upgrade).await)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(SmolTimer::new())
+        .header_read_timeout(gateway.config.timeouts.http_header_read)
+        .keep_alive(true);
+    let connection = builder
+        .serve_connection(FuturesIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(pending) = pending {
+        match pending.on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<FuturesIo<TcpStream>>() {
+                Ok(parts) => {
+                    ws::serve_websocket(
+                        gateway,
+                        parts.io.into_inner(),
+                        parts.read_buf.to_vec(),
+                        pending.protocol,
+                        peer,
+                        pending.slot,
+                    )
+                    .await
+                }
+                Err(_) => {
+                    tracing::error!(%peer, "upgraded connection is not the TCP stream we served")
+                }
+            },
+            Err(error) => tracing::debug!(%peer, %error, "WebSocket upgrade did not complete"),
+        }
+    }
+}
+
+async fn route(
+    gateway: &Arc<Gateway>,
+    request: Request<Incoming>,
+    upgrade: &Mutex<Option<PendingUpgrade>>,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (_, "/graphql") if is_websocket_upgrade(&request) => websocket_upgrade(gateway, request, upgrade),
+        (&Method::POST, "/graphql") => graphql_post(gateway, request).await,
+        (&Method::GET, "/graphql") => graphql_error_response(
+            StatusCode::BAD_REQUEST,
+            "GET /graphql without a WebSocket upgrade: open a WebSocket with subprotocol graphql-transport-ws or graphql-ws, or POST application/json",
+        ),
+        (_, "/graphql") => graphql_error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/graphql accepts a WebSocket upgrade or POST",
+        ),
+        (&Method::GET, "/metrics") => {
+            let mut text = gateway.metrics.render(gateway.sampled());
+            gateway.upstreams.write_prometheus(&mut text);
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+        }
+        (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if gateway.draining.load(Ordering::SeqCst) {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else {
+                respond(StatusCode::OK, "text/plain", "ready\n")
+            }
+        }
+        (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
+            respond(StatusCode::OK, "text/html; charset=utf-8", admin::PAGE)
+        }
+        (&Method::GET, "/admin/state") => {
+            let state = admin::state(gateway);
+            respond(StatusCode::OK, "application/json", state.to_string())
+        }
+        (&Method::GET, "/") => respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Terminus: /graphql (WebSocket, POST), /metrics, /healthz, /readyz, /admin\n",
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    respond(status, "application/json", body.to_string())
+}
+
+fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "errors": [{ "message": message }] }))
+}
+
+fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    request.headers().get_all(name).iter().any(|value| {
+        value
+            .to_str()
+            .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn is_websocket_upgrade(request: &Request<Incoming>) -> bool {
+    request.method() == Method::GET
+        && header_has_token(request, header::CONNECTION, "upgrade")
+        && header_has_token(request, header::UPGRADE, "websocket")
+}
+
+/// The subprotocols a client offered, in its order.
+fn offered_subprotocols(request: &Request<Incoming>) -> Vec<String> {
+    request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn websocket_upgrade(
+    gateway: &Arc<Gateway>,
+    mut request: Request<Incoming>,
+    upgrade: &Mutex<Option<PendingUpgrade>>,
+) -> Response<Body> {
+    let version_ok = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "missing Sec-WebSocket-Key\n",
+        );
+    };
+    if !version_ok {
+        let mut response = respond(
+            StatusCode::UPGRADE_REQUIRED,
+            "text/plain",
+            "only WebSocket version 13 is supported\n",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let offered = offered_subprotocols(&request);
+    let Some(protocol) = Subprotocol::negotiate(offered.iter().map(String::as_str)) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!(
+                "no supported subprotocol offered (offered: {:?}); use Sec-WebSocket-Protocol: graphql-transport-ws or graphql-ws\n",
+                offered
+            ),
+        );
+    };
+    if gateway.draining.load(Ordering::SeqCst) {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining: connect to another instance\n",
+        );
+    }
+    let Some(slot) = ConnectionSlot::reserve(gateway) else {
+        let mut response = respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "connection limit reached: try again later\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
+        on_upgrade,
+        protocol,
+        slot,
+    });
+    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(protocol.name()),
+    );
+    response
+}
+
+/// GraphQL over HTTP: one query or mutation per POST, answered with one
+/// JSON execution result. Subscriptions belong on the WebSocket.
+async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !is_json {
+        return graphql_error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST /graphql needs Content-Type: application/json",
+        );
+    }
+    let limit = gateway.config.limits.max_http_body_bytes;
+    let timeout = gateway.config.timeouts.http_request;
+    let work = async {
+        let body = match Limited::new(request.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                return if error.is::<http_body_util::LengthLimitError>() {
+                    graphql_error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("the request body is larger than {limit} bytes"),
+                    )
+                } else {
+                    graphql_error_response(
+                        StatusCode::BAD_REQUEST,
+                        "could not read the request body",
+                    )
+                };
+            }
+        };
+        let operation = match parse_post_body(&body) {
+            Ok(operation) => operation,
+            Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
+        };
+        run_post(gateway, operation).await
+    };
+    let expired = async {
+        smol::Timer::after(timeout).await;
+        graphql_error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("the request took longer than {timeout:?} (timeouts.http_request)"),
+        )
+    };
+    work.or(expired).await
+}
+
+/// Parses a GraphQL-over-HTTP JSON body into a request.
+fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let Value::Object(mut object) = value else {
+        return Err("the body must be a JSON object {\"query\": ...}".to_owned());
+    };
+    let query = match object.remove("query") {
+        Some(Value::String(query)) => query,
+        _ => return Err("\"query\" must be a string".to_owned()),
+    };
+    let operation_name = match object.remove("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(_) => return Err("\"operationName\" must be a string or null".to_owned()),
+    };
+    let object_field = |value: Option<Value>, name: &str| -> Result<Map<String, Value>, String> {
+        match value {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(map)) => Ok(map),
+            Some(_) => Err(format!("\"{name}\" must be an object or null")),
+        }
+    };
+    let variables = object_field(object.remove("variables"), "variables")?;
+    let extensions = object_field(object.remove("extensions"), "extensions")?;
+    Ok(OperationRequest {
+        id: "http".to_owned(),
+        query,
+        operation_name,
+        variables,
+        extensions,
+    })
+}
+
+/// Executes one POSTed operation. The operation task is owned by this
+/// request's future: a client that goes away cancels it.
+async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response<Body> {
+    let prepared = match gateway.schema.prepare(&request, &gateway.graphql_limits) {
+        Ok(prepared) => prepared,
+        Err(errors) => return json_response(StatusCode::OK, &json!({ "errors": errors })),
+    };
+    if prepared.kind() == OperationKind::Subscription {
+        return graphql_error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws), not over POST",
+        );
+    }
+    let metrics = &gateway.metrics;
+    metrics
+        .operations_started_total
+        .fetch_add(1, Ordering::Relaxed);
+    let _live = LiveOperation::new(gateway.clone());
+    let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
+    let op = OpId(0);
+    let _task = tasks::spawn(execute::run_operation(
+        prepared,
+        gateway.upstreams.clone(),
+        op,
+        gateway.config.limits.operation_queue,
+        tx,
+    ));
+    let mut result: Option<Value> = None;
+    loop {
+        match rx.recv().await {
+            Ok((_, UpstreamEvent::Next(value))) => {
+                // A query or mutation has one result; keep the first.
+                result.get_or_insert(value);
+            }
+            Ok((_, UpstreamEvent::Error(errors))) => {
+                return json_response(StatusCode::OK, &json!({ "errors": errors }));
+            }
+            Ok((_, UpstreamEvent::Complete)) | Err(_) => break,
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &result.unwrap_or_else(|| json!({ "data": null })),
+    )
+}
+
+/// Counts an HTTP operation in `terminus_operations` while it runs.
+struct LiveOperation(Arc<Gateway>);
+
+impl LiveOperation {
+    fn new(gateway: Arc<Gateway>) -> Self {
+        gateway.metrics.add_operations(1);
+        LiveOperation(gateway)
+    }
+}
+
+impl Drop for LiveOperation {
+    fn drop(&mut self) {
+        self.0.metrics.add_operations(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_body_is_checked() {
+        let ok = parse_post_body(br#"{"query":"{ hello }","variables":null,"operationName":"A"}"#)
+            .unwrap();
+        assert_eq!(ok.query, "{ hello }");
+        assert_eq!(ok.operation_name.as_deref(), Some("A"));
+        assert!(ok.variables.is_empty());
+        assert!(parse_post_body(b"nope")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(parse_post_body(br#"{"query":1}"#)
+            .unwrap_err()
+            .contains("query"));
+        assert!(parse_post_body(br#"{"query":"x","variables":[]}"#)
+            .unwrap_err()
+            .contains("variables"));
+    }
+}

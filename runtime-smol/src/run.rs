@@ -1,0 +1,124 @@
+//! What the `terminus` binary runs: `demo` and `serve`, each until SIGTERM
+//! or SIGINT, then a bounded drain.
+
+use crate::config::{Config, GrpcUpstreamConfig, MysqlDbConfig};
+use crate::demo_upstream::{self, DemoUpstream};
+use crate::grpc::GrpcUpstream;
+use crate::mysql::MysqlPool;
+use crate::server::{DrainReport, Running, Server};
+use crate::upstreams::Upstreams;
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use terminus_core::graphql::{demo, Schema};
+
+/// Why the binary stopped with a failure.
+pub type RunError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `terminus demo`: the demo gRPC upstream on a loopback port and the
+/// gateway in front of it, until a signal.
+pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainReport, RunError> {
+    let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let (config, schema, upstreams) =
+        demo_parts(listen, upstream.endpoint(), mysql.as_deref()).await?;
+    let running = Server::start_with(config, schema, upstreams).await?;
+    println!(
+        "terminus demo: demo gRPC upstream at {}",
+        upstream.endpoint()
+    );
+    if let Some(url) = &mysql {
+        println!("terminus demo: MySQL fields (messages, postMessage, messageBoard) on {url}");
+    }
+    print_urls(&running);
+    let report = serve_until_signal(running).await?;
+    upstream.stop().await;
+    Ok(report)
+}
+
+/// The demo's config, schema and upstreams, with the demo gRPC upstream at
+/// `endpoint` under the name the demo schema uses. With `mysql_url`, the
+/// schema gains the MySQL demo fields on database `main` at that URL, and
+/// their table is created when missing.
+pub async fn demo_parts(
+    listen: SocketAddr,
+    endpoint: String,
+    mysql_url: Option<&str>,
+) -> Result<(Config, Schema, Upstreams), RunError> {
+    let mut config = Config::with_schema(PathBuf::from(demo::SCHEMA_FILE));
+    config.listen = listen;
+    let grpc = GrpcUpstreamConfig {
+        endpoint,
+        ..GrpcUpstreamConfig::default()
+    };
+    let client = GrpcUpstream::from_descriptors("demo", &grpc, demo_upstream::descriptor_pool())?;
+    config.grpc.insert("demo".to_owned(), grpc);
+    let mut upstreams = Upstreams::default();
+    upstreams.insert_grpc("demo", client);
+    let schema = match mysql_url {
+        None => Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?,
+        Some(url) => {
+            let db = MysqlDbConfig::new(url);
+            let pool = MysqlPool::new("main", &db)?;
+            pool.execute(demo::MYSQL_TABLE_DDL, &[])
+                .await
+                .map_err(|e| format!("--mysql {url}: cannot create the demo table: {e}"))?;
+            config.mysql.insert("main".to_owned(), db);
+            upstreams.insert_mysql("main", pool);
+            Schema::parse(
+                demo::SCHEMA_WITH_MYSQL_SDL,
+                "core/schemas/demo_mysql.graphql",
+            )?
+        }
+    };
+    Ok((config, schema, upstreams))
+}
+
+/// `terminus serve --config FILE`.
+pub async fn serve(config_path: &Path) -> Result<DrainReport, RunError> {
+    let config = Config::load(config_path)?;
+    let running = Server::start(config).await?;
+    print_urls(&running);
+    serve_until_signal(running).await
+}
+
+/// `terminus demo-upstream`: only the demo gRPC upstream, until a signal.
+/// Reports an empty drain: it serves no GraphQL operations.
+pub async fn demo_upstream(listen: SocketAddr) -> Result<DrainReport, RunError> {
+    let started = std::time::Instant::now();
+    let upstream = DemoUpstream::start(listen).await?;
+    println!(
+        "terminus demo-upstream: gRPC service terminus.demo.v1.Demo at {}",
+        upstream.endpoint()
+    );
+    wait_for_signal().await?;
+    upstream.stop().await;
+    Ok(DrainReport {
+        leaked_operations: 0,
+        forced_connections: 0,
+        live_tasks_after: crate::tasks::live_tasks(),
+        took: started.elapsed(),
+    })
+}
+
+fn print_urls(running: &Running) {
+    let addr = running.local_addr();
+    println!("terminus listening on http://{addr}");
+    println!("  GraphQL (WebSocket, POST): ws://{addr}/graphql  http://{addr}/graphql");
+    println!("  admin page:                http://{addr}/admin");
+    println!("  metrics:                   http://{addr}/metrics");
+    println!("  health, readiness:         http://{addr}/healthz  http://{addr}/readyz");
+}
+
+async fn serve_until_signal(running: Running) -> Result<DrainReport, RunError> {
+    wait_for_signal().await?;
+    Ok(running.shutdown().await)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal() -> Result<(), RunError> {
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    let signal = signals.next().await;
+    tracing::info!(?signal, "signal received: draining");
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The upstream clients of one gateway, created once at start-up from the
+//! config and shared by every operation (never one per request).
+
+use crate::config::Config;
+use crate::execute::unavailable;
+use crate::grpc::GrpcUpstream;
+use crate::mysql::{LiveRows, MysqlPool};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use terminus_core::UpstreamFailure;
+
+/// Every configured upstream by the name the schema uses.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    grpc: BTreeMap<String, Arc<GrpcUpstream>>,
+    mysql: BTreeMap<String, Arc<MysqlPool>>,
+}
+
+impl Upstreams {
+    /// Builds the clients the config names. gRPC .proto files are compiled
+    /// here, so a bad one stops start-up with its file and line.
+    pub fn from_config(config: &Config) -> Result<Upstreams, String> {
+        let mut upstreams = Upstreams::default();
+        for (name, upstream) in &config.grpc {
+            let client = GrpcUpstream::new(name, upstream).map_err(|e| e.to_string())?;
+            upstreams.grpc.insert(name.clone(), client);
+        }
+        for (name, db) in &config.mysql {
+            let pool = MysqlPool::new(name, db).map_err(|e| format!("mysql.{name}: {e}"))?;
+            upstreams.mysql.insert(name.clone(), pool);
+        }
+        Ok(upstreams)
+    }
+
+    /// Adds (or replaces) the gRPC upstream `name`.
+    pub fn insert_grpc(&mut self, name: &str, client: Arc<GrpcUpstream>) {
+        self.grpc.insert(name.to_owned(), client);
+    }
+
+    /// Adds (or replaces) the database `name`.
+    pub fn insert_mysql(&mut self, name: &str, pool: Arc<MysqlPool>) {
+        self.mysql.insert(name.to_owned(), pool);
+    }
+
+    /// The database `name`, if configured.
+    pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
+        self.mysql.get(name)
+    }
+
+    /// The gRPC upstream `name`, if configured.
+    pub fn grpc(&self, name: &str) -> Option<&Arc<GrpcUpstream>> {
+        self.grpc.get(name)
+    }
+
+    /// Names of the configured gRPC upstreams.
+    pub fn grpc_names(&self) -> impl Iterator<Item = &str> {
+        self.grpc.keys().map(String::as_str)
+    }
+
+    /// Names of the configured databases.
+    pub fn sql_names(&self) -> impl Iterator<Item = &str> {
+        self.mysql.keys().map(String::as_str)
+    }
+
+    /// Runs one SQL statement on database `db`: rows as an array of row
+    /// objects when `returns_rows`, else `{"affectedRows", "lastInsertId"}`.
+    pub async fn sql(
+        &self,
+        db: &str,
+        statement: &str,
+        params: &[Value],
+        returns_rows: bool,
+    ) -> Result<Value, UpstreamFailure> {
+        let Some(pool) = self.mysql.get(db) else {
+            return Err(unavailable("MySQL database", db));
+        };
+        if returns_rows {
+            pool.query(statement, params).await
+        } else {
+            pool.execute(statement, params).await
+        }
+    }
+
+    /// Subscribes to `statement` polled every `every` on database `db`;
+    /// identical subscriptions share one poll.
+    pub fn live_sql(
+        &self,
+        db: &str,
+        statement: &str,
+        params: &[Value],
+        every: Duration,
+    ) -> Result<LiveRows, UpstreamFailure> {
+        let pool = self
+            .mysql
+            .get(db)
+            .ok_or_else(|| unavailable("MySQL database", db))?;
+        Ok(pool.live(statement, params, every))
+    }
+
+    /// The databases' own series (`terminus_mysql_*`) for `/metrics`.
+    pub fn write_prometheus(&self, out: &mut String) {
+        let stats: Vec<_> = self
+            .mysql
+            .iter()
+            .map(|(name, pool)| (name.as_str(), pool.stats()))
+            .collect();
+        if !stats.is_empty() {
+            crate::mysql::write_prometheus(&stats, out);
+        }
+    }
+
+    /// Open gRPC streams over all upstreams.
+    pub fn open_streams(&self) -> usize {
+        self.grpc.values().map(|g| g.open_streams()).sum()
+    }
+
+    /// Open upstream TCP connections over all upstreams: gRPC connections
+    /// and pooled MySQL connections (idle and lent out).
+    pub fn open_connections(&self) -> usize {
+        let grpc: usize = self.grpc.values().map(|g| g.open_connections()).sum();
+        let mysql: usize = self
+            .mysql
+            .values()
+            .map(|p| {
+                let stats = p.stats();
+                stats.idle + stats.busy
+            })
+            .sum();
+        grpc + mysql
+    }
+}
