@@ -93,6 +93,7 @@ pub const PAGE: &str = r##"<!doctype html>
 </head>
 <body>
 <h1>Terminus <span id="state" class="state">…</span> <span id="err" class="err"></span></h1>
+<p><a href="/simulator/">Browser simulator</a>: thousands of simulated clients in this browser, or live WebSockets against this gateway.</p>
 <div class="cards" id="cards"></div>
 <div class="legend"><span style="color:#2f6fde">■ connections</span><span style="color:#d9480f">■ operations</span><span style="color:#2b8a3e">■ upstream streams</span><span style="color:#7048e8">■ tasks</span> <span id="range"></span></div>
 <svg id="chart" viewBox="0 0 600 180" preserveAspectRatio="none"></svg>

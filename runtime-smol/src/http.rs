@@ -156,10 +156,13 @@ async fn route(
             let state = admin::state(gateway);
             respond(StatusCode::OK, "application/json", state.to_string())
         }
+        (&Method::GET, p) if crate::simulator::is_simulator_path(p) => {
+            crate::simulator::serve(p).await
+        }
         (&Method::GET, "/") => respond(
             StatusCode::OK,
             "text/plain; charset=utf-8",
-            "Terminus: /graphql (WebSocket, POST), /metrics, /healthz, /readyz, /admin\n",
+            "Terminus: /graphql (WebSocket, POST), /metrics, /healthz, /readyz, /admin, /simulator\n",
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }

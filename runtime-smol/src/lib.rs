@@ -17,3 +17,6 @@ pub mod server;
 pub mod upstream_config;
 pub mod upstreams;
 pub mod ws;
+
+// browser simulator (issue 7): static files for /simulator
+pub mod simulator;

@@ -19,7 +19,7 @@ use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
 use crate::ledger::{Audited, ClientLedger, Violation};
 use crate::protocol::{close, Subprotocol};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection};
-use crate::Millis;
+use crate::{Millis, UpstreamEvent};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -86,6 +86,11 @@ pub struct SimConfig {
     pub script: ScriptConfig,
     /// Fault probabilities.
     pub faults: Faults,
+    /// The documents clients subscribe to, each picked with equal chance
+    /// (the first is also the payload of injected duplicate-id frames). The
+    /// default suits the [`ScriptedUpstream`]; the browser simulator passes
+    /// documents of the demo schema, since it runs the real GraphQL engine.
+    pub queries: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -106,6 +111,7 @@ impl Default for SimConfig {
             client: ClientConfig::default(),
             script: ScriptConfig::default(),
             faults: Faults::default(),
+            queries: QUERIES.iter().map(|q| (*q).to_owned()).collect(),
         }
     }
 }
@@ -119,6 +125,11 @@ pub struct SimStats {
     pub starts: u64,
     /// `Cancel` effects.
     pub cancels: u64,
+    /// Operations ended by the upstream's `Complete` (as the server's ledger
+    /// counts them: late events do not count).
+    pub ended_by_complete: u64,
+    /// Operations ended by the upstream's `Error`.
+    pub ended_by_error: u64,
     /// Events the upstream produced (including late ones the server dropped).
     pub upstream_events: u64,
     /// Upstream events that arrived after their operation had ended (the
@@ -160,11 +171,62 @@ impl fmt::Display for Finding {
     }
 }
 
+/// One frame (or socket event) on the wire of the traced pair; see
+/// [`Sim::trace_pair`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceFrame {
+    /// When it was sent.
+    pub at: Millis,
+    /// Sent by the client (else by the server).
+    pub from_client: bool,
+    /// The frame's text, or a bracketed description of a socket event
+    /// (`[ping]`, `[close 1000 reason]`, `[socket died]`).
+    pub text: String,
+}
+
+/// How many frames the trace keeps when nobody takes them.
+const TRACE_CAPACITY: usize = 1_000;
+
+/// Records the frames of at most one pair, for a person to read.
+#[derive(Debug, Default)]
+struct Tracer {
+    conn: Option<usize>,
+    frames: VecDeque<TraceFrame>,
+}
+
+impl Tracer {
+    fn record(
+        &mut self,
+        conn: usize,
+        at: Millis,
+        from_client: bool,
+        text: impl FnOnce() -> String,
+    ) {
+        if self.conn != Some(conn) {
+            return;
+        }
+        if self.frames.len() == TRACE_CAPACITY {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(TraceFrame {
+            at,
+            from_client,
+            text: text(),
+        });
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Action {
     Open,
-    Subscribe { tag: usize, query: &'static str },
-    Complete { tag: usize },
+    /// `query` indexes [`SimConfig::queries`].
+    Subscribe {
+        tag: usize,
+        query: usize,
+    },
+    Complete {
+        tag: usize,
+    },
     Close,
     AbruptClose,
     InjectDuplicate,
@@ -223,6 +285,11 @@ impl SimPair {
     pub fn server_violations(&self) -> &[Violation] {
         self.server.ledger().violations()
     }
+
+    /// The client's ledger violations so far.
+    pub fn client_violations(&self) -> &[Violation] {
+        self.client_ledger.violations()
+    }
 }
 
 const QUERIES: [&str; 4] = [
@@ -243,6 +310,7 @@ pub struct Sim<U: Upstream = ScriptedUpstream> {
     cancels: VecDeque<(Millis, OpKey)>,
     stats: SimStats,
     settled: bool,
+    tracer: Tracer,
 }
 
 impl Sim<ScriptedUpstream> {
@@ -277,7 +345,7 @@ impl<U: Upstream> Sim<U> {
             let ops = rng.between(config.ops_per_client.0, config.ops_per_client.1);
             for tag in 0..ops as usize {
                 let at = open_at + rng.below(duration * 3 / 4);
-                let query = QUERIES[rng.below(QUERIES.len() as u64) as usize];
+                let query = rng.below(config.queries.len() as u64) as usize;
                 push(&mut actions, at, i, Action::Subscribe { tag, query });
                 if rng.chance(config.complete_early) {
                     let later = at + rng.below(2_000);
@@ -335,6 +403,7 @@ impl<U: Upstream> Sim<U> {
             cancels: VecDeque::new(),
             stats: SimStats::default(),
             settled: false,
+            tracer: Tracer::default(),
         }
     }
 
@@ -361,6 +430,21 @@ impl<U: Upstream> Sim<U> {
     /// The configuration.
     pub fn config(&self) -> &SimConfig {
         &self.config
+    }
+
+    /// Records the frames of pair `conn` from now on (`None`: of no pair),
+    /// dropping what was recorded for another pair.
+    pub fn trace_pair(&mut self, conn: Option<usize>) {
+        if self.tracer.conn != conn {
+            self.tracer.frames.clear();
+        }
+        self.tracer.conn = conn;
+    }
+
+    /// The traced frames recorded since the last call (at most the latest
+    /// 1,000).
+    pub fn take_trace(&mut self) -> Vec<TraceFrame> {
+        self.tracer.frames.drain(..).collect()
     }
 
     /// The next instant at which anything happens; `None` once settled.
@@ -516,6 +600,7 @@ impl<U: Upstream> Sim<U> {
             Action::Open => pair.client.handle_opened(now),
             Action::Subscribe { tag, query } => {
                 if !pair.client.is_closed() {
+                    let query = self.config.queries.get(query).map_or("", String::as_str);
                     let id = pair.client.subscribe(now, query, None, None);
                     pair.client_ledger.observe_subscribe(&id);
                     pair.tags.insert(tag, id);
@@ -535,6 +620,8 @@ impl<U: Upstream> Sim<U> {
                     pair.to_server.clear();
                     pair.to_client.clear();
                     pair.client.handle_transport_closed(now, 1006, "");
+                    self.tracer
+                        .record(i, now, true, || "[socket died]".to_owned());
                     self.server_input(i, Input::TransportClosed);
                 }
             }
@@ -554,11 +641,13 @@ impl<U: Upstream> Sim<U> {
                     Subprotocol::GraphqlTransportWs => "subscribe",
                     Subprotocol::GraphqlWs => "start",
                 };
-                let frame = json!({"type": kind, "id": id, "payload": {"query": QUERIES[0]}});
+                let query = self.config.queries.first().map_or("", String::as_str);
+                let frame = json!({"type": kind, "id": id, "payload": {"query": query}});
                 let at = self.at(self.config.latency_ms);
                 let pair = &mut self.pairs[i];
-                pair.to_server
-                    .push_back((at, ToServer::Text(frame.to_string())));
+                let frame = frame.to_string();
+                self.tracer.record(i, now, true, || frame.clone());
+                pair.to_server.push_back((at, ToServer::Text(frame)));
                 self.stats.frames_to_server += 1;
             }
             Action::InjectMalformed => {
@@ -569,6 +658,7 @@ impl<U: Upstream> Sim<U> {
                 let at = self.at(self.config.latency_ms);
                 let pair = &mut self.pairs[i];
                 let frame = r#"{"type":"subscribe","id":"#.to_owned();
+                self.tracer.record(i, now, true, || frame.clone());
                 pair.to_server.push_back((at, ToServer::Text(frame)));
                 self.stats.frames_to_server += 1;
             }
@@ -591,6 +681,7 @@ impl<U: Upstream> Sim<U> {
             ToClient::Ping => {
                 if !pair.slow_reader && !pair.lose_pongs && !pair.client.is_closed() {
                     let at = self.at(self.config.latency_ms);
+                    self.tracer.record(i, now, true, || "[pong]".to_owned());
                     self.pairs[i].to_server.push_back((at, ToServer::Pong));
                 }
             }
@@ -603,6 +694,18 @@ impl<U: Upstream> Sim<U> {
 
     fn server_input(&mut self, i: usize, input: Input) {
         let now = self.now;
+        if let Input::Upstream { op, event } = &input {
+            let ledger = self.pairs[i].server.ledger();
+            // The same rule the ledger applies: a terminal event ends a live
+            // operation of an open connection; anything else is late.
+            if ledger.is_live(*op) && !ledger.is_closed() {
+                match event {
+                    UpstreamEvent::Complete => self.stats.ended_by_complete += 1,
+                    UpstreamEvent::Error(_) => self.stats.ended_by_error += 1,
+                    UpstreamEvent::Next(_) => {}
+                }
+            }
+        }
         let effects = self.pairs[i].server.handle(now, input);
         let at = self.at(self.config.latency_ms);
         for effect in effects {
@@ -610,9 +713,13 @@ impl<U: Upstream> Sim<U> {
             match effect {
                 Effect::SendText(text) => {
                     self.stats.frames_to_client += 1;
+                    self.tracer.record(i, now, false, || text.clone());
                     pair.to_client.push_back((at, ToClient::Text(text)));
                 }
-                Effect::SendPing => pair.to_client.push_back((at, ToClient::Ping)),
+                Effect::SendPing => {
+                    self.tracer.record(i, now, false, || "[ping]".to_owned());
+                    pair.to_client.push_back((at, ToClient::Ping));
+                }
                 Effect::Authenticate { .. } => pair.pending_auth = Some(at),
                 Effect::Start { op, request } => {
                     self.stats.starts += 1;
@@ -626,6 +733,8 @@ impl<U: Upstream> Sim<U> {
                 }
                 Effect::Close { code, reason } => {
                     *self.stats.server_closes.entry(code).or_default() += 1;
+                    self.tracer
+                        .record(i, now, false, || format!("[close {code} {reason}]"));
                     if !pair.aborted {
                         pair.to_client
                             .push_back((at, ToClient::Closed { code, reason }));
@@ -636,6 +745,7 @@ impl<U: Upstream> Sim<U> {
     }
 
     fn drain_client(&mut self, i: usize) {
+        let now = self.now;
         let at = self.at(self.config.latency_ms);
         let pair = &mut self.pairs[i];
         while let Some(effect) = pair.client.poll_effect() {
@@ -644,11 +754,14 @@ impl<U: Upstream> Sim<U> {
                 ClientEffect::SendText(text) => {
                     if !pair.aborted {
                         self.stats.frames_to_server += 1;
+                        self.tracer.record(i, now, true, || text.clone());
                         pair.to_server.push_back((at, ToServer::Text(text)));
                     }
                 }
-                ClientEffect::Close { .. } => {
+                ClientEffect::Close { code, reason } => {
                     if !pair.aborted {
+                        self.tracer
+                            .record(i, now, true, || format!("[close {code} {reason}]"));
                         pair.to_server.push_back((at, ToServer::Closed));
                     }
                 }

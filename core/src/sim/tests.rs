@@ -196,3 +196,59 @@ fn a_run_that_cannot_settle_is_reported() {
         .iter()
         .any(|f| matches!(f.violation, Violation::DidNotSettle { .. })));
 }
+
+#[test]
+fn the_traced_pair_shows_its_frames_and_no_other() {
+    let mut sim = Sim::new(config(5, Faults::default()));
+    sim.trace_pair(Some(3));
+    sim.run();
+    let trace = sim.take_trace();
+    let protocol = sim.pairs()[3].protocol();
+    assert!(trace[0].from_client, "{trace:?}");
+    assert!(trace[0].text.contains("connection_init"), "{trace:?}");
+    assert!(
+        trace
+            .iter()
+            .any(|f| !f.from_client && f.text.contains("connection_ack")),
+        "{trace:?}"
+    );
+    assert!(trace.windows(2).all(|w| w[0].at <= w[1].at));
+    let closes = trace
+        .iter()
+        .filter(|f| f.text.starts_with("[close"))
+        .count();
+    assert!(closes >= 1, "{protocol:?}: {trace:?}");
+    assert!(sim.take_trace().is_empty());
+}
+
+#[test]
+fn configured_queries_are_the_ones_subscribed() {
+    let mut config = config(8, Faults::default());
+    config.queries = vec!["{ only }".to_owned()];
+    let mut sim = Sim::new(config);
+    sim.trace_pair(Some(0));
+    sim.run();
+    let trace = sim.take_trace();
+    let subscribes: Vec<_> = trace
+        .iter()
+        .filter(|f| f.text.contains("\"query\""))
+        .collect();
+    assert!(!subscribes.is_empty(), "{trace:?}");
+    assert!(subscribes.iter().all(|f| f.text.contains("{ only }")));
+}
+
+#[test]
+fn every_start_is_counted_as_ended_exactly_once() {
+    for seed in 0..10 {
+        let mut config = config(seed, Faults::all(0.2));
+        config.script.error_probability = 0.2;
+        let sim = run(config);
+        let stats = sim.stats();
+        assert!(stats.starts > 0);
+        assert_eq!(
+            stats.starts,
+            stats.ended_by_complete + stats.ended_by_error + stats.cancels,
+            "seed {seed}: {stats:?}"
+        );
+    }
+}

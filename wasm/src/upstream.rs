@@ -1,0 +1,363 @@
+//! The simulated upstream of the offline mode: every operation a simulated
+//! server starts runs through the real GraphQL engine (`Schema::parse` of
+//! the demo SDL, `prepare`, [`Execution`]), and the engine's gRPC calls are
+//! answered by a simulated `terminus.demo.v1.Demo` service on the virtual
+//! clock, with the same semantics as the embedded demo upstream of
+//! `terminus demo`: `Hello` answers `Hello, <name>!`, `Ticks` streams
+//! `{seq: 1}, {seq: 2}, ...` every `everyMs`, ends after `limit` and fails
+//! at `failAt`.
+
+use std::collections::{BTreeMap, VecDeque};
+use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema};
+use terminus_core::sim::{OpKey, SplitMix64, Upstream};
+use terminus_core::{
+    FailureKind, Millis, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure,
+};
+
+/// The fully qualified unary method of the demo service.
+const HELLO: &str = "terminus.demo.v1.Demo/Hello";
+/// The fully qualified server-streaming method of the demo service.
+const TICKS: &str = "terminus.demo.v1.Demo/Ticks";
+
+/// How the simulated demo service behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoServiceConfig {
+    /// Time the service takes to answer `Hello` and to accept a stream,
+    /// inclusive range in ms.
+    pub latency_ms: (u64, u64),
+    /// Chance that a call fails with `UPSTREAM_UNAVAILABLE` (the "upstream
+    /// error" fault): a unary call instead of its answer, a stream at a
+    /// random item.
+    pub error_probability: f64,
+    /// The smallest tick period honoured, in ms (a `ticks(everyMs: 0)`
+    /// would otherwise never let the virtual clock move).
+    pub min_tick_ms: u64,
+}
+
+impl Default for DemoServiceConfig {
+    fn default() -> Self {
+        DemoServiceConfig {
+            latency_ms: (1, 20),
+            error_probability: 0.0,
+            min_tick_ms: 10,
+        }
+    }
+}
+
+/// One gRPC call in flight on the simulated service.
+#[derive(Debug)]
+struct SimCall {
+    due: Millis,
+    kind: CallKind,
+}
+
+#[derive(Debug)]
+enum CallKind {
+    /// Answers once, then ends.
+    Hello { message: String },
+    /// The next tick due; `fail_at` includes an injected failure.
+    Ticks {
+        every_ms: u64,
+        next_seq: i64,
+        limit: Option<i64>,
+        fail_at: Option<i64>,
+        injected_failure_at: Option<i64>,
+    },
+    /// Fails when due.
+    Fail(UpstreamFailure),
+}
+
+#[derive(Debug)]
+struct SimOperation {
+    execution: Execution,
+    calls: BTreeMap<CallId, SimCall>,
+}
+
+/// The demo upstream of the offline simulator; see the module docs.
+#[derive(Debug)]
+pub struct DemoGraphqlUpstream {
+    schema: Schema,
+    limits: Limits,
+    config: DemoServiceConfig,
+    rng: SplitMix64,
+    operations: BTreeMap<OpKey, SimOperation>,
+    /// Operation events ready now, in order.
+    ready: VecDeque<(OpKey, UpstreamEvent)>,
+    calls_started: u64,
+    calls_cancelled: u64,
+    /// The latest instant the driver reported.
+    now: Millis,
+}
+
+impl DemoGraphqlUpstream {
+    /// The demo upstream with its own seed.
+    pub fn new(seed: u64, config: DemoServiceConfig) -> Self {
+        let schema = Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)
+            .expect("the demo schema compiled into the core is valid");
+        DemoGraphqlUpstream {
+            schema,
+            limits: Limits::default(),
+            config,
+            rng: SplitMix64::new(seed),
+            operations: BTreeMap::new(),
+            ready: VecDeque::new(),
+            calls_started: 0,
+            calls_cancelled: 0,
+            now: Millis::ZERO,
+        }
+    }
+
+    /// gRPC calls in flight on the simulated service.
+    pub fn open_calls(&self) -> usize {
+        self.operations.values().map(|op| op.calls.len()).sum()
+    }
+
+    /// gRPC calls the engine started.
+    pub fn calls_started(&self) -> u64 {
+        self.calls_started
+    }
+
+    /// gRPC calls given up before their end (the operation was cancelled,
+    /// or the engine no longer needed them).
+    pub fn calls_cancelled(&self) -> u64 {
+        self.calls_cancelled
+    }
+
+    fn latency(&mut self) -> u64 {
+        self.rng
+            .between(self.config.latency_ms.0, self.config.latency_ms.1)
+    }
+
+    /// Turns a planned call into a simulated one.
+    fn plan(&mut self, now: Millis, call: UpstreamCall) -> SimCall {
+        let due = Millis(now.0 + self.latency());
+        let (method, request) = match call {
+            UpstreamCall::Grpc {
+                upstream,
+                method,
+                request,
+                ..
+            } if upstream == "demo" => (method, request),
+            other => {
+                let failure = UpstreamFailure::new(
+                    FailureKind::Unavailable,
+                    format!("the simulator has no upstream for {other:?}"),
+                );
+                return SimCall {
+                    due,
+                    kind: CallKind::Fail(failure),
+                };
+            }
+        };
+        let injected = self.rng.chance(self.config.error_probability);
+        let kind = match method.as_str() {
+            HELLO if injected => CallKind::Fail(simulated_outage()),
+            HELLO => {
+                let name = request
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("world");
+                CallKind::Hello {
+                    message: format!("Hello, {name}!"),
+                }
+            }
+            TICKS => {
+                let int = |field: &str| request.get(field).and_then(serde_json::Value::as_i64);
+                let every_ms = int("everyMs")
+                    .map_or(0, |ms| ms.max(0) as u64)
+                    .max(self.config.min_tick_ms);
+                let limit = int("limit");
+                let injected_failure_at =
+                    injected.then(|| 1 + self.rng.below(limit.unwrap_or(20).max(1) as u64) as i64);
+                CallKind::Ticks {
+                    every_ms,
+                    next_seq: 1,
+                    limit,
+                    fail_at: int("failAt"),
+                    injected_failure_at,
+                }
+            }
+            other => CallKind::Fail(UpstreamFailure::new(
+                FailureKind::Failed,
+                format!("unknown method {other}"),
+            )),
+        };
+        // A stream's first tick comes one period after it was accepted.
+        let due = match kind {
+            CallKind::Ticks { every_ms, .. } => Millis(due.0 + every_ms),
+            _ => due,
+        };
+        SimCall { due, kind }
+    }
+
+    /// Hands the engine's new calls to the service, drops the calls it gave
+    /// up, and collects its outputs; forgets the operation once finished.
+    fn pump(&mut self, now: Millis, key: OpKey) {
+        let Some(mut op) = self.operations.remove(&key) else {
+            return;
+        };
+        loop {
+            let mut progressed = false;
+            while let Some((id, call)) = op.execution.poll_call() {
+                progressed = true;
+                self.calls_started += 1;
+                let call = self.plan(now, call);
+                op.calls.insert(id, call);
+            }
+            while let Some(id) = op.execution.poll_cancel() {
+                progressed = true;
+                if op.calls.remove(&id).is_some() {
+                    self.calls_cancelled += 1;
+                }
+            }
+            while let Some(event) = op.execution.poll_output() {
+                progressed = true;
+                self.ready.push_back((key, event));
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if op.execution.is_finished() {
+            self.calls_cancelled += op.calls.len() as u64;
+        } else {
+            self.operations.insert(key, op);
+        }
+    }
+
+    /// Runs the earliest due call of `key` one step.
+    fn run_call(&mut self, now: Millis, key: OpKey, id: CallId) {
+        let Some(op) = self.operations.get_mut(&key) else {
+            return;
+        };
+        let Some(call) = op.calls.get_mut(&id) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut finished = false;
+        match &mut call.kind {
+            CallKind::Hello { message } => {
+                events.push(CallEvent::Item(serde_json::json!({ "message": message })));
+                events.push(CallEvent::End);
+                finished = true;
+            }
+            CallKind::Fail(failure) => {
+                events.push(CallEvent::Failed(failure.clone()));
+                finished = true;
+            }
+            CallKind::Ticks {
+                every_ms,
+                next_seq,
+                limit,
+                fail_at,
+                injected_failure_at,
+            } => {
+                let seq = *next_seq;
+                if limit.is_some_and(|limit| seq > limit) {
+                    events.push(CallEvent::End);
+                    finished = true;
+                } else if *fail_at == Some(seq) {
+                    events.push(CallEvent::Failed(UpstreamFailure::new(
+                        FailureKind::Failed,
+                        format!("tick {seq} failed on purpose"),
+                    )));
+                    finished = true;
+                } else if *injected_failure_at == Some(seq) {
+                    events.push(CallEvent::Failed(simulated_outage()));
+                    finished = true;
+                } else {
+                    events.push(CallEvent::Item(serde_json::json!({ "seq": seq })));
+                    *next_seq += 1;
+                    call.due = Millis(now.0 + *every_ms);
+                    // The real service ends right after the last tick.
+                    if limit.is_some_and(|limit| *next_seq > limit) {
+                        call.due = now;
+                    }
+                }
+            }
+        }
+        if finished {
+            op.calls.remove(&id);
+        }
+        for event in events {
+            op.execution.handle_call_event(id, event);
+        }
+        self.pump(now, key);
+    }
+}
+
+fn simulated_outage() -> UpstreamFailure {
+    UpstreamFailure::new(FailureKind::Unavailable, "simulated upstream outage")
+}
+
+impl Upstream for DemoGraphqlUpstream {
+    fn start(&mut self, now: Millis, key: OpKey, request: &OperationRequest) {
+        self.now = self.now.max(now);
+        match self.schema.prepare(request, &self.limits) {
+            // What the gateway does with a request that is not valid
+            // GraphQL: answer it with the errors.
+            Err(errors) => self.ready.push_back((key, UpstreamEvent::Error(errors))),
+            Ok(prepared) => {
+                self.operations.insert(
+                    key,
+                    SimOperation {
+                        execution: Execution::new(prepared),
+                        calls: BTreeMap::new(),
+                    },
+                );
+                self.pump(now, key);
+            }
+        }
+    }
+
+    fn cancel(&mut self, now: Millis, key: OpKey) {
+        self.now = self.now.max(now);
+        self.ready.retain(|(k, _)| *k != key);
+        if let Some(op) = self.operations.remove(&key) {
+            self.calls_cancelled += op.calls.len() as u64;
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        if !self.ready.is_empty() {
+            // Events that are ready were produced at the latest instant seen.
+            return Some(self.now);
+        }
+        self.operations
+            .values()
+            .flat_map(|op| op.calls.values().map(|c| c.due))
+            .min()
+    }
+
+    fn poll_event(&mut self, now: Millis) -> Option<(OpKey, UpstreamEvent)> {
+        self.now = self.now.max(now);
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let (key, id) = self
+                .operations
+                .iter()
+                .flat_map(|(key, op)| op.calls.iter().map(move |(id, c)| (c.due, *key, *id)))
+                .filter(|(due, _, _)| *due <= now)
+                .min()
+                .map(|(_, key, id)| (key, id))?;
+            self.run_call(now, key, id);
+        }
+    }
+
+    fn live_operations(&self) -> usize {
+        // An operation whose terminal event is ready but not yet taken is
+        // still live: the server has not heard of its end.
+        let ending = self
+            .ready
+            .iter()
+            .filter(|(key, event)| event.is_terminal() && !self.operations.contains_key(key))
+            .count();
+        self.operations.len() + ending
+    }
+}
+
+#[cfg(test)]
+mod tests;
