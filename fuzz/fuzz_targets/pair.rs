@@ -627,6 +627,7 @@ fn run_sim(spec: &SimSpec) {
             malformed_frame: probability(malformed),
             reject_auth: probability(reject),
         },
+        ..SimConfig::default()
     };
     let upstream = FuzzUpstream {
         script: spec.script.iter().take(64).copied().collect(),
