@@ -30,7 +30,10 @@ pub struct Config {
     /// Time bounds.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// How `connection_init` is authenticated.
+    /// TLS on the listener (`https://`, `wss://`); absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ListenerTlsConfig>,
+    /// How `connection_init` and POST requests are authenticated.
     #[serde(default)]
     pub auth: AuthConfig,
     /// The `/admin` page.
@@ -156,6 +159,9 @@ pub struct AuthConfig {
     /// anything else closes the connection with 4403 (graphql-transport-ws)
     /// or answers `connection_error` (graphql-ws). Empty accepts every init.
     pub tokens: Vec<String>,
+    /// JWT authentication (`[auth.jwt]`, see docs/security.md). When set,
+    /// `tokens` must be empty.
+    pub jwt: Option<crate::jwt::JwtConfig>,
 }
 
 /// The `/admin` page.
@@ -306,6 +312,7 @@ impl Config {
             schema,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            tls: None,
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
             grpc: BTreeMap::new(),
@@ -321,6 +328,12 @@ impl Config {
             }
         };
         resolve(&mut self.schema);
+        if let Some(tls) = &mut self.tls {
+            tls.resolve_paths(base);
+        }
+        if let Some(jwt) = &mut self.auth.jwt {
+            jwt.resolve_paths(base);
+        }
         for upstream in self.grpc.values_mut() {
             upstream.protos.iter_mut().for_each(resolve);
             upstream.includes.iter_mut().for_each(resolve);
@@ -372,6 +385,15 @@ impl Config {
                     format!("{key} must be longer than 0s"),
                 ));
             }
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if !self.auth.tokens.is_empty() {
+                return Err(ConfigError::in_file(
+                    path,
+                    "auth.tokens and [auth.jwt] cannot both be set",
+                ));
+            }
+            crate::jwt::check(jwt, path)?;
         }
         Ok(())
     }

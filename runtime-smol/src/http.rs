@@ -17,6 +17,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
+use crate::tls::Conn;
 use smol::net::TcpStream;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::net::SocketAddr;
@@ -66,8 +67,24 @@ impl Drop for ConnectionSlot {
 
 /// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
 /// them upgraded.
-pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve_tcp(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
+    let stream = match acceptor.accept(stream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            gateway
+                .metrics
+                .tls_handshake_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+    };
     let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::new(Mutex::new(None));
     let service = {
         let gateway = gateway.clone();
@@ -98,7 +115,7 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(pending) = pending {
         match pending.on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<FuturesIo<TcpStream>>() {
+            Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
                 Ok(parts) => {
                     ws::serve_websocket(
                         gateway,
@@ -299,6 +316,13 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    if let Err(response) = authorize_post(gateway, &request).await {
+        gateway
+            .metrics
+            .auth_rejected_total
+            .fetch_add(1, Ordering::Relaxed);
+        return response;
+    }
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -347,6 +371,54 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         )
     };
     work.or(expired).await
+}
+
+/// POST's credentials: `Authorization: Bearer <token>`, checked against
+/// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
+/// set). A refusal is 401 with a JSON error and `WWW-Authenticate`.
+async fn authorize_post(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
+    let tokens = &gateway.config.auth.tokens;
+    if gateway.jwt.is_none() && tokens.is_empty() {
+        return Ok(());
+    }
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let v = v.trim();
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim())
+        });
+    let outcome = match (bearer, &gateway.jwt) {
+        (None, _) => Err("missing Authorization: Bearer <token>".to_owned()),
+        (Some(token), Some(jwt)) => jwt.verify(token).await.map(|_| ()),
+        (Some(token), None) => {
+            if tokens.iter().any(|t| t == token) {
+                Ok(())
+            } else {
+                Err("unknown token".to_owned())
+            }
+        }
+    };
+    outcome.map_err(|reason| {
+        let mut response = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({ "errors": [{
+                "message": format!("Unauthorized: {reason}"),
+                "extensions": {"code": "UNAUTHENTICATED"},
+            }] }),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        response
+    })
 }
 
 /// Parses a GraphQL-over-HTTP JSON body into a request.

@@ -20,7 +20,7 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde_json::Value;
-use smol::net::TcpStream;
+use crate::tls::Conn;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Conn>;
 
 /// An event of one operation, on its way to the connection task.
 type OpEvent = (OpId, UpstreamEvent);
@@ -47,7 +47,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Serves one upgraded WebSocket until it closes, then records how.
 pub(crate) async fn serve_websocket(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    stream: Conn,
     already_read: Vec<u8>,
     protocol: Subprotocol,
     peer: SocketAddr,
@@ -235,7 +235,20 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
-                    let verdict = authenticate(&config.auth.tokens, payload.as_ref());
+                    let verdict = match &gateway.jwt {
+                        Some(jwt) => {
+                            let (verdict, _verified) =
+                                jwt.authenticate(gateway.now(), payload.as_ref()).await;
+                            verdict
+                        }
+                        None => authenticate(&config.auth.tokens, payload.as_ref()),
+                    };
+                    if matches!(verdict, AuthVerdict::Reject { .. }) {
+                        gateway
+                            .metrics
+                            .auth_rejected_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     connection.handle_auth(gateway.now(), verdict);
                 }
                 Effect::Start { op, request } => {
