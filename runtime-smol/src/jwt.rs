@@ -289,8 +289,8 @@ impl Verifier {
             static_keys.push(key);
         }
         if let Some(path) = &config.jwks_file {
-            let keys = parse_jwks(&read(path, "JWKS")?)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let keys =
+                parse_jwks(&read(path, "JWKS")?).map_err(|e| format!("{}: {e}", path.display()))?;
             if keys.is_empty() {
                 return Err(format!(
                     "{}: no usable key (RSA, EC P-256 or oct)",
@@ -390,9 +390,11 @@ impl Verifier {
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
                 Ok(data) => {
-                    let exp = data.claims.get("exp").and_then(Value::as_u64).ok_or(
-                        "the exp claim must be a whole number of seconds".to_owned(),
-                    )?;
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_u64)
+                        .ok_or("the exp claim must be a whole number of seconds".to_owned())?;
                     return Ok(Verified {
                         claims: data.claims,
                         exp,
@@ -443,7 +445,11 @@ impl Verifier {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let end = Duration::from_secs(exp) + self.config.leeway;
-        now + end.saturating_sub(unix_now)
+        // `now` is whole milliseconds rounded down, so round the rest up
+        // and add one: the socket is never closed before exp + leeway.
+        let left = end.saturating_sub(unix_now);
+        let millis = left.as_micros().div_ceil(1000) + 1;
+        now + Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
     }
 
     fn candidates(&self, fam: Family, kid: Option<&str>) -> Vec<Key> {
@@ -551,11 +557,12 @@ impl JwksSource {
                 }
                 None => tls::Conn::Plain(tcp),
             };
-            let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
-                smol_hyper::rt::FuturesIo::new(conn),
-            )
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(
+                    smol_hyper::rt::FuturesIo::new(conn),
+                )
+                .await
+                .map_err(|e| format!("HTTP: {e}"))?;
             // Owned by this fetch: dropped (and the socket closed) with it.
             let _driver = crate::tasks::spawn(async move {
                 let _ = connection.await;
@@ -679,16 +686,46 @@ mod tests {
         let ok = smol::block_on(v.verify(&token(good.clone(), SECRET))).unwrap();
         assert_eq!(ok.claims["sub"], "u1");
         let cases = [
-            (token(good.clone(), "another-secret-another-secret-xx"), "bad signature"),
-            (token(json!({"iss": "x", "aud": "terminus", "exp": now_secs() + 60}), SECRET), "wrong issuer (iss)"),
-            (token(json!({"iss": "https://issuer.test", "aud": "other", "exp": now_secs() + 60}), SECRET), "wrong audience (aud)"),
-            (token(json!({"iss": "https://issuer.test", "aud": "terminus", "exp": now_secs() - 5}), SECRET), "token expired"),
-            (token(json!({"iss": "https://issuer.test", "aud": "terminus"}), SECRET), "missing claim exp"),
+            (
+                token(good.clone(), "another-secret-another-secret-xx"),
+                "bad signature",
+            ),
+            (
+                token(
+                    json!({"iss": "x", "aud": "terminus", "exp": now_secs() + 60}),
+                    SECRET,
+                ),
+                "wrong issuer (iss)",
+            ),
+            (
+                token(
+                    json!({"iss": "https://issuer.test", "aud": "other", "exp": now_secs() + 60}),
+                    SECRET,
+                ),
+                "wrong audience (aud)",
+            ),
+            (
+                token(
+                    json!({"iss": "https://issuer.test", "aud": "terminus", "exp": now_secs() - 5}),
+                    SECRET,
+                ),
+                "token expired",
+            ),
+            (
+                token(
+                    json!({"iss": "https://issuer.test", "aud": "terminus"}),
+                    SECRET,
+                ),
+                "missing claim exp",
+            ),
             ("not.a.jwt".to_owned(), "malformed token"),
         ];
         for (token, want) in cases {
             let error = smol::block_on(v.verify(&token)).unwrap_err();
-            assert!(error.starts_with(want), "{error:?} should start with {want:?}");
+            assert!(
+                error.starts_with(want),
+                "{error:?} should start with {want:?}"
+            );
         }
     }
 
@@ -714,7 +751,10 @@ mod tests {
         assert!(at.0 > 1_000 + 10_500 && at.0 <= 1_000 + 12_000, "{at:?}");
         let payload = json!({"headers": {"Authorization": token(json!({"iss": "https://issuer.test", "aud": "terminus", "exp": exp}), SECRET)}});
         let (verdict, claims) = smol::block_on(v.authenticate(Millis(0), Some(&payload)));
-        assert!(matches!(verdict, AuthVerdict::AcceptUntil { .. }), "{verdict:?}");
+        assert!(
+            matches!(verdict, AuthVerdict::AcceptUntil { .. }),
+            "{verdict:?}"
+        );
         assert!(claims.is_some());
         let (verdict, _) = smol::block_on(v.authenticate(Millis(0), Some(&json!({}))));
         assert!(matches!(verdict, AuthVerdict::Reject { .. }));
@@ -727,8 +767,17 @@ mod tests {
             Verifier::new(&config).unwrap_err()
         };
         assert!(bad("issuer = \"i\"\naudience = \"a\"\n").contains("configure a key"));
-        assert!(bad("issuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x\"\n").contains("https or http"));
-        assert!(bad("issuer = \"i\"\naudience = \"a\"\njwks_url = \"http://x/\"\nalgorithms = [\"none\"]\n").contains("not one of"));
-        assert!(bad("issuer = \"i\"\naudience = \"a\"\nsecret_file = \"/nonexistent/s\"\n").contains("/nonexistent/s"));
+        assert!(
+            bad("issuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x\"\n")
+                .contains("https or http")
+        );
+        assert!(bad(
+            "issuer = \"i\"\naudience = \"a\"\njwks_url = \"http://x/\"\nalgorithms = [\"none\"]\n"
+        )
+        .contains("not one of"));
+        assert!(
+            bad("issuer = \"i\"\naudience = \"a\"\nsecret_file = \"/nonexistent/s\"\n")
+                .contains("/nonexistent/s")
+        );
     }
 }

@@ -77,7 +77,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -203,7 +207,12 @@ struct Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -444,7 +453,8 @@ pub fn client_config(
 /// The server name to verify for `host`, or the configured override.
 pub fn server_name(tls: &ClientTlsConfig, host: &str) -> Result<ServerName<'static>, String> {
     let name = tls.server_name.as_deref().unwrap_or(host);
-    ServerName::try_from(name.to_owned()).map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))
 }
 
 /// The TLS handshake over `stream`; errors say which check failed.
@@ -471,9 +481,9 @@ pub fn describe_handshake_error(error: &io::Error, host: &str) -> String {
     };
     let what = match rustls_error {
         rustls::Error::InvalidCertificate(cert) => match cert {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
-                "the certificate of {host} is not signed by a trusted CA (check ca_file)"
-            ),
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                format!("the certificate of {host} is not signed by a trusted CA (check ca_file)")
+            }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 format!("the certificate of {host} has expired ({cert:?})")
             }
