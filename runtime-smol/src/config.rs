@@ -334,6 +334,9 @@ impl Config {
         if let Some(jwt) = &mut self.auth.jwt {
             jwt.resolve_paths(base);
         }
+        for db in self.mysql.values_mut() {
+            db.tls.resolve_paths(base);
+        }
         for upstream in self.grpc.values_mut() {
             upstream.protos.iter_mut().for_each(resolve);
             upstream.includes.iter_mut().for_each(resolve);

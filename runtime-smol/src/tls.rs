@@ -340,7 +340,7 @@ async fn reload_loop(config: ListenerTlsConfig, resolver: Arc<Resolver>) {
 /// TLS towards one upstream (`[grpc.<name>.tls]`, `[auth.jwt.tls]`,
 /// `[mysql.<name>]`'s CA): which roots to trust and which certificate to
 /// present.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsConfig {
     /// PEM bundle of the CAs to trust instead of the system's roots.
