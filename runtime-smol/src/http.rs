@@ -73,6 +73,26 @@ pub(crate) async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    serve_tcp_on(gateway, acceptor, stream, peer, Surface::Main).await;
+}
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// `listen`: GraphQL, health, and the admin surface unless it moved.
+    Main,
+    /// `admin.listen`: the admin surface and health only.
+    Admin,
+}
+
+/// [`serve_tcp`] for the listener `surface`.
+pub(crate) async fn serve_tcp_on(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    surface: Surface,
+) {
     let _ = stream.set_nodelay(true);
     let stream = match acceptor.accept(stream).await {
         Ok(stream) => stream,
@@ -97,7 +117,11 @@ pub(crate) async fn serve_tcp(
                     .metrics
                     .http_requests_total
                     .fetch_add(1, Ordering::Relaxed);
-                Ok::<_, std::convert::Infallible>(route(&gateway, request, &upgrade).await)
+                let response = match admin_gate(&gateway, &request, surface) {
+                    Some(refused) => refused,
+                    None => route(&gateway, request, &upgrade).await,
+                };
+                Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
@@ -183,6 +207,82 @@ async fn route(
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/admin" | "/admin/" | "/admin/state" | "/metrics")
+}
+
+/// The admin surface's rules (`[admin]`, docs/security.md): on the admin
+/// listener only admin paths and health; on the main listener admin paths
+/// only when `AdminConfig::open_on_main` allows; a configured token is
+/// required wherever they are served. `None` lets the request through.
+fn admin_gate(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    surface: Surface,
+) -> Option<Response<Body>> {
+    let path = request.uri().path();
+    let admin = &gateway.config.admin;
+    if !is_admin_path(path) {
+        return match surface {
+            Surface::Admin if !matches!(path, "/healthz" | "/readyz") => {
+                Some(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"))
+            }
+            _ => None,
+        };
+    }
+    if surface == Surface::Main {
+        if admin.listen.is_some() {
+            return Some(respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: the admin surface is on admin.listen\n",
+            ));
+        }
+        if !admin.open_on_main(gateway.config.listen) {
+            return Some(respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "forbidden: the listen address is not loopback; set admin.token or admin.listen to serve /admin and /metrics (docs/security.md)\n",
+            ));
+        }
+    }
+    let Some(token) = &admin.token else {
+        return None;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::jwt::strip_bearer);
+    let query = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    });
+    let given = bearer.map(str::to_owned).or(query);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    let mut response = respond(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "unauthorized: send Authorization: Bearer <admin.token> (or ?token=)\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn respond(

@@ -68,6 +68,8 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// Closed when drain begins; every connection task watches it.
     pub(crate) shutdown: Receiver<()>,
+    /// The address `admin.listen` is bound to, when configured.
+    pub admin_addr: Mutex<Option<SocketAddr>>,
     /// Live WebSocket connections by id, for `/admin`.
     pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
     next_connection: AtomicU64,
@@ -241,6 +243,14 @@ impl Server {
             Some(tls) => Some(crate::tls::ListenerTls::start(tls).map_err(StartError)?),
             None => None,
         };
+        let admin_listener = match config.admin.listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartError(format!("cannot listen on admin.listen {at}: {e}")))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -266,14 +276,24 @@ impl Server {
             draining: AtomicBool::new(false),
             shutdown: shutdown_rx,
             views: Mutex::new(BTreeMap::new()),
+            admin_addr: Mutex::new(None),
             next_connection: AtomicU64::new(0),
             origin: Instant::now(),
         });
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
+        let admin_task = admin_listener.map(|listener| {
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(%at, "admin surface listening");
+            }
+            *gateway.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) =
+                listener.local_addr().ok();
+            tasks::spawn(crate::admin::serve_listener(gateway.clone(), listener))
+        });
         let task = tasks::spawn(serve(
             gateway.clone(),
             listener,
             tls,
+            admin_task,
             begin_drain_rx,
             shutdown_tx,
         ));
@@ -300,6 +320,8 @@ async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<crate::tls::ListenerTls>,
+    // The admin listener's task: it lives as long as this loop.
+    _admin: Option<smol::Task<()>>,
     begin_drain: Receiver<()>,
     shutdown: Sender<()>,
 ) -> DrainReport {

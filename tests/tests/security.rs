@@ -521,3 +521,89 @@ fn listener_tls_errors_name_the_file() {
         let _ = std::fs::remove_dir_all(&pki.dir);
     });
 }
+
+// ---------------------------------------------------------------- admin
+
+#[test]
+fn the_admin_surface_moves_to_its_own_listener_behind_a_token() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| {
+            config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+            config.admin.token = Some("admin-s3cret".into());
+        })
+        .await;
+        let main = gateway.addr();
+        let admin = gateway
+            .running
+            .gateway()
+            .admin_addr
+            .lock()
+            .unwrap()
+            .expect("admin.listen is bound");
+        assert_ne!(main, admin);
+        // Main listener: GraphQL and health, no admin surface.
+        for path in ["/metrics", "/admin", "/admin/state"] {
+            let (status, body) = http(main, "GET", path, &[], "").await;
+            assert_eq!(status, 404, "{path}: {body}");
+        }
+        assert_eq!(http(main, "GET", "/healthz", &[], "").await.0, 200);
+        // Admin listener: the token is required, in a header or the query.
+        let (status, _) = http(admin, "GET", "/metrics", &[], "").await;
+        assert_eq!(status, 401);
+        let (status, _) = http(
+            admin,
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer wrong")],
+            "",
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, body) = http(
+            admin,
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer admin-s3cret")],
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.contains("terminus_connections"), "{body}");
+        let (status, body) = http(admin, "GET", "/admin?token=admin-s3cret", &[], "").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("location.search"),
+            "the page passes its token on"
+        );
+        let (status, _) = http(admin, "GET", "/admin/state?token=admin-s3cret", &[], "").await;
+        assert_eq!(status, 200);
+        // Nothing else is served there.
+        let (status, _) = http(admin, "GET", "/graphql", &[], "").await;
+        assert_eq!(status, 404);
+        assert_eq!(http(admin, "GET", "/readyz", &[], "").await.0, 200);
+    });
+}
+
+#[test]
+fn a_non_loopback_listener_does_not_serve_the_admin_surface_by_default() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| {
+            config.listen = "0.0.0.0:0".parse().unwrap();
+        })
+        .await;
+        let port = gateway.addr().port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        for path in ["/metrics", "/admin", "/admin/state"] {
+            let (status, body) = http(addr, "GET", path, &[], "").await;
+            assert_eq!(status, 403, "{path}: {body}");
+            assert!(body.contains("admin.token"), "{body}");
+        }
+        assert_eq!(http(addr, "GET", "/healthz", &[], "").await.0, 200);
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        client.send(subscribe("q", HELLO)).await;
+        assert_eq!(
+            client.recv().await["payload"]["data"]["hello"],
+            "Hello, Ada!"
+        );
+    });
+}
