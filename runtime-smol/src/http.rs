@@ -416,13 +416,16 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
-    if let Err(response) = authorize_post(gateway, &request).await {
-        gateway
-            .metrics
-            .auth_rejected_total
-            .fetch_add(1, Ordering::Relaxed);
-        return response;
-    }
+    let claims = match authorize_post(gateway, &request).await {
+        Ok(claims) => claims,
+        Err(response) => {
+            gateway
+                .metrics
+                .auth_rejected_total
+                .fetch_add(1, Ordering::Relaxed);
+            return response;
+        }
+    };
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -461,7 +464,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             Ok(operation) => operation,
             Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
         };
-        run_post(gateway, operation).await
+        run_post(gateway, operation, claims).await
     };
     let expired = async {
         smol::Timer::after(timeout).await;
@@ -475,14 +478,15 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
 
 /// POST's credentials: `Authorization: Bearer <token>`, checked against
 /// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
-/// set). A refusal is 401 with a JSON error and `WWW-Authenticate`.
+/// set). A refusal is 401 with a JSON error and `WWW-Authenticate`. The
+/// answer is the token's claims (empty without JWT).
 async fn authorize_post(
     gateway: &Gateway,
     request: &Request<Incoming>,
-) -> Result<(), Response<Body>> {
+) -> Result<Map<String, Value>, Response<Body>> {
     let tokens = &gateway.config.auth.tokens;
     if gateway.jwt.is_none() && tokens.is_empty() {
-        return Ok(());
+        return Ok(Map::new());
     }
     let bearer = request
         .headers()
@@ -496,10 +500,10 @@ async fn authorize_post(
         });
     let outcome = match (bearer, &gateway.jwt) {
         (None, _) => Err("missing Authorization: Bearer <token>".to_owned()),
-        (Some(token), Some(jwt)) => jwt.verify(token).await.map(|_| ()),
+        (Some(token), Some(jwt)) => jwt.verify(token).await.map(|v| v.claims),
         (Some(token), None) => {
             if tokens.iter().any(|t| t == token) {
-                Ok(())
+                Ok(Map::new())
             } else {
                 Err("unknown token".to_owned())
             }
@@ -557,9 +561,16 @@ fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
 
 /// Executes one POSTed operation. The operation task is owned by this
 /// request's future: a client that goes away cancels it.
-async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response<Body> {
+async fn run_post(
+    gateway: &Arc<Gateway>,
+    request: OperationRequest,
+    claims: Map<String, Value>,
+) -> Response<Body> {
     let prepared = match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-        Ok(prepared) => prepared,
+        Ok(mut prepared) => {
+            prepared.set_claims(claims);
+            prepared
+        }
         Err(errors) => return json_response(StatusCode::OK, &json!({ "errors": errors })),
     };
     if prepared.kind() == OperationKind::Subscription {

@@ -203,6 +203,8 @@ async fn drive(
     let mut shutdown_seen = false;
     let mut close_code: Option<u16> = None;
     let mut transport_gone = false;
+    // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
+    let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
     loop {
         // Do everything the machine asked for, until it asks for nothing.
         let mut table_changed = false;
@@ -237,8 +239,9 @@ async fn drive(
                 Effect::Authenticate { payload } => {
                     let verdict = match &gateway.jwt {
                         Some(jwt) => {
-                            let (verdict, _verified) =
+                            let (verdict, verified) =
                                 jwt.authenticate(gateway.now(), payload.as_ref()).await;
+                            claims = verified.map(|v| Arc::new(v.claims));
                             verdict
                         }
                         None => authenticate(&config.auth.tokens, payload.as_ref()),
@@ -269,7 +272,10 @@ async fn drive(
                                 UpstreamEvent::Error(errors),
                             );
                         }
-                        Ok(prepared) => {
+                        Ok(mut prepared) => {
+                            if let Some(claims) = &claims {
+                                prepared.set_claims(claims.as_ref().clone());
+                            }
                             let field = prepared.root_keys().join(", ");
                             let panic_for_test = config.testing.panic_trigger
                                 && request.operation_name.as_deref()

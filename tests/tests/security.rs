@@ -607,3 +607,90 @@ fn a_non_loopback_listener_does_not_serve_the_admin_surface_by_default() {
         );
     });
 }
+
+// ---------------------------------------------------------------- claims
+
+#[test]
+fn claims_reach_sql_as_bound_parameters_and_key_shared_live_polls() {
+    smol::block_on(async {
+        let url = std::env::var("TERMINUS_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+        let dir = temp_dir("claims");
+        let schema = r#"type Query {
+  me: [Me!]! @sql(db: "main", query: "SELECT :auth.sub AS sub, :auth.org AS org")
+}
+type Subscription {
+  mine: [Me!]! @live(db: "main", query: "SELECT :auth.sub AS sub, :auth.org AS org", every: "100ms")
+}
+type Me { sub: String org: Int }
+"#;
+        std::fs::write(dir.join("schema.graphql"), schema).unwrap();
+        std::fs::write(dir.join("hs256.secret"), SECRET).unwrap();
+        std::fs::write(
+            dir.join("terminus.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\nschema = \"schema.graphql\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nsecret_file = \"hs256.secret\"\n[mysql.main]\nurl = \"{url}\"\nmax_connections = 4\n"
+            ),
+        )
+        .unwrap();
+        let config = terminus::config::Config::load(&dir.join("terminus.toml")).expect("config");
+        let running = terminus::server::Server::start(config)
+            .await
+            .expect("gateway starts");
+        let addr = running.local_addr();
+        let token = |sub: &str, org: i64| {
+            hs256(
+                json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "org": org, "exp": now_secs() + 600}),
+            )
+        };
+        // A claim that looks like an injection is only ever a value.
+        let evil = "alice' OR '1'='1";
+        let bearer = format!("Bearer {}", token(evil, 7));
+        let (status, text) = http(
+            addr,
+            "POST",
+            "/graphql",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &bearer),
+            ],
+            &json!({"query": "{ me { sub org } }"}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body["data"]["me"],
+            json!([{"sub": evil, "org": 7}]),
+            "{body}"
+        );
+
+        // Two users subscribed to the same @live field: each poll is keyed
+        // by the claims it binds, so each sees only their own rows.
+        let mut clients = Vec::new();
+        for (sub, org) in [("alice", 1), ("bob", 2)] {
+            let mut client = Client::connect(addr, &[TRANSPORT_WS]).await.unwrap();
+            client
+                .send(json!({"type": "connection_init", "payload": {"token": token(sub, org)}}))
+                .await;
+            assert_eq!(client.recv().await["type"], "connection_ack");
+            client
+                .send(subscribe("m", "subscription { mine { sub org } }"))
+                .await;
+            clients.push((sub, org, client));
+        }
+        for (sub, org, client) in &mut clients {
+            let next = client.recv().await;
+            assert_eq!(
+                next["payload"]["data"]["mine"],
+                json!([{"sub": sub, "org": org}]),
+                "{next}"
+            );
+        }
+        drop(clients);
+        let (live, ok) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 0.0).await;
+        assert!(ok, "operations stayed at {live}");
+        drop(running);
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}

@@ -79,9 +79,17 @@ pub struct PreparedOperation {
     pub(crate) kind: OperationKind,
     pub(crate) root_type: String,
     pub(crate) fields: Vec<PlannedField>,
+    /// The caller's verified token claims, for `:auth.<claim>` SQL
+    /// parameters (empty when unauthenticated).
+    pub(crate) claims: Map<String, Value>,
 }
 
 impl PreparedOperation {
+    /// Sets the claims that `:auth.<claim>` SQL parameters bind.
+    pub fn set_claims(&mut self, claims: Map<String, Value>) {
+        self.claims = claims;
+    }
+
     /// Query, mutation or subscription.
     pub fn kind(&self) -> OperationKind {
         self.kind
@@ -893,6 +901,7 @@ impl Schema {
             kind: op.kind,
             root_type: root,
             fields,
+            claims: Map::new(),
         })
     }
 }
