@@ -378,6 +378,7 @@ impl Config {
             db.tls.resolve_paths(base);
         }
         for upstream in self.grpc.values_mut() {
+            upstream.tls.resolve_paths(base);
             upstream.protos.iter_mut().for_each(resolve);
             upstream.includes.iter_mut().for_each(resolve);
         }
