@@ -10,6 +10,7 @@ use super::schema::{
     SchemaInner, TypeDef, TypeKind, TypeRef,
 };
 use super::sql::{rewrite_named_params, SqlStatement};
+use crate::upstream::CallTimeouts;
 use graphql_parser::schema as sdl;
 use graphql_parser::Pos;
 use std::collections::HashMap;
@@ -88,9 +89,22 @@ fn directive_args(
     Ok(out)
 }
 
-/// Parses a duration like `500ms`, `1s`, `2m`, `1h` (a positive integer and
-/// a unit).
+/// Parses a polling interval like `500ms`, `1s`, `2m`, `1h` (see
+/// [`parse_duration`]) of at least [`MIN_LIVE_EVERY`].
 pub fn parse_every(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < MIN_LIVE_EVERY {
+        return Err(format!(
+            "`{text}` is shorter than the minimum polling interval of {} ms",
+            MIN_LIVE_EVERY.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a duration like `500ms`, `1s`, `2m`, `1h`: a positive integer and
+/// a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
     let unit = &t[digits.len()..];
@@ -108,11 +122,8 @@ pub fn parse_every(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if d < MIN_LIVE_EVERY {
-        return Err(format!(
-            "`{text}` is shorter than the minimum polling interval of {} ms",
-            MIN_LIVE_EVERY.as_millis()
-        ));
+    if d.is_zero() {
+        return Err(format!("`{text}` must be above zero"));
     }
     Ok(d)
 }
@@ -206,8 +217,29 @@ fn field_def(
                 let a = directive_args(
                     loader,
                     d,
-                    &[("upstream", true), ("method", true), ("result", false)],
+                    &[
+                        ("upstream", true),
+                        ("method", true),
+                        ("result", false),
+                        ("timeout", false),
+                        ("streamTimeout", false),
+                        ("idleTimeout", false),
+                    ],
                 )?;
+                let duration = |name: &str| -> Result<Option<Duration>, SchemaError> {
+                    a.get(name)
+                        .map(|text| {
+                            parse_duration(text).map_err(|reason| {
+                                loader.err(d.position, format!("@grpc {name}: {reason}"))
+                            })
+                        })
+                        .transpose()
+                };
+                let timeouts = CallTimeouts {
+                    call: duration("timeout")?,
+                    stream: duration("streamTimeout")?,
+                    idle: duration("idleTimeout")?,
+                };
                 let method = a["method"].clone();
                 let valid_method = method
                     .split_once('/')
@@ -238,6 +270,7 @@ fn field_def(
                     upstream: a["upstream"].clone(),
                     method,
                     result,
+                    timeouts,
                 })
             }
             "sql" => {

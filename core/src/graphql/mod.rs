@@ -51,7 +51,7 @@ pub use errors::{
     VALIDATION_FAILED,
 };
 pub use execution::{CallEvent, CallId, Execution};
-pub use load::{parse_every, MIN_LIVE_EVERY};
+pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};
 pub use plan::PreparedOperation;
 pub use schema::{OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames};
 pub use validate::Limits;

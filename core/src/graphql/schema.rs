@@ -3,6 +3,7 @@
 //! `core/src/graphql/load.rs`; see `docs/schema.md` for the directives.
 
 use super::sql::SqlStatement;
+use crate::upstream::CallTimeouts;
 use graphql_parser::schema as sdl;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -76,6 +77,8 @@ pub enum Resolver {
         /// Path (split on `.`) of the response field that is the field's
         /// value; empty: the whole response message.
         result: Vec<String>,
+        /// The field's overrides of the upstream's timeouts.
+        timeouts: CallTimeouts,
     },
     /// `@sql(db:, query:, reselect:)`.
     Sql {
