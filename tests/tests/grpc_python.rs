@@ -424,11 +424,9 @@ fn tls_to_python_grpcio_verifies_the_server_and_presents_a_client_certificate() 
                 "{reason}: {}",
                 failure.message
             );
-            let failure = refused
-                .server_streaming(TICKS, json!({"everyMs": 5}))
-                .await
-                .err()
-                .expect("a stream is refused too");
+            let Err(failure) = refused.server_streaming(TICKS, json!({"everyMs": 5})).await else {
+                panic!("a stream must be refused too");
+            };
             assert!(failure.message.contains("TLS"), "{}", failure.message);
             assert_eq!((refused.open_connections(), refused.open_streams()), (0, 0));
         }
