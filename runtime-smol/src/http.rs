@@ -586,12 +586,20 @@ async fn run_post(
     let _live = LiveOperation::new(gateway.clone());
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
-    let _task = tasks::spawn(execute::run_operation(
+    let metadata = Arc::new(
+        gateway
+            .jwt
+            .as_ref()
+            .map(|jwt| jwt.grpc_metadata(prepared.claims()))
+            .unwrap_or_default(),
+    );
+    let _task = tasks::spawn(execute::run_operation_with_metadata(
         prepared,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
+        metadata,
     ));
     let mut result: Option<Value> = None;
     loop {

@@ -84,6 +84,11 @@ pub struct JwtConfig {
     /// allowed. Default `token`.
     #[serde(default = "default_token_field")]
     pub token_field: String,
+    /// Claims sent as gRPC metadata on every call of the caller's
+    /// operations: claim name to header name (`sub = "x-user-id"`).
+    /// Default: none (runtime-smol/src/claims_metadata.rs).
+    #[serde(default)]
+    pub claims_metadata: std::collections::BTreeMap<String, String>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -214,6 +219,7 @@ pub struct Verifier {
     algorithms: Vec<Algorithm>,
     static_keys: Vec<Key>,
     jwks: Option<JwksSource>,
+    metadata: Vec<(String, http::HeaderName)>,
     /// JWKS fetches made (for tests and `/metrics`).
     pub jwks_fetches: std::sync::atomic::AtomicU64,
 }
@@ -309,6 +315,7 @@ impl Verifier {
                     .into(),
             );
         }
+        let metadata = crate::claims_metadata::check(&config.claims_metadata)?;
         if config.token_field.is_empty() {
             return Err("auth.jwt.token_field must not be empty".into());
         }
@@ -317,8 +324,17 @@ impl Verifier {
             algorithms,
             static_keys,
             jwks,
+            metadata,
             jwks_fetches: Default::default(),
         })
+    }
+
+    /// The gRPC metadata `claims_metadata` makes of `claims`.
+    pub fn grpc_metadata(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> crate::claims_metadata::GrpcMetadata {
+        crate::claims_metadata::for_claims(&self.metadata, claims)
     }
 
     /// The configuration.

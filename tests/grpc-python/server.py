@@ -59,7 +59,11 @@ def make_servicer(messages, services):
     class Demo(services.DemoServicer):
         def Hello(self, request, context):
             name = request.name or "world"
-            return messages.HelloReply(message=f"Hello, {name}!")
+            # The caller's claim, when the gateway forwards it as metadata
+            # (tests/tests/grpc_python.rs, issue 14).
+            user = dict(context.invocation_metadata()).get("x-user-id")
+            suffix = f" (user {user})" if user else ""
+            return messages.HelloReply(message=f"Hello, {name}!{suffix}")
 
         def Ticks(self, request, context):
             every = max(request.every_ms, 1) / 1000.0

@@ -434,3 +434,95 @@ fn tls_to_python_grpcio_verifies_the_server_and_presents_a_client_certificate() 
     drop((good, mutual, expired, wrong_host));
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
+
+/// Claims to gRPC metadata (issue 14): `[auth.jwt] claims_metadata` puts
+/// the verified token's `sub` on every gRPC call of the caller's
+/// operations, WebSocket and POST; grpcio reads it back.
+#[test]
+fn token_claims_reach_grpcio_as_metadata() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use terminus_tests::{http, subscribe, Client, TRANSPORT_WS};
+    const SECRET: &str = "claims-metadata-secret-claims-metadata";
+    let server = PythonServer::start();
+    let dir = std::env::temp_dir().join(format!("terminus-claims-md-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("schema.graphql"),
+        r#"type Query {
+  hello(name: String): String @grpc(upstream: "py", method: "terminus.demo.v1.Demo/Hello", result: "message")
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("secret"), SECRET).unwrap();
+    std::fs::write(
+        dir.join("terminus.toml"),
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+schema = "schema.graphql"
+[auth.jwt]
+issuer = "https://issuer.test"
+audience = "terminus"
+secret_file = "secret"
+claims_metadata = {{ sub = "x-user-id" }}
+[grpc.py]
+endpoint = "http://127.0.0.1:{port}"
+protos = ["{proto}"]
+includes = ["{root}"]
+"#,
+            port = server.port,
+            proto = repo_root()
+                .join("proto/proto/terminus/demo/v1/demo.proto")
+                .display(),
+            root = repo_root().join("proto/proto").display(),
+        ),
+    )
+    .unwrap();
+    let config = terminus::config::Config::load(&dir.join("terminus.toml")).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |sub: &str| {
+        encode(
+            &Header::default(),
+            &json!({"iss": "https://issuer.test", "aud": "terminus", "sub": sub, "exp": exp}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    smol::block_on(async {
+        let running = terminus::server::Server::start(config).await.unwrap();
+        let addr = running.local_addr();
+        let mut client = Client::connect(addr, &[TRANSPORT_WS]).await.unwrap();
+        client
+            .send(json!({"type": "connection_init", "payload": {"token": token("alice")}}))
+            .await;
+        assert_eq!(client.recv().await["type"], "connection_ack");
+        client
+            .send(subscribe("q", r#"{ hello(name: "Ada") }"#))
+            .await;
+        assert_eq!(
+            client.recv().await["payload"]["data"]["hello"],
+            "Hello, Ada! (user alice)"
+        );
+        let bearer = format!("Bearer {}", token("bob"));
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/graphql",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &bearer),
+            ],
+            &json!({"query": "{ hello }"}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["data"]["hello"], "Hello, world! (user bob)");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,11 @@ pub struct PreparedOperation {
 }
 
 impl PreparedOperation {
+    /// The caller's claims (empty when unauthenticated).
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
     /// Sets the claims that `:auth.<claim>` SQL parameters bind.
     pub fn set_claims(&mut self, claims: Map<String, Value>) {
         self.claims = claims;
