@@ -694,3 +694,80 @@ type Me { sub: String org: Int }
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+#[test]
+fn jwks_over_https_is_verified_and_a_silent_issuer_is_bounded_by_jwks_timeout() {
+    smol::block_on(async {
+        let pki = certs::temp_pki("jwks-https");
+        let (key, jwk) = es256_key("k1");
+        // A JWKS endpoint over TLS with the test PKI's server certificate.
+        let server_config = rustls::ServerConfig::builder_with_provider(terminus::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                terminus::tls::load_certs(&pki.server.cert).unwrap(),
+                terminus::tls::load_key(&pki.server.key).unwrap(),
+            )
+            .unwrap();
+        let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = json!({"keys": [jwk]}).to_string();
+        let _server = smol::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 2048];
+                let _ = tls.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.close().await;
+            }
+        });
+        // A JWKS endpoint that accepts and then says nothing.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        let _silent = smol::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = silent.accept().await {
+                held.push(tcp);
+            }
+        });
+
+        let verifier = |url: String, ca: &Path| {
+            let config: JwtConfig = toml::from_str(&format!(
+                "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = {url:?}\njwks_timeout = \"300ms\"\njwks_min_refresh = \"0s\"\n[jwks_tls]\nca_file = {ca:?}\n"
+            ))
+            .unwrap();
+            terminus::jwt::Verifier::new(&config).unwrap()
+        };
+        let token = es256(&key, "k1", claims(600));
+        // Trusted CA: the keys are fetched over TLS and the token verifies.
+        let trusted = verifier(format!("https://localhost:{port}/jwks"), &pki.ca);
+        let verified = trusted
+            .verify(&token)
+            .await
+            .expect("verified via https JWKS");
+        assert_eq!(verified.claims["sub"], "user-1");
+        // Another CA: the fetch fails with the reason, the token is refused.
+        let untrusted = verifier(format!("https://localhost:{port}/jwks"), &pki.other_ca);
+        let error = untrusted.verify(&token).await.unwrap_err();
+        assert!(error.contains("not signed by a trusted CA"), "{error}");
+        // A silent issuer: bounded by jwks_timeout.
+        let started = Instant::now();
+        let stuck = verifier(format!("http://127.0.0.1:{silent_port}/jwks"), &pki.ca);
+        let error = stuck.verify(&token).await.unwrap_err();
+        assert!(error.contains("jwks_timeout"), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let _ = std::fs::remove_dir_all(&pki.dir);
+    });
+}
