@@ -242,3 +242,64 @@ fn mysql_demo_plans_sql_with_positional_params() {
         ]
     );
 }
+
+#[test]
+fn a_result_past_max_response_bytes_ends_the_operation_and_its_call() {
+    let schema = Schema::parse(demo::SCHEMA_WITH_MYSQL_SDL, demo::SCHEMA_FILE).unwrap();
+    let limits = Limits {
+        max_response_bytes: 4096,
+        ..Limits::default()
+    };
+    let rows = |n: usize| {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"id": i, "text": "x".repeat(100), "created_at": "2026-01-01T00:00:00Z"}))
+                .collect(),
+        )
+    };
+    // A query: 10 rows fit, 100 do not.
+    for (n, fits) in [(10, true), (100, false)] {
+        let op = schema
+            .prepare(
+                &request("{ messages(limit: 100) { id text createdAt } }", json!({})),
+                &limits,
+            )
+            .unwrap();
+        let mut exec = Execution::new(op);
+        let (id, _) = exec.poll_call().unwrap();
+        exec.handle_call_event(id, CallEvent::Item(rows(n)));
+        let out = outputs(&mut exec);
+        if fits {
+            assert!(matches!(out[0], UpstreamEvent::Next(_)), "{out:?}");
+        } else {
+            assert_eq!(out.len(), 1, "{out:?}");
+            let UpstreamEvent::Error(e) = &out[0] else {
+                panic!("{out:?}")
+            };
+            assert_eq!(e[0]["extensions"]["code"], "RESPONSE_TOO_LARGE");
+            assert!(exec.is_finished());
+        }
+    }
+    // A live subscription: a small poll is delivered, a large one ends the
+    // operation with the error and gives up the upstream call.
+    let op = schema
+        .prepare(
+            &request("subscription { messageBoard(limit: 100) { id text } }", json!({})),
+            &limits,
+        )
+        .unwrap();
+    let mut exec = Execution::new(op);
+    let (id, _) = exec.poll_call().unwrap();
+    exec.handle_call_event(id, CallEvent::Item(rows(2)));
+    assert!(matches!(outputs(&mut exec)[..], [UpstreamEvent::Next(_)]));
+    exec.handle_call_event(id, CallEvent::Item(rows(200)));
+    let out = outputs(&mut exec);
+    assert!(
+        matches!(&out[..], [UpstreamEvent::Error(e)] if e[0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"),
+        "{out:?}"
+    );
+    assert_eq!(exec.poll_cancel(), Some(id));
+    assert!(exec.is_finished());
+    exec.handle_call_event(id, CallEvent::Item(rows(1)));
+    assert!(outputs(&mut exec).is_empty());
+}

@@ -368,3 +368,140 @@ fn the_introspection_query_needs_depth_14() {
     assert!(schema.prepare(&req, &at(14)).is_ok());
     assert!(schema.prepare(&req, &at(13)).is_err());
 }
+
+/// The smallest `max_cost` under which `query` prepares on `schema` (the
+/// operation's cost under the rule of `core/src/graphql/cost.rs`).
+fn cost_of(schema: &Schema, query: &str) -> usize {
+    let req = request(query, json!({}), None);
+    let ok = |max_cost: usize| {
+        schema
+            .prepare(
+                &req,
+                &Limits {
+                    max_cost,
+                    max_aliases: 1000,
+                    max_schema_fields: 1000,
+                    ..Limits::default()
+                },
+            )
+            .is_ok()
+    };
+    let (mut lo, mut hi) = (0usize, 1usize << 40);
+    assert!(ok(hi), "{query} does not prepare at all");
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// 50 aliased copies of `__schema { types { name fields { name args { name } } } }`:
+/// the amplified query of issue 16.
+fn amplified_introspection() -> String {
+    let mut q = String::from("{");
+    for i in 0..50 {
+        q.push_str(&format!(
+            " s{i}: __schema {{ types {{ name fields {{ name args {{ name }} }} }} }}"
+        ));
+    }
+    q.push('}');
+    q
+}
+
+#[test]
+fn the_standard_introspection_costs_a_fraction_of_the_default_max_cost() {
+    for sdl in [demo::SCHEMA_SDL, demo::SCHEMA_WITH_MYSQL_SDL] {
+        let s = Schema::parse(sdl, "demo").unwrap();
+        let cost = cost_of(&s, INTROSPECTION_QUERY);
+        assert!(
+            cost * 3 <= Limits::default().max_cost,
+            "the standard introspection query costs {cost}"
+        );
+        // One copy of the amplified selection is cheap; fifty are not.
+        let one = cost_of(
+            &s,
+            "{ __schema { types { name fields { name args { name } } } } }",
+        );
+        let fifty = cost_of(&s, &amplified_introspection());
+        assert_eq!(fifty, 50 * one, "aliased copies are each costed");
+    }
+    // Lists from upstreams count `list_cost` items each, nested lists multiply.
+    let s = schema();
+    assert_eq!(cost_of(&s, "{ users { id } }"), 1 + 10);
+    assert_eq!(cost_of(&s, "{ users { id friends { id name } } }"), 1 + 10 * (1 + 1 + 10 * 2));
+    assert_eq!(cost_of(&s, "{ a: user(id: 1) { id } b: user(id: 2) { id } }"), 4);
+}
+
+#[test]
+fn amplified_introspection_is_refused_before_it_runs() {
+    let s = Schema::parse(demo::SCHEMA_WITH_MYSQL_SDL, "demo").unwrap();
+    let errors = s
+        .prepare(
+            &request(&amplified_introspection(), json!({}), None),
+            &Limits::default(),
+        )
+        .expect_err("refused by the cost rule");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("max_query_schema_fields"), "{message}");
+    // Without that rule, the cost rule still bounds aliased amplification:
+    // 50 aliased copies of a nested list selection.
+    let s = schema();
+    let mut q = String::from("{");
+    for i in 0..50 {
+        q.push_str(&format!(" u{i}: users {{ friends {{ friends {{ id name email }} }} }}"));
+    }
+    q.push('}');
+    let errors = s
+        .prepare(&request(&q, json!({}), None), &Limits::default())
+        .expect_err("refused by the cost rule");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("max_query_cost"), "{message}");
+}
+
+#[test]
+fn an_introspection_result_past_max_response_bytes_ends_with_one_error() {
+    let s = Schema::parse(demo::SCHEMA_WITH_MYSQL_SDL, "demo").unwrap();
+    let full = introspect(&s);
+    let full_len = serde_json::to_string(&full).unwrap().len();
+    let limits = |max_response_bytes| Limits {
+        max_response_bytes,
+        ..Limits::default()
+    };
+    // Just under what the answer needs: stopped, one error, nothing else.
+    let prepared = s
+        .prepare(
+            &request(INTROSPECTION_QUERY, json!({}), None),
+            &limits(full_len / 2),
+        )
+        .unwrap();
+    let mut exec = Execution::new(prepared);
+    assert!(exec.poll_call().is_none());
+    let out = outputs(&mut exec);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let UpstreamEvent::Error(errors) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(errors[0]["extensions"]["code"], "RESPONSE_TOO_LARGE");
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_response_bytes"));
+    assert!(exec.is_finished());
+    // With room for it (the charge is at least the JSON text's length, and
+    // at most a few bytes more per value), the same query is answered.
+    let prepared = s
+        .prepare(
+            &request(INTROSPECTION_QUERY, json!({}), None),
+            &limits(full_len * 2),
+        )
+        .unwrap();
+    let mut exec = Execution::new(prepared);
+    let out = outputs(&mut exec);
+    assert!(matches!(out[0], UpstreamEvent::Next(_)), "{out:?}");
+}

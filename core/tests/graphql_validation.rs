@@ -131,6 +131,7 @@ fn limits_are_enforced_and_configurable() {
         max_fields: 5,
         max_aliases: 1,
         max_query_bytes: 200,
+        ..Limits::default()
     };
     let deep = "{ user(id: 1) { friends { friends { id } } } }";
     let e = schema

@@ -79,6 +79,16 @@ pub struct Limits {
     pub max_query_aliases: usize,
     /// Largest GraphQL document in bytes.
     pub max_query_bytes: usize,
+    /// Highest cost of an operation: every field 1, times the items each
+    /// list above it may hold (`core/src/graphql/cost.rs`).
+    pub max_query_cost: usize,
+    /// Items assumed for a list answered by an upstream, in the cost rule.
+    pub query_list_cost: usize,
+    /// Most `__schema` selections in one operation, aliases counted.
+    pub max_query_schema_fields: usize,
+    /// Largest result of one operation in bytes of JSON, charged while it
+    /// is built; a larger one ends the operation with `RESPONSE_TOO_LARGE`.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +104,10 @@ impl Default for Limits {
             max_query_fields: 1000,
             max_query_aliases: 50,
             max_query_bytes: 64 * 1024,
+            max_query_cost: 100_000,
+            query_list_cost: 10,
+            max_query_schema_fields: 1,
+            max_response_bytes: 1024 * 1024,
         }
     }
 }

@@ -264,6 +264,10 @@ impl Server {
             max_fields: config.limits.max_query_fields,
             max_aliases: config.limits.max_query_aliases,
             max_query_bytes: config.limits.max_query_bytes,
+            max_cost: config.limits.max_query_cost,
+            list_cost: config.limits.query_list_cost,
+            max_schema_fields: config.limits.max_query_schema_fields,
+            max_response_bytes: config.limits.max_response_bytes,
         };
         let gateway = Arc::new(Gateway {
             config,

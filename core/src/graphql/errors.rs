@@ -13,6 +13,9 @@ pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 /// `extensions.code` of a field whose upstream value cannot be shaped to its
 /// declared type (a null for a non-null field, a string for an `Int`, ...).
 pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+/// `extensions.code` of an operation stopped because its result grew past
+/// `max_response_bytes` (see `core/src/graphql/budget.rs`).
+pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
 
 /// One segment of a response path: an object key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //!   becomes `Complete`, its failure `Error([...])` with the failure's code.
 //!   For `@live`, a poll whose rows equal the previous poll's emits nothing.
 
+use super::budget::ResponseBudget;
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
 use super::plan::PreparedOperation;
@@ -80,6 +81,9 @@ pub struct Execution {
     done: bool,
     /// `@live`: the rows of the last emitted poll.
     last_live: Option<Value>,
+    /// Query and mutation: bytes of the one result charged so far against
+    /// `max_response_bytes` (`core/src/graphql/budget.rs`).
+    response_used: usize,
 }
 
 fn request_from_args(args: &Map<String, Value>) -> Value {
@@ -130,12 +134,22 @@ impl Execution {
             next_call: 0,
             done: false,
             last_live: None,
+            response_used: 0,
         };
+        let mut budget = ResponseBudget::new(exec.op.max_response_bytes);
         for i in 0..exec.op.fields.len() {
             let f = &exec.op.fields[i];
             let local = match f.name.as_str() {
                 "__typename" => Some(Value::String(exec.op.root_type.clone())),
-                "__schema" | "__type" => Some(introspection::resolve_root(&exec.op.schema, f)),
+                "__schema" | "__type" => {
+                    match introspection::resolve_root(&exec.op.schema, f, &mut budget) {
+                        Some(v) => Some(v),
+                        None => {
+                            exec.fail_too_large(budget);
+                            return exec;
+                        }
+                    }
+                }
                 _ => None,
             };
             let state = match local {
@@ -161,8 +175,35 @@ impl Execution {
             exec.outputs.push_back(UpstreamEvent::Complete);
             exec.done = true;
         }
+        exec.response_used = budget.used();
         exec.maybe_finish();
         exec
+    }
+
+    /// Ends the operation because its result grew past
+    /// `max_response_bytes`: the calls still running are given up and the
+    /// operation ends with one `RESPONSE_TOO_LARGE` error.
+    fn fail_too_large(&mut self, budget: ResponseBudget) {
+        for i in 0..self.states.len() {
+            if let FieldState::Running { call, .. } = self.states[i] {
+                match self.calls.iter().position(|(id, _)| *id == call) {
+                    // Never handed out: forget it rather than cancel it.
+                    Some(at) => {
+                        self.calls.remove(at);
+                    }
+                    None => self.cancels.push_back(call),
+                }
+            }
+            self.states[i] = FieldState::Done {
+                value: None,
+                errors: Vec::new(),
+            };
+        }
+        self.calls.clear();
+        self.outputs.clear();
+        self.outputs
+            .push_back(UpstreamEvent::Error(vec![budget.error().to_value()]));
+        self.done = true;
     }
 
     fn new_call(&mut self, call: UpstreamCall) -> CallId {
@@ -320,6 +361,9 @@ impl Execution {
                 )),
             ),
         }
+        if self.done {
+            return;
+        }
         if self.op.kind == OperationKind::Mutation {
             self.start_next_waiting();
         }
@@ -336,9 +380,16 @@ impl Execution {
                     }
                     self.last_live = Some(value.clone());
                 }
-                let mut shaper = Shaper::new(&self.op.schema, !live);
+                let budget = ResponseBudget::new(self.op.max_response_bytes);
+                let mut shaper = Shaper::new(&self.op.schema, !live, budget);
                 let mut data = Map::new();
                 let null_data = self.shape_field(&mut shaper, i, &value, &mut data);
+                if shaper.budget.exceeded() {
+                    let budget = shaper.budget;
+                    drop(data);
+                    self.fail_too_large(budget);
+                    return;
+                }
                 let result = result_value(
                     if null_data {
                         Value::Null
@@ -461,9 +512,18 @@ impl Execution {
         let state = match outcome {
             Ok(raw) => {
                 let grpc = matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
-                let mut shaper = Shaper::new(&self.op.schema, grpc);
+                let budget =
+                    ResponseBudget::with_used(self.op.max_response_bytes, self.response_used);
+                let mut shaper = Shaper::new(&self.op.schema, grpc, budget);
                 let mut data = Map::new();
                 let propagated = self.shape_field(&mut shaper, i, &raw, &mut data);
+                if shaper.budget.exceeded() {
+                    let budget = shaper.budget;
+                    drop(data);
+                    self.fail_too_large(budget);
+                    return;
+                }
+                self.response_used = shaper.budget.used();
                 FieldState::Done {
                     value: if propagated {
                         None

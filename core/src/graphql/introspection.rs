@@ -8,6 +8,7 @@
 //! `@specifiedBy`.
 //! The definitions they answer from are in `core/src/graphql/builtins.rs`.
 
+use super::budget::ResponseBudget;
 use super::coerce::print_literal;
 use super::plan::PlannedField;
 use super::schema::{
@@ -204,38 +205,64 @@ fn typename(node: Node<'_>) -> &'static str {
     }
 }
 
-fn complete(schema: &Schema, node: Node<'_>, selection: &[PlannedField]) -> Value {
+/// Completes `selection` on `node`, charging `budget` as it goes; `None`
+/// once the budget is exceeded (the partial value is dropped at once).
+fn complete(
+    schema: &Schema,
+    node: Node<'_>,
+    selection: &[PlannedField],
+    budget: &mut ResponseBudget,
+) -> Option<Value> {
     let mut obj = Map::new();
+    if !budget.charge(2) {
+        return None;
+    }
     for f in selection {
+        if !budget.key(&f.key) {
+            return None;
+        }
         let v = if f.name == "__typename" {
-            Value::from(typename(node))
+            let v = Value::from(typename(node));
+            budget.value(&v).then_some(v)?
         } else {
             match resolve(schema, node, f) {
-                Out::Leaf(v) => v,
-                Out::One(n) => complete(schema, n, &f.selection),
-                Out::Many(ns) => Value::Array(
-                    ns.into_iter()
-                        .map(|n| complete(schema, n, &f.selection))
-                        .collect(),
-                ),
+                Out::Leaf(v) => budget.value(&v).then_some(v)?,
+                Out::One(n) => complete(schema, n, &f.selection, budget)?,
+                Out::Many(ns) => {
+                    let mut items = Vec::with_capacity(ns.len());
+                    budget.charge(2);
+                    for n in ns {
+                        budget.charge(1);
+                        items.push(complete(schema, n, &f.selection, budget)?);
+                    }
+                    Value::Array(items)
+                }
             }
         };
+        if budget.exceeded() {
+            return None;
+        }
         obj.insert(f.key.clone(), v);
     }
-    Value::Object(obj)
+    Some(Value::Object(obj))
 }
 
-/// The value of a root `__schema` or `__type(name:)` field.
-pub(crate) fn resolve_root(schema: &Schema, field: &PlannedField) -> Value {
+/// The value of a root `__schema` or `__type(name:)` field, or `None` when
+/// it would be larger than what is left of `budget`.
+pub(crate) fn resolve_root(
+    schema: &Schema,
+    field: &PlannedField,
+    budget: &mut ResponseBudget,
+) -> Option<Value> {
     match field.name.as_str() {
-        "__schema" => complete(schema, Node::Schema, &field.selection),
+        "__schema" => complete(schema, Node::Schema, &field.selection, budget),
         "__type" => {
             let name = field.args.get("name").and_then(Value::as_str).unwrap_or("");
             match schema.get(name) {
-                Some(t) => complete(schema, Node::Named(t), &field.selection),
-                None => Value::Null,
+                Some(t) => complete(schema, Node::Named(t), &field.selection, budget),
+                None => Some(Value::Null),
             }
         }
-        _ => Value::Null,
+        _ => Some(Value::Null),
     }
 }

@@ -23,6 +23,8 @@
 //! | `builtins` | the standard scalars, introspection types, visible directives |
 //! | `prepare` | `Schema::prepare` as its named steps |
 //! | `validate` | the steps before planning: size, parse, document rules, limits, variables |
+//! | `cost` | the cost rule of an operation (`max_cost`, `list_cost`) |
+//! | `budget` | `max_response_bytes`, charged while a result is built |
 //! | `plan` | the field tree of the chosen operation (`PreparedOperation`) |
 //! | `coerce` | input values: literals and JSON to coerced JSON |
 //! | `execution` | the `Execution` state machine of one operation |
@@ -32,8 +34,10 @@
 //! | `sql` | `@sql` / `@live` statements with named parameters |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
+mod budget;
 mod builtins;
 mod coerce;
+mod cost;
 pub mod demo;
 mod errors;
 mod execution;
@@ -48,7 +52,7 @@ mod validate;
 
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
-    VALIDATION_FAILED,
+    RESPONSE_TOO_LARGE, VALIDATION_FAILED,
 };
 pub use execution::{CallEvent, CallId, Execution};
 pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};

@@ -44,6 +44,8 @@ pub struct PreparedOperation {
     /// The caller's verified token claims, for `:auth.<claim>` SQL
     /// parameters (empty when unauthenticated).
     pub(crate) claims: Map<String, Value>,
+    /// `Limits::max_response_bytes` of the `prepare` that made it.
+    pub(crate) max_response_bytes: usize,
 }
 
 impl PreparedOperation {
@@ -89,6 +91,7 @@ pub(crate) fn plan_operation(
         root_type: root,
         fields,
         claims: Map::new(),
+        max_response_bytes: super::validate::Limits::default().max_response_bytes,
     })
 }
 

@@ -1,8 +1,10 @@
 //! `Schema::prepare`: from a client's request to an operation ready to run,
 //! as a short sequence of named steps. The rules of each step are in
 //! `core/src/graphql/validate.rs` (steps 1 to 6) and
-//! `core/src/graphql/plan.rs` (step 7).
+//! `core/src/graphql/plan.rs` (step 7); the cost rule is
+//! `core/src/graphql/cost.rs` (step 8).
 
+use super::cost;
 use super::plan::{self, PreparedOperation};
 use super::schema::Schema;
 use super::validate::{self, Limits};
@@ -26,6 +28,9 @@ impl Schema {
         let chosen = document.choose_operation(request.operation_name.as_deref())?;
         chosen.check_limits(limits)?;
         let vars = self.coerce_variables(chosen.op, &request.variables)?;
-        plan::plan_operation(self, &chosen, &vars)
+        let mut op = plan::plan_operation(self, &chosen, &vars)?;
+        cost::check_cost(self, &op.fields, limits)?;
+        op.max_response_bytes = limits.max_response_bytes;
+        Ok(op)
     }
 }

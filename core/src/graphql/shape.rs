@@ -15,6 +15,7 @@
 //! non-null scalar, enum or list field is the proto3 default (0, "", false,
 //! the enum's first value, []), because proto3 JSON may omit default values.
 
+use super::budget::ResponseBudget;
 use super::errors::{GraphQLError, PathSegment, INTERNAL_SERVER_ERROR};
 use super::plan::PlannedField;
 use super::schema::{Schema, TypeKind, TypeRef};
@@ -29,6 +30,9 @@ pub(crate) struct Shaper<'a> {
     pub schema: &'a Schema,
     pub errors: Vec<GraphQLError>,
     pub proto3_defaults: bool,
+    /// `max_response_bytes`, charged as the value is built; once it is
+    /// exceeded, shaping stops with `Propagate` up to the root.
+    pub budget: ResponseBudget,
 }
 
 /// `seq_no` -> `seqNo`.
@@ -49,11 +53,21 @@ pub(crate) fn lower_camel(name: &str) -> String {
 }
 
 impl<'a> Shaper<'a> {
-    pub fn new(schema: &'a Schema, proto3_defaults: bool) -> Self {
+    pub fn new(schema: &'a Schema, proto3_defaults: bool, budget: ResponseBudget) -> Self {
         Shaper {
             schema,
             errors: Vec::new(),
             proto3_defaults,
+            budget,
+        }
+    }
+
+    /// Charges a built leaf; `Propagate` once the budget is exceeded.
+    fn charge(&mut self, v: Value) -> Result<Value, Propagate> {
+        if self.budget.value(&v) {
+            Ok(v)
+        } else {
+            Err(Propagate)
         }
     }
 
@@ -89,9 +103,12 @@ impl<'a> Shaper<'a> {
                 }
                 Ok(v)
             }
-            other => Ok(self
-                .complete_nullable(field, other, value, path)
-                .unwrap_or(Value::Null)),
+            other => match self.complete_nullable(field, other, value, path) {
+                Ok(v) => Ok(v),
+                // Past the budget nothing is kept: stop up to the root.
+                Err(Propagate) if self.budget.exceeded() => Err(Propagate),
+                Err(Propagate) => Ok(Value::Null),
+            },
         }
     }
 
@@ -103,7 +120,7 @@ impl<'a> Shaper<'a> {
         path: &mut Vec<PathSegment>,
     ) -> Result<Value, Propagate> {
         if value.is_null() {
-            return Ok(Value::Null);
+            return self.charge(Value::Null);
         }
         match ty {
             TypeRef::NonNull(_) => self.complete(field, ty, value, path),
@@ -121,8 +138,14 @@ impl<'a> Shaper<'a> {
                     );
                     return Err(Propagate);
                 };
+                if !self.budget.charge(2) {
+                    return Err(Propagate);
+                }
                 let mut out = Vec::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
+                    if !self.budget.charge(1) {
+                        return Err(Propagate);
+                    }
                     path.push(PathSegment::Index(i));
                     let r = self.complete(field, item, it, path);
                     path.pop();
@@ -136,7 +159,7 @@ impl<'a> Shaper<'a> {
                 };
                 match &t.kind {
                     TypeKind::Scalar { .. } => match serialize_scalar(name, value) {
-                        Some(v) => Ok(v),
+                        Some(v) => self.charge(v),
                         None => {
                             self.error(
                                 field,
@@ -153,7 +176,7 @@ impl<'a> Shaper<'a> {
                     },
                     TypeKind::Enum { values } => match value {
                         Value::String(s) if values.iter().any(|v| &v.name == s) => {
-                            Ok(value.clone())
+                            self.charge(value.clone())
                         }
                         _ => {
                             self.error(
@@ -203,10 +226,21 @@ impl<'a> Shaper<'a> {
     ) -> Result<Map<String, Value>, Propagate> {
         let mut out = Map::new();
         let mut failed = false;
+        if !self.budget.charge(2) {
+            return Err(Propagate);
+        }
         for f in selection {
+            if !self.budget.key(&f.key) {
+                return Err(Propagate);
+            }
             path.push(PathSegment::Key(f.key.clone()));
             if f.name == "__typename" {
-                out.insert(f.key.clone(), Value::String(type_name.to_string()));
+                let v = self.charge(Value::String(type_name.to_string()));
+                let Ok(v) = v else {
+                    path.pop();
+                    return Err(Propagate);
+                };
+                out.insert(f.key.clone(), v);
                 path.pop();
                 continue;
             }

@@ -23,7 +23,8 @@ type Directive = q::Directive<'static, String>;
 /// anything runs; a breach is a `GRAPHQL_VALIDATION_FAILED` error.
 ///
 /// Deserializable from configuration (every key optional, defaults below):
-/// `max_depth`, `max_fields`, `max_aliases`, `max_query_bytes`.
+/// `max_depth`, `max_fields`, `max_aliases`, `max_query_bytes`, `max_cost`,
+/// `list_cost`, `max_schema_fields`, `max_response_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -39,6 +40,22 @@ pub struct Limits {
     pub max_aliases: usize,
     /// Largest document, in bytes. Default 64 KiB.
     pub max_query_bytes: usize,
+    /// Highest cost of an operation under the rule of
+    /// `core/src/graphql/cost.rs` (every field 1, times the items each list
+    /// above it may hold; introspection lists at their real size in this
+    /// schema). Default 100,000.
+    pub max_cost: usize,
+    /// Items assumed for a list answered by an upstream, in the cost rule.
+    /// Default 10.
+    pub list_cost: usize,
+    /// Most `__schema` root selections in one operation, aliases counted
+    /// (`core/src/graphql/cost.rs`). Default 1.
+    pub max_schema_fields: usize,
+    /// Largest result of one operation (one `next` payload), in bytes of
+    /// JSON text, charged while it is built (`core/src/graphql/budget.rs`).
+    /// A larger one ends the operation with `RESPONSE_TOO_LARGE`. Default
+    /// 1 MiB.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +65,10 @@ impl Default for Limits {
             max_fields: 1000,
             max_aliases: 50,
             max_query_bytes: 64 * 1024,
+            max_cost: 100_000,
+            list_cost: 10,
+            max_schema_fields: 1,
+            max_response_bytes: 1024 * 1024,
         }
     }
 }
