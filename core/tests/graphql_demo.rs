@@ -284,7 +284,10 @@ fn a_result_past_max_response_bytes_ends_the_operation_and_its_call() {
     // operation with the error and gives up the upstream call.
     let op = schema
         .prepare(
-            &request("subscription { messageBoard(limit: 100) { id text } }", json!({})),
+            &request(
+                "subscription { messageBoard(limit: 100) { id text } }",
+                json!({}),
+            ),
             &limits,
         )
         .unwrap();

@@ -432,8 +432,14 @@ fn the_standard_introspection_costs_a_fraction_of_the_default_max_cost() {
     // Lists from upstreams count `list_cost` items each, nested lists multiply.
     let s = schema();
     assert_eq!(cost_of(&s, "{ users { id } }"), 1 + 10);
-    assert_eq!(cost_of(&s, "{ users { id friends { id name } } }"), 1 + 10 * (1 + 1 + 10 * 2));
-    assert_eq!(cost_of(&s, "{ a: user(id: 1) { id } b: user(id: 2) { id } }"), 4);
+    assert_eq!(
+        cost_of(&s, "{ users { id friends { id name } } }"),
+        1 + 10 * (1 + 1 + 10 * 2)
+    );
+    assert_eq!(
+        cost_of(&s, "{ a: user(id: 1) { id } b: user(id: 2) { id } }"),
+        4
+    );
 }
 
 #[test]
@@ -454,7 +460,9 @@ fn amplified_introspection_is_refused_before_it_runs() {
     let s = schema();
     let mut q = String::from("{");
     for i in 0..50 {
-        q.push_str(&format!(" u{i}: users {{ friends {{ friends {{ id name email }} }} }}"));
+        q.push_str(&format!(
+            " u{i}: users {{ friends {{ friends {{ id name email }} }} }}"
+        ));
     }
     q.push('}');
     let errors = s

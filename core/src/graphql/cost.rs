@@ -96,12 +96,7 @@ fn is_list(ty: &TypeRef) -> bool {
     matches!(ty.nullable(), TypeRef::List(_))
 }
 
-fn cost_of(
-    sizes: &IntrospectionSizes,
-    list_cost: u64,
-    fields: &[PlannedField],
-    cap: u64,
-) -> u64 {
+fn cost_of(sizes: &IntrospectionSizes, list_cost: u64, fields: &[PlannedField], cap: u64) -> u64 {
     let mut total: u64 = 0;
     for f in fields {
         let n = if is_list(&f.ty) {

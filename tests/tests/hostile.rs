@@ -1,0 +1,154 @@
+//! Issue 16, "no client can hurt another": hostile clients on real sockets
+//! against the built `terminus` binary, whose memory is read from /proc.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use terminus::demo_upstream::DemoUpstream;
+use terminus_tests::*;
+
+/// The documented bounds (docs/security.md, "Amplified queries"): the peak
+/// resident set of the gateway while 4 sockets each pipeline 100 amplified
+/// introspection queries stays within this many bytes above its resident
+/// set before them: with the default limits...
+const AMPLIFIED_RSS_BOUND: u64 = 16 * 1024 * 1024;
+/// ...and with the cost rules turned off, `max_response_bytes` alone
+/// (64 KiB) bounding each answer while it is built; what remains is the
+/// planned operations waiting to run, bounded by
+/// `max_operations_per_connection` and `max_query_fields`.
+const AMPLIFIED_RSS_BOUND_COST_RULES_OFF: u64 = 128 * 1024 * 1024;
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kb * 1024
+}
+
+/// 50 aliased copies of `__schema { types { name fields { name args { name } } } }`.
+fn amplified_introspection() -> String {
+    let mut q = String::from("{");
+    for i in 0..50 {
+        q.push_str(&format!(
+            " s{i}: __schema {{ types {{ name fields {{ name args {{ name }} }} }} }}"
+        ));
+    }
+    q.push('}');
+    q
+}
+
+/// The example config (examples/terminus.toml's schema and .proto) on a
+/// free port against `upstream`, with `limits` added to `[limits]`.
+fn write_config(dir: &Path, upstream: &str, limits: &str) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nschema = \"{}\"\n[limits]\n{limits}\n[grpc.demo]\nendpoint = \"{upstream}\"\nprotos = [\"{}\"]\n",
+        examples.join("schema.graphql").display(),
+        examples.join("demo.proto").display(),
+    );
+    let path = dir.join(format!("hostile-{}.toml", limits.len()));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// Four sockets each send 100 amplified queries at once and read every
+/// answer; returns the terminal messages' error codes (or "complete") and
+/// the gateway's RSS growth at its peak.
+async fn amplify(process: &Process) -> (Vec<String>, u64) {
+    let pid = process.child.id();
+    let addr: SocketAddr = process.addr;
+    // Warm up what any first query allocates, then take the baseline.
+    let mut warm = Client::ready(addr, TRANSPORT_WS).await;
+    warm.send(subscribe("w", "{ __schema { queryType { name } } }"))
+        .await;
+    assert_eq!(warm.recv().await["type"], "next");
+    assert_eq!(warm.recv().await["type"], "complete");
+    drop(warm);
+    let before = proc_status_bytes(pid, "VmRSS");
+    let query = amplified_introspection();
+    let clients = (0..4).map(|_| {
+        let query = query.clone();
+        smol::spawn(async move {
+            let mut client = Client::ready(addr, TRANSPORT_WS).await;
+            for i in 0..100 {
+                client.send(subscribe(&format!("q{i}"), &query)).await;
+            }
+            let mut ends = Vec::new();
+            while ends.len() < 100 {
+                let m = client.recv().await;
+                match m["type"].as_str() {
+                    Some("error") => ends.push(
+                        m["payload"][0]["extensions"]["code"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_owned(),
+                    ),
+                    Some("complete") => ends.push("complete".into()),
+                    Some("next") => {}
+                    other => panic!("unexpected {other:?}: {m}"),
+                }
+            }
+            ends
+        })
+    });
+    let mut ends = Vec::new();
+    for c in clients.collect::<Vec<_>>() {
+        ends.extend(within(Duration::from_secs(60), "400 answers", c).await);
+    }
+    let peak = proc_status_bytes(pid, "VmHWM");
+    (ends, peak.saturating_sub(before))
+}
+
+#[test]
+fn amplified_introspection_on_four_sockets_keeps_rss_bounded() {
+    smol::block_on(async {
+        let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("terminus-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        // Default limits: refused by the cost rules before anything is built.
+        let config = write_config(&dir, &upstream.endpoint(), "");
+        let process = Process::spawn(&["serve", "--config", config.to_str().unwrap()]);
+        let (ends, growth) = amplify(&process).await;
+        assert_eq!(ends.len(), 400);
+        assert!(
+            ends.iter().all(|c| c == "GRAPHQL_VALIDATION_FAILED"),
+            "{ends:?}"
+        );
+        eprintln!("defaults: RSS grew by {} KiB at its peak", growth / 1024);
+        assert!(growth < AMPLIFIED_RSS_BOUND, "RSS grew by {growth} bytes");
+        drop(process);
+
+        // The cost rules out of the way: every answer is built, and stopped
+        // by max_response_bytes as it grows.
+        let config = write_config(
+            &dir,
+            &upstream.endpoint(),
+            "max_query_schema_fields = 50\nmax_query_cost = 1000000000\nmax_response_bytes = 65536",
+        );
+        let process = Process::spawn(&["serve", "--config", config.to_str().unwrap()]);
+        let (ends, growth) = amplify(&process).await;
+        assert_eq!(ends.len(), 400);
+        assert!(ends.iter().all(|c| c == "RESPONSE_TOO_LARGE"), "{ends:?}");
+        eprintln!(
+            "cost rules off: RSS grew by {} KiB at its peak",
+            growth / 1024
+        );
+        assert!(
+            growth < AMPLIFIED_RSS_BOUND_COST_RULES_OFF,
+            "RSS grew by {growth} bytes"
+        );
+        drop(process);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
