@@ -306,3 +306,54 @@ fn a_result_past_max_response_bytes_ends_the_operation_and_its_call() {
     exec.handle_call_event(id, CallEvent::Item(rows(1)));
     assert!(outputs(&mut exec).is_empty());
 }
+
+#[test]
+fn arguments_bound_to_limit_must_be_row_counts() {
+    let schema = Schema::parse(demo::SCHEMA_WITH_MYSQL_SDL, demo::SCHEMA_FILE).unwrap();
+    let prepare =
+        |query: &str, vars: Value| schema.prepare(&request(query, vars), &Limits::default());
+    for (query, vars) in [
+        ("{ messages(limit: -1) { id } }", json!({})),
+        ("{ messages(limit: 10001) { id } }", json!({})),
+        (
+            "query($n: Int) { messages(limit: $n) { id } }",
+            json!({"n": -5}),
+        ),
+        (
+            "query($n: Int) { messages(limit: $n) { id } }",
+            json!({"n": null}),
+        ),
+        ("subscription { messageBoard(limit: -1) { id } }", json!({})),
+    ] {
+        let errors = prepare(query, vars).expect_err(query);
+        assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT", "{query}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("bound to SQL LIMIT") && message.contains("max_sql_row_count"),
+            "{message}"
+        );
+    }
+    for (query, vars) in [
+        ("{ messages { id } }", json!({})),
+        ("{ messages(limit: 0) { id } }", json!({})),
+        ("{ messages(limit: 10000) { id } }", json!({})),
+        (
+            "query($n: Int) { messages(limit: $n) { id } }",
+            json!({"n": 3}),
+        ),
+        ("subscription { messageBoard { id } }", json!({})),
+    ] {
+        assert!(prepare(query, vars).is_ok(), "{query}");
+    }
+    // The bound is configurable.
+    let small = Limits {
+        max_sql_row_count: 50,
+        ..Limits::default()
+    };
+    assert!(schema
+        .prepare(
+            &request("{ messages(limit: 51) { id } }", json!({})),
+            &small
+        )
+        .is_err());
+}

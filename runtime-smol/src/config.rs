@@ -89,6 +89,8 @@ pub struct Limits {
     /// Largest result of one operation in bytes of JSON, charged while it
     /// is built; a larger one ends the operation with `RESPONSE_TOO_LARGE`.
     pub max_response_bytes: usize,
+    /// Largest value of an argument bound to SQL `LIMIT` / `OFFSET`.
+    pub max_sql_row_count: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +110,7 @@ impl Default for Limits {
             query_list_cost: 10,
             max_query_schema_fields: 1,
             max_response_bytes: 1024 * 1024,
+            max_sql_row_count: 10_000,
         }
     }
 }

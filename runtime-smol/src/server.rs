@@ -268,6 +268,7 @@ impl Server {
             list_cost: config.limits.query_list_cost,
             max_schema_fields: config.limits.max_query_schema_fields,
             max_response_bytes: config.limits.max_response_bytes,
+            max_sql_row_count: config.limits.max_sql_row_count,
         };
         let gateway = Arc::new(Gateway {
             config,

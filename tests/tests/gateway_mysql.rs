@@ -723,3 +723,58 @@ fn demo_with_a_bad_mysql_url_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn arguments_bound_to_limit_and_offset_are_row_counts() {
+    let _shared = shared();
+    let pool = admin_pool();
+    let (table, _cleanup) = table(
+        &pool,
+        "gw_page",
+        "id BIGINT AUTO_INCREMENT PRIMARY KEY, body VARCHAR(200) NOT NULL, n INT NULL",
+    );
+    for i in 0..5 {
+        admin(
+            &pool,
+            &format!("INSERT INTO {table} (body, n) VALUES (?, ?)"),
+            &[json!(format!("row {i}")), json!(i)],
+        );
+    }
+    let sdl = format!(
+        r#"
+type Query {{
+  page(limit: Int!, offset: Int = 0): [Note!]!
+    @sql(db: "db", query: "SELECT id, body, n FROM {table} ORDER BY id LIMIT :limit OFFSET :offset")
+  legacyPage(skip: Int!, count: Int!): [Note!]!
+    @sql(db: "db", query: "SELECT id, body, n FROM {table} ORDER BY id LIMIT :skip, :count")
+}}
+type Note {{ id: ID! body: String! n: Int }}
+"#
+    );
+    smol::block_on(async {
+        let running = gateway(&sdl, "db", url(), |_| {}).await;
+        let addr = running.local_addr();
+        for (query, variables) in [
+            ("{ page(limit: -1) { n } }", json!({})),
+            ("{ page(limit: 2, offset: -1) { n } }", json!({})),
+            (
+                "query($l: Int!) { page(limit: $l) { n } }",
+                json!({"l": 10_001}),
+            ),
+            ("{ legacyPage(skip: -3, count: 2) { n } }", json!({})),
+            ("{ legacyPage(skip: 0, count: -1) { n } }", json!({})),
+        ] {
+            let result = run(addr, query, variables).await;
+            assert_eq!(first_code(&result), "BAD_USER_INPUT", "{query}: {result}");
+        }
+        let page = run(addr, "{ page(limit: 2, offset: 1) { n } }", json!({})).await;
+        assert_eq!(page["data"]["page"], json!([{"n": 1}, {"n": 2}]), "{page}");
+        let legacy = run(addr, "{ legacyPage(skip: 3, count: 5) { n } }", json!({})).await;
+        assert_eq!(
+            legacy["data"]["legacyPage"],
+            json!([{"n": 3}, {"n": 4}]),
+            "{legacy}"
+        );
+        running.shutdown().await;
+    });
+}

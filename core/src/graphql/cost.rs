@@ -1,4 +1,4 @@
-//! The cost rule of an operation (step 7b of `Schema::prepare` in
+//! The cost rule of an operation (step 8 of `Schema::prepare` in
 //! `core/src/graphql/prepare.rs`): how many values the answer may hold at
 //! most, counted on the planned field tree, so that aliases, fragments and
 //! introspection cannot amplify a small document into a huge answer.
@@ -131,7 +131,7 @@ pub(crate) fn operation_cost(
     cost_of(&IntrospectionSizes::of(schema), list_cost, fields, cap)
 }
 
-/// Step 7b of `Schema::prepare`: refuses an operation whose cost is beyond
+/// Step 8 of `Schema::prepare`: refuses an operation whose cost is beyond
 /// `limits.max_cost`.
 pub(crate) fn check_cost(
     schema: &Schema,

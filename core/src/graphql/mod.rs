@@ -32,6 +32,7 @@
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
+//! | `sql_bounds` | the row-count rule: arguments bound to `LIMIT` / `OFFSET` |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
 mod budget;
@@ -48,6 +49,7 @@ mod prepare;
 mod schema;
 mod shape;
 pub mod sql;
+mod sql_bounds;
 mod validate;
 
 pub use errors::{

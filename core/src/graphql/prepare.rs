@@ -2,11 +2,13 @@
 //! as a short sequence of named steps. The rules of each step are in
 //! `core/src/graphql/validate.rs` (steps 1 to 6) and
 //! `core/src/graphql/plan.rs` (step 7); the cost rule is
-//! `core/src/graphql/cost.rs` (step 8).
+//! `core/src/graphql/cost.rs` (step 8), the row-count rule of SQL arguments
+//! `core/src/graphql/sql_bounds.rs` (step 9).
 
 use super::cost;
 use super::plan::{self, PreparedOperation};
 use super::schema::Schema;
+use super::sql_bounds;
 use super::validate::{self, Limits};
 use crate::operation::OperationRequest;
 use serde_json::Value;
@@ -30,6 +32,7 @@ impl Schema {
         let vars = self.coerce_variables(chosen.op, &request.variables)?;
         let mut op = plan::plan_operation(self, &chosen, &vars)?;
         cost::check_cost(self, &op.fields, limits)?;
+        sql_bounds::check_row_counts(self, &op.fields, limits)?;
         op.max_response_bytes = limits.max_response_bytes;
         Ok(op)
     }

@@ -24,7 +24,8 @@ type Directive = q::Directive<'static, String>;
 ///
 /// Deserializable from configuration (every key optional, defaults below):
 /// `max_depth`, `max_fields`, `max_aliases`, `max_query_bytes`, `max_cost`,
-/// `list_cost`, `max_schema_fields`, `max_response_bytes`.
+/// `list_cost`, `max_schema_fields`, `max_response_bytes`,
+/// `max_sql_row_count`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -56,6 +57,11 @@ pub struct Limits {
     /// A larger one ends the operation with `RESPONSE_TOO_LARGE`. Default
     /// 1 MiB.
     pub max_response_bytes: usize,
+    /// Largest value of an argument that an `@sql` / `@live` statement binds
+    /// to `LIMIT` or `OFFSET` (`core/src/graphql/sql_bounds.rs`); such an
+    /// argument must be an integer from 0 to this, else `BAD_USER_INPUT`.
+    /// Default 10,000 (the default `max_rows` of a MySQL database).
+    pub max_sql_row_count: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +75,7 @@ impl Default for Limits {
             list_cost: 10,
             max_schema_fields: 1,
             max_response_bytes: 1024 * 1024,
+            max_sql_row_count: 10_000,
         }
     }
 }
