@@ -214,8 +214,10 @@ impl<'a> Shaper<'a> {
                 .schema
                 .field(type_name, &f.name)
                 .and_then(|d| d.source.clone());
+            // `@from` may name the proto field (`total_sold`) or its proto3
+            // JSON name (`totalSold`), which is what gRPC values carry.
             let found = match &from {
-                Some(key) => source.get(key),
+                Some(key) => source.get(key).or_else(|| source.get(&lower_camel(key))),
                 None => source
                     .get(&f.name)
                     .or_else(|| source.get(&lower_camel(&f.name))),

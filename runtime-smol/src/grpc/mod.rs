@@ -19,6 +19,7 @@
 //! once with `UPSTREAM_BUSY`. Dropping a call's future or its [`GrpcStream`]
 //! resets its HTTP/2 stream (RST_STREAM CANCEL), so the upstream stops work.
 
+pub mod check;
 mod codec;
 pub(crate) mod executor;
 
