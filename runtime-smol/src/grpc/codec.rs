@@ -24,7 +24,6 @@ pub(crate) mod code {
     pub(crate) const INVALID_ARGUMENT: u32 = 3;
     pub(crate) const UNIMPLEMENTED: u32 = 12;
     pub(crate) const INTERNAL: u32 = 13;
-    pub(crate) const UNAVAILABLE: u32 = 14;
 }
 
 /// Characters gRPC requires to be percent-encoded in `grpc-message`.
@@ -302,7 +301,7 @@ mod tests {
             FailureKind::Failed
         );
         let unavailable = Status {
-            code: code::UNAVAILABLE,
+            code: 14,
             message: String::new(),
             details: None,
         };
