@@ -22,6 +22,7 @@
 pub mod check;
 mod codec;
 pub(crate) mod executor;
+pub mod sdl;
 
 pub(crate) use codec::{code, encode_message, frame, take_frame, CONTENT_TYPE};
 
