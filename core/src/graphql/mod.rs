@@ -19,6 +19,7 @@ pub mod demo;
 mod errors;
 mod execution;
 mod introspection;
+mod scalars;
 mod schema;
 mod shape;
 pub mod sql;
@@ -29,6 +30,7 @@ pub use errors::{
     VALIDATION_FAILED,
 };
 pub use execution::{CallEvent, CallId, Execution};
+pub use scalars::{is_terminus_scalar, SCALARS};
 pub use schema::{
     parse_every, OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames,
     MIN_LIVE_EVERY,
