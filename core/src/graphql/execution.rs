@@ -192,12 +192,16 @@ impl Execution {
         let args = self.op.fields[i].args.clone();
         let call = match self.resolver(i) {
             Some(Resolver::Grpc {
-                upstream, method, ..
+                upstream,
+                method,
+                timeouts,
+                ..
             }) => UpstreamCall::Grpc {
                 upstream,
                 method,
                 request: request_from_args(&args),
                 streaming,
+                timeouts,
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,

@@ -32,7 +32,7 @@ pub use errors::{
 pub use execution::{CallEvent, CallId, Execution};
 pub use scalars::{is_terminus_scalar, SCALARS};
 pub use schema::{
-    parse_every, OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames,
-    MIN_LIVE_EVERY,
+    parse_duration, parse_every, OperationKind, Resolver, Schema, SchemaError, TypeRef,
+    UpstreamNames, MIN_LIVE_EVERY,
 };
 pub use validate::{Limits, PreparedOperation};

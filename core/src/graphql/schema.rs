@@ -3,6 +3,7 @@
 
 use super::sql::{rewrite_named_params, SqlStatement};
 use super::{coerce, introspection};
+use crate::upstream::CallTimeouts;
 use graphql_parser::schema as sdl;
 use graphql_parser::Pos;
 use std::collections::{BTreeSet, HashMap};
@@ -77,6 +78,8 @@ pub enum Resolver {
         /// Path (split on `.`) of the response field that is the field's
         /// value; empty: the whole response message.
         result: Vec<String>,
+        /// The field's overrides of the upstream's timeouts.
+        timeouts: CallTimeouts,
     },
     /// `@sql(db:, query:, reselect:)`.
     Sql {
@@ -321,9 +324,22 @@ fn directive_args(
     Ok(out)
 }
 
-/// Parses a duration like `500ms`, `1s`, `2m`, `1h` (a positive integer and
-/// a unit).
+/// Parses a polling interval like `500ms`, `1s`, `2m`, `1h` (see
+/// [`parse_duration`]) of at least [`MIN_LIVE_EVERY`].
 pub fn parse_every(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < MIN_LIVE_EVERY {
+        return Err(format!(
+            "`{text}` is shorter than the minimum polling interval of {} ms",
+            MIN_LIVE_EVERY.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a duration like `500ms`, `1s`, `2m`, `1h`: a positive integer and
+/// a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
     let unit = &t[digits.len()..];
@@ -341,11 +357,8 @@ pub fn parse_every(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if d < MIN_LIVE_EVERY {
-        return Err(format!(
-            "`{text}` is shorter than the minimum polling interval of {} ms",
-            MIN_LIVE_EVERY.as_millis()
-        ));
+    if d.is_zero() {
+        return Err(format!("`{text}` must be above zero"));
     }
     Ok(d)
 }
@@ -439,8 +452,29 @@ fn field_def(
                 let a = directive_args(
                     loader,
                     d,
-                    &[("upstream", true), ("method", true), ("result", false)],
+                    &[
+                        ("upstream", true),
+                        ("method", true),
+                        ("result", false),
+                        ("timeout", false),
+                        ("streamTimeout", false),
+                        ("idleTimeout", false),
+                    ],
                 )?;
+                let duration = |name: &str| -> Result<Option<Duration>, SchemaError> {
+                    a.get(name)
+                        .map(|text| {
+                            parse_duration(text).map_err(|reason| {
+                                loader.err(d.position, format!("@grpc {name}: {reason}"))
+                            })
+                        })
+                        .transpose()
+                };
+                let timeouts = CallTimeouts {
+                    call: duration("timeout")?,
+                    stream: duration("streamTimeout")?,
+                    idle: duration("idleTimeout")?,
+                };
                 let method = a["method"].clone();
                 let valid_method = method
                     .split_once('/')
@@ -471,6 +505,7 @@ fn field_def(
                     upstream: a["upstream"].clone(),
                     method,
                     result,
+                    timeouts,
                 })
             }
             "sql" => {

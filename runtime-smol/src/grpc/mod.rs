@@ -13,8 +13,13 @@
 //! Bounds: the connect (TCP and HTTP/2 handshake) has `connect_timeout`; a
 //! unary call has `call_timeout` (sent as `grpc-timeout` and enforced by a
 //! local timer); a server-streaming call has `call_timeout` until the
-//! response headers arrive, and after that HTTP/2 keep-alive pings
-//! (`keepalive_interval`, `keepalive_timeout`) find a dead peer; at most
+//! response headers arrive (a local timer only: nothing is sent, since a
+//! standard server enforces `grpc-timeout` on the whole stream), then no
+//! deadline unless `stream_timeout` is set (sent as `grpc-timeout` and
+//! enforced locally), an optional `stream_idle_timeout`, and HTTP/2
+//! keep-alive pings (`keepalive_interval`, `keepalive_timeout`) that find a
+//! dead peer. A schema field may override each of the three timeouts
+//! ([`CallTimeouts`], `@grpc(timeout:, streamTimeout:, idleTimeout:)`); at most
 //! `max_concurrent_streams` calls are in flight, and the next one fails at
 //! once with `UPSTREAM_BUSY`. Dropping a call's future or its [`GrpcStream`]
 //! resets its HTTP/2 stream (RST_STREAM CANCEL), so the upstream stops work.
@@ -24,7 +29,9 @@ mod codec;
 pub(crate) mod executor;
 pub mod sdl;
 
-pub(crate) use codec::{code, encode_message, frame, take_frame, CONTENT_TYPE};
+pub(crate) use codec::{
+    code, encode_message, frame, parse_timeout_header, take_frame, CONTENT_TYPE,
+};
 
 use async_lock::{Mutex, Semaphore, SemaphoreGuardArc};
 use bytes::{Bytes, BytesMut};
@@ -45,7 +52,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use terminus_core::{FailureKind, UpstreamFailure};
+use terminus_core::{CallTimeouts, FailureKind, UpstreamFailure};
 
 /// How to reach and bound one gRPC upstream (the `[upstreams.grpc.NAME]`
 /// table of the config). Durations are written like `"5s"` or `"250ms"`.
@@ -59,10 +66,15 @@ pub struct GrpcUpstreamConfig {
     pub protos: Vec<PathBuf>,
     /// Import roots for `protos`; when empty, the folder of each file.
     pub includes: Vec<PathBuf>,
-    /// Deadline of a unary call, and of a streaming call until its response
-    /// headers arrive. Default 10 s.
+    /// Deadline of a unary call (sent as `grpc-timeout`), and the local bound
+    /// on a streaming call's wait for its response headers. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// Deadline of a whole server stream, sent as `grpc-timeout` and enforced
+    /// locally; the stream then fails with `UPSTREAM_TIMEOUT`. Default:
+    /// unset, so a subscription lives as long as its client.
+    #[serde(with = "humantime_serde")]
+    pub stream_timeout: Option<Duration>,
     /// Bound on the TCP connect plus the HTTP/2 handshake. Default 3 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -97,6 +109,7 @@ impl Default for GrpcUpstreamConfig {
             protos: Vec::new(),
             includes: Vec::new(),
             call_timeout: Duration::from_secs(10),
+            stream_timeout: None,
             connect_timeout: Duration::from_secs(3),
             max_concurrent_streams: 1000,
             backoff_initial: Duration::from_millis(100),
@@ -295,7 +308,11 @@ impl GrpcUpstream {
         if config.max_concurrent_streams == 0 {
             return Err(limit_error("max_concurrent_streams must be at least 1"));
         }
-        if config.call_timeout.is_zero() || config.connect_timeout.is_zero() {
+        if config.call_timeout.is_zero()
+            || config.connect_timeout.is_zero()
+            || config.stream_timeout.is_some_and(|d| d.is_zero())
+            || config.stream_idle_timeout.is_some_and(|d| d.is_zero())
+        {
             return Err(limit_error(
                 "call_timeout and connect_timeout must be above zero",
             ));
@@ -349,12 +366,24 @@ impl GrpcUpstream {
     /// the proto3 JSON mapping, and returns the response message as JSON.
     /// Bounded by `call_timeout`; dropping the future resets the stream.
     pub async fn unary(&self, method: &str, request: Value) -> Result<Value, UpstreamFailure> {
+        self.unary_with(method, request, CallTimeouts::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::unary`] with a field's own deadline (`timeouts.call`)
+    /// in place of the upstream's `call_timeout`.
+    pub async fn unary_with(
+        &self,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+    ) -> Result<Value, UpstreamFailure> {
         let method = self.method(method, false)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
-        let deadline = self.config.call_timeout;
+        let deadline = timeouts.call.unwrap_or(self.config.call_timeout);
         let call = async {
-            let mut reader = match self.start(&method, body, deadline).await? {
+            let mut reader = match self.start(&method, body, Some(deadline)).await? {
                 Started::Streaming(reader) => reader,
                 Started::TrailersOnly => {
                     return Err(self.failure(
@@ -402,19 +431,37 @@ impl GrpcUpstream {
 
     /// Starts the server-streaming `method` with `request` in the proto3
     /// JSON mapping. Returns once the upstream has answered with response
-    /// headers (bounded by `call_timeout`); each stream item is one response
-    /// message as JSON. Dropping the stream resets it.
+    /// headers (bounded locally by `call_timeout`, which is not sent); each
+    /// stream item is one response message as JSON. The stream has no
+    /// deadline unless `stream_timeout` is configured. Dropping the stream
+    /// resets it.
     pub async fn server_streaming(
         self: &Arc<Self>,
         method: &str,
         request: Value,
     ) -> Result<GrpcStream, UpstreamFailure> {
+        self.server_streaming_with(method, request, CallTimeouts::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::server_streaming`] with a field's own bounds, each
+    /// `Some` in `timeouts` replacing the upstream's configured one.
+    pub async fn server_streaming_with(
+        self: &Arc<Self>,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+    ) -> Result<GrpcStream, UpstreamFailure> {
         let method = self.method(method, true)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
-        let deadline = self.config.call_timeout;
+        let deadline = timeouts.call.unwrap_or(self.config.call_timeout);
+        let lifetime = timeouts.stream.or(self.config.stream_timeout);
+        // The whole stream's deadline starts with the call, as the server
+        // counts `grpc-timeout` from the request's arrival.
+        let ends_at = lifetime.map(|bound| (bound, Instant::now() + bound));
         let start = async {
-            let started = self.start(&method, body, deadline).await?;
+            let started = self.start(&method, body, lifetime).await?;
             Ok(match started {
                 Started::Streaming(reader) => Some(reader),
                 Started::TrailersOnly => None,
@@ -438,10 +485,11 @@ impl GrpcUpstream {
             upstream: self.name.clone(),
             method,
             admitted: Some(admitted),
-            idle: self
-                .config
-                .stream_idle_timeout
+            idle: timeouts
+                .idle
+                .or(self.config.stream_idle_timeout)
                 .map(|bound| (bound, smol::Timer::after(bound))),
+            deadline: ends_at.map(|(bound, at)| (bound, smol::Timer::at(at))),
         })
     }
 
@@ -515,19 +563,23 @@ impl GrpcUpstream {
     }
 
     /// Sends the request on the shared connection and reads the response
-    /// headers.
+    /// headers. `grpc_timeout` is the deadline the server is told of, if
+    /// any.
     async fn start(
         &self,
         method: &MethodDescriptor,
         body: Bytes,
-        deadline: Duration,
+        grpc_timeout: Option<Duration>,
     ) -> Result<Started, UpstreamFailure> {
         let mut sender = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-        let request = http::Request::post(format!("http://{}{}", self.authority, path))
+        let mut request = http::Request::post(format!("http://{}{}", self.authority, path))
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(http::header::TE, "trailers")
-            .header("grpc-timeout", codec::timeout_header(deadline))
+            .header(http::header::TE, "trailers");
+        if let Some(deadline) = grpc_timeout {
+            request = request.header("grpc-timeout", codec::timeout_header(deadline));
+        }
+        let request = request
             .header(
                 http::header::USER_AGENT,
                 concat!("terminus/", env!("CARGO_PKG_VERSION")),
@@ -806,6 +858,8 @@ pub struct GrpcStream {
     admitted: Option<Admitted>,
     /// The idle bound and its timer, restarted by each message.
     idle: Option<(Duration, smol::Timer)>,
+    /// The whole stream's deadline (`stream_timeout`) and its timer.
+    deadline: Option<(Duration, smol::Timer)>,
 }
 
 impl std::fmt::Debug for GrpcStream {
@@ -834,17 +888,30 @@ impl Stream for GrpcStream {
                 item
             }
             Poll::Pending => {
-                let Some((bound, timer)) = this.idle.as_mut() else {
+                let expired = if let Some((bound, timer)) = this.deadline.as_mut() {
+                    Pin::new(timer)
+                        .poll(cx)
+                        .is_ready()
+                        .then(|| format!("lasted its deadline of {} ms", bound.as_millis()))
+                } else {
+                    None
+                };
+                let expired = expired.or_else(|| {
+                    let (bound, timer) = this.idle.as_mut()?;
+                    Pin::new(timer)
+                        .poll(cx)
+                        .is_ready()
+                        .then(|| format!("sent nothing for {} ms", bound.as_millis()))
+                });
+                let Some(what) = expired else {
                     return Poll::Pending;
                 };
-                ready!(Pin::new(timer).poll(cx));
                 let failure = UpstreamFailure::new(
                     FailureKind::Timeout,
                     format!(
-                        "upstream {} sent nothing on {} for {} ms",
-                        this.upstream,
+                        "stream {} of upstream {} {what}",
                         this.method.full_name(),
-                        bound.as_millis()
+                        this.upstream,
                     ),
                 );
                 this.reader = None;
