@@ -24,7 +24,7 @@ use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
 use super::validate::PreparedOperation;
 use crate::operation::UpstreamEvent;
-use crate::upstream::{FailureKind, UpstreamCall, UpstreamFailure};
+use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 
@@ -80,6 +80,8 @@ pub struct Execution {
     done: bool,
     /// `@live`: the rows of the last emitted poll.
     last_live: Option<Value>,
+    /// Handed to every gRPC call (its metadata source).
+    context: RequestContext,
 }
 
 fn request_from_args(args: &Map<String, Value>) -> Value {
@@ -115,7 +117,15 @@ impl Execution {
     /// [`poll_call`](Self::poll_call) (or, when nothing needs an upstream,
     /// the result is ready in [`poll_output`](Self::poll_output)).
     pub fn new(op: PreparedOperation) -> Self {
+        Execution::with_context(op, RequestContext::default())
+    }
+
+    /// [`Execution::new`] for a request with `context` (its forwarded
+    /// headers, `connection_init` fields, claims), which every gRPC call of
+    /// the operation carries for its metadata.
+    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
         let mut exec = Execution {
+            context,
             states: Vec::with_capacity(op.fields.len()),
             op,
             calls: VecDeque::new(),
@@ -202,6 +212,7 @@ impl Execution {
                 request: request_from_args(&args),
                 streaming,
                 timeouts,
+                context: self.context.clone(),
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
