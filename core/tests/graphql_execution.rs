@@ -342,7 +342,10 @@ fn grpc_calls_carry_the_request_context() {
     let mut exec = Execution::with_context(op, context.clone());
     let mut seen = 0;
     while let Some((_, call)) = exec.poll_call() {
-        let UpstreamCall::Grpc { context: carried, .. } = call else {
+        let UpstreamCall::Grpc {
+            context: carried, ..
+        } = call
+        else {
             panic!("a gRPC call")
         };
         assert_eq!(carried, context);

@@ -122,6 +122,7 @@ async fn run_call(
             request,
             streaming,
             timeouts,
+            context: _,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;

@@ -27,6 +27,7 @@
 pub mod check;
 mod codec;
 pub(crate) mod executor;
+pub mod metadata;
 pub mod sdl;
 
 pub(crate) use codec::{
