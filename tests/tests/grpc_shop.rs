@@ -495,3 +495,77 @@ fn a_schema_that_does_not_match_the_proto_refuses_to_start() {
         }
     });
 }
+
+#[test]
+fn the_schema_generated_from_the_proto_serves_without_edits() {
+    // `terminus schema`, the command a user runs, from the built binary.
+    let output = Command::new(terminus_binary())
+        .args(["schema", "--upstream", "shop", "-I"])
+        .arg(repo_root().join("proto/proto"))
+        .arg("--proto")
+        .arg(repo_root().join("proto/proto/terminus/shop/v1/shop.proto"))
+        .output()
+        .expect("terminus schema runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sdl = String::from_utf8(output.stdout).unwrap();
+    assert!(sdl.contains("type Subscription {"), "{sdl}");
+    let server = ShopServer::start();
+    smol::block_on(async {
+        let running = shop_gateway(&server, Some(&sdl), |_| {})
+            .await
+            .unwrap_or_else(|error| panic!("the generated schema serves: {error}\n{sdl}"));
+        let addr = running.local_addr();
+        let answer = post(
+            addr,
+            "{ product(sku: \"CHAIR-1\") { sku totalSold createdAt attributes price { units currency } availableFrom } \
+               listProducts(filter: {query: {namePrefix: \"Desk\"}}) { total products { sku backorderNote } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            answer,
+            json!({"data": {
+                "product": {
+                    "sku": "CHAIR-1",
+                    "totalSold": "18446744073709551615",
+                    "createdAt": "2024-05-01T12:30:00Z",
+                    "attributes": {"colour": "natural", "finish": "oiled"},
+                    "price": {"units": "9007199254740993", "currency": "EUR"},
+                    "availableFrom": "2030-01-01T00:00:00Z"
+                },
+                "listProducts": {"total": "1", "products": [{"sku": "LAMP-2", "backorderNote": "ships in 3 weeks"}]}
+            }})
+        );
+        let answer = post(
+            addr,
+            "mutation { createOrder(customerId: \"c\", lines: [{sku: \"LAMP-2\", quantity: 3}], \
+               payment: {card: {token: \"tok\", expMonth: 1, expYear: 2030}}) { id paymentMethod total { units } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(answer["data"]["createOrder"]["paymentMethod"], "card", "{answer}");
+        assert_eq!(answer["data"]["createOrder"]["total"]["units"], "75");
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        client
+            .send(subscribe(
+                "s",
+                "subscription { watchStock(skus: [\"LAMP-2\"], everyMs: 5, limit: 2) { sku quantity delta } }",
+            ))
+            .await;
+        for quantity in ["99", "98"] {
+            let event = client.recv().await;
+            assert_eq!(
+                event["payload"]["data"]["watchStock"],
+                json!({"sku": "LAMP-2", "quantity": quantity, "delta": "-1"}),
+                "{event}"
+            );
+        }
+        assert_eq!(client.recv().await["type"], "complete");
+        let report = running.shutdown().await;
+        assert_eq!(report.leaked_operations, 0);
+    });
+}
