@@ -547,7 +547,10 @@ fn the_schema_generated_from_the_proto_serves_without_edits() {
             json!({}),
         )
         .await;
-        assert_eq!(answer["data"]["createOrder"]["paymentMethod"], "card", "{answer}");
+        assert_eq!(
+            answer["data"]["createOrder"]["paymentMethod"], "card",
+            "{answer}"
+        );
         assert_eq!(answer["data"]["createOrder"]["total"]["units"], "75");
         let mut client = Client::ready(addr, TRANSPORT_WS).await;
         client

@@ -28,6 +28,7 @@ pub mod check;
 mod codec;
 pub(crate) mod executor;
 pub mod metadata;
+mod request;
 pub mod sdl;
 
 pub(crate) use codec::{
