@@ -19,10 +19,10 @@
 
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
+use super::plan::PreparedOperation;
 use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
-use super::validate::PreparedOperation;
 use crate::operation::UpstreamEvent;
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
