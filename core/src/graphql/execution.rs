@@ -84,15 +84,25 @@ pub struct Execution {
     context: RequestContext,
 }
 
-fn request_from_args(args: &Map<String, Value>) -> Value {
+/// The request message of a `@grpc` field: each argument is a request
+/// field, except the `@grpc(request:)` argument, whose fields are.
+fn request_from_args(args: &Map<String, Value>, whole: Option<&str>) -> Value {
     // proto3 JSON: an absent or null field is the default, so nulls are left
     // out rather than sent.
-    Value::Object(
-        args.iter()
+    let mut out: Map<String, Value> = match whole.and_then(|name| args.get(name)) {
+        Some(Value::Object(fields)) => fields
+            .iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    )
+        _ => Map::new(),
+    };
+    for (k, v) in args {
+        if Some(k.as_str()) != whole && !v.is_null() {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 fn sql_params(
@@ -205,11 +215,12 @@ impl Execution {
                 upstream,
                 method,
                 timeouts,
+                request,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
                 method,
-                request: request_from_args(&args),
+                request: request_from_args(&args, request.as_deref()),
                 streaming,
                 timeouts,
                 context: self.context.clone(),
