@@ -19,7 +19,9 @@ use std::sync::Arc;
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
+use terminus_core::{
+    FailureKind, OpId, RequestContext, UpstreamCall, UpstreamEvent, UpstreamFailure,
+};
 
 /// Runs `prepared` to its end, sending every event for `op` to `out`.
 ///
@@ -28,12 +30,13 @@ use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFail
 /// slows its upstreams down instead of growing a queue.
 pub async fn run_operation(
     prepared: PreparedOperation,
+    context: RequestContext,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
 ) {
-    let mut execution = Execution::new(prepared);
+    let mut execution = Execution::with_context(prepared, context);
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
@@ -73,6 +76,7 @@ pub async fn run_operation(
 pub async fn run_operation_guarded(
     gateway: Arc<Gateway>,
     prepared: PreparedOperation,
+    context: RequestContext,
     op: OpId,
     out: Sender<(OpId, UpstreamEvent)>,
     panic_for_test: bool,
@@ -86,7 +90,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(prepared, upstreams, op, queue, events).await;
+        run_operation(prepared, context, upstreams, op, queue, events).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +126,7 @@ async fn run_call(
             request,
             streaming,
             timeouts,
-            context: _,
+            context,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
@@ -130,7 +134,7 @@ async fn run_call(
             };
             if streaming {
                 let mut stream = match client
-                    .server_streaming_with(&method, request, timeouts)
+                    .server_streaming_in(&method, request, timeouts, &context)
                     .await
                 {
                     Ok(stream) => stream,
@@ -154,7 +158,7 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client.unary_with(&method, request, timeouts).await {
+                match client.unary_in(&method, request, timeouts, &context).await {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;

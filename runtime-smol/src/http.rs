@@ -19,12 +19,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use smol::net::TcpStream;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use terminus_core::graphql::OperationKind;
 use terminus_core::server::Subprotocol;
-use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
 type Body = Full<Bytes>;
 
@@ -34,6 +35,8 @@ pub(crate) struct PendingUpgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
     protocol: Subprotocol,
     slot: ConnectionSlot,
+    /// The upgrade request's forwarded headers (grpc/metadata.rs).
+    context: BTreeMap<String, String>,
 }
 
 /// One unit of the connection cap, held for the WebSocket's whole life.
@@ -107,6 +110,7 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                         pending.protocol,
                         peer,
                         pending.slot,
+                        pending.context,
                     )
                     .await
                 }
@@ -275,10 +279,15 @@ fn websocket_upgrade(
         return response;
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let mut context = BTreeMap::new();
+    gateway
+        .context_capture
+        .add_headers(&mut context, request.headers());
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
         on_upgrade,
         protocol,
         slot,
+        context,
     });
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -299,6 +308,10 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let mut context = BTreeMap::new();
+    gateway
+        .context_capture
+        .add_headers(&mut context, request.headers());
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -337,7 +350,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             Ok(operation) => operation,
             Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
         };
-        run_post(gateway, operation).await
+        run_post(gateway, operation, Arc::new(context)).await
     };
     let expired = async {
         smol::Timer::after(timeout).await;
@@ -385,7 +398,11 @@ fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
 
 /// Executes one POSTed operation. The operation task is owned by this
 /// request's future: a client that goes away cancels it.
-async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response<Body> {
+async fn run_post(
+    gateway: &Arc<Gateway>,
+    request: OperationRequest,
+    context: RequestContext,
+) -> Response<Body> {
     let prepared = match gateway.schema.prepare(&request, &gateway.graphql_limits) {
         Ok(prepared) => prepared,
         Err(errors) => return json_response(StatusCode::OK, &json!({ "errors": errors })),
@@ -405,6 +422,7 @@ async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
         prepared,
+        context,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,

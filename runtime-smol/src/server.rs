@@ -58,6 +58,9 @@ pub struct Gateway {
     pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The request values some upstream forwards as metadata, collected by
+    /// the front ends (grpc/metadata.rs).
+    pub context_capture: crate::grpc::metadata::ContextCapture,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// The `/admin` chart's history.
@@ -261,6 +264,12 @@ impl Server {
             config,
             schema,
             graphql_limits,
+            context_capture: crate::grpc::metadata::ContextCapture::from_keys(
+                upstreams
+                    .grpc_names()
+                    .filter_map(|name| upstreams.grpc(name))
+                    .flat_map(|upstream| upstream.context_keys()),
+            ),
             upstreams: Arc::new(upstreams),
             metrics: Metrics::default(),
             history: History::new(history_len),

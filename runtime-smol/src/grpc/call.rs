@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use terminus_core::{CallTimeouts, FailureKind, UpstreamFailure};
+use terminus_core::{CallTimeouts, FailureKind, RequestContext, UpstreamFailure};
 
 impl GrpcUpstream {
     /// Calls the unary `method` (`package.Service/Method`) with `request` in
@@ -35,12 +35,26 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<Value, UpstreamFailure> {
+        self.unary_in(method, request, timeouts, &RequestContext::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::unary_with`] for a request with `context`, from
+    /// which the upstream's configured metadata is sent (docs/config.md,
+    /// "Metadata").
+    pub async fn unary_in(
+        &self,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+        context: &RequestContext,
+    ) -> Result<Value, UpstreamFailure> {
         let method = self.method(method, false)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
         let deadline = timeouts.call.unwrap_or(self.config.call_timeout);
         let call = async {
-            let mut reader = match self.start(&method, body, Some(deadline)).await? {
+            let mut reader = match self.start(&method, body, Some(deadline), context).await? {
                 Started::Streaming(reader) => reader,
                 Started::TrailersOnly => {
                     return Err(self.failure(
@@ -109,6 +123,19 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<GrpcStream, UpstreamFailure> {
+        self.server_streaming_in(method, request, timeouts, &RequestContext::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::server_streaming_with`] for a request with
+    /// `context`, from which the upstream's configured metadata is sent.
+    pub async fn server_streaming_in(
+        self: &Arc<Self>,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+        context: &RequestContext,
+    ) -> Result<GrpcStream, UpstreamFailure> {
         let method = self.method(method, true)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
@@ -118,7 +145,7 @@ impl GrpcUpstream {
         // counts `grpc-timeout` from the request's arrival.
         let ends_at = lifetime.map(|bound| (bound, Instant::now() + bound));
         let start = async {
-            let started = self.start(&method, body, lifetime).await?;
+            let started = self.start(&method, body, lifetime, context).await?;
             Ok(match started {
                 Started::Streaming(reader) => Some(reader),
                 Started::TrailersOnly => None,
@@ -225,12 +252,13 @@ impl GrpcUpstream {
 
     /// Sends the request on the shared connection and reads the response
     /// headers. `grpc_timeout` is the deadline the server is told of, if
-    /// any.
+    /// any; the metadata is the upstream's, from `context`.
     pub(super) async fn start(
         &self,
         method: &MethodDescriptor,
         body: Bytes,
         grpc_timeout: Option<Duration>,
+        context: &RequestContext,
     ) -> Result<Started, UpstreamFailure> {
         let mut sender = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
@@ -239,6 +267,9 @@ impl GrpcUpstream {
             .header(http::header::TE, "trailers");
         if let Some(deadline) = grpc_timeout {
             request = request.header("grpc-timeout", codec::timeout_header(deadline));
+        }
+        for (name, value) in self.metadata.headers(context) {
+            request = request.header(name, value);
         }
         let request = request
             .header(
