@@ -572,3 +572,61 @@ fn the_schema_generated_from_the_proto_serves_without_edits() {
         assert_eq!(report.leaked_operations, 0);
     });
 }
+
+#[test]
+fn configured_metadata_reaches_grpcio() {
+    let server = ShopServer::start();
+    smol::block_on(async {
+        let running = shop_gateway(&server, None, |config| {
+            let shop = config.grpc.get_mut("shop").unwrap();
+            shop.metadata.insert("x-api-key".into(), "k1".into());
+            shop.forward_headers = vec!["Authorization".into(), "x-request-id".into()];
+            shop.forward_init.insert("tenant".into(), "x-tenant".into());
+        })
+        .await
+        .unwrap();
+        let addr = running.local_addr();
+        // POST: the selected headers and the static entry, nothing else.
+        let answer = post_with(
+            addr,
+            "{ metadata }",
+            json!({}),
+            &[
+                ("Authorization", "Bearer abc"),
+                ("X-Request-Id", "r-1"),
+                ("Cookie", "session=secret"),
+            ],
+        )
+        .await;
+        let metadata = &answer["data"]["metadata"];
+        assert_eq!(metadata["x-api-key"], "k1", "{answer}");
+        assert_eq!(metadata["authorization"], "Bearer abc");
+        assert_eq!(metadata["x-request-id"], "r-1");
+        assert!(metadata.get("cookie").is_none(), "{metadata}");
+        assert!(metadata.get("x-tenant").is_none(), "{metadata}");
+        // WebSocket: a connection_init field.
+        let mut client = Client::connect(addr, &[TRANSPORT_WS]).await.unwrap();
+        client
+            .send(json!({"type": "connection_init", "payload": {"tenant": "acme", "secret": "no"}}))
+            .await;
+        assert_eq!(client.recv().await["type"], "connection_ack");
+        client.send(subscribe("m", "{ metadata }")).await;
+        let event = client.recv().await;
+        let metadata = &event["payload"]["data"]["metadata"];
+        assert_eq!(metadata["x-tenant"], "acme", "{event}");
+        assert_eq!(metadata["x-api-key"], "k1");
+        assert!(metadata.get("secret").is_none(), "{metadata}");
+        assert!(metadata.get("authorization").is_none(), "{metadata}");
+        assert_eq!(client.recv().await["type"], "complete");
+        let report = running.shutdown().await;
+        assert_eq!(report.leaked_operations, 0);
+        // A name gRPC reserves is refused at start-up.
+        let error = shop_gateway(&server, None, |config| {
+            let shop = config.grpc.get_mut("shop").unwrap();
+            shop.metadata.insert("grpc-timeout".into(), "1S".into());
+        })
+        .await
+        .unwrap_err();
+        assert!(error.contains("upstream shop"), "{error}");
+    });
+}
