@@ -47,7 +47,7 @@ fn request_of(query: &str, variables: Value) -> Value {
 }
 
 fn error_of(query: &str, variables: Value) -> String {
-    let errors = prepare(query, variables).err().expect("refused");
+    let errors = prepare(query, variables).expect_err("refused");
     errors[0]["message"].as_str().unwrap().to_owned()
 }
 

@@ -653,7 +653,9 @@ impl<'a> Checker<'a> {
             }
             return;
         }
-        if proto.is_list() != list && !(named == "JSON" && !list) {
+        // One JSON value may hold a whole repeated field.
+        let json_whole = named == "JSON" && !list;
+        if proto.is_list() != list && !json_whole {
             let fix = if proto.is_list() {
                 format!("it is repeated in the proto: make it [{named}]")
             } else {

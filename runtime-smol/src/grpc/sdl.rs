@@ -239,7 +239,7 @@ impl Generator {
                         format!(
                             "  {}: {}",
                             member.json_name(),
-                            self.field_type(&member, true, true)
+                            self.field_type(&member, true)
                         )
                     })
                     .collect();
@@ -258,7 +258,7 @@ impl Generator {
             out.push(format!(
                 "{}: {}",
                 field.json_name(),
-                self.field_type(&field, true, true)
+                self.field_type(&field, true)
             ));
         }
         out
@@ -268,9 +268,9 @@ impl Generator {
     /// optional), lists are `[T!]`; outputs of singular scalars and enums are
     /// non-null (proto3 defaults), messages, wrappers and oneof members
     /// nullable.
-    fn field_type(&mut self, field: &FieldDescriptor, input: bool, _nullable: bool) -> String {
+    fn field_type(&mut self, field: &FieldDescriptor, input: bool) -> String {
         if field.is_map() {
-            return if input { "JSON".into() } else { "JSON".into() };
+            return "JSON".into();
         }
         let (named, nullable_kind) = self.named(&field.kind(), input);
         if field.is_list() {
@@ -400,7 +400,7 @@ impl Generator {
                         format!(
                             "  {}: {}",
                             field.json_name(),
-                            self.field_type(&field, false, false)
+                            self.field_type(&field, false)
                         )
                     })
                     .collect();
