@@ -431,6 +431,25 @@ fn the_gateway_serves_the_shop_types() {
             error["extensions"]["details"][0]["fieldViolations"][0]["field"],
             "lines"
         );
+        // A value GraphQL accepts but the proto field does not: the error
+        // names the field's path and the proto field.
+        let answer = post(
+            addr,
+            "mutation { createOrder(input: {customerId: \"c\", lines: [{sku: \"CHAIR-1\", quantity: -1}]}) { id } }",
+            json!({}),
+        )
+        .await;
+        let error = &answer["errors"][0];
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{answer}");
+        assert_eq!(error["path"], json!(["createOrder"]));
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("request field terminus.shop.v1.OrderLine.quantity"),
+            "{answer}"
+        );
+        assert!(error["extensions"].get("grpcStatus").is_none(), "{answer}");
         for (i, name) in CODES.iter().enumerate() {
             let answer = post(
                 addr,
