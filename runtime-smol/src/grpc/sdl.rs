@@ -33,8 +33,9 @@ pub const QUERY_PREFIXES: [&str; 12] = [
 
 /// The SDL for every service in `pool` whose file is one of `files` (all
 /// services when `files` is empty), served by the upstream named
-/// `upstream`.
-pub fn generate(pool: &DescriptorPool, files: &[String], upstream: &str) -> String {
+/// `upstream`. Fails when there is no unary method at all (a schema needs
+/// a Query field).
+pub fn generate(pool: &DescriptorPool, files: &[String], upstream: &str) -> Result<String, String> {
     let mut generator = Generator {
         names: HashMap::new(),
         taken: BTreeSet::new(),
@@ -93,10 +94,15 @@ pub fn generate(pool: &DescriptorPool, files: &[String], upstream: &str) -> Stri
         out.push('\n');
     }
     if roots[0].1.is_empty() {
-        // GraphQL needs a Query type.
-        roots[0].1.push(
-            "  \"Always null: the services have no reading methods.\"\n  _empty: Boolean".into(),
-        );
+        // GraphQL needs a Query type: without reading methods, the unary
+        // methods go there.
+        if roots[1].1.is_empty() {
+            return Err(
+                "the services have no unary method, and a GraphQL schema needs at least one Query field"
+                    .to_owned(),
+            );
+        }
+        roots[0].1 = std::mem::take(&mut roots[1].1);
     }
     for (name, fields) in &roots {
         if fields.is_empty() {
@@ -114,7 +120,7 @@ pub fn generate(pool: &DescriptorPool, files: &[String], upstream: &str) -> Stri
         let _ = write!(out, "\n{body}");
         let _ = name;
     }
-    out
+    Ok(out)
 }
 
 /// Compiles `protos` (import roots `includes`, or the folder of each file)
@@ -137,7 +143,10 @@ pub fn generate_from_files(
             files.push(file.name().to_owned());
         }
     }
-    Ok(generate(&pool, &files, upstream))
+    generate(&pool, &files, upstream).map_err(|message| super::ConfigError::Protos {
+        upstream: upstream.to_owned(),
+        message,
+    })
 }
 
 /// Whether `name` starts with the word `prefix` (`GetX`, not `Getaway`).
@@ -499,7 +508,7 @@ mod tests {
 
     #[test]
     fn the_shop_proto_becomes_a_schema_that_matches_it() {
-        let sdl = generate(&shop_pool(), &[], "shop");
+        let sdl = generate(&shop_pool(), &[], "shop").unwrap();
         let pool = shop_pool();
         super::super::check::check_schema(&sdl, "generated.graphql", &|name| {
             (name == "shop").then(|| pool.clone())
@@ -530,6 +539,44 @@ mod tests {
         );
         let subscription = sdl.split("type Subscription {").nth(1).unwrap();
         assert!(subscription.contains("  watchStock("), "{subscription}");
+    }
+
+    #[test]
+    fn without_reading_methods_the_unary_methods_are_queries() {
+        let dir = std::env::temp_dir().join(format!("terminus-sdl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let writes = dir.join("writes.proto");
+        std::fs::write(
+            &writes,
+            "syntax = \"proto3\";\npackage w.v1;\nmessage Thing { string id = 1; }\n\
+             service Things {\n  rpc CreateThing(Thing) returns (Thing);\n  \
+             rpc Follow(Thing) returns (stream Thing);\n  rpc Upload(stream Thing) returns (Thing);\n}\n",
+        )
+        .unwrap();
+        let streams = dir.join("streams.proto");
+        std::fs::write(
+            &streams,
+            "syntax = \"proto3\";\npackage s.v1;\nmessage T { string id = 1; }\n\
+             service S {\n  rpc Follow(T) returns (stream T);\n}\n",
+        )
+        .unwrap();
+        let sdl = generate_from_files(std::slice::from_ref(&writes), &[], "w").unwrap();
+        let error = generate_from_files(std::slice::from_ref(&streams), &[], "s").unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            sdl.contains("type Query {\n  createThing(id: String): Thing\n"),
+            "{sdl}"
+        );
+        assert!(!sdl.contains("type Mutation"), "{sdl}");
+        assert!(
+            sdl.contains("type Subscription {\n  follow(id: String): Thing!\n"),
+            "{sdl}"
+        );
+        assert!(
+            sdl.contains("# w.v1.Things/Upload is client-streaming"),
+            "{sdl}"
+        );
+        assert!(error.to_string().contains("no unary method"), "{error}");
     }
 
     #[test]
