@@ -132,11 +132,12 @@ impl UpstreamMetadata {
 pub struct ContextCapture {
     headers: BTreeSet<String>,
     init: BTreeSet<String>,
+    claims: BTreeSet<String>,
 }
 
 impl ContextCapture {
-    /// The capture for these context keys (`header:x`, `init:y`, others
-    /// ignored here).
+    /// The capture for these context keys (`header:x`, `init:y`,
+    /// `claim:z`; others ignored).
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> ContextCapture {
         let mut capture = ContextCapture::default();
         for key in keys {
@@ -144,6 +145,8 @@ impl ContextCapture {
                 capture.headers.insert(header.to_owned());
             } else if let Some(field) = key.strip_prefix("init:") {
                 capture.init.insert(field.to_owned());
+            } else if let Some(claim) = key.strip_prefix("claim:") {
+                capture.claims.insert(claim.to_owned());
             }
         }
         capture
@@ -151,7 +154,7 @@ impl ContextCapture {
 
     /// Whether nothing is collected.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.init.is_empty()
+        self.headers.is_empty() && self.init.is_empty() && self.claims.is_empty()
     }
 
     /// Adds the forwarded headers of a request to `context`. A header
@@ -173,18 +176,35 @@ impl ContextCapture {
     /// `context`: strings as they are, numbers and booleans as text; other
     /// values are left out.
     pub fn add_init(&self, context: &mut BTreeMap<String, String>, payload: Option<&Value>) {
-        let Some(Value::Object(payload)) = payload else {
-            return;
+        add_fields(context, "init", &self.init, payload);
+    }
+
+    /// Adds the forwarded claims of a verified token (its JSON claims
+    /// object) to `context` as `claim:<name>`, like [`Self::add_init`].
+    pub fn add_claims(&self, context: &mut BTreeMap<String, String>, claims: Option<&Value>) {
+        add_fields(context, "claim", &self.claims, claims);
+    }
+}
+
+/// `source:<field>` entries for the `wanted` fields of a JSON object:
+/// strings as they are, numbers and booleans as text, others left out.
+fn add_fields(
+    context: &mut BTreeMap<String, String>,
+    source: &str,
+    wanted: &BTreeSet<String>,
+    object: Option<&Value>,
+) {
+    let Some(Value::Object(object)) = object else {
+        return;
+    };
+    for field in wanted {
+        let text = match object.get(field) {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            Some(Value::Bool(flag)) => flag.to_string(),
+            _ => continue,
         };
-        for field in &self.init {
-            let text = match payload.get(field) {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Number(number)) => number.to_string(),
-                Some(Value::Bool(flag)) => flag.to_string(),
-                _ => continue,
-            };
-            context.insert(format!("init:{field}"), text);
-        }
+        context.insert(format!("{source}:{field}"), text);
     }
 }
 
@@ -218,7 +238,7 @@ mod tests {
         let mut context = BTreeMap::new();
         capture.add_headers(&mut context, &headers);
         capture.add_init(&mut context, Some(&json!({"tenant": "acme", "other": "x"})));
-        context.insert("claim:sub".into(), "u-1".into());
+        capture.add_claims(&mut context, Some(&json!({"sub": "u-1", "exp": {"x": 1}})));
         assert_eq!(
             context,
             map(&[
