@@ -141,3 +141,26 @@ fn request_maps_one_argument_onto_the_whole_message() {
         assert_eq!(error.line, 8, "{error}");
     }
 }
+
+#[test]
+fn a_grpc_value_that_does_not_fit_names_its_message_field() {
+    use terminus_core::graphql::CallEvent;
+    use terminus_core::UpstreamEvent;
+    let mut exec = prepare("{ product(id: 1) { id sold } }", json!({})).unwrap();
+    let (call, _) = exec.poll_call().unwrap();
+    exec.handle_call_event(call, CallEvent::Item(json!({"id": "7", "sold": "lots"})));
+    exec.handle_call_event(call, CallEvent::End);
+    let Some(UpstreamEvent::Next(result)) = exec.poll_output() else {
+        panic!("one result")
+    };
+    assert_eq!(result["data"], json!({"product": null}), "{result}");
+    let error = &result["errors"][0];
+    assert_eq!(error["path"], json!(["product", "sold"]));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("(read from the upstream message field `sold`)"),
+        "{result}"
+    );
+}
