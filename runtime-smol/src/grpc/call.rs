@@ -291,7 +291,7 @@ impl GrpcUpstream {
             // A trailers-only response: the status came with the headers.
             let status = status.map_err(|message| self.failure(FailureKind::Failed, &message))?;
             if status.code != code::OK {
-                return Err(status.into_failure(&self.name));
+                return Err(status.into_failure(&self.name, &self.pool));
             }
             return Ok(Started::TrailersOnly);
         }
@@ -322,6 +322,7 @@ impl GrpcUpstream {
             buffer: BytesMut::new(),
             finished: false,
             upstream: self.name.clone(),
+            pool: self.pool.clone(),
         }))
     }
 }
@@ -346,6 +347,8 @@ pub(super) struct ResponseReader {
     buffer: BytesMut,
     finished: bool,
     upstream: String,
+    /// The upstream's descriptors, for its own status detail types.
+    pool: prost_reflect::DescriptorPool,
 }
 
 impl ResponseReader {
@@ -404,7 +407,7 @@ impl ResponseReader {
             )),
             Some(Err(message)) => failure(format!("upstream {}: {message}", self.upstream)),
             Some(Ok(status)) if status.code != code::OK => {
-                Some(Err(status.into_failure(&self.upstream)))
+                Some(Err(status.into_failure(&self.upstream, &self.pool)))
             }
             Some(Ok(_)) if !self.buffer.is_empty() => failure(format!(
                 "upstream {} ended a call in the middle of a message",

@@ -139,11 +139,15 @@ impl Status {
     /// The failure a non-OK status means for the caller: its kind by the
     /// table in `docs/schema.md` ("Errors"), `extensions.grpcStatus` and,
     /// when the upstream sent `grpc-status-details-bin`,
-    /// `extensions.details` (each a JSON object with its `@type`; the
-    /// standard `google.rpc` details are decoded, others keep their bytes).
-    pub(crate) fn into_failure(self, upstream: &str) -> UpstreamFailure {
+    /// `extensions.details` (each a JSON object with its `@type`): the
+    /// standard `google.rpc` details and the upstream's own types (in
+    /// `pool`) are decoded, others keep their bytes.
+    pub(crate) fn into_failure(self, upstream: &str, pool: &DescriptorPool) -> UpstreamFailure {
         let kind = kind_of(self.code);
-        let details = self.details.as_deref().and_then(decode_details);
+        let details = self
+            .details
+            .as_deref()
+            .and_then(|bytes| decode_details(bytes, pool));
         let message = if self.message.is_empty() {
             format!(
                 "upstream {upstream} failed with gRPC status {} ({})",
@@ -198,7 +202,7 @@ fn rpc_pool() -> &'static DescriptorPool {
 /// The details of an encoded `google.rpc.Status` as JSON objects with their
 /// `@type`; a detail of a type neither pool knows keeps its bytes as
 /// base64 in `value`. `None` when the bytes are not a `google.rpc.Status`.
-fn decode_details(bytes: &[u8]) -> Option<Vec<Value>> {
+fn decode_details(bytes: &[u8], pool: &DescriptorPool) -> Option<Vec<Value>> {
     let rpc = rpc_pool();
     let status =
         DynamicMessage::decode(rpc.get_message_by_name("google.rpc.Status")?, bytes).ok()?;
@@ -221,7 +225,9 @@ fn decode_details(bytes: &[u8]) -> Option<Vec<Value>> {
             .and_then(|v| v.as_bytes().cloned())
             .unwrap_or_default();
         let type_name = type_url.rsplit('/').next().unwrap_or_default();
-        let descriptor = rpc.get_message_by_name(type_name);
+        let descriptor = rpc
+            .get_message_by_name(type_name)
+            .or_else(|| pool.get_message_by_name(type_name));
         let decoded = descriptor
             .and_then(|descriptor| DynamicMessage::decode(descriptor, value.as_ref()).ok())
             .and_then(|message| {
@@ -338,7 +344,10 @@ mod tests {
         let status = Status::from_headers(&headers).unwrap().unwrap();
         assert_eq!(status.message, "tick 3 failed 100%\non purpose");
         assert_eq!(
-            status.clone().into_failure("demo").kind,
+            status
+                .clone()
+                .into_failure("demo", &DescriptorPool::new())
+                .kind,
             FailureKind::Failed
         );
         let unavailable = Status {
@@ -346,7 +355,7 @@ mod tests {
             message: String::new(),
             details: None,
         };
-        let failure = unavailable.into_failure("demo");
+        let failure = unavailable.into_failure("demo", &DescriptorPool::new());
         assert_eq!(failure.kind, FailureKind::Unavailable);
         assert!(
             failure.message.contains("UNAVAILABLE"),
@@ -384,7 +393,7 @@ mod tests {
             message: "no product X".into(),
             details: None,
         }
-        .into_failure("shop");
+        .into_failure("shop", &DescriptorPool::new());
         assert_eq!(failure.kind, FailureKind::NotFound);
         assert_eq!(failure.extensions["grpcStatus"], "NOT_FOUND");
         assert!(!failure.extensions.contains_key("details"));
@@ -427,7 +436,7 @@ mod tests {
         let failure = Status::from_headers(&headers)
             .unwrap()
             .unwrap()
-            .into_failure("shop");
+            .into_failure("shop", &DescriptorPool::new());
         assert_eq!(failure.kind, FailureKind::BadInput);
         assert_eq!(failure.message, "bad order");
         assert_eq!(failure.extensions["grpcStatus"], "INVALID_ARGUMENT");
@@ -440,6 +449,33 @@ mod tests {
                 },
                 {"@type": "type.example.com/acme.Unknown", "value": "AQID"}
             ])
+        );
+        // A detail type of the upstream's own protos is decoded with them.
+        let shop = DescriptorPool::decode(terminus_proto::SHOP_DESCRIPTOR_SET).unwrap();
+        let money = DynamicMessage::deserialize(
+            shop.get_message_by_name("terminus.shop.v1.Money").unwrap(),
+            json!({"currency": "EUR", "units": "5"}),
+        )
+        .unwrap();
+        let mut status = DynamicMessage::new(rpc.get_message_by_name("google.rpc.Status").unwrap());
+        status.set_field_by_name("code", ReflectValue::I32(9));
+        status.set_field_by_name(
+            "details",
+            ReflectValue::List(vec![any(
+                "type.googleapis.com/terminus.shop.v1.Money",
+                money.encode_to_vec(),
+            )]),
+        );
+        let failure = Status {
+            code: 9,
+            message: "too expensive".into(),
+            details: Some(status.encode_to_vec().into()),
+        }
+        .into_failure("shop", &shop);
+        assert_eq!(failure.kind, FailureKind::FailedPrecondition);
+        assert_eq!(
+            failure.extensions["details"],
+            json!([{"@type": "type.googleapis.com/terminus.shop.v1.Money", "currency": "EUR", "units": "5", "nanos": 0}])
         );
     }
 }
