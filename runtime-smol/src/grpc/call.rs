@@ -262,9 +262,10 @@ impl GrpcUpstream {
     ) -> Result<Started, UpstreamFailure> {
         let mut sender = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-        let mut request = http::Request::post(format!("http://{}{}", self.authority, path))
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(http::header::TE, "trailers");
+        let mut request =
+            http::Request::post(format!("{}://{}{}", self.scheme, self.authority, path))
+                .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+                .header(http::header::TE, "trailers");
         if let Some(deadline) = grpc_timeout {
             request = request.header("grpc-timeout", codec::timeout_header(deadline));
         }

@@ -55,23 +55,8 @@ impl UpstreamMetadata {
         forward_context: &BTreeMap<String, String>,
     ) -> Result<UpstreamMetadata, String> {
         let name = |name: &str, what: &str| -> Result<HeaderName, String> {
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("grpc-")
-                || lower.starts_with(':')
-                || RESERVED.contains(&lower.as_str())
-            {
-                return Err(format!(
-                    "upstream {upstream}: {what} {name:?} is a name gRPC reserves for itself"
-                ));
-            }
-            if lower.ends_with("-bin") {
-                return Err(format!(
-                    "upstream {upstream}: {what} {name:?} is binary metadata (-bin), which Terminus does not send"
-                ));
-            }
-            HeaderName::from_bytes(lower.as_bytes()).map_err(|_| {
-                format!("upstream {upstream}: {what} {name:?} is not a valid metadata name")
-            })
+            check_name(name)
+                .map_err(|reason| format!("upstream {upstream}: {what} {name:?} {reason}"))
         };
         let mut out = UpstreamMetadata::default();
         for (key, value) in fixed {
@@ -124,6 +109,20 @@ impl UpstreamMetadata {
         }
         out
     }
+}
+
+/// Checks one configured metadata name (of an upstream's `metadata`,
+/// `forward_*` tables, or of `[auth.jwt] claims_metadata`) and returns it
+/// lowercased; the error says why it cannot be sent.
+pub fn check_name(name: &str) -> Result<HeaderName, String> {
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("grpc-") || lower.starts_with(':') || RESERVED.contains(&lower.as_str()) {
+        return Err("is a name gRPC reserves for itself".to_owned());
+    }
+    if lower.ends_with("-bin") {
+        return Err("is binary metadata (-bin), which Terminus does not send".to_owned());
+    }
+    HeaderName::from_bytes(lower.as_bytes()).map_err(|_| "is not a valid metadata name".to_owned())
 }
 
 /// Which request values the front ends collect: the union of the context
@@ -219,6 +218,22 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn reserved_binary_and_malformed_names_are_refused() {
+        assert_eq!(check_name("X-User-Id").unwrap().as_str(), "x-user-id");
+        for bad in [
+            "grpc-status",
+            "content-type",
+            "te",
+            "user-agent",
+            "host",
+            "a b",
+            "x-bin",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
