@@ -129,7 +129,7 @@ fn resolve<'s>(schema: &'s Schema, node: Node<'s>, f: &PlannedField) -> Out<'s> 
                 _ => Out::Leaf(Value::Null),
             },
             "inputFields" => match &t.kind {
-                TypeKind::InputObject { fields } => Out::Many(
+                TypeKind::InputObject { fields, .. } => Out::Many(
                     fields
                         .iter()
                         .filter(|x| include_deprecated(f) || x.deprecation.is_none())
@@ -140,7 +140,7 @@ fn resolve<'s>(schema: &'s Schema, node: Node<'s>, f: &PlannedField) -> Out<'s> 
             },
             "ofType" => Out::Leaf(Value::Null),
             "isOneOf" => match &t.kind {
-                TypeKind::InputObject { .. } => Out::Leaf(Value::Bool(false)),
+                TypeKind::InputObject { one_of, .. } => Out::Leaf(Value::Bool(*one_of)),
                 _ => Out::Leaf(Value::Null),
             },
             _ => Out::Leaf(Value::Null),
@@ -265,4 +265,50 @@ pub(crate) fn resolve_root(
         }
         _ => Some(Value::Null),
     }
+}
+
+/// The number of fields in the answer to `selection` on `node` (every
+/// field of every object, lists expanded): the exact cost of an
+/// introspection subtree in the rule of `core/src/graphql/cost.rs`.
+/// Stops counting once beyond `cap`.
+fn count(schema: &Schema, node: Node<'_>, selection: &[PlannedField], cap: u64) -> u64 {
+    let mut total: u64 = 0;
+    for f in selection {
+        total = total.saturating_add(1);
+        if f.name != "__typename" && !f.selection.is_empty() {
+            match resolve(schema, node, f) {
+                Out::Leaf(_) => {}
+                Out::One(n) => total = total.saturating_add(count(schema, n, &f.selection, cap)),
+                Out::Many(ns) => {
+                    for n in ns {
+                        total = total.saturating_add(count(schema, n, &f.selection, cap));
+                        if total > cap {
+                            return total;
+                        }
+                    }
+                }
+            }
+        }
+        if total > cap {
+            return total;
+        }
+    }
+    total
+}
+
+/// The exact cost (see [`count`]) of a root `__schema` or `__type(name:)`
+/// field's answer, the field itself included; stops beyond `cap`.
+pub(crate) fn root_cost(schema: &Schema, field: &PlannedField, cap: u64) -> u64 {
+    let below = match field.name.as_str() {
+        "__schema" => count(schema, Node::Schema, &field.selection, cap),
+        "__type" => {
+            let name = field.args.get("name").and_then(Value::as_str).unwrap_or("");
+            match schema.get(name) {
+                Some(t) => count(schema, Node::Named(t), &field.selection, cap),
+                None => 0,
+            }
+        }
+        _ => 0,
+    };
+    below.saturating_add(1)
 }

@@ -43,8 +43,8 @@ pub struct Limits {
     pub max_query_bytes: usize,
     /// Highest cost of an operation under the rule of
     /// `core/src/graphql/cost.rs` (every field 1, times the items each list
-    /// above it may hold; introspection lists at their real size in this
-    /// schema). Default 100,000.
+    /// above it may hold; an introspection field at the exact size of its
+    /// answer). Default 100,000.
     pub max_cost: usize,
     /// Items assumed for a list answered by an upstream, in the cost rule.
     /// Default 10.
@@ -194,7 +194,8 @@ fn collect_var_usages(
             }
         }
         L::Object(obj) => {
-            if let Some(TypeKind::InputObject { fields }) = schema.get(ty.named()).map(|t| &t.kind)
+            if let Some(TypeKind::InputObject { fields, .. }) =
+                schema.get(ty.named()).map(|t| &t.kind)
             {
                 for (k, v) in obj {
                     if let Some(f) = fields.iter().find(|f| &f.name == k) {
