@@ -372,3 +372,23 @@ fn an_already_expired_credential_answers_connection_error_then_closes() {
     assert_eq!(close_code(&effects), Some(close::FORBIDDEN));
     t.finish();
 }
+
+#[test]
+fn queued_starts_are_held_operations() {
+    // Before any init, and behind a pending init: held (what
+    // `terminus_operations` counts) but not live until the init is accepted.
+    let mut t = Transcript::legacy();
+    t.send(start("1", "{ hello }"));
+    assert_eq!(t.conn.connection().held_operations(), 1);
+    t.send(json!({"type": "connection_init"}));
+    t.send(start("2", "subscription { ticks }"));
+    assert_eq!(t.conn.connection().held_operations(), 2);
+    assert_eq!(t.conn.connection().live_operations(), 0);
+    t.send(json!({"type": "stop", "id": "1"}));
+    assert_eq!(t.conn.connection().held_operations(), 1);
+    let effects = t.accept(None);
+    assert_eq!(starts(&effects).len(), 1);
+    assert_eq!(t.conn.connection().held_operations(), 1);
+    assert_eq!(t.conn.connection().live_operations(), 1);
+    t.finish();
+}

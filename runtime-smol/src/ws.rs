@@ -152,8 +152,9 @@ struct Operation {
     row: OperationRow,
 }
 
-/// Keeps `terminus_operations` equal to the sum of the connections' live
-/// operations, including when a connection task unwinds.
+/// Keeps `terminus_operations` equal to the sum of the connections' held
+/// operations (live ones and legacy starts queued behind the init),
+/// including when a connection task unwinds.
 struct OperationsGauge<'a> {
     gateway: &'a Gateway,
     reported: i64,
@@ -339,9 +340,9 @@ async fn drive(
                     }
                 }
             }
-            gauge.set(connection.live_operations());
+            gauge.set(connection.held_operations());
         }
-        gauge.set(connection.live_operations());
+        gauge.set(connection.held_operations());
         if table_changed {
             let rows = operations.values().map(|o| o.row.clone()).collect();
             *view.operations.lock().unwrap_or_else(|e| e.into_inner()) = rows;

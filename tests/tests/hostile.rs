@@ -152,3 +152,40 @@ fn amplified_introspection_on_four_sockets_keeps_rss_bounded() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+#[test]
+fn legacy_starts_queued_before_the_init_are_counted_in_terminus_operations() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|_| {}).await;
+        let addr = gateway.addr();
+        let mut client = Client::connect(addr, &[LEGACY_WS]).await.expect("connects");
+        for id in ["1", "2", "3"] {
+            client
+                .send(start(id, "subscription { ticks(everyMs: 50) { seq } }"))
+                .await;
+        }
+        let (value, ok) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 3.0).await;
+        assert!(ok, "terminus_operations is {value} with 3 queued starts");
+        // A stop of a queued start: it never runs, and is no longer counted.
+        client
+            .send(serde_json::json!({"type": "stop", "id": "3"}))
+            .await;
+        let (value, ok) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 2.0).await;
+        assert!(ok, "terminus_operations is {value} after a stop");
+        client
+            .send(serde_json::json!({"type": "connection_init", "payload": {}}))
+            .await;
+        assert_eq!(client.recv().await["type"], "connection_ack");
+        let mut data = 0;
+        while data < 2 {
+            let m = client.recv().await;
+            if m["type"] == "data" {
+                data += 1;
+            }
+        }
+        assert_eq!(metric(addr, "terminus_operations").await, 2.0);
+        client.drop_abruptly();
+        let (value, ok) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 0.0).await;
+        assert!(ok, "terminus_operations is {value} after the client left");
+    });
+}

@@ -314,6 +314,14 @@ impl ServerConnection {
         self.live.len()
     }
 
+    /// Operations this connection holds: the live ones plus the legacy
+    /// `start`s queued until the init is accepted (what
+    /// `terminus_operations` counts; a queued start has no `OpId` yet, so
+    /// it is not in [`Self::live_operations`]).
+    pub fn held_operations(&self) -> usize {
+        self.live.len() + self.queued.len()
+    }
+
     /// Bytes of `SendText` not yet reported flushed.
     pub fn unflushed_bytes(&self) -> usize {
         self.unflushed
