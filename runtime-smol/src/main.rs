@@ -6,6 +6,33 @@ use std::process::ExitCode;
 use terminus::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// The global allocator: jemalloc, so that memory freed after a load (say
+/// 3,000 clients leaving at once) goes back to the system within seconds
+/// rather than staying in the allocator's free lists. docs/BENCHMARKS.md
+/// has the measurements; docs/config.md the knob.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A C string pointer that may live in a `static`.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+#[repr(transparent)]
+pub struct MallocConf(*const u8);
+
+// SAFETY: the pointer is to a `'static` byte string that is never written.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+unsafe impl Sync for MallocConf {}
+
+/// jemalloc's compiled-in options (it reads this symbol once, at its
+/// start): a background thread purges freed pages, dirty pages are returned
+/// after 1 s and never kept "muzzy" (`MADV_FREE`d pages still count in the
+/// resident set until the kernel wants them). The environment variable
+/// `_RJEM_MALLOC_CONF` overrides any of them (docs/config.md).
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: MallocConf =
+    MallocConf(b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr());
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

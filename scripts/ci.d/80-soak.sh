@@ -4,6 +4,12 @@
 # operations, upstream streams, tasks or fds not back to their baseline
 # within the bound, or upstream connections other than 1 at any sample.
 #
+# Then memory returned after load (issue 16, item 7): RSS_CLIENTS (3000)
+# subscribed clients connect, hold RSS_HOLD (10s) and leave at once; the
+# gateway's RSS (/proc/<pid>/status VmRSS) must come back within
+# RSS_BOUND_MIB (32) of its baseline (read when it started) within
+# RSS_RECLAIM_SECONDS (30). docs/BENCHMARKS.md has the measurements.
+#
 # Knobs (environment, all optional): SOAK_CONNECTIONS (1000), SOAK_HOLD (30s),
 # SOAK_EVERY_MS (250), SOAK_RECLAIM_TIMEOUT (5s: the bound on the reclaim,
 # generous for a shared CI machine; docs/BENCHMARKS.md measures the real
@@ -52,6 +58,9 @@ if [ -z "$addr" ]; then
   exit 1
 fi
 echo "soak: terminus demo at $addr (pid $gateway_pid)"
+# The fresh gateway's resident set: the baseline of the memory check below.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$gateway_pid/status"; }
+baseline_kib=$(rss_kib)
 
 ./target/release/terminus-load \
   --url "ws://$addr/graphql" \
@@ -72,3 +81,34 @@ if ! kill -0 "$gateway_pid" 2>/dev/null; then
   exit 1
 fi
 echo "soak: passed (report in $out/soak.json, chart in $out/soak.svg)"
+
+# ---- memory returned after load -------------------------------------------
+rss_clients="${RSS_CLIENTS:-3000}"
+rss_hold="${RSS_HOLD:-10s}"
+rss_bound_mib="${RSS_BOUND_MIB:-32}"
+rss_reclaim_seconds="${RSS_RECLAIM_SECONDS:-30}"
+echo "rss: baseline ${baseline_kib} KiB; ${rss_clients} clients for ${rss_hold}"
+./target/release/terminus-load \
+  --url "ws://$addr/graphql" \
+  --label "terminus (ci rss)" \
+  --connections "$rss_clients" --subscriptions 1 \
+  --every-ms "$every_ms" --hold "$rss_hold" --end abrupt \
+  --reclaim-series terminus_operations,terminus_upstream_streams,terminus_tasks,process_open_fds \
+  --reclaim-timeout "$reclaim_timeout" \
+  --pid "$gateway_pid" \
+  --json "$out/rss.json" \
+  --fail-on-leak
+left=$(date +%s)
+limit_kib=$((baseline_kib + rss_bound_mib * 1024))
+now_kib=$(rss_kib)
+echo "rss: ${now_kib} KiB right after the clients left (bound ${limit_kib} KiB)"
+while [ "$now_kib" -gt "$limit_kib" ]; do
+  if [ $(( $(date +%s) - left )) -ge "$rss_reclaim_seconds" ]; then
+    echo "rss: still ${now_kib} KiB ${rss_reclaim_seconds} s after the clients left;" \
+      "baseline ${baseline_kib} KiB, bound ${rss_bound_mib} MiB above it" >&2
+    exit 1
+  fi
+  sleep 1
+  now_kib=$(rss_kib)
+done
+echo "rss: ${now_kib} KiB after $(( $(date +%s) - left )) s (baseline ${baseline_kib} KiB, bound +${rss_bound_mib} MiB): passed"
