@@ -102,6 +102,13 @@ pub enum Violation {
         /// How many.
         count: usize,
     },
+    /// After `Close`, the connection is neither terminated nor bounded: its
+    /// linger has no deadline, or one later than `close_linger` after the
+    /// close.
+    UnboundedLinger {
+        /// The deadline it asked for, if any.
+        deadline: Option<Millis>,
+    },
     /// At the end: the connection still wants a timer.
     TimerAtEnd {
         /// The deadline.
@@ -171,6 +178,10 @@ impl fmt::Display for Violation {
             Violation::LiveOperationsAtEnd { count } => {
                 write!(f, "{count} live operations at the end")
             }
+            Violation::UnboundedLinger { deadline } => match deadline {
+                Some(d) => write!(f, "linger after Close lasts until {} ms, too long", d.0),
+                None => write!(f, "linger after Close has no deadline"),
+            },
             Violation::TimerAtEnd { deadline } => {
                 write!(f, "timer still armed at the end ({} ms)", deadline.0)
             }
@@ -239,7 +250,7 @@ impl Ledger {
                 }
                 _ => self.step_late_event = Some(*op),
             },
-            Input::TransportClosed => self.closed = true,
+            Input::TransportClosed { .. } => self.closed = true,
             _ => {}
         }
     }
@@ -406,6 +417,8 @@ impl Ledger {
 pub struct Audited {
     conn: ServerConnection,
     ledger: Ledger,
+    /// When the connection emitted `Close` (the linger bound starts there).
+    closed_at: Option<Millis>,
 }
 
 impl Audited {
@@ -414,6 +427,7 @@ impl Audited {
         Audited {
             conn: ServerConnection::new(now, protocol, config),
             ledger: Ledger::new(),
+            closed_at: None,
         }
     }
 
@@ -424,9 +438,31 @@ impl Audited {
         let mut effects = Vec::new();
         while let Some(effect) = self.conn.poll_effect() {
             self.ledger.observe_effect(&effect);
+            if matches!(effect, Effect::Close { .. }) {
+                self.closed_at.get_or_insert(now);
+            }
             effects.push(effect);
         }
+        self.check_linger();
         effects
+    }
+
+    /// The closing rule: once `Close` was emitted, the connection is either
+    /// terminated or has a deadline no later than `close_linger` after it.
+    fn check_linger(&mut self) {
+        let Some(closed_at) = self.closed_at else {
+            return;
+        };
+        if self.conn.is_terminated() {
+            return;
+        }
+        let bound = closed_at + self.conn.config().close_linger;
+        let deadline = self.conn.poll_timeout();
+        if deadline.is_none_or(|d| d > bound) {
+            self.ledger
+                .violations
+                .push(Violation::UnboundedLinger { deadline });
+        }
     }
 
     /// Sugar: a text frame.
@@ -466,11 +502,22 @@ impl Audited {
         self.ledger.violations().to_vec()
     }
 
-    /// Closes the transport (a no-op if already closed), checks the end
-    /// state, and returns every violation of the whole run.
+    /// Sugar: the transport closed with the peer's `code`.
+    pub fn transport_closed(&mut self, now: Millis, code: u16) -> Vec<Effect> {
+        self.handle(now, Input::TransportClosed { code })
+    }
+
+    /// Closes the transport (a no-op if already closed; 1006, as a socket
+    /// that simply ends), checks the end state, and returns every violation
+    /// of the whole run.
     pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
         if !self.conn.is_terminated() {
-            self.handle(now, Input::TransportClosed);
+            self.handle(
+                now,
+                Input::TransportClosed {
+                    code: crate::protocol::close::ABNORMAL_CLOSURE,
+                },
+            );
         }
         self.ledger.check_end(&self.conn);
         self.ledger.violations().to_vec()
