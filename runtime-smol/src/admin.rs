@@ -2,15 +2,17 @@
 //! polls `/admin/state` (JSON) once a second and draws the numbers, a chart
 //! of the last minutes and the list of live operations.
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
-/// The state behind the page: current numbers, history, live operations.
+/// The state behind the page: current numbers, history, live operations
+/// (each connection's rows are its state machine's live operations, as
+/// ws.rs publishes them).
 pub fn state(gateway: &Gateway) -> Value {
     let metrics = &gateway.metrics;
     let sampled = gateway.sampled();
-    let now = std::time::Instant::now();
+    let now = gateway.now();
     let views = gateway.views.lock().unwrap_or_else(|e| e.into_inner());
     let mut operations = Vec::new();
     for (connection, view) in views.iter() {
@@ -22,7 +24,7 @@ pub fn state(gateway: &Gateway) -> Value {
                 "protocol": view.protocol,
                 "id": row.id,
                 "field": row.field,
-                "age_ms": now.saturating_duration_since(row.started).as_millis() as u64,
+                "age_ms": now.0.saturating_sub(row.started.0),
             }));
         }
     }
@@ -47,9 +49,9 @@ pub fn state(gateway: &Gateway) -> Value {
         })
         .collect();
     json!({
-        "draining": gateway.draining.load(Ordering::SeqCst),
+        "draining": gateway.is_draining(),
         "now": {
-            "connections": metrics.connections.load(Ordering::Relaxed),
+            "connections": sampled.connections,
             "operations": metrics.operations.load(Ordering::Relaxed),
             "upstream_streams": sampled.upstream_streams,
             "upstream_connections": sampled.upstream_connections,

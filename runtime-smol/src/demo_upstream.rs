@@ -11,7 +11,6 @@
 use crate::grpc::executor::OwnedExecutor;
 use crate::grpc::{code, encode_message, frame, take_frame, CONTENT_TYPE};
 use bytes::{Bytes, BytesMut};
-use futures_lite::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
@@ -286,11 +285,9 @@ async fn read_message(request: Request<Incoming>) -> Result<Bytes, String> {
             .map(|collected| collected.to_bytes())
             .map_err(|error| format!("reading the request: {error}"))
     };
-    let expired = async {
-        smol::Timer::after(REQUEST_READ_TIMEOUT).await;
-        Err("the request did not arrive in time".to_owned())
-    };
-    let bytes = read.or(expired).await?;
+    let bytes = crate::timeout::timeout(REQUEST_READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err("the request did not arrive in time".to_owned()))?;
     let mut buffer = BytesMut::from(&bytes[..]);
     match take_frame(&mut buffer)? {
         Some(message) if buffer.is_empty() => Ok(message),

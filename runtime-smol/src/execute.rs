@@ -6,9 +6,9 @@
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 use crate::tasks;
-use crate::upstreams::Upstreams;
+use crate::upstreams::{unavailable, Upstreams};
 use async_channel::Sender;
 use futures_lite::{FutureExt, StreamExt};
 use serde_json::json;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
+use terminus_core::{OpId, UpstreamCall, UpstreamEvent};
 
 /// Runs `prepared` to its end, sending every event for `op` to `out`.
 ///
@@ -210,12 +210,4 @@ async fn run_call(
             }
         }
     }
-}
-
-/// The failure for a call to an upstream the config does not name.
-pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
-    UpstreamFailure::new(
-        FailureKind::Unavailable,
-        format!("no {what} named {name:?} is configured"),
-    )
 }

@@ -8,10 +8,10 @@
 
 use crate::admin;
 use crate::execute;
-use crate::server::Gateway;
+use crate::gateway::{ConnectionSlot, Gateway};
 use crate::tasks;
+use crate::timeout::timeout;
 use crate::ws;
-use futures_lite::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use terminus_core::graphql::OperationKind;
-use terminus_core::server::Subprotocol;
+use terminus_core::server::{Admission, Subprotocol};
 use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
 type Body = Full<Bytes>;
@@ -34,34 +34,6 @@ pub(crate) struct PendingUpgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
     protocol: Subprotocol,
     slot: ConnectionSlot,
-}
-
-/// One unit of the connection cap, held for the WebSocket's whole life.
-pub(crate) struct ConnectionSlot {
-    gateway: Arc<Gateway>,
-}
-
-impl ConnectionSlot {
-    fn reserve(gateway: &Arc<Gateway>) -> Option<ConnectionSlot> {
-        let max = i64::try_from(gateway.config.limits.max_connections).unwrap_or(i64::MAX);
-        let previous = gateway.metrics.connections.fetch_add(1, Ordering::SeqCst);
-        if previous >= max {
-            gateway.metrics.connections.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(ConnectionSlot {
-            gateway: gateway.clone(),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.gateway
-            .metrics
-            .connections
-            .fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
@@ -143,10 +115,10 @@ async fn route(
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            if gateway.draining.load(Ordering::SeqCst) {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
-            } else {
+            if gateway.is_ready() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
             }
         }
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
@@ -256,23 +228,26 @@ fn websocket_upgrade(
             ),
         );
     };
-    if gateway.draining.load(Ordering::SeqCst) {
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "draining: connect to another instance\n",
-        );
-    }
-    let Some(slot) = ConnectionSlot::reserve(gateway) else {
-        let mut response = respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "connection limit reached: try again later\n",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+    let slot = match ConnectionSlot::admit(gateway) {
+        Ok(slot) => slot,
+        Err(Admission::Full) => {
+            let mut response = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "connection limit reached: try again later\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(Admission::Draining | Admission::Admitted) => {
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "draining: connect to another instance\n",
+            );
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
@@ -315,7 +290,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         );
     }
     let limit = gateway.config.limits.max_http_body_bytes;
-    let timeout = gateway.config.timeouts.http_request;
+    let limit_time = gateway.config.timeouts.http_request;
     let work = async {
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(body) => body.to_bytes(),
@@ -339,14 +314,12 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         };
         run_post(gateway, operation).await
     };
-    let expired = async {
-        smol::Timer::after(timeout).await;
+    timeout(limit_time, work).await.unwrap_or_else(|_| {
         graphql_error_response(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("the request took longer than {timeout:?} (timeouts.http_request)"),
+            &format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
         )
-    };
-    work.or(expired).await
+    })
 }
 
 /// Parses a GraphQL-over-HTTP JSON body into a request.

@@ -8,116 +8,20 @@
 //! everything below it, so nothing outlives what it belongs to.
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::http;
-use crate::metrics::{History, Metrics, Sampled};
 use crate::tasks;
 use crate::upstreams::Upstreams;
 use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::net::{TcpListener, TcpStream};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use terminus_core::graphql::{Limits as GraphqlLimits, Schema};
-use terminus_core::server::ConnectionConfig;
-use terminus_core::Millis;
-
-/// One live operation as the `/admin` page lists it.
-#[derive(Debug, Clone)]
-pub struct OperationRow {
-    /// The client's id for the operation.
-    pub id: String,
-    /// The root fields it selects.
-    pub field: String,
-    /// When it started.
-    pub started: Instant,
-}
-
-/// What `/admin` may see of one WebSocket connection.
-#[derive(Debug)]
-pub struct ConnectionView {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The negotiated subprotocol.
-    pub protocol: &'static str,
-    /// When the connection was upgraded.
-    pub opened: Instant,
-    /// Its live operations, kept current by the connection task.
-    pub operations: Mutex<Vec<OperationRow>>,
-}
-
-/// State shared by the listener, every connection and every HTTP request.
-pub struct Gateway {
-    /// The configuration the gateway runs with.
-    pub config: Config,
-    /// The loaded schema.
-    pub schema: Schema,
-    /// GraphQL bounds derived from `config.limits`.
-    pub graphql_limits: GraphqlLimits,
-    /// The upstream clients.
-    pub upstreams: Arc<Upstreams>,
-    /// Counters and gauges.
-    pub metrics: Metrics,
-    /// The `/admin` chart's history.
-    pub history: History,
-    /// True once drain has begun: `/readyz` fails and upgrades are refused.
-    pub draining: AtomicBool,
-    /// Closed when drain begins; every connection task watches it.
-    pub(crate) shutdown: Receiver<()>,
-    /// Live WebSocket connections by id, for `/admin`.
-    pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
-    next_connection: AtomicU64,
-    /// The origin of the `Millis` clock handed to the core.
-    origin: Instant,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("listen", &self.config.listen)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Gateway {
-    /// Milliseconds since the gateway started: the core's clock.
-    pub fn now(&self) -> Millis {
-        Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// The `Instant` at which `Millis` `at` falls.
-    pub fn instant_at(&self, at: Millis) -> Instant {
-        self.origin + Duration::from_millis(at.0)
-    }
-
-    /// The core's per-connection configuration, from `config`.
-    pub fn connection_config(&self) -> ConnectionConfig {
-        let c = &self.config;
-        ConnectionConfig {
-            init_timeout: c.timeouts.init,
-            keepalive_interval: c.timeouts.keepalive_interval,
-            keepalive_timeout: c.timeouts.keepalive_timeout,
-            legacy_ka_interval: c.timeouts.legacy_ka_interval,
-            max_frame_bytes: c.limits.max_frame_bytes,
-            max_operations: c.limits.max_operations_per_connection,
-            max_outbound_bytes: c.limits.max_outbound_bytes,
-        }
-    }
-
-    /// Values read from their owners, for `/metrics` and `/admin`.
-    pub fn sampled(&self) -> Sampled {
-        Sampled::process(
-            self.upstreams.open_streams(),
-            self.upstreams.open_connections(),
-        )
-    }
-
-    pub(crate) fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
+use terminus_core::graphql::Schema;
+use terminus_core::server::DrainEffect;
 
 /// Why the gateway could not start.
 #[derive(Debug)]
@@ -234,26 +138,7 @@ impl Server {
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the listener's address: {e}")))?;
         let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-        let history_len = config.admin.history.as_secs().max(1) as usize;
-        let graphql_limits = GraphqlLimits {
-            max_depth: config.limits.max_query_depth,
-            max_fields: config.limits.max_query_fields,
-            max_aliases: config.limits.max_query_aliases,
-            max_query_bytes: config.limits.max_query_bytes,
-        };
-        let gateway = Arc::new(Gateway {
-            config,
-            schema,
-            graphql_limits,
-            upstreams: Arc::new(upstreams),
-            metrics: Metrics::default(),
-            history: History::new(history_len),
-            draining: AtomicBool::new(false),
-            shutdown: shutdown_rx,
-            views: Mutex::new(BTreeMap::new()),
-            next_connection: AtomicU64::new(0),
-            origin: Instant::now(),
-        });
+        let gateway = Arc::new(Gateway::new(config, schema, upstreams, shutdown_rx));
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
         let task = tasks::spawn(serve(
             gateway.clone(),
@@ -279,7 +164,11 @@ enum Event {
     DrainDeadline,
 }
 
-/// The accept loop, then the drain. Owns every connection task.
+/// The accept loop, then the drain. Owns every connection task. The drain
+/// is the core's machine (`terminus_core::server::Drain`, held by the
+/// [`Gateway`]): this loop feeds it the signal and its deadline, and does
+/// what it says: readiness false (the machine's state, read by `/readyz`),
+/// every connection shut down, and the end.
 async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -293,9 +182,32 @@ async fn serve(
     let mut next_sample = Instant::now();
     let mut tcp_ids = 0u64;
     loop {
-        if let Some(started) = drain_started {
-            if gateway.metrics.connections.load(Ordering::Relaxed) <= 0 {
-                return finish_drain(&gateway, connections, started);
+        // Do what the drain machine asked for.
+        loop {
+            let effect = gateway.drain().poll_effect();
+            match effect {
+                None => break,
+                Some(DrainEffect::ReadinessFalse) => {
+                    tracing::info!(
+                        connections = gateway.open_connections(),
+                        operations = gateway.metrics.operations.load(Ordering::Relaxed),
+                        "draining: readiness false, closing every connection with 1001"
+                    );
+                }
+                Some(DrainEffect::ShutdownConnections) => {
+                    // Closing the channel wakes every connection task at once.
+                    shutdown.take();
+                }
+                Some(DrainEffect::Done { forced_connections }) => {
+                    if forced_connections > 0 {
+                        tracing::warn!(
+                            forced_connections,
+                            "drain timeout: dropping the connections still open"
+                        );
+                    }
+                    let started = drain_started.unwrap_or_else(Instant::now);
+                    return finish_drain(&gateway, connections, forced_connections, started);
+                }
             }
         }
         let accept = async { Event::Accepted(listener.accept().await) };
@@ -305,15 +217,18 @@ async fn serve(
                 Err(_) => std::future::pending().await,
             }
         };
+        let drain_deadline = gateway.drain().poll_timeout();
         let drain = async {
-            if drain_started.is_some() {
-                let deadline =
-                    drain_started.unwrap_or_else(Instant::now) + gateway.config.timeouts.drain;
-                smol::Timer::at(deadline).await;
-                Event::DrainDeadline
-            } else {
-                let _ = begin_drain.recv().await;
-                Event::Drain
+            match drain_deadline {
+                Some(deadline) => {
+                    smol::Timer::at(gateway.instant_at(deadline)).await;
+                    Event::DrainDeadline
+                }
+                None if drain_started.is_some() => std::future::pending().await,
+                None => {
+                    let _ = begin_drain.recv().await;
+                    Event::Drain
+                }
             }
         };
         let sample = async {
@@ -341,6 +256,8 @@ async fn serve(
                 smol::Timer::after(Duration::from_millis(50)).await;
             }
             Event::Finished(id) => {
+                // The connection's slot (if it had one) told the drain
+                // machine already; its effects are polled above.
                 connections.remove(&id);
             }
             Event::Sample => {
@@ -353,20 +270,13 @@ async fn serve(
                 }
             }
             Event::Drain => {
-                tracing::info!(
-                    connections = gateway.metrics.connections.load(Ordering::Relaxed),
-                    operations = gateway.metrics.operations.load(Ordering::Relaxed),
-                    "draining: readiness false, closing every connection with 1001"
-                );
-                gateway.draining.store(true, Ordering::SeqCst);
-                // Closing the channel wakes every connection task at once.
-                shutdown.take();
                 drain_started = Some(Instant::now());
+                let now = gateway.now();
+                gateway.drain().handle_shutdown(now);
             }
             Event::DrainDeadline => {
-                let started = drain_started.unwrap_or_else(Instant::now);
-                tracing::warn!("drain timeout: dropping the connections still open");
-                return finish_drain(&gateway, connections, started);
+                let now = gateway.now();
+                gateway.drain().handle_timeout(now);
             }
         }
     }
@@ -375,15 +285,15 @@ async fn serve(
 fn finish_drain(
     gateway: &Gateway,
     connections: HashMap<u64, smol::Task<()>>,
+    forced_connections: usize,
     started: Instant,
 ) -> DrainReport {
     let leaked_operations = gateway.metrics.operations.load(Ordering::Relaxed);
-    let forced_connections = gateway.metrics.connections.load(Ordering::Relaxed);
     // Idle HTTP keep-alive connections and anything the deadline caught.
     drop(connections);
     let report = DrainReport {
         leaked_operations,
-        forced_connections,
+        forced_connections: i64::try_from(forced_connections).unwrap_or(i64::MAX),
         live_tasks_after: tasks::live_tasks(),
         took: started.elapsed(),
     };

@@ -2,14 +2,13 @@
 //! config and shared by every operation (never one per request).
 
 use crate::config::Config;
-use crate::execute::unavailable;
 use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use terminus_core::UpstreamFailure;
+use terminus_core::{FailureKind, UpstreamFailure};
 
 /// Every configured upstream by the name the schema uses.
 #[derive(Debug, Default)]
@@ -135,4 +134,12 @@ impl Upstreams {
             .sum();
         grpc + mysql
     }
+}
+
+/// The failure for a call to an upstream the config does not name.
+pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        FailureKind::Unavailable,
+        format!("no {what} named {name:?} is configured"),
+    )
 }

@@ -143,11 +143,9 @@ impl Conn {
                 }
             }
         };
-        smol::future::or(connecting, async {
-            smol::Timer::after(timeout).await;
-            Err(ConnError::ConnectTimeout)
-        })
-        .await
+        crate::timeout::timeout(timeout, connecting)
+            .await
+            .unwrap_or(Err(ConnError::ConnectTimeout))
     }
 
     /// The server's id for this connection (`KILL QUERY <thread_id>`).

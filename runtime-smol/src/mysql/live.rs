@@ -6,15 +6,26 @@
 //! subscribers: when the last [`LiveRows`] is dropped the task is dropped,
 //! and a poll still running is killed like any dropped call.
 
-use super::pool::Shared;
-use super::protocol::Outcome;
 use event_listener::Event;
 use serde_json::Value;
 use smol::Timer;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use terminus_core::UpstreamFailure;
+
+/// What a poll runs: one statement, answered with its rows (a JSON array
+/// of row objects). The pool (pool.rs) implements it; this module does not
+/// know the pool.
+pub(crate) trait RunRows: Send + Sync + 'static {
+    /// Runs `statement` with `params` once.
+    fn run_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Value, UpstreamFailure>> + Send;
+}
 
 /// The result of the latest poll, numbered so each subscriber sees each
 /// poll at most once.
@@ -82,10 +93,11 @@ impl LiveRows {
     }
 }
 
-/// Subscribes to `statement` with `params` polled every `every` on `shared`,
-/// joining a running identical poll if there is one.
-pub(crate) fn subscribe(
-    shared: &Arc<Shared>,
+/// Subscribes to `statement` with `params` polled every `every` through
+/// `runner`, joining a running identical poll of `hub` if there is one.
+pub(crate) fn subscribe<R: RunRows>(
+    hub: &LiveHub,
+    runner: &Arc<R>,
     statement: &str,
     params: &[Value],
     every: Duration,
@@ -96,7 +108,7 @@ pub(crate) fn subscribe(
         statement,
         Value::Array(params.to_vec())
     );
-    let mut polls = shared.live.polls.lock().expect("live hub lock");
+    let mut polls = hub.polls.lock().expect("live hub lock");
     polls.retain(|_, p| p.strong_count() > 0);
     if let Some(poll) = polls.get(&key).and_then(Weak::upgrade) {
         return LiveRows { poll, seen: 0 };
@@ -106,7 +118,7 @@ pub(crate) fn subscribe(
         changed: Event::new(),
     });
     let task = crate::tasks::spawn(poll_loop(
-        shared.clone(),
+        runner.clone(),
         state.clone(),
         statement.to_owned(),
         params.to_vec(),
@@ -120,8 +132,8 @@ pub(crate) fn subscribe(
 /// Runs the statement, publishes the result, sleeps `every`, and again.
 /// The interval runs from the end of one poll to the start of the next, so
 /// a slow database is never asked twice at once by the same poll.
-async fn poll_loop(
-    shared: Arc<Shared>,
+async fn poll_loop<R: RunRows>(
+    runner: Arc<R>,
     state: Arc<LiveState>,
     statement: String,
     params: Vec<Value>,
@@ -129,13 +141,7 @@ async fn poll_loop(
 ) {
     let mut seq = 0u64;
     loop {
-        let result = shared
-            .run(&statement, &params)
-            .await
-            .map(|outcome| match outcome {
-                Outcome::Rows(rows) => Value::Array(rows),
-                Outcome::Done { .. } | Outcome::Prepared(_) => Value::Array(Vec::new()),
-            });
+        let result = runner.run_rows(&statement, &params).await;
         seq += 1;
         *state.latest.lock().expect("live lock") = Some((seq, result));
         state.changed.notify(usize::MAX);

@@ -1,13 +1,13 @@
 //! The bounded, cancellable connection pool of one configured database.
 
 use super::conn::{Conn, ConnError, Target};
-use super::live::{self, LiveHub, LiveRows};
+use super::live::{self, LiveHub, LiveRows, RunRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
+use crate::timeout::{timeout, Elapsed};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use serde_json::{json, Value};
-use smol::future::or;
 use smol::Timer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -198,6 +198,22 @@ impl Lease {
     }
 }
 
+/// What a shared `@live` poll runs (live.rs): one statement, its rows.
+impl RunRows for Shared {
+    async fn run_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<Value, UpstreamFailure> {
+        self.run(statement, params)
+            .await
+            .map(|outcome| match outcome {
+                Outcome::Rows(rows) => Value::Array(rows),
+                Outcome::Done { .. } | Outcome::Prepared(_) => Value::Array(Vec::new()),
+            })
+    }
+}
+
 impl Shared {
     fn failure(&self, kind: FailureKind, message: impl std::fmt::Display) -> UpstreamFailure {
         UpstreamFailure::new(kind, format!("mysql `{}`: {message}", self.name))
@@ -255,14 +271,10 @@ impl Shared {
             Some(permit) => permit,
             None => {
                 self.acquire_waits_total.fetch_add(1, Ordering::Relaxed);
-                let waited = or(async { Some(self.permits.acquire_arc().await) }, async {
-                    Timer::after(self.config.acquire_timeout).await;
-                    None
-                })
-                .await;
+                let waited = timeout(self.config.acquire_timeout, self.permits.acquire_arc()).await;
                 match waited {
-                    Some(permit) => permit,
-                    None => {
+                    Ok(permit) => permit,
+                    Err(Elapsed) => {
                         self.acquire_timeouts_total.fetch_add(1, Ordering::Relaxed);
                         return Err(self.failure(
                             FailureKind::Busy,
@@ -299,12 +311,8 @@ impl Shared {
                 continue;
             }
             if since.elapsed() >= self.config.health_check_interval {
-                let pinged = or(async { conn.ping().await.is_ok() }, async {
-                    Timer::after(self.config.connect_timeout).await;
-                    false
-                })
-                .await;
-                if !pinged {
+                let pinged = timeout(self.config.connect_timeout, conn.ping()).await;
+                if !matches!(pinged, Ok(Ok(_))) {
                     continue;
                 }
             }
@@ -338,19 +346,14 @@ impl Shared {
             return;
         }
         let thread_id = conn.thread_id();
-        let recovered = or(
-            async {
-                if self.kill_query(thread_id).await.is_err() {
-                    return false;
-                }
-                conn.drain().await.is_ok() && conn.ping().await.is_ok()
-            },
-            async {
-                Timer::after(self.config.kill_timeout).await;
-                false
-            },
-        )
-        .await;
+        let recovered = timeout(self.config.kill_timeout, async {
+            if self.kill_query(thread_id).await.is_err() {
+                return false;
+            }
+            conn.drain().await.is_ok() && conn.ping().await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
         if !recovered {
             lease.conn = None;
         }
@@ -417,14 +420,12 @@ impl Shared {
         let started = Instant::now();
         // Counted here so a call dropped mid-statement is counted too.
         self.queries_total.fetch_add(1, Ordering::Relaxed);
-        let ran = or(
-            async { Some(lease.conn().run(statement, params).await) },
-            async {
-                Timer::after(self.config.statement_timeout).await;
-                None
-            },
+        let ran = timeout(
+            self.config.statement_timeout,
+            lease.conn().run(statement, params),
         )
-        .await;
+        .await
+        .ok();
         let result = match ran {
             Some(Ok(outcome)) => Ok(outcome),
             Some(Err(e)) => Err(self.call_failure(e)),
@@ -537,7 +538,7 @@ impl MysqlPool {
     /// poll; dropping the last subscriber stops it (and kills a poll that is
     /// running).
     pub fn live(&self, statement: &str, params: &[Value], every: Duration) -> LiveRows {
-        live::subscribe(&self.shared, statement, params, every)
+        live::subscribe(&self.shared.live, &self.shared, statement, params, every)
     }
 
     /// Counters and gauges for `/metrics`.
@@ -586,10 +587,7 @@ async fn reap_idle(shared: Weak<Shared>) {
         let bound = shared.config.connect_timeout;
         drop(shared);
         for conn in expired {
-            or(conn.quit(), async {
-                Timer::after(bound).await;
-            })
-            .await;
+            let _ = timeout(bound, conn.quit()).await;
         }
     }
 }
