@@ -14,20 +14,33 @@ use terminus_core::{Millis, OpId, UpstreamEvent};
 
 #[derive(Debug, Clone)]
 enum Move {
-    Init { with_payload: bool },
+    Init {
+        with_payload: bool,
+    },
     Accept,
     Reject,
-    Subscribe { id: u8, stream: bool },
-    Complete { id: u8 },
+    Subscribe {
+        id: u8,
+        stream: bool,
+    },
+    Complete {
+        id: u8,
+    },
     Terminate,
     Ping,
     Pong,
     Garbage(u8),
     Binary,
     BigFrame,
-    Next { which: u8 },
-    Error { which: u8 },
-    Done { which: u8 },
+    Next {
+        which: u8,
+    },
+    Error {
+        which: u8,
+    },
+    Done {
+        which: u8,
+    },
     Flushed(u16),
     Advance(u32),
     TransportPong,

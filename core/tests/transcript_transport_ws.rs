@@ -379,7 +379,9 @@ fn socket_close_cancels_every_operation_including_ones_in_setup() {
     let a = t.subscribe("a", "subscription { ticks }");
     t.upstream(a, next(json!({"data": {}})));
     let b = t.subscribe("b", "{ hello }"); // still being prepared
-    let effects = t.input(Input::TransportClosed { code: close::ABNORMAL_CLOSURE });
+    let effects = t.input(Input::TransportClosed {
+        code: close::ABNORMAL_CLOSURE,
+    });
     assert_eq!(cancels(&effects), vec![a, b]);
     assert!(frames(&effects).is_empty());
     assert!(close_of(&effects).is_none());
@@ -388,7 +390,11 @@ fn socket_close_cancels_every_operation_including_ones_in_setup() {
     assert_eq!(conn.live_operations(), 0);
     assert_eq!(conn.poll_timeout(), None);
     // Calling it again is a no-op.
-    assert!(t.input(Input::TransportClosed { code: close::ABNORMAL_CLOSURE }).is_empty());
+    assert!(t
+        .input(Input::TransportClosed {
+            code: close::ABNORMAL_CLOSURE
+        })
+        .is_empty());
     t.finish();
 }
 

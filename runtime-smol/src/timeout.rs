@@ -49,10 +49,16 @@ mod tests {
             assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
             let started = Instant::now();
             let pending = std::future::pending::<()>();
-            assert_eq!(timeout(Duration::from_millis(20), pending).await, Err(Elapsed));
+            assert_eq!(
+                timeout(Duration::from_millis(20), pending).await,
+                Err(Elapsed)
+            );
             assert!(started.elapsed() >= Duration::from_millis(20));
             let at = Instant::now() + Duration::from_millis(10);
-            assert_eq!(deadline(at, std::future::pending::<()>()).await, Err(Elapsed));
+            assert_eq!(
+                deadline(at, std::future::pending::<()>()).await,
+                Err(Elapsed)
+            );
             assert!(Instant::now() >= at);
             let at = Instant::now() + Duration::from_secs(5);
             assert_eq!(deadline(at, async { "done" }).await, Ok("done"));

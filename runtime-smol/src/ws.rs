@@ -115,9 +115,7 @@ pub(crate) async fn serve_websocket(
         }
         connection.handle_internal_error(gateway.now());
     }
-    let close_code = connection
-        .close_code()
-        .unwrap_or(close::ABNORMAL_CLOSURE);
+    let close_code = connection.close_code().unwrap_or(close::ABNORMAL_CLOSURE);
     gateway.metrics.record_close(close_code);
     // Sends tungstenite's answer to a close frame the peer sent first (a
     // no-op when we closed first or the socket is gone).
@@ -228,15 +226,16 @@ async fn drive(
         let mut table_changed = false;
         while let Some(effect) = connection.poll_effect() {
             match effect {
-                Effect::SendText(_) | Effect::SendPing | Effect::Close { .. }
-                    if transport_gone => {}
+                Effect::SendText(_) | Effect::SendPing | Effect::Close { .. } if transport_gone => {
+                }
                 Effect::SendText(text) => {
                     let bytes = text.len();
                     match timeout(write, socket.send(Message::text(text))).await {
                         Ok(Ok(())) => connection.handle_flushed(gateway.now(), bytes),
                         _ => {
                             transport_gone = true;
-                            connection.handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
+                            connection
+                                .handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
                         }
                     }
                 }

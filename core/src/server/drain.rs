@@ -222,7 +222,10 @@ mod tests {
         d.handle_shutdown(Millis(100));
         assert_eq!(
             effects(&mut d),
-            [DrainEffect::ReadinessFalse, DrainEffect::ShutdownConnections]
+            [
+                DrainEffect::ReadinessFalse,
+                DrainEffect::ShutdownConnections
+            ]
         );
         assert!(!d.is_ready());
         assert!(d.is_draining());

@@ -240,7 +240,9 @@ enum ToServer {
     Pong,
     /// The client's close frame (its own close, or its answer to the
     /// server's).
-    Closed { code: u16 },
+    Closed {
+        code: u16,
+    },
 }
 
 #[derive(Debug)]
