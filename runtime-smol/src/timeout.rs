@@ -1,11 +1,12 @@
-//! The one way the gateway bounds a wait: [`timeout`] (a duration) and
-//! [`deadline`] (an instant) race a future against a timer and drop the
-//! future when the timer wins. Every bounded wait in runtime-smol goes
+//! The one way the gateway bounds a wait: [`timeout`] races a future
+//! against a timer and drops the future when the timer wins. Every bounded wait in runtime-smol goes
 //! through here instead of a hand-written `or(..., Timer::after)` race.
 
-use futures_lite::FutureExt;
+use pin_project_lite::pin_project;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// The wait ran out before the future finished (the future was dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,29 +20,47 @@ impl std::fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// Awaits `future` for at most `limit`.
-pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Result<T, Elapsed> {
-    async { Ok(future.await) }
-        .or(async {
-            smol::Timer::after(limit).await;
-            Err(Elapsed)
-        })
-        .await
+pin_project! {
+    /// `future`, or [`Elapsed`] once `timer` fires. A plain struct rather
+    /// than an `async fn`: an async wrapper would store the wrapped future
+    /// twice (as its argument and as what it awaits), and the wrappers nest
+    /// (a MySQL statement's timeout around its pool's acquire timeout).
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        timer: smol::Timer,
+    }
 }
 
-/// Awaits `future` until `at` at the latest.
-pub async fn deadline<T>(at: Instant, future: impl Future<Output = T>) -> Result<T, Elapsed> {
-    async { Ok(future.await) }
-        .or(async {
-            smol::Timer::at(at).await;
-            Err(Elapsed)
-        })
-        .await
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match Pin::new(this.timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Awaits `future` for at most `limit`.
+pub fn timeout<F: Future>(limit: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        timer: smol::Timer::after(limit),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_future_or_the_timer_wins() {

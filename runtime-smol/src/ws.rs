@@ -95,13 +95,15 @@ pub(crate) async fn serve_websocket(
         ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
     let mut read_usable = true;
     for attempt in 0.. {
-        let driven = AssertUnwindSafe(drive(
+        // Boxed: the driving future is large, and its state lives on the
+        // heap instead of being moved through the executor's stack.
+        let driven = AssertUnwindSafe(Box::pin(drive(
             &gateway,
             &mut socket,
             &mut connection,
             &mut read_usable,
             &view,
-        ))
+        )))
         .catch_unwind()
         .await;
         let Err(panic) = driven else { break };
@@ -117,9 +119,6 @@ pub(crate) async fn serve_websocket(
     }
     let close_code = connection.close_code().unwrap_or(close::ABNORMAL_CLOSURE);
     gateway.metrics.record_close(close_code);
-    // Sends tungstenite's answer to a close frame the peer sent first (a
-    // no-op when we closed first or the socket is gone).
-    let _ = timeout(gateway.config.timeouts.write, socket.close(None)).await;
     gateway
         .views
         .lock()
@@ -362,6 +361,13 @@ async fn drive(
                 Message::Ping(_) => {}
                 Message::Close(frame) => {
                     let code = frame.map_or(close::NO_STATUS_RECEIVED, |f| u16::from(f.code));
+                    if connection.is_open() {
+                        // The peer closed first: tungstenite queued the
+                        // answer, and the next read writes it (then ends,
+                        // as the server's side of a finished handshake).
+                        let _ = timeout(write, socket.next()).await;
+                    }
+                    transport_gone = true;
                     connection.handle_transport_closed(now, code);
                 }
                 Message::Frame(_) => {}

@@ -198,9 +198,11 @@ impl Client {
     }
 
     /// Answers the server's close frame (after [`Self::closed`]): the
-    /// closing handshake's second half.
+    /// closing handshake's second half. tungstenite writes its queued answer
+    /// on the next read, which then waits for the server to end the TCP
+    /// connection.
     pub async fn answer_close(&mut self) {
-        let _ = within(WAIT, "answering the close", self.socket.close(None)).await;
+        let _ = within(WAIT, "answering the close", self.socket.next()).await;
     }
 
     /// Reads the raw TCP socket until the server ends it (EOF or reset),
