@@ -1,6 +1,7 @@
 //! The one way the gateway bounds a wait: [`timeout`] races a future
-//! against a timer and drops the future when the timer wins. Every bounded wait in runtime-smol goes
-//! through here instead of a hand-written `or(..., Timer::after)` race.
+//! against a timer and drops the future when the timer wins. Every bounded
+//! wait in runtime-smol goes through here instead of a hand-written
+//! `or(..., Timer::after)` race.
 
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -73,14 +74,6 @@ mod tests {
                 Err(Elapsed)
             );
             assert!(started.elapsed() >= Duration::from_millis(20));
-            let at = Instant::now() + Duration::from_millis(10);
-            assert_eq!(
-                deadline(at, std::future::pending::<()>()).await,
-                Err(Elapsed)
-            );
-            assert!(Instant::now() >= at);
-            let at = Instant::now() + Duration::from_secs(5);
-            assert_eq!(deadline(at, async { "done" }).await, Ok("done"));
         });
     }
 }
