@@ -19,6 +19,9 @@ pub enum UpstreamCall {
         request: Value,
         /// Server-streaming (a subscription field) rather than unary.
         streaming: bool,
+        /// The field's own bounds (`@grpc(timeout:, streamTimeout:,
+        /// idleTimeout:)`), each overriding the upstream's configured one.
+        timeouts: CallTimeouts,
     },
     /// One SQL statement on a configured database, run as a prepared
     /// statement. `:name` placeholders of the schema have already become `?`
@@ -46,6 +49,22 @@ pub enum UpstreamCall {
         /// The polling interval.
         every: Duration,
     },
+}
+
+/// A field's overrides of its upstream's call bounds, from
+/// `@grpc(timeout:, streamTimeout:, idleTimeout:)`. `None` keeps the
+/// upstream's configured value (`call_timeout`, `stream_timeout`,
+/// `stream_idle_timeout` in docs/config.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// Deadline of a unary call, and of a server stream until its response
+    /// headers arrive.
+    pub call: Option<Duration>,
+    /// Deadline of a whole server stream, sent as `grpc-timeout`. A stream
+    /// has none unless this (or the upstream's `stream_timeout`) is set.
+    pub stream: Option<Duration>,
+    /// Longest quiet gap between two messages of a server stream.
+    pub idle: Option<Duration>,
 }
 
 /// Why an upstream call failed, as a stable GraphQL `extensions.code`.

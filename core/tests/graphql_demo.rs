@@ -4,7 +4,9 @@
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use terminus_core::graphql::{demo, CallEvent, Execution, Limits, OperationKind, Schema};
-use terminus_core::{FailureKind, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure};
+use terminus_core::{
+    CallTimeouts, FailureKind, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure,
+};
 
 fn request(query: &str, variables: Value) -> OperationRequest {
     OperationRequest {
@@ -45,6 +47,7 @@ fn hello_query_calls_the_demo_upstream_and_picks_the_message() {
             method: "terminus.demo.v1.Demo/Hello".into(),
             request: json!({"name": "Ada"}),
             streaming: false,
+            timeouts: CallTimeouts::default(),
         }
     );
     assert!(exec.poll_call().is_none());
@@ -107,6 +110,7 @@ fn ticks_subscription_streams_and_fails_with_the_failure_code() {
             method: "terminus.demo.v1.Demo/Ticks".into(),
             request: json!({"everyMs": 10, "limit": 3}),
             streaming: true,
+            timeouts: CallTimeouts::default(),
         }
     );
     exec.handle_call_event(id, CallEvent::Item(json!({"seq": 1})));

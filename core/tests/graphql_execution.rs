@@ -6,7 +6,7 @@ mod gql_common;
 use gql_common::{outputs, request, schema};
 use serde_json::{json, Value};
 use terminus_core::graphql::{CallEvent, CallId, Execution, Limits};
-use terminus_core::{FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};
+use terminus_core::{CallTimeouts, FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};
 
 fn start(query: &str, vars: Value) -> (Execution, Vec<(CallId, UpstreamCall)>) {
     let prepared = schema()
@@ -190,7 +190,8 @@ fn mutation_fields_run_one_after_another() {
             upstream: "users".into(),
             method: "users.v1.Users/Rename".into(),
             request: json!({"id": "1", "name": "x"}),
-            streaming: false
+            streaming: false,
+            timeouts: CallTimeouts::default(),
         }
     );
     exec.handle_call_event(calls[0].0, CallEvent::Item(json!({"name": "x"})));

@@ -17,7 +17,10 @@ fn error(sdl: &str) -> String {
 fn schema_errors_name_file_line_column_and_the_problem() {
     let cases: Vec<(String, &str)> = vec![
         ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", stream: \"x\")\n}".into(),
-         "s.graphql:2:13: unknown argument `stream` of @grpc; expected one of: upstream, method, result"),
+         "s.graphql:2:13: unknown argument `stream` of @grpc; expected one of: upstream, method, result, timeout, streamTimeout, idleTimeout"),
+        ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", timeout: \"soon\")\n}".into(), "s.graphql:2:13: @grpc timeout: `soon` is not a duration"),
+        ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", streamTimeout: \"0s\")\n}".into(), "s.graphql:2:13: @grpc streamTimeout: `0s` must be above zero"),
+        ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"p.S/M\", idleTimeout: \"3 days\")\n}".into(), "@grpc idleTimeout: `3 days` has no known unit"),
         ("type Query {\n  a: String @grpc(method: \"p.S/M\")\n}".into(), "s.graphql:2:13: @grpc needs the argument `upstream`"),
         ("type Query {\n  a: String @grpc(upstream: \"u\", method: \"Hello\")\n}".into(), "s.graphql:2:13: @grpc method `Hello` must look like `package.Service/Method`"),
         ("type Query {\n  a: String @grpc(upstream: 1, method: \"p.S/M\")\n}".into(), "s.graphql:2:13: argument `upstream` of @grpc must be a string"),
@@ -90,4 +93,41 @@ fn every_accepts_units() {
     assert!(parse_every("-1s").is_err());
     assert!(parse_every("1.5s").is_err());
     assert!(parse_every("").is_err());
+}
+
+#[test]
+fn grpc_timeouts_are_read_per_field_and_reach_the_call() {
+    use terminus_core::graphql::{Execution, Limits};
+    use terminus_core::{CallTimeouts, OperationRequest, UpstreamCall};
+    let schema = Schema::parse(
+        r#"type Query { a: Int @grpc(upstream: "u", method: "p.S/M") }
+type Subscription {
+  s: Int @grpc(upstream: "u", method: "p.S/N", timeout: "250ms", streamTimeout: "2h", idleTimeout: "30s")
+}"#,
+        "s.graphql",
+    )
+    .unwrap();
+    let timeouts = |query: &str| {
+        let request = OperationRequest {
+            id: "1".into(),
+            query: query.into(),
+            operation_name: None,
+            variables: Default::default(),
+            extensions: Default::default(),
+        };
+        let op = schema.prepare(&request, &Limits::default()).unwrap();
+        match Execution::new(op).poll_call() {
+            Some((_, UpstreamCall::Grpc { timeouts, .. })) => timeouts,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(timeouts("{ a }"), CallTimeouts::default());
+    assert_eq!(
+        timeouts("subscription { s }"),
+        CallTimeouts {
+            call: Some(Duration::from_millis(250)),
+            stream: Some(Duration::from_secs(7200)),
+            idle: Some(Duration::from_secs(30)),
+        }
+    );
 }

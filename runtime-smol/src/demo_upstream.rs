@@ -7,9 +7,14 @@
 //! [`DemoUpstream`], each connection by the accept loop, and hyper's per-stream
 //! tasks by the server's executor, so [`DemoUpstream::stop`] (or dropping it)
 //! really closes the listener and every connection and stream in flight.
+//!
+//! Like every standard gRPC server (grpc-go, grpc-java, grpcio), it enforces
+//! the client's `grpc-timeout` on the whole call, streams included: when the
+//! deadline passes the call ends with `DEADLINE_EXCEEDED`. So a gateway that
+//! sent a unary deadline on a subscription is caught by the tests here too.
 
 use crate::grpc::executor::OwnedExecutor;
-use crate::grpc::{code, encode_message, frame, take_frame, CONTENT_TYPE};
+use crate::grpc::{code, encode_message, frame, parse_timeout_header, take_frame, CONTENT_TYPE};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -211,11 +216,42 @@ impl Drop for StreamGuard {
     }
 }
 
+/// The status message of a call whose `grpc-timeout` passed, as grpc-go
+/// and grpcio word it.
+const DEADLINE_MESSAGE: &str = "Deadline Exceeded";
+
 /// Answers one gRPC request.
 async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<DemoBody> {
     let guard = StreamGuard::new(shared);
     let path = request.uri().path().to_owned();
-    let message = match read_message(request).await {
+    let mut deadline = match request.headers().get("grpc-timeout") {
+        None => None,
+        Some(value) => match value.to_str().ok().and_then(parse_timeout_header) {
+            Some(timeout) => Some(smol::Timer::after(timeout)),
+            None => {
+                return trailers_only(
+                    guard,
+                    code::INVALID_ARGUMENT,
+                    &format!("malformed grpc-timeout {value:?}"),
+                )
+            }
+        },
+    };
+    let read = async { Some(read_message(request).await) };
+    let read = match deadline.as_mut() {
+        Some(timer) => {
+            read.or(async {
+                timer.await;
+                None
+            })
+            .await
+        }
+        None => read.await,
+    };
+    let Some(read) = read else {
+        return trailers_only(guard, code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE);
+    };
+    let message = match read {
         Ok(message) => message,
         Err(message) => return trailers_only(guard, code::INVALID_ARGUMENT, &message),
     };
@@ -230,7 +266,7 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
                 let reply = HelloReply {
                     message: format!("Hello, {name}!"),
                 };
-                let mut body = DemoBody::new(guard, None);
+                let mut body = DemoBody::new(guard, None, deadline);
                 body.pending
                     .push(Frame::data(frame(&reply.encode_to_vec())));
                 body.pending
@@ -253,7 +289,7 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
                     every,
                     timer: smol::Timer::after(every),
                 };
-                grpc_response(DemoBody::new(guard, Some(ticker)))
+                grpc_response(DemoBody::new(guard, Some(ticker), deadline))
             }
             Err(error) => trailers_only(
                 guard,
@@ -318,7 +354,7 @@ fn grpc_response(body: DemoBody) -> Response<DemoBody> {
 /// An error answered with the status in the headers and no body.
 fn trailers_only(mut guard: StreamGuard, status: u32, message: &str) -> Response<DemoBody> {
     guard.finished = true;
-    let mut response = grpc_response(DemoBody::new(guard, None));
+    let mut response = grpc_response(DemoBody::new(guard, None, None));
     *response.status_mut() = StatusCode::OK;
     response
         .headers_mut()
@@ -340,14 +376,17 @@ struct DemoBody {
     pending: Vec<Frame<Bytes>>,
     ticker: Option<Ticker>,
     guard: StreamGuard,
+    /// The call's `grpc-timeout`, if the client sent one.
+    deadline: Option<smol::Timer>,
 }
 
 impl DemoBody {
-    fn new(guard: StreamGuard, ticker: Option<Ticker>) -> Self {
+    fn new(guard: StreamGuard, ticker: Option<Ticker>, deadline: Option<smol::Timer>) -> Self {
         DemoBody {
             pending: Vec::new(),
             ticker,
             guard,
+            deadline,
         }
     }
 
@@ -373,6 +412,16 @@ impl Body for DemoBody {
                 this.guard.finished = true;
             }
             return Poll::Ready(Some(Ok(next)));
+        }
+        if this.ticker.is_some()
+            && this
+                .deadline
+                .as_mut()
+                .is_some_and(|timer| Pin::new(timer).poll(cx).is_ready())
+        {
+            return Poll::Ready(Some(Ok(
+                this.trailers(code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+            )));
         }
         let Some(ticker) = this.ticker.as_mut() else {
             return Poll::Ready(None);

@@ -121,13 +121,17 @@ async fn run_call(
             method,
             request,
             streaming,
+            timeouts,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
                 return;
             };
             if streaming {
-                let mut stream = match client.server_streaming(&method, request).await {
+                let mut stream = match client
+                    .server_streaming_with(&method, request, timeouts)
+                    .await
+                {
                     Ok(stream) => stream,
                     Err(failure) => {
                         report(CallEvent::Failed(failure)).await;
@@ -149,7 +153,7 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client.unary(&method, request).await {
+                match client.unary_with(&method, request, timeouts).await {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;

@@ -483,3 +483,193 @@ fn a_quiet_stream_fails_after_the_idle_bound_when_one_is_set() {
         .await;
     });
 }
+
+/// Sends one raw `Ticks` call to the demo upstream, with `grpc-timeout` set
+/// to `timeout` when given, and returns the number of messages and the
+/// `grpc-status` it ended with, and how long it took. The call is cut at
+/// `limit` messages (then the status is `None`).
+async fn raw_ticks(
+    server: &DemoUpstream,
+    timeout: Option<&str>,
+    limit: usize,
+) -> (usize, Option<String>, Duration) {
+    use http_body_util::BodyExt;
+    use prost::Message as _;
+    let stream = smol::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(TestExecutor::default())
+            .handshake(smol_hyper::rt::FuturesIo::new(stream))
+            .await
+            .unwrap();
+    let _connection = smol::spawn(connection);
+    let message = terminus_proto::demo::v1::TicksRequest {
+        every_ms: 50,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let mut request = http::Request::post(format!("http://{}/{TICKS}", server.local_addr()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(timeout) = timeout {
+        request = request.header("grpc-timeout", timeout);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let started = Instant::now();
+    let response = sender.send_request(request).await.unwrap();
+    if let Some(status) = response.headers().get("grpc-status") {
+        // A trailers-only answer: the status came with the headers.
+        return (
+            0,
+            Some(status.to_str().unwrap().to_owned()),
+            started.elapsed(),
+        );
+    }
+    let mut response = response.into_body();
+    let mut messages = 0;
+    while let Some(frame) = response.frame().await {
+        let frame = frame.unwrap();
+        if frame.is_data() {
+            messages += 1;
+            if messages == limit {
+                return (messages, None, started.elapsed());
+            }
+        } else if let Ok(trailers) = frame.into_trailers() {
+            let status = trailers
+                .get("grpc-status")
+                .map(|value| value.to_str().unwrap().to_owned());
+            return (messages, status, started.elapsed());
+        }
+    }
+    (messages, None, started.elapsed())
+}
+
+#[test]
+fn demo_upstream_enforces_grpc_timeout_like_a_standard_server() {
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        // A 300 ms deadline ends a 50 ms ticker with DEADLINE_EXCEEDED (4).
+        let (messages, status, took) = raw_ticks(&server, Some("300m"), usize::MAX).await;
+        assert_eq!(status.as_deref(), Some("4"), "after {messages} ticks");
+        assert!((3..=7).contains(&messages), "{messages} ticks in {took:?}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        // Units other than milliseconds are read too.
+        let (_, status, took) = raw_ticks(&server, Some("1S"), usize::MAX).await;
+        assert_eq!(status.as_deref(), Some("4"));
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        // A malformed deadline is refused, as grpc-go does.
+        let (messages, status, _) = raw_ticks(&server, Some("soon"), usize::MAX).await;
+        assert_eq!((messages, status.as_deref()), (0, Some("3")));
+        // Without one the stream runs on: 30 ticks take 1.5 s.
+        let (messages, status, _) = raw_ticks(&server, None, 30).await;
+        assert_eq!((messages, status), (30, None));
+    });
+}
+
+#[test]
+fn a_server_stream_outlives_the_call_timeout() {
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        let config = GrpcUpstreamConfig {
+            call_timeout: Duration::from_millis(300),
+            ..config(server.endpoint())
+        };
+        let upstream = GrpcUpstream::from_descriptors("demo", &config, descriptor_pool()).unwrap();
+        let started = Instant::now();
+        let mut stream = upstream
+            .server_streaming(TICKS, json!({"everyMs": 50}))
+            .await
+            .unwrap();
+        // Three times call_timeout, and still ticking.
+        let mut seen = 0;
+        while started.elapsed() < Duration::from_millis(900) {
+            let tick = stream.next().await.unwrap().unwrap();
+            seen += 1;
+            assert_eq!(tick, json!({"seq": seen}));
+        }
+        assert!(seen >= 15, "{seen} ticks in {:?}", started.elapsed());
+        drop(stream);
+        eventually(Duration::from_secs(2), "the stream is reset", || {
+            server.live_streams() == 0
+        })
+        .await;
+        assert_eq!(upstream.open_streams(), 0);
+    });
+}
+
+#[test]
+fn stream_timeout_bounds_a_whole_stream_and_field_overrides_win() {
+    use terminus_core::CallTimeouts;
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        let config = GrpcUpstreamConfig {
+            call_timeout: Duration::from_millis(200),
+            stream_timeout: Some(Duration::from_millis(400)),
+            ..config(server.endpoint())
+        };
+        let upstream = GrpcUpstream::from_descriptors("demo", &config, descriptor_pool()).unwrap();
+        let started = Instant::now();
+        let mut stream = upstream
+            .server_streaming(TICKS, json!({"everyMs": 50}))
+            .await
+            .unwrap();
+        let mut ticks = 0;
+        let failure = loop {
+            match stream.next().await.unwrap() {
+                Ok(_) => ticks += 1,
+                Err(failure) => break failure,
+            }
+        };
+        let took = started.elapsed();
+        assert_eq!(failure.kind, FailureKind::Timeout, "{failure}");
+        assert!(ticks >= 4, "{ticks} ticks before the deadline");
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert!(stream.next().await.is_none(), "nothing follows the failure");
+        // A field's own bounds replace the upstream's: no stream deadline
+        // past 600 ms, and an idle bound that a 300 ms ticker trips.
+        let overrides = CallTimeouts {
+            stream: Some(Duration::from_secs(60)),
+            idle: Some(Duration::from_millis(150)),
+            ..CallTimeouts::default()
+        };
+        let mut quiet = upstream
+            .server_streaming_with(TICKS, json!({"everyMs": 300}), overrides)
+            .await
+            .unwrap();
+        let failure = quiet.next().await.unwrap().unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Timeout);
+        assert!(
+            failure.message.contains("sent nothing for 150 ms"),
+            "{failure}"
+        );
+        let long = CallTimeouts {
+            stream: Some(Duration::from_secs(60)),
+            ..CallTimeouts::default()
+        };
+        let started = Instant::now();
+        let mut stream = upstream
+            .server_streaming_with(TICKS, json!({"everyMs": 50}), long)
+            .await
+            .unwrap();
+        while started.elapsed() < Duration::from_millis(700) {
+            stream.next().await.unwrap().unwrap();
+        }
+        drop((stream, quiet));
+        eventually(Duration::from_secs(2), "every stream is gone", || {
+            server.live_streams() == 0 && upstream.open_streams() == 0
+        })
+        .await;
+    });
+}

@@ -192,3 +192,111 @@ fn unary_and_streaming_calls_reach_python_grpcio() {
         assert_eq!(upstream.open_connections(), 1);
     });
 }
+
+/// A subscription through the gateway against grpcio, which enforces
+/// `grpc-timeout` on whole streams as every standard server does: it lives
+/// three times `call_timeout`, and a field's own `streamTimeout` is the one
+/// deadline that ends it (by grpcio's DEADLINE_EXCEEDED or the local timer,
+/// whichever is first).
+#[test]
+fn subscriptions_against_grpcio_outlive_the_call_timeout() {
+    use terminus_tests::{subscribe, Client, TRANSPORT_WS};
+    let server = PythonServer::start();
+    let dir = std::env::temp_dir().join(format!("terminus-stream-deadline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("schema.graphql"),
+        r#"
+type Query {
+  hello(name: String): String @grpc(upstream: "py", method: "terminus.demo.v1.Demo/Hello", result: "message")
+}
+type Tick { seq: Int! }
+type Subscription {
+  ticks(everyMs: Int!): Tick! @grpc(upstream: "py", method: "terminus.demo.v1.Demo/Ticks")
+  shortTicks(everyMs: Int!): Tick!
+    @grpc(upstream: "py", method: "terminus.demo.v1.Demo/Ticks", streamTimeout: "1500ms")
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("terminus.toml"),
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+schema = "schema.graphql"
+[grpc.py]
+endpoint = "http://127.0.0.1:{port}"
+protos = ["{proto}"]
+includes = ["{root}"]
+call_timeout = "1s"
+"#,
+            port = server.port,
+            proto = repo_root()
+                .join("proto/proto/terminus/demo/v1/demo.proto")
+                .display(),
+            root = repo_root().join("proto/proto").display(),
+        ),
+    )
+    .unwrap();
+    let config = terminus::config::Config::load(&dir.join("terminus.toml")).unwrap();
+    smol::block_on(async {
+        let running = terminus::server::Server::start(config).await.unwrap();
+        let mut client = Client::ready(running.local_addr(), TRANSPORT_WS).await;
+        client
+            .send(subscribe(
+                "long",
+                "subscription { ticks(everyMs: 100) { seq } }",
+            ))
+            .await;
+        client
+            .send(subscribe(
+                "short",
+                "subscription { shortTicks(everyMs: 100) { seq } }",
+            ))
+            .await;
+        let started = std::time::Instant::now();
+        let (mut long, mut short_error) = (0, None);
+        // Three times call_timeout (1 s), and then some.
+        while started.elapsed() < Duration::from_millis(3500) {
+            let message = client.recv().await;
+            match (message["type"].as_str(), message["id"].as_str()) {
+                (Some("next"), Some("long")) => {
+                    long += 1;
+                    assert_eq!(
+                        message["payload"]["data"]["ticks"]["seq"], long,
+                        "{message}"
+                    );
+                    assert!(message["payload"].get("errors").is_none(), "{message}");
+                }
+                (Some("next"), Some("short")) => {
+                    if let Some(errors) = message["payload"].get("errors") {
+                        assert!(short_error.is_none(), "{message}");
+                        short_error = Some((errors.clone(), started.elapsed()));
+                    }
+                }
+                (Some("error"), Some("short")) => {
+                    assert!(short_error.is_none(), "{message}");
+                    short_error = Some((message["payload"].clone(), started.elapsed()));
+                }
+                _ => panic!("unexpected {message}"),
+            }
+        }
+        assert!(long >= 25, "{long} ticks in 3.5 s");
+        let (errors, at) = short_error.expect("the 1500 ms stream deadline ended shortTicks");
+        assert_eq!(
+            errors[0]["extensions"]["code"], "UPSTREAM_TIMEOUT",
+            "{errors}"
+        );
+        assert!(
+            at >= Duration::from_millis(1400) && at < Duration::from_millis(3000),
+            "{at:?}"
+        );
+        client.send(json!({"type": "complete", "id": "long"})).await;
+        // Both ended early in grpcio's eyes: one by its deadline, one reset.
+        server.expect_lines("CANCELLED Ticks", 2, Duration::from_secs(10));
+        drop(client);
+        running.shutdown().await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,10 +19,10 @@
 
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
+use super::plan::PreparedOperation;
 use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
-use super::validate::PreparedOperation;
 use crate::operation::UpstreamEvent;
 use crate::upstream::{FailureKind, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
@@ -192,12 +192,16 @@ impl Execution {
         let args = self.op.fields[i].args.clone();
         let call = match self.resolver(i) {
             Some(Resolver::Grpc {
-                upstream, method, ..
+                upstream,
+                method,
+                timeouts,
+                ..
             }) => UpstreamCall::Grpc {
                 upstream,
                 method,
                 request: request_from_args(&args),
                 streaming,
+                timeouts,
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,

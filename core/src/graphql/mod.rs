@@ -13,12 +13,34 @@
 //! ```
 //!
 //! The directives are documented in `docs/schema.md`.
+//!
+//! Modules by concern:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `schema` | the schema's types (`Schema`, `TypeRef`, `Resolver`, ...) |
+//! | `load` | `Schema::parse`: SDL and the Terminus directives, whole-schema checks |
+//! | `builtins` | the standard scalars, introspection types, visible directives |
+//! | `prepare` | `Schema::prepare` as its named steps |
+//! | `validate` | the steps before planning: size, parse, document rules, limits, variables |
+//! | `plan` | the field tree of the chosen operation (`PreparedOperation`) |
+//! | `coerce` | input values: literals and JSON to coerced JSON |
+//! | `execution` | the `Execution` state machine of one operation |
+//! | `introspection` | answers `__schema` / `__type` from the schema |
+//! | `shape` | upstream results into the selection set, errors with `path` |
+//! | `errors` | spec-shaped GraphQL errors and their codes |
+//! | `sql` | `@sql` / `@live` statements with named parameters |
+//! | `demo` | the demo schemas that `terminus demo` serves |
 
+mod builtins;
 mod coerce;
 pub mod demo;
 mod errors;
 mod execution;
 mod introspection;
+mod load;
+mod plan;
+mod prepare;
 mod schema;
 mod shape;
 pub mod sql;
@@ -29,8 +51,7 @@ pub use errors::{
     VALIDATION_FAILED,
 };
 pub use execution::{CallEvent, CallId, Execution};
-pub use schema::{
-    parse_every, OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames,
-    MIN_LIVE_EVERY,
-};
-pub use validate::{Limits, PreparedOperation};
+pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};
+pub use plan::PreparedOperation;
+pub use schema::{OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames};
+pub use validate::Limits;

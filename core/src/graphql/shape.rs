@@ -16,8 +16,8 @@
 //! the enum's first value, []), because proto3 JSON may omit default values.
 
 use super::errors::{GraphQLError, PathSegment, INTERNAL_SERVER_ERROR};
+use super::plan::PlannedField;
 use super::schema::{Schema, TypeKind, TypeRef};
-use super::validate::PlannedField;
 use serde_json::{Map, Value};
 
 /// Marker: this position became null and the null must move to the nearest

@@ -1,6 +1,7 @@
-//! Validation of an operation against the schema, and its preparation: the
-//! chosen operation with variables coerced, `@skip`/`@include` applied and
-//! fragments merged into one plain tree of fields per response key.
+//! Validation of a document against the schema (the steps of
+//! `Schema::prepare` in `core/src/graphql/prepare.rs` before planning): the
+//! size bound, parsing, the document's rules, the choice of the operation,
+//! the limits on the expanded operation and the coercion of its variables.
 //!
 //! The rules are the GraphQL spec's (section 5) that matter to a gateway
 //! over object types (Terminus schemas have no interfaces or unions): see
@@ -9,14 +10,13 @@
 use super::coerce::{self, Vars};
 use super::errors::{self, GraphQLError, BAD_USER_INPUT};
 use super::schema::{InputValueDef, Literal, OperationKind, Schema, TypeKind, TypeRef};
-use crate::operation::OperationRequest;
 use graphql_parser::query as q;
 use graphql_parser::Pos;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
-type Doc = q::Document<'static, String>;
-type SelSet = q::SelectionSet<'static, String>;
+pub(crate) type Doc = q::Document<'static, String>;
+pub(crate) type SelSet = q::SelectionSet<'static, String>;
 type Directive = q::Directive<'static, String>;
 
 /// Bounds on what one operation may ask for. Every bound is checked before
@@ -52,54 +52,14 @@ impl Default for Limits {
     }
 }
 
-/// One field of a prepared operation: a response key with everything needed
-/// to resolve and shape it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PlannedField {
-    /// The alias, or the field name.
-    pub key: String,
-    /// The field name in the schema.
-    pub name: String,
-    /// The object type the field belongs to.
-    pub parent: String,
-    /// The field's declared type.
-    pub ty: TypeRef,
-    /// Coerced argument values (absent arguments without default omitted).
-    pub args: Map<String, Value>,
-    /// The merged sub-selection (empty for leaves).
-    pub selection: Vec<PlannedField>,
-    /// Where the field (its first occurrence) is in the document.
-    pub pos: Pos,
-}
-
-/// A validated operation, ready for [`super::Execution::new`].
-#[derive(Debug, Clone)]
-pub struct PreparedOperation {
-    pub(crate) schema: Schema,
+/// One operation of a document, whatever its kind.
+pub(crate) struct OpView<'d> {
     pub(crate) kind: OperationKind,
-    pub(crate) root_type: String,
-    pub(crate) fields: Vec<PlannedField>,
-}
-
-impl PreparedOperation {
-    /// Query, mutation or subscription.
-    pub fn kind(&self) -> OperationKind {
-        self.kind
-    }
-
-    /// The response keys of the root fields, in order.
-    pub fn root_keys(&self) -> Vec<&str> {
-        self.fields.iter().map(|f| f.key.as_str()).collect()
-    }
-}
-
-struct OpView<'d> {
-    kind: OperationKind,
     name: Option<&'d str>,
     pos: Pos,
     vars: &'d [q::VariableDefinition<'static, String>],
     directives: &'d [Directive],
-    selection: &'d SelSet,
+    pub(crate) selection: &'d SelSet,
 }
 
 fn op_view<'d>(def: &'d q::OperationDefinition<'static, String>) -> OpView<'d> {
@@ -153,8 +113,8 @@ struct WalkResult {
     spreads: Vec<(String, Pos)>,
 }
 
-struct Validator<'a> {
-    schema: &'a Schema,
+struct Validator<'s, 'a> {
+    schema: &'s Schema,
     fragments: HashMap<&'a str, &'a q::FragmentDefinition<'static, String>>,
     errors: Vec<GraphQLError>,
 }
@@ -219,7 +179,7 @@ fn collect_var_usages(
     }
 }
 
-impl<'a> Validator<'a> {
+impl<'a> Validator<'_, 'a> {
     fn err(&mut self, message: impl Into<String>, pos: Pos) {
         self.errors.push(GraphQLError::validation(message, pos));
     }
@@ -488,40 +448,52 @@ fn validation_errors(errors: Vec<GraphQLError>) -> Vec<Value> {
     errors::to_values(&errors)
 }
 
-impl Schema {
-    /// Parses and validates `request.query` against this schema, picks the
-    /// operation named by `request.operation_name`, coerces the variables and
-    /// returns the operation ready to execute. On failure: spec-shaped
-    /// errors with `extensions.code` `GRAPHQL_PARSE_FAILED`,
-    /// `GRAPHQL_VALIDATION_FAILED` or `BAD_USER_INPUT`.
-    pub fn prepare(
-        &self,
-        request: &OperationRequest,
-        limits: &Limits,
-    ) -> Result<PreparedOperation, Vec<Value>> {
-        if request.query.len() > limits.max_query_bytes {
-            return Err(validation_errors(vec![GraphQLError::new(
-                format!(
-                    "The document is {} bytes, more than the limit of {} bytes.",
-                    request.query.len(),
-                    limits.max_query_bytes
-                ),
-                errors::VALIDATION_FAILED,
-            )]));
-        }
-        let doc: Doc = match q::parse_query::<String>(&request.query) {
-            Ok(d) => d.into_static(),
-            Err(e) => return Err(vec![errors::from_parse_error(&e.to_string()).to_value()]),
-        };
-        self.prepare_document(&doc, request, limits)
-    }
+/// A document's fragments by name.
+pub(crate) type Fragments<'d> = HashMap<&'d str, &'d q::FragmentDefinition<'static, String>>;
 
-    fn prepare_document(
+/// A document that passed validation: its operations and its fragments.
+pub(crate) struct ValidDocument<'d> {
+    ops: Vec<OpView<'d>>,
+    fragments: Fragments<'d>,
+}
+
+/// The operation chosen to run, with the fragments it may spread.
+pub(crate) struct ChosenOperation<'v, 'd> {
+    pub(crate) op: &'v OpView<'d>,
+    pub(crate) fragments: &'v Fragments<'d>,
+}
+
+/// Step 1: the document is no larger than `limits.max_query_bytes`.
+pub(crate) fn check_document_size(query: &str, limits: &Limits) -> Result<(), Vec<Value>> {
+    if query.len() > limits.max_query_bytes {
+        return Err(validation_errors(vec![GraphQLError::new(
+            format!(
+                "The document is {} bytes, more than the limit of {} bytes.",
+                query.len(),
+                limits.max_query_bytes
+            ),
+            errors::VALIDATION_FAILED,
+        )]));
+    }
+    Ok(())
+}
+
+/// Step 2: the document parses.
+pub(crate) fn parse_document(query: &str) -> Result<Doc, Vec<Value>> {
+    match q::parse_query::<String>(query) {
+        Ok(d) => Ok(d.into_static()),
+        Err(e) => Err(vec![errors::from_parse_error(&e.to_string()).to_value()]),
+    }
+}
+
+impl Schema {
+    /// Step 3: every rule of the document (operations, fragments, variables,
+    /// the alias limit), all errors at once.
+    pub(crate) fn validate_document<'d>(
         &self,
-        doc: &Doc,
-        request: &OperationRequest,
+        doc: &'d Doc,
         limits: &Limits,
-    ) -> Result<PreparedOperation, Vec<Value>> {
+    ) -> Result<ValidDocument<'d>, Vec<Value>> {
         let mut v = Validator {
             schema: self,
             fragments: HashMap::new(),
@@ -621,163 +593,13 @@ impl Schema {
         let mut used_fragments: HashSet<String> = HashSet::new();
         let mut op_names = HashSet::new();
         for op in &ops {
-            if let Some(n) = op.name {
-                if !op_names.insert(n) {
-                    v.err(
-                        format!("There can be only one operation named \"{n}\"."),
-                        op.pos,
-                    );
-                }
-            } else if ops.len() > 1 {
-                v.err(
-                    "This anonymous operation must be the only defined operation.",
-                    op.pos,
-                );
-            }
-            let location = match op.kind {
-                OperationKind::Query => "QUERY",
-                OperationKind::Mutation => "MUTATION",
-                OperationKind::Subscription => "SUBSCRIPTION",
-            };
-            let mut out = WalkResult::default();
-            v.check_directives(op.directives, location, &mut out);
-            let Some(root) = self.root(op.kind) else {
-                let what = match op.kind {
-                    OperationKind::Mutation => "mutations",
-                    _ => "subscriptions",
-                };
-                v.err(
-                    format!("Schema is not configured to execute {what}."),
-                    op.pos,
-                );
-                continue;
-            };
-            v.walk(root, op.selection, &mut out);
-
-            // Fragments reachable from this operation.
-            let mut reach: Vec<&str> = Vec::new();
-            let mut stack: Vec<&str> = out.spreads.iter().map(|(n, _)| n.as_str()).collect();
-            while let Some(n) = stack.pop() {
-                if reach.contains(&n) || !frag_walks.contains_key(n) {
-                    continue;
-                }
-                reach.push(n);
-                stack.extend(frag_walks[n].spreads.iter().map(|(s, _)| s.as_str()));
-            }
-            used_fragments.extend(reach.iter().map(|s| s.to_string()));
-
-            // Variables.
-            let op_label = op
-                .name
-                .map(|n| format!(" by operation \"{n}\""))
-                .unwrap_or_default();
-            let mut defined: HashMap<&str, (TypeRef, bool)> = HashMap::new();
-            for var in op.vars {
-                let ty = ast_type(&var.var_type);
-                if defined.contains_key(var.name.as_str()) {
-                    v.err(
-                        format!("There can be only one variable named \"${}\".", var.name),
-                        var.position,
-                    );
-                    continue;
-                }
-                match self.get(ty.named()) {
-                    None => v.err(format!("Unknown type \"{}\".", ty.named()), var.position),
-                    Some(t) if !t.is_input() => v.err(
-                        format!(
-                            "Variable \"${}\" cannot be non-input type \"{ty}\".",
-                            var.name
-                        ),
-                        var.position,
-                    ),
-                    Some(_) => {
-                        if let Some(d) = &var.default_value {
-                            if let Err(e) = coerce::literal_to_json(self, d, &ty, None) {
-                                v.err(
-                                    format!(
-                                        "Variable \"${}\" has an invalid default value: {e}",
-                                        var.name
-                                    ),
-                                    var.position,
-                                );
-                            }
-                        }
-                    }
-                }
-                let has_default = var
-                    .default_value
-                    .as_ref()
-                    .is_some_and(|d| !matches!(d, q::Value::Null));
-                defined.insert(var.name.as_str(), (ty, has_default));
-            }
-            let mut used: HashSet<&str> = HashSet::new();
-            let all_usages = out
-                .usages
-                .iter()
-                .chain(reach.iter().flat_map(|f| frag_walks[f].usages.iter()));
-            for u in all_usages {
-                used.insert(u.name.as_str());
-                match defined.get(u.name.as_str()) {
-                    None => v.err(
-                        format!("Variable \"${}\" is not defined{op_label}.", u.name),
-                        u.pos,
-                    ),
-                    Some((ty, has_default)) => {
-                        let effective = if !ty.is_non_null()
-                            && u.expected.is_non_null()
-                            && (*has_default || u.location_has_default)
-                        {
-                            TypeRef::NonNull(Box::new(ty.clone()))
-                        } else {
-                            ty.clone()
-                        };
-                        if !type_fits(&effective, &u.expected) {
-                            v.err(
-                                format!(
-                                    "Variable \"${}\" of type \"{ty}\" used in position expecting type \"{}\".",
-                                    u.name, u.expected
-                                ),
-                                u.pos,
-                            );
-                        }
-                    }
-                }
-            }
-            for var in op.vars {
-                if !used.contains(var.name.as_str()) {
-                    let label = op
-                        .name
-                        .map(|n| format!(" in operation \"{n}\""))
-                        .unwrap_or_default();
-                    v.err(
-                        format!("Variable \"${}\" is never used{label}.", var.name),
-                        var.position,
-                    );
-                }
-            }
-
-            // A subscription selects exactly one root field.
-            if op.kind == OperationKind::Subscription {
-                let mut keys: Vec<(String, String, Pos)> = Vec::new();
-                root_keys(op.selection, &v.fragments, &mut keys, &mut HashSet::new());
-                let label = op
-                    .name
-                    .map(|n| format!("Subscription \"{n}\""))
-                    .unwrap_or_else(|| "Anonymous Subscription".into());
-                let mut distinct: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
-                distinct.dedup();
-                distinct.sort_unstable();
-                distinct.dedup();
-                if distinct.len() > 1 {
-                    v.err(
-                        format!("{label} must select only one top level field."),
-                        keys[1].2,
-                    );
-                }
-                if let Some((_, name, pos)) = keys.iter().find(|(_, n, _)| n.starts_with("__")) {
-                    v.err(format!("{label} must not select an introspection top level field (\"{name}\")."), *pos);
-                }
-            }
+            v.operation(
+                op,
+                ops.len(),
+                &frag_walks,
+                &mut used_fragments,
+                &mut op_names,
+            );
         }
         for f in &frag_list {
             if !used_fragments.contains(&f.name) {
@@ -790,57 +612,24 @@ impl Schema {
         if !v.errors.is_empty() {
             return Err(validation_errors(v.errors));
         }
+        Ok(ValidDocument {
+            ops,
+            fragments: v.fragments,
+        })
+    }
 
-        // Choose the operation.
-        let op = match &request.operation_name {
-            Some(name) => match ops.iter().find(|o| o.name == Some(name.as_str())) {
-                Some(o) => o,
-                None => {
-                    return Err(validation_errors(vec![GraphQLError::new(
-                        format!("Unknown operation named \"{name}\"."),
-                        errors::VALIDATION_FAILED,
-                    )]))
-                }
-            },
-            None if ops.len() == 1 => &ops[0],
-            None => {
-                return Err(validation_errors(vec![GraphQLError::new(
-                    "Must provide operation name if query contains multiple operations.",
-                    errors::VALIDATION_FAILED,
-                )]))
-            }
-        };
-
-        // Limits on the expanded operation.
-        let mut counter = Counter {
-            fragments: &v.fragments,
-            fields: 0,
-            max_depth_seen: 0,
-            limits,
-        };
-        if !counter.count(op.selection, 1) {
-            let msg = if counter.fields > limits.max_fields {
-                format!(
-                    "The operation selects more than {} fields (fragments expanded), the limit.",
-                    limits.max_fields
-                )
-            } else {
-                format!(
-                    "The operation is nested deeper than the limit of {} levels.",
-                    limits.max_depth
-                )
-            };
-            return Err(validation_errors(vec![GraphQLError::validation(
-                msg, op.pos,
-            )]));
-        }
-
-        // Variables.
+    /// Step 6: the variables' values, coerced to their declared types, with
+    /// defaults applied.
+    pub(crate) fn coerce_variables(
+        &self,
+        op: &OpView<'_>,
+        variables: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, Vec<Value>> {
         let mut vars = Map::new();
         let mut input_errors = Vec::new();
         for var in op.vars {
             let ty = ast_type(&var.var_type);
-            match request.variables.get(var.name.as_str()) {
+            match variables.get(var.name.as_str()) {
                 Some(value) => {
                     match coerce::json_to_input(self, value, &ty, &format!("${}", var.name)) {
                         Ok(c) => {
@@ -878,22 +667,250 @@ impl Schema {
         if !input_errors.is_empty() {
             return Err(errors::to_values(&input_errors));
         }
+        Ok(vars)
+    }
+}
 
-        let root = self.root(op.kind).expect("validated above").to_string();
-        let mut planner = Planner {
-            schema: self,
-            fragments: &v.fragments,
-            vars: &vars,
+impl<'d> ValidDocument<'d> {
+    /// Step 4: the operation named by `operation_name`, or the only one.
+    pub(crate) fn choose_operation(
+        &self,
+        operation_name: Option<&str>,
+    ) -> Result<ChosenOperation<'_, 'd>, Vec<Value>> {
+        let ops = &self.ops;
+        let op = match operation_name {
+            Some(name) => match ops.iter().find(|o| o.name == Some(name)) {
+                Some(o) => o,
+                None => {
+                    return Err(validation_errors(vec![GraphQLError::new(
+                        format!("Unknown operation named \"{name}\"."),
+                        errors::VALIDATION_FAILED,
+                    )]))
+                }
+            },
+            None if ops.len() == 1 => &ops[0],
+            None => {
+                return Err(validation_errors(vec![GraphQLError::new(
+                    "Must provide operation name if query contains multiple operations.",
+                    errors::VALIDATION_FAILED,
+                )]))
+            }
         };
-        let fields = planner
-            .plan(&root, &[op.selection])
-            .map_err(|e| errors::to_values(&[e]))?;
-        Ok(PreparedOperation {
-            schema: self.clone(),
-            kind: op.kind,
-            root_type: root,
-            fields,
+        Ok(ChosenOperation {
+            op,
+            fragments: &self.fragments,
         })
+    }
+}
+
+impl ChosenOperation<'_, '_> {
+    /// Step 5: the operation, fragments expanded, is within the field and
+    /// depth limits.
+    pub(crate) fn check_limits(&self, limits: &Limits) -> Result<(), Vec<Value>> {
+        let op = self.op;
+        let mut counter = Counter {
+            fragments: self.fragments,
+            fields: 0,
+            max_depth_seen: 0,
+            limits,
+        };
+        if !counter.count(op.selection, 1) {
+            let msg = if counter.fields > limits.max_fields {
+                format!(
+                    "The operation selects more than {} fields (fragments expanded), the limit.",
+                    limits.max_fields
+                )
+            } else {
+                format!(
+                    "The operation is nested deeper than the limit of {} levels.",
+                    limits.max_depth
+                )
+            };
+            return Err(validation_errors(vec![GraphQLError::validation(
+                msg, op.pos,
+            )]));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Validator<'_, 'a> {
+    /// The rules of one operation of the document; errors go to `self.errors`.
+    fn operation(
+        &mut self,
+        op: &OpView<'a>,
+        op_count: usize,
+        frag_walks: &HashMap<&str, WalkResult>,
+        used_fragments: &mut HashSet<String>,
+        op_names: &mut HashSet<&'a str>,
+    ) {
+        if let Some(n) = op.name {
+            if !op_names.insert(n) {
+                self.err(
+                    format!("There can be only one operation named \"{n}\"."),
+                    op.pos,
+                );
+            }
+        } else if op_count > 1 {
+            self.err(
+                "This anonymous operation must be the only defined operation.",
+                op.pos,
+            );
+        }
+        let location = match op.kind {
+            OperationKind::Query => "QUERY",
+            OperationKind::Mutation => "MUTATION",
+            OperationKind::Subscription => "SUBSCRIPTION",
+        };
+        let mut out = WalkResult::default();
+        self.check_directives(op.directives, location, &mut out);
+        let Some(root) = self.schema.root(op.kind) else {
+            let what = match op.kind {
+                OperationKind::Mutation => "mutations",
+                _ => "subscriptions",
+            };
+            self.err(
+                format!("Schema is not configured to execute {what}."),
+                op.pos,
+            );
+            return;
+        };
+        self.walk(root, op.selection, &mut out);
+
+        // Fragments reachable from this operation.
+        let mut reach: Vec<&str> = Vec::new();
+        let mut stack: Vec<&str> = out.spreads.iter().map(|(n, _)| n.as_str()).collect();
+        while let Some(n) = stack.pop() {
+            if reach.contains(&n) || !frag_walks.contains_key(n) {
+                continue;
+            }
+            reach.push(n);
+            stack.extend(frag_walks[n].spreads.iter().map(|(s, _)| s.as_str()));
+        }
+        used_fragments.extend(reach.iter().map(|s| s.to_string()));
+
+        // Variables.
+        let op_label = op
+            .name
+            .map(|n| format!(" by operation \"{n}\""))
+            .unwrap_or_default();
+        let mut defined: HashMap<&str, (TypeRef, bool)> = HashMap::new();
+        for var in op.vars {
+            let ty = ast_type(&var.var_type);
+            if defined.contains_key(var.name.as_str()) {
+                self.err(
+                    format!("There can be only one variable named \"${}\".", var.name),
+                    var.position,
+                );
+                continue;
+            }
+            match self.schema.get(ty.named()) {
+                None => self.err(format!("Unknown type \"{}\".", ty.named()), var.position),
+                Some(t) if !t.is_input() => self.err(
+                    format!(
+                        "Variable \"${}\" cannot be non-input type \"{ty}\".",
+                        var.name
+                    ),
+                    var.position,
+                ),
+                Some(_) => {
+                    if let Some(d) = &var.default_value {
+                        if let Err(e) = coerce::literal_to_json(self.schema, d, &ty, None) {
+                            self.err(
+                                format!(
+                                    "Variable \"${}\" has an invalid default value: {e}",
+                                    var.name
+                                ),
+                                var.position,
+                            );
+                        }
+                    }
+                }
+            }
+            let has_default = var
+                .default_value
+                .as_ref()
+                .is_some_and(|d| !matches!(d, q::Value::Null));
+            defined.insert(var.name.as_str(), (ty, has_default));
+        }
+        let mut used: HashSet<&str> = HashSet::new();
+        let all_usages = out
+            .usages
+            .iter()
+            .chain(reach.iter().flat_map(|f| frag_walks[f].usages.iter()));
+        for u in all_usages {
+            used.insert(u.name.as_str());
+            match defined.get(u.name.as_str()) {
+                None => self.err(
+                    format!("Variable \"${}\" is not defined{op_label}.", u.name),
+                    u.pos,
+                ),
+                Some((ty, has_default)) => {
+                    let effective = if !ty.is_non_null()
+                        && u.expected.is_non_null()
+                        && (*has_default || u.location_has_default)
+                    {
+                        TypeRef::NonNull(Box::new(ty.clone()))
+                    } else {
+                        ty.clone()
+                    };
+                    if !type_fits(&effective, &u.expected) {
+                        self.err(
+                            format!(
+                                "Variable \"${}\" of type \"{ty}\" used in position expecting type \"{}\".",
+                                u.name, u.expected
+                            ),
+                            u.pos,
+                        );
+                    }
+                }
+            }
+        }
+        for var in op.vars {
+            if !used.contains(var.name.as_str()) {
+                let label = op
+                    .name
+                    .map(|n| format!(" in operation \"{n}\""))
+                    .unwrap_or_default();
+                self.err(
+                    format!("Variable \"${}\" is never used{label}.", var.name),
+                    var.position,
+                );
+            }
+        }
+
+        // A subscription selects exactly one root field.
+        if op.kind == OperationKind::Subscription {
+            let mut keys: Vec<(String, String, Pos)> = Vec::new();
+            root_keys(
+                op.selection,
+                &self.fragments,
+                &mut keys,
+                &mut HashSet::new(),
+            );
+            let label = op
+                .name
+                .map(|n| format!("Subscription \"{n}\""))
+                .unwrap_or_else(|| "Anonymous Subscription".into());
+            let mut distinct: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
+            distinct.dedup();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() > 1 {
+                self.err(
+                    format!("{label} must select only one top level field."),
+                    keys[1].2,
+                );
+            }
+            if let Some((_, name, pos)) = keys.iter().find(|(_, n, _)| n.starts_with("__")) {
+                self.err(
+                    format!(
+                        "{label} must not select an introspection top level field (\"{name}\")."
+                    ),
+                    *pos,
+                );
+            }
+        }
     }
 }
 
@@ -921,148 +938,5 @@ fn root_keys<'d>(
             }
             q::Selection::InlineFragment(i) => root_keys(&i.selection_set, fragments, out, visited),
         }
-    }
-}
-
-struct Planner<'a> {
-    schema: &'a Schema,
-    fragments: &'a HashMap<&'a str, &'a q::FragmentDefinition<'static, String>>,
-    vars: &'a Map<String, Value>,
-}
-
-type Field = q::Field<'static, String>;
-
-impl<'a> Planner<'a> {
-    /// `@skip(if:)` / `@include(if:)`: whether the selection is included.
-    fn included(&self, directives: &[Directive]) -> Result<bool, GraphQLError> {
-        for d in directives {
-            let Some((_, lit)) = d.arguments.iter().find(|(n, _)| n == "if") else {
-                continue;
-            };
-            let v = coerce::literal_to_json(
-                self.schema,
-                lit,
-                &TypeRef::NonNull(Box::new(TypeRef::Named("Boolean".into()))),
-                Some(self.vars),
-            )
-            .map_err(|e| {
-                GraphQLError::new(format!("@{}: {e}", d.name), BAD_USER_INPUT).at(d.position)
-            })?;
-            let flag = v.as_bool().unwrap_or(false);
-            if (d.name == "skip" && flag) || (d.name == "include" && !flag) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Spec CollectFields over several selection sets of the same object type.
-    fn collect(
-        &self,
-        sets: &[&'a SelSet],
-        groups: &mut Vec<(String, Vec<&'a Field>)>,
-        visited: &mut HashSet<&'a str>,
-    ) -> Result<(), GraphQLError> {
-        for set in sets {
-            for sel in &set.items {
-                match sel {
-                    q::Selection::Field(f) => {
-                        if !self.included(&f.directives)? {
-                            continue;
-                        }
-                        let key = f.alias.as_ref().unwrap_or(&f.name);
-                        match groups.iter_mut().find(|(k, _)| k == key) {
-                            Some((_, list)) => list.push(f),
-                            None => groups.push((key.clone(), vec![f])),
-                        }
-                    }
-                    q::Selection::FragmentSpread(s) => {
-                        if !self.included(&s.directives)?
-                            || !visited.insert(s.fragment_name.as_str())
-                        {
-                            continue;
-                        }
-                        if let Some(frag) = self.fragments.get(s.fragment_name.as_str()) {
-                            self.collect(&[&frag.selection_set], groups, visited)?;
-                        }
-                    }
-                    q::Selection::InlineFragment(i) => {
-                        if self.included(&i.directives)? {
-                            self.collect(&[&i.selection_set], groups, visited)?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn plan(
-        &mut self,
-        parent: &str,
-        sets: &[&'a SelSet],
-    ) -> Result<Vec<PlannedField>, GraphQLError> {
-        let mut groups = Vec::new();
-        self.collect(sets, &mut groups, &mut HashSet::new())?;
-        let mut out = Vec::with_capacity(groups.len());
-        for (key, fields) in groups {
-            let first = fields[0];
-            for other in &fields[1..] {
-                if other.name != first.name {
-                    return Err(GraphQLError::validation(
-                        format!(
-                            "Fields \"{key}\" conflict because \"{}\" and \"{}\" are different fields. Use different aliases on the fields to fetch both if this was intentional.",
-                            first.name, other.name
-                        ),
-                        first.position,
-                    )
-                    .at(other.position));
-                }
-                let mut a = first.arguments.clone();
-                let mut b = other.arguments.clone();
-                a.sort_by(|x, y| x.0.cmp(&y.0));
-                b.sort_by(|x, y| x.0.cmp(&y.0));
-                if a != b {
-                    return Err(GraphQLError::validation(
-                        format!(
-                            "Fields \"{key}\" conflict because they have differing arguments. Use different aliases on the fields to fetch both if this was intentional."
-                        ),
-                        first.position,
-                    )
-                    .at(other.position));
-                }
-            }
-            let def = self
-                .schema
-                .field(parent, &first.name)
-                .expect("validated field");
-            let args = coerce::coerce_arguments(
-                self.schema,
-                &def.args,
-                &first.arguments,
-                self.vars,
-                &format!("field \"{parent}.{}\"", first.name),
-            )
-            .map_err(|e| GraphQLError::new(e, BAD_USER_INPUT).at(first.position))?;
-            let ty = def.ty.clone();
-            let is_leaf = self.schema.get(ty.named()).is_some_and(|t| t.is_leaf());
-            let selection = if is_leaf {
-                Vec::new()
-            } else {
-                let subsets: Vec<&'a SelSet> = fields.iter().map(|f| &f.selection_set).collect();
-                let named = ty.named().to_string();
-                self.plan(&named, &subsets)?
-            };
-            out.push(PlannedField {
-                key,
-                name: first.name.clone(),
-                parent: parent.to_string(),
-                ty,
-                args,
-                selection,
-                pos: first.position,
-            });
-        }
-        Ok(out)
     }
 }

@@ -65,6 +65,25 @@ pub(crate) fn timeout_header(timeout: Duration) -> String {
     format!("{millis}m")
 }
 
+/// Reads a `grpc-timeout` header value (1 to 8 digits and a unit: `H`, `M`,
+/// `S`, `m`, `u`, `n`), as a standard server does; `None` when malformed.
+pub(crate) fn parse_timeout_header(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Percent-encodes a status message for the `grpc-message` trailer.
 pub(crate) fn encode_message(message: &str) -> String {
     utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string()
@@ -174,6 +193,27 @@ mod tests {
     fn timeouts_round_trip() {
         assert_eq!(timeout_header(Duration::from_millis(1500)), "1500m");
         assert_eq!(timeout_header(Duration::from_micros(10)), "1m");
+        for (text, expected) in [
+            ("1500m", Some(Duration::from_millis(1500))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("4S", Some(Duration::from_secs(4))),
+            ("5u", Some(Duration::from_micros(5))),
+            ("6n", Some(Duration::from_nanos(6))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("123456789S", None),
+            ("m", None),
+            ("10x", None),
+            ("-1S", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_timeout_header(text), expected, "{text}");
+        }
+        let sent = timeout_header(Duration::from_millis(2500));
+        assert_eq!(
+            parse_timeout_header(&sent),
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]
