@@ -237,16 +237,10 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
             }
         },
     };
-    let read = async { Some(read_message(request).await) };
+    let read = read_message(request);
     let read = match deadline.as_mut() {
-        Some(timer) => {
-            read.or(async {
-                timer.await;
-                None
-            })
-            .await
-        }
-        None => read.await,
+        Some(timer) => crate::timeout::until(timer, read).await.ok(),
+        None => Some(read.await),
     };
     let Some(read) = read else {
         return trailers_only(guard, code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE);

@@ -28,14 +28,14 @@ pin_project! {
     /// (a MySQL statement's timeout around its pool's acquire timeout).
     #[derive(Debug)]
     #[must_use = "futures do nothing unless awaited"]
-    pub struct Timeout<F> {
+    pub struct Timeout<F, T = smol::Timer> {
         #[pin]
         future: F,
-        timer: smol::Timer,
+        timer: T,
     }
 }
 
-impl<F: Future> Future for Timeout<F> {
+impl<F: Future, T: Future + Unpin> Future for Timeout<F, T> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -58,6 +58,13 @@ pub fn timeout<F: Future>(limit: Duration, future: F) -> Timeout<F> {
     }
 }
 
+/// Awaits `future` until `timer` fires; the timer stays usable for what
+/// comes next under the same deadline (a call's grpc-timeout covers its
+/// request and its response).
+pub fn until<F: Future>(timer: &mut smol::Timer, future: F) -> Timeout<F, &mut smol::Timer> {
+    Timeout { future, timer }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +81,11 @@ mod tests {
                 Err(Elapsed)
             );
             assert!(started.elapsed() >= Duration::from_millis(20));
+            let mut timer = smol::Timer::after(Duration::from_millis(10));
+            let pending = std::future::pending::<()>();
+            assert_eq!(until(&mut timer, pending).await, Err(Elapsed));
+            let mut timer = smol::Timer::after(Duration::from_secs(5));
+            assert_eq!(until(&mut timer, async { "done" }).await, Ok("done"));
         });
     }
 }
