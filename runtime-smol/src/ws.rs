@@ -6,6 +6,13 @@
 //! operation tasks live in this task's `operations` table: `Cancel` removes
 //! one and dropping it cancels its upstream calls; when the task ends, for
 //! any reason including a panic, the table is dropped with it.
+//!
+//! Every close is the machine's decision (docs/protocol.md, Closing): this
+//! module writes the close frame the machine asks for, reports the peer's
+//! close frame with its code, reports a frame tungstenite refused as too
+//! big (`FrameTooBig`, 1009) and a caught panic (`InternalError`, 4500),
+//! and keeps reading after its close frame until the machine's linger
+//! deadline or the peer's answer ends the connection.
 
 use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
 use crate::execute;
