@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use terminus_core::graphql::Schema;
+use terminus_core::protocol::close;
 use terminus_core::server::DrainEffect;
 
 /// Why the gateway could not start.
@@ -191,7 +192,8 @@ async fn serve(
                     tracing::info!(
                         connections = gateway.open_connections(),
                         operations = gateway.metrics.operations.load(Ordering::Relaxed),
-                        "draining: readiness false, closing every connection with 1001"
+                        close = close::GOING_AWAY,
+                        "draining: readiness false, closing every connection"
                     );
                 }
                 Some(DrainEffect::ShutdownConnections) => {

@@ -117,7 +117,13 @@ pub(crate) async fn serve_websocket(
         // The operations table and its tasks were inside the future and are
         // gone; the socket and the state machine are still ours.
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(connection = id, %peer, panic = %panic_message(&panic), "connection task panicked; closing it with 4500");
+        tracing::error!(
+            connection = id,
+            %peer,
+            panic = %panic_message(&panic),
+            close = close::INTERNAL_SERVER_ERROR,
+            "connection task panicked; closing it"
+        );
         if attempt > 0 {
             // A second panic, while closing: drop the socket.
             break;
