@@ -82,6 +82,7 @@ fn the_linger_after_the_gateways_close_is_bounded() {
         let closed = silent.closed().await;
         assert_eq!(closed.code, close::BAD_REQUEST, "{closed:?}");
         let waited = silent.tcp_end(WAIT).await;
+        eprintln!("silent client: dropped {waited:?} after the close (close_linger {linger:?})");
         assert!(
             waited >= linger - Duration::from_millis(200),
             "dropped after {waited:?}, before the linger of {linger:?}"
@@ -175,6 +176,7 @@ fn drain_turns_readiness_false_closes_every_connection_with_1001_and_ends_with_t
             client.answer_close().await;
         }
         let report = within(WAIT, "the drain", drain).await;
+        eprintln!("drain of 4 answering connections took {:?}", report.took);
         assert!(
             started.elapsed() < Duration::from_secs(8),
             "the drain took {:?}; it should end with the last connection",
