@@ -8,6 +8,7 @@
 //! execute.rs, admin.rs) and imports none of them: docs/architecture.md.
 
 use crate::config::Config;
+use crate::jwt::Verifier;
 use crate::metrics::{History, Metrics, Sampled};
 use crate::upstreams::Upstreams;
 use async_channel::Receiver;
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
+    pub jwt: Option<Arc<Verifier>>,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// The `/admin` chart's history.
@@ -67,6 +70,8 @@ pub struct Gateway {
     drain: Mutex<Drain>,
     /// Closed when drain begins; every connection task watches it.
     pub(crate) shutdown: Receiver<()>,
+    /// The address `admin.listen` is bound to, when configured.
+    pub admin_addr: Mutex<Option<SocketAddr>>,
     /// Live WebSocket connections by id, for `/admin`.
     pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
     next_connection: AtomicU64,
@@ -83,13 +88,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// The shared state of a gateway serving `schema` against `upstreams`;
-    /// connection tasks see the drain begin when `shutdown`'s sender is
-    /// dropped.
+    /// The shared state of a gateway serving `schema` against `upstreams`
+    /// (with `jwt` verifying inits when configured); connection tasks see
+    /// the drain begin when `shutdown`'s sender is dropped.
     pub fn new(
         config: Config,
         schema: Schema,
         upstreams: Upstreams,
+        jwt: Option<Arc<Verifier>>,
         shutdown: Receiver<()>,
     ) -> Gateway {
         let history_len = config.admin.history.as_secs().max(1) as usize;
@@ -108,10 +114,12 @@ impl Gateway {
             schema,
             graphql_limits,
             upstreams: Arc::new(upstreams),
+            jwt,
             metrics: Metrics::default(),
             history: History::new(history_len),
             drain: Mutex::new(drain),
             shutdown,
+            admin_addr: Mutex::new(None),
             views: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
             origin: Instant::now(),

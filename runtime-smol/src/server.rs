@@ -132,6 +132,26 @@ impl Server {
                 )));
             }
         }
+        let jwt = match &config.auth.jwt {
+            Some(jwt) => {
+                let verifier = crate::jwt::Verifier::new(jwt).map_err(StartError)?;
+                verifier.prefetch().await;
+                Some(Arc::new(verifier))
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(crate::tls::ListenerTls::start(tls).map_err(StartError)?),
+            None => None,
+        };
+        let admin_listener = match config.admin.listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartError(format!("cannot listen on admin.listen {at}: {e}")))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -139,15 +159,25 @@ impl Server {
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the listener's address: {e}")))?;
         let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-        let gateway = Arc::new(Gateway::new(config, schema, upstreams, shutdown_rx));
+        let gateway = Arc::new(Gateway::new(config, schema, upstreams, jwt, shutdown_rx));
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
+        let admin_task = admin_listener.map(|listener| {
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(%at, "admin surface listening");
+            }
+            *gateway.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) =
+                listener.local_addr().ok();
+            tasks::spawn(crate::admin::serve_listener(gateway.clone(), listener))
+        });
         let task = tasks::spawn(serve(
             gateway.clone(),
             listener,
+            tls,
+            admin_task,
             begin_drain_rx,
             shutdown_tx,
         ));
-        tracing::info!(%addr, "gateway listening");
+        tracing::info!(%addr, tls = gateway.config.tls.is_some(), "gateway listening");
         Ok(Running {
             addr,
             gateway,
@@ -173,6 +203,9 @@ enum Event {
 async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    tls: Option<crate::tls::ListenerTls>,
+    // The admin listener's task: it lives as long as this loop.
+    _admin: Option<smol::Task<()>>,
     begin_drain: Receiver<()>,
     shutdown: Sender<()>,
 ) -> DrainReport {
@@ -182,6 +215,10 @@ async fn serve(
     let mut drain_started: Option<Instant> = None;
     let mut next_sample = Instant::now();
     let mut tcp_ids = 0u64;
+    // The TLS reload task lives as long as this loop (runtime-smol/src/tls.rs).
+    let acceptor = tls
+        .as_ref()
+        .map_or_else(crate::tls::Acceptor::plain, |t| t.acceptor());
     loop {
         // Do what the drain machine asked for.
         loop {
@@ -243,10 +280,11 @@ async fn serve(
                 let id = tcp_ids;
                 let done = finished_tx.clone();
                 let gateway = gateway.clone();
+                let acceptor = acceptor.clone();
                 connections.insert(
                     id,
                     tasks::spawn(async move {
-                        http::serve_tcp(gateway, stream, peer).await;
+                        http::serve_tcp(gateway, &acceptor, stream, peer).await;
                         let _ = done.send(id).await;
                     }),
                 );

@@ -19,6 +19,7 @@ use crate::execute;
 use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
 use crate::tasks;
 use crate::timeout::timeout;
+use crate::tls::Conn;
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,7 +28,6 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use serde_json::Value;
-use smol::net::TcpStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -38,7 +38,7 @@ use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, UpstreamEvent};
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Conn>;
 
 /// An event of one operation, on its way to the connection task.
 type OpEvent = (OpId, UpstreamEvent);
@@ -60,7 +60,7 @@ fn transport_frame_cap(max_frame_bytes: usize) -> usize {
 /// how it closed.
 pub(crate) async fn serve_websocket(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    stream: Conn,
     already_read: Vec<u8>,
     protocol: Subprotocol,
     peer: SocketAddr,
@@ -233,6 +233,8 @@ async fn drive(
     // A write failed: the frames still queued before the machine heard of
     // it are dropped instead of each waiting for its own write timeout.
     let mut transport_gone = false;
+    // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
+    let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
     loop {
         // Do everything the machine asked for, until it asks for nothing.
         let mut table_changed = false;
@@ -259,7 +261,21 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
-                    let verdict = authenticate(&config.auth.tokens, payload.as_ref());
+                    let verdict = match &gateway.jwt {
+                        Some(jwt) => {
+                            let (verdict, verified) =
+                                jwt.authenticate(gateway.now(), payload.as_ref()).await;
+                            claims = verified.map(|v| Arc::new(v.claims));
+                            verdict
+                        }
+                        None => authenticate(&config.auth.tokens, payload.as_ref()),
+                    };
+                    if matches!(verdict, AuthVerdict::Reject { .. }) {
+                        gateway
+                            .metrics
+                            .auth_rejected_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     connection.handle_auth(gateway.now(), verdict);
                 }
                 Effect::Start { op, request } => {
@@ -280,7 +296,10 @@ async fn drive(
                                 UpstreamEvent::Error(errors),
                             );
                         }
-                        Ok(prepared) => {
+                        Ok(mut prepared) => {
+                            if let Some(claims) = &claims {
+                                prepared.set_claims(claims.as_ref().clone());
+                            }
                             let field = prepared.root_keys().join(", ");
                             let panic_for_test = config.testing.panic_trigger
                                 && request.operation_name.as_deref()

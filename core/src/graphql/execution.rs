@@ -97,11 +97,17 @@ fn sql_params(
     statement: &SqlStatement,
     args: &Map<String, Value>,
     extra: Option<&Value>,
+    claims: &Map<String, Value>,
 ) -> Vec<Value> {
     statement
         .params
         .iter()
         .map(|p| {
+            if let Some(claim) = super::sql::claim_param(p) {
+                // Only from the verified token: a GraphQL argument name
+                // cannot contain a dot, so a client cannot supply it.
+                return claims.get(claim).cloned().unwrap_or(Value::Null);
+            }
             args.get(p)
                 .or_else(|| extra.and_then(|e| e.get(p)))
                 .cloned()
@@ -205,7 +211,7 @@ impl Execution {
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 returns_rows: statement.returns_rows,
                 statement: statement.positional,
             },
@@ -215,7 +221,7 @@ impl Execution {
                 every,
             }) => UpstreamCall::LiveSql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 statement: statement.positional,
                 every,
             },
@@ -285,7 +291,12 @@ impl Execution {
                     }),
                 ) = (reselecting, self.resolver(i))
                 {
-                    let params = sql_params(&reselect, &self.op.fields[i].args, Some(&value));
+                    let params = sql_params(
+                        &reselect,
+                        &self.op.fields[i].args,
+                        Some(&value),
+                        &self.op.claims,
+                    );
                     let call = self.new_call(UpstreamCall::Sql {
                         db,
                         statement: reselect.positional,
