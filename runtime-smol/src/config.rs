@@ -446,7 +446,7 @@ impl Config {
                     "auth.tokens and [auth.jwt] cannot both be set",
                 ));
             }
-            crate::jwt::check(jwt, path)?;
+            crate::jwt::check(jwt).map_err(|e| ConfigError::in_file(path, e))?;
         }
         Ok(())
     }
