@@ -672,7 +672,11 @@ fn an_expiring_credential_closes_4403_at_its_expiry_and_cancels_everything() {
     cancelled.sort();
     assert_eq!(cancelled, vec![a, b]);
     assert_eq!(t.conn.connection().live_operations(), 0);
-    assert_eq!(t.conn.connection().poll_timeout(), None);
+    // Only the close's linger is left (close_linger, 1 s by default).
+    assert_eq!(
+        t.conn.connection().poll_timeout(),
+        Some(terminus_core::Millis(61_000))
+    );
     t.finish();
 }
 
