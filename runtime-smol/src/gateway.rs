@@ -8,6 +8,7 @@
 //! execute.rs, admin.rs) and imports none of them: docs/architecture.md.
 
 use crate::config::Config;
+use crate::grpc::metadata::ContextCapture;
 use crate::jwt::Verifier;
 use crate::metrics::{History, Metrics, Sampled};
 use crate::upstreams::Upstreams;
@@ -59,6 +60,9 @@ pub struct Gateway {
     pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The request values some upstream forwards as metadata, collected by
+    /// the front ends (grpc/metadata.rs).
+    pub context_capture: ContextCapture,
     /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
     pub jwt: Option<Arc<Verifier>>,
     /// Counters and gauges.
@@ -109,10 +113,17 @@ impl Gateway {
             max_connections: config.limits.max_connections,
             timeout: config.timeouts.drain,
         });
+        let context_capture = ContextCapture::from_keys(
+            upstreams
+                .grpc_names()
+                .filter_map(|name| upstreams.grpc(name))
+                .flat_map(|upstream| upstream.context_keys()),
+        );
         Gateway {
             config,
             schema,
             graphql_limits,
+            context_capture,
             upstreams: Arc::new(upstreams),
             jwt,
             metrics: Metrics::default(),

@@ -105,6 +105,22 @@ impl Server {
         let schema = Schema::parse(&sdl, &config.schema.display().to_string())
             .map_err(|e| StartError(e.to_string()))?;
         let upstreams = Upstreams::from_config(&config).map_err(StartError)?;
+        // Every @grpc field against its upstream's compiled descriptors: a
+        // mismatch refuses to start, with file:line:col and the fix.
+        crate::grpc::check::check_schema(&sdl, &config.schema.display().to_string(), &|name| {
+            upstreams
+                .grpc(name)
+                .map(|upstream| upstream.descriptors().clone())
+        })
+        .map_err(|errors| {
+            StartError(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
         Server::start_with(config, schema, upstreams).await
     }
 

@@ -28,7 +28,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
-use terminus_core::{OpId, UpstreamEvent};
+use terminus_core::{OpId, RequestContext, UpstreamEvent};
 
 type Socket = WebSocketStream<Conn>;
 
@@ -65,6 +65,7 @@ pub(crate) async fn serve_websocket(
     protocol: Subprotocol,
     peer: SocketAddr,
     slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
 ) {
     let cap = transport_frame_cap(gateway.config.limits.max_frame_bytes);
     let ws_config = WebSocketConfig::default()
@@ -110,6 +111,7 @@ pub(crate) async fn serve_websocket(
             &mut connection,
             &mut read_usable,
             &view,
+            context.clone(),
         )))
         .catch_unwind()
         .await;
@@ -220,7 +222,11 @@ async fn drive(
     connection: &mut ServerConnection,
     read_usable: &mut bool,
     view: &ConnectionView,
+    mut context: BTreeMap<String, String>,
 ) {
+    // What the connection's operations forward as metadata: the upgrade
+    // request's headers, then the connection_init fields (grpc/metadata.rs).
+    let mut shared_context: RequestContext = Arc::new(context.clone());
     let config = &gateway.config;
     let (events_tx, events_rx): (Sender<OpEvent>, Receiver<OpEvent>) =
         async_channel::bounded(config.limits.operation_queue);
@@ -261,6 +267,9 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
+                    gateway
+                        .context_capture
+                        .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
                         Some(jwt) => {
                             let (verdict, verified) =
@@ -270,6 +279,12 @@ async fn drive(
                         }
                         None => authenticate(&config.auth.tokens, payload.as_ref()),
                     };
+                    if let Some(claims) = &claims {
+                        gateway
+                            .context_capture
+                            .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
+                    }
+                    shared_context = Arc::new(context.clone());
                     if matches!(verdict, AuthVerdict::Reject { .. }) {
                         gateway
                             .metrics
@@ -307,6 +322,7 @@ async fn drive(
                             let task = tasks::spawn(execute::run_operation_guarded(
                                 gateway.clone(),
                                 prepared,
+                                shared_context.clone(),
                                 op,
                                 events_tx.clone(),
                                 panic_for_test,
