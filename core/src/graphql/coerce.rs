@@ -42,8 +42,12 @@ fn scalar_literal(name: &str, lit: &Literal) -> Result<Value, String> {
             name.to_lowercase(),
             print_literal(other)
         )),
-        // A custom scalar: pass the value through as JSON.
-        (_, other) => Ok(literal_as_plain_json(other)),
+        // Terminus's scalars check their values; any other custom scalar
+        // passes the value through as JSON.
+        (_, other) => {
+            let plain = literal_as_plain_json(other);
+            super::scalars::coerce_input(name, &plain).unwrap_or(Ok(plain))
+        }
     }
 }
 
@@ -262,7 +266,9 @@ pub(crate) fn json_to_input(
                         }
                         _ => Err(bad()),
                     },
-                    _ => Ok(value.clone()),
+                    other => super::scalars::coerce_input(other, value)
+                        .unwrap_or_else(|| Ok(value.clone()))
+                        .map_err(|error| format!("{at}: {error}")),
                 },
                 TypeKind::Enum { values } => match value {
                     Value::String(s) if values.iter().any(|v| &v.name == s) => Ok(value.clone()),

@@ -43,6 +43,9 @@ pub struct GraphQLError {
     pub path: Vec<PathSegment>,
     /// The stable `extensions.code`.
     pub code: String,
+    /// More `extensions` entries next to `code` (for an upstream failure,
+    /// its `grpcStatus` and `details`).
+    pub extensions: Map<String, Value>,
 }
 
 impl GraphQLError {
@@ -53,6 +56,7 @@ impl GraphQLError {
             locations: Vec::new(),
             path: Vec::new(),
             code: code.to_string(),
+            extensions: Map::new(),
         }
     }
 
@@ -70,6 +74,12 @@ impl GraphQLError {
     /// Sets the response path.
     pub fn with_path(mut self, path: Vec<PathSegment>) -> Self {
         self.path = path;
+        self
+    }
+
+    /// Adds the `extensions` entries of `extra` (next to `code`).
+    pub fn with_extensions(mut self, extra: Map<String, Value>) -> Self {
+        self.extensions.extend(extra);
         self
     }
 
@@ -94,7 +104,14 @@ impl GraphQLError {
                 Value::Array(self.path.iter().map(PathSegment::to_value).collect()),
             );
         }
-        obj.insert("extensions".into(), json!({ "code": self.code }));
+        let mut extensions = Map::new();
+        extensions.insert("code".into(), Value::String(self.code.clone()));
+        for (key, value) in &self.extensions {
+            if key != "code" {
+                extensions.insert(key.clone(), value.clone());
+            }
+        }
+        obj.insert("extensions".into(), Value::Object(extensions));
         Value::Object(obj)
     }
 }

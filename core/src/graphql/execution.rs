@@ -341,6 +341,7 @@ impl Execution {
             CallEvent::Failed(f) => {
                 let field = &self.op.fields[i];
                 let err = GraphQLError::new(f.message, f.kind.code())
+                    .with_extensions(f.extensions)
                     .at(field.pos)
                     .with_path(vec![PathSegment::Key(field.key.clone())]);
                 self.outputs
@@ -465,6 +466,7 @@ impl Execution {
             Err(f) => FieldState::Done {
                 value: (!field.ty.is_non_null()).then_some(Value::Null),
                 errors: vec![GraphQLError::new(f.message, f.kind.code())
+                    .with_extensions(f.extensions)
                     .at(field.pos)
                     .with_path(vec![PathSegment::Key(field.key.clone())])],
             },

@@ -5,6 +5,7 @@
 
 use super::builtins::{self, BUILTIN_SCALARS};
 use super::coerce;
+use super::scalars::SCALARS;
 use super::schema::{
     DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Resolver, Schema, SchemaError,
     SchemaInner, TypeDef, TypeKind, TypeRef,
@@ -746,6 +747,20 @@ fn add_builtins(types: &mut Vec<TypeDef>) -> (Vec<DirectiveDef>, Vec<FieldDef>) 
             name: name.to_string(),
             description: Some(description.to_string()),
             kind: TypeKind::Scalar { specified_by: None },
+        });
+    }
+    // Terminus's scalars, unless the SDL declares one itself (with its own
+    // description; the values are Terminus's either way).
+    for (name, description, url) in SCALARS {
+        if types.iter().any(|t| t.name == name) {
+            continue;
+        }
+        types.push(TypeDef {
+            name: name.to_string(),
+            description: Some(description.to_string()),
+            kind: TypeKind::Scalar {
+                specified_by: Some(url.to_string()),
+            },
         });
     }
     let (intro_types, directives, meta_fields) = builtins::builtin_definitions();

@@ -331,7 +331,7 @@ pub(crate) fn serialize_scalar(name: &str, value: &Value) -> Option<Value> {
             Value::Number(n) if n.is_i64() || n.is_u64() => Some(Value::String(n.to_string())),
             _ => None,
         },
-        _ => Some(value.clone()),
+        other => super::scalars::serialize(other, value).unwrap_or_else(|| Some(value.clone())),
     }
 }
 
