@@ -28,7 +28,14 @@ impl Upstreams {
             upstreams.grpc.insert(name.clone(), client);
         }
         for (name, db) in &config.mysql {
-            let pool = MysqlPool::new(name, db).map_err(|e| format!("mysql.{name}: {e}"))?;
+            // Server error texts name tables and keys: hidden by default
+            // unless the gateway only listens on loopback.
+            let mut db = db.clone();
+            db.hide_server_messages = Some(
+                db.hide_server_messages
+                    .unwrap_or(!config.listen.ip().is_loopback()),
+            );
+            let pool = MysqlPool::new(name, &db).map_err(|e| format!("mysql.{name}: {e}"))?;
             upstreams.mysql.insert(name.clone(), pool);
         }
         Ok(upstreams)

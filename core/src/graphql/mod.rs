@@ -30,8 +30,10 @@
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
+//! | `batch` | relations: nested `@sql` fields, one statement per level, stitched |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
+mod batch;
 mod builtins;
 mod coerce;
 pub mod demo;
@@ -47,6 +49,7 @@ mod shape;
 pub mod sql;
 mod validate;
 
+pub use batch::{RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
     VALIDATION_FAILED,

@@ -48,6 +48,22 @@ pub(crate) fn lower_camel(name: &str) -> String {
     out
 }
 
+/// `customerId` -> `customer_id`: how SQL columns spell a camelCase field.
+pub(crate) fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            if !out.is_empty() {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl<'a> Shaper<'a> {
     pub fn new(schema: &'a Schema, proto3_defaults: bool) -> Self {
         Shaper {
@@ -102,6 +118,26 @@ impl<'a> Shaper<'a> {
         value: &Value,
         path: &mut Vec<PathSegment>,
     ) -> Result<Value, Propagate> {
+        if value.is_null() {
+            return Ok(Value::Null);
+        }
+        // SQL values: a JSON document arrives as text on MariaDB (its JSON
+        // type is LONGTEXT) and from JSON functions (`JSON_ARRAYAGG`,
+        // `JSON_OBJECT`). Where the schema wants a list, an object or the
+        // `JSON` scalar, that text is parsed.
+        let parsed;
+        let value = match value {
+            Value::String(text) if !self.proto3_defaults && self.wants_json(ty) => {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(v) => {
+                        parsed = v;
+                        &parsed
+                    }
+                    Err(_) => value,
+                }
+            }
+            _ => value,
+        };
         if value.is_null() {
             return Ok(Value::Null);
         }
@@ -214,11 +250,20 @@ impl<'a> Shaper<'a> {
                 .schema
                 .field(type_name, &f.name)
                 .and_then(|d| d.source.clone());
+            let relation = super::batch::is_relation(self.schema, type_name, &f.name);
+            let stitched;
             let found = match &from {
+                // A relation's rows were stitched into the parent row
+                // (`core/src/graphql/batch.rs`).
+                _ if relation => {
+                    stitched = super::batch::stitched_key(&f.key);
+                    source.get(&stitched)
+                }
                 Some(key) => source.get(key),
                 None => source
                     .get(&f.name)
-                    .or_else(|| source.get(&lower_camel(&f.name))),
+                    .or_else(|| source.get(&lower_camel(&f.name)))
+                    .or_else(|| source.get(&snake_case(&f.name))),
             };
             let default;
             let value = match found {
@@ -245,6 +290,22 @@ impl<'a> Shaper<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a JSON document in text is parsed for type `ty`: lists,
+    /// objects and the `JSON` scalar.
+    fn wants_json(&self, ty: &TypeRef) -> bool {
+        match ty {
+            TypeRef::NonNull(inner) => self.wants_json(inner),
+            TypeRef::List(_) => true,
+            TypeRef::Named(name) => {
+                name == "JSON"
+                    || self
+                        .schema
+                        .get(name)
+                        .is_some_and(|t| matches!(t.kind, TypeKind::Object { .. }))
+            }
+        }
     }
 
     fn proto3_default(&self, ty: &TypeRef) -> Value {

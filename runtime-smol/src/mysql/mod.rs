@@ -10,6 +10,7 @@
 //!   kills the query on the server (`KILL QUERY` from another connection).
 
 mod conn;
+mod errors;
 mod live;
 mod pool;
 mod protocol;
@@ -58,6 +59,12 @@ pub struct MysqlDbConfig {
     /// The most rows one result may hold; more fails the call (default 10000).
     #[serde(default = "defaults::max_rows")]
     pub max_rows: usize,
+    /// Replace the server's error text (which names tables, keys and
+    /// values) with a generic message for its class, logging the original;
+    /// `extensions.code`, `errno` and `sqlState` stay. Unset: on when the
+    /// gateway listens on a non-loopback address, off on loopback.
+    #[serde(default)]
+    pub hide_server_messages: Option<bool>,
 }
 
 mod defaults {
@@ -101,6 +108,7 @@ impl MysqlDbConfig {
             health_check_interval: defaults::health_check_interval(),
             kill_timeout: defaults::kill_timeout(),
             max_rows: defaults::max_rows(),
+            hide_server_messages: None,
         }
     }
 

@@ -226,17 +226,13 @@ impl Shared {
                 code,
                 state,
                 message,
-            } => {
-                let state = state.map(|s| format!(", SQLSTATE {s}")).unwrap_or_default();
-                if code == 0 {
-                    self.failure(FailureKind::Failed, message)
-                } else {
-                    self.failure(
-                        FailureKind::Failed,
-                        format!("{message} (error {code}{state})"),
-                    )
-                }
-            }
+            } => super::errors::server_failure(
+                &self.name,
+                code,
+                state.as_deref(),
+                &message,
+                self.config.hide_server_messages.unwrap_or(false),
+            ),
             ConnError::BadInput(m) => self.failure(FailureKind::BadInput, m),
             ConnError::Io(e) => {
                 self.failure(FailureKind::Unavailable, format!("connection lost: {e}"))
