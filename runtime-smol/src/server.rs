@@ -227,6 +227,10 @@ impl Server {
                 )));
             }
         }
+        // SQL fields against their statements' columns (runtime-smol/src/columns.rs).
+        crate::columns::check(&schema, &upstreams, &config.schema)
+            .await
+            .map_err(StartError)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;

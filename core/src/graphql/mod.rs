@@ -30,12 +30,14 @@
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
+//! | `columns` | the start-up check of SQL fields against their statements' columns |
 //! | `batch` | relations: nested `@sql` fields, one statement per level, stitched |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
 mod batch;
 mod builtins;
 mod coerce;
+mod columns;
 pub mod demo;
 mod errors;
 mod execution;
@@ -50,6 +52,7 @@ pub mod sql;
 mod validate;
 
 pub use batch::{RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
+pub use columns::ColumnCheck;
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
     VALIDATION_FAILED,

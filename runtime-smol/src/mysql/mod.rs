@@ -65,6 +65,12 @@ pub struct MysqlDbConfig {
     /// gateway listens on a non-loopback address, off on loopback.
     #[serde(default)]
     pub hide_server_messages: Option<bool>,
+    /// The session time zone, `UTC` or a fixed offset `+02:00`: every
+    /// connection runs `SET time_zone` to it, and DATETIME / TIMESTAMP
+    /// values come as ISO 8601 with that offset (`2024-05-01T12:30:00Z`).
+    /// Unset: the server's zone, values without an offset (default).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 mod defaults {
@@ -109,6 +115,7 @@ impl MysqlDbConfig {
             kill_timeout: defaults::kill_timeout(),
             max_rows: defaults::max_rows(),
             hide_server_messages: None,
+            time_zone: None,
         }
     }
 
@@ -121,6 +128,9 @@ impl MysqlDbConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(tz) = &self.time_zone {
+            protocol::zone_offset(tz)?;
+        }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }

@@ -314,6 +314,20 @@ impl Shared {
         )
         .await
         .map_err(|e| self.connect_failure(e))?;
+        let mut conn = conn;
+        if let Some(time_zone) = &self.config.time_zone {
+            let (set_to, suffix) = super::protocol::zone_offset(time_zone)
+                .map_err(|m| self.failure(FailureKind::Unavailable, m))?;
+            or(
+                async { conn.set_time_zone(&set_to, &suffix).await },
+                async {
+                    Timer::after(self.config.connect_timeout).await;
+                    Err(ConnError::ConnectTimeout)
+                },
+            )
+            .await
+            .map_err(|e| self.connect_failure(e))?;
+        }
         self.connections_opened_total
             .fetch_add(1, Ordering::Relaxed);
         lease.conn = Some(conn);
@@ -506,6 +520,33 @@ impl MysqlPool {
             Outcome::Rows(rows) => Ok(Value::Array(rows)),
             // A statement without a result set has no rows.
             Outcome::Done { .. } | Outcome::Prepared(_) => Ok(Value::Array(Vec::new())),
+        }
+    }
+
+    /// The column names (or aliases) `statement` returns, learnt by
+    /// preparing it on a pooled connection without running it; bounded by
+    /// `statement_timeout`. The gateway checks its schema with this at
+    /// start-up (`runtime-smol/src/columns.rs`).
+    pub async fn columns(&self, statement: &str) -> Result<Vec<String>, UpstreamFailure> {
+        let mut lease = self.shared.acquire().await?;
+        let prepared = or(
+            async { Some(lease.conn().columns(statement).await) },
+            async {
+                Timer::after(self.shared.config.statement_timeout).await;
+                None
+            },
+        )
+        .await;
+        match prepared {
+            Some(Ok(columns)) => Ok(columns),
+            Some(Err(e)) => Err(self.shared.call_failure(e)),
+            None => {
+                self.shared.recover(&mut lease).await;
+                Err(self.shared.failure(
+                    FailureKind::Timeout,
+                    "preparing the statement exceeded statement_timeout",
+                ))
+            }
         }
     }
 
