@@ -233,3 +233,29 @@ fn relations_that_do_not_fit_are_schema_errors() {
     let err = Schema::parse(&bad, "shop.graphql").unwrap_err().to_string();
     assert!(err.contains(":maxQty"), "{err}");
 }
+
+#[test]
+fn a_subscription_selecting_a_relation_is_refused_before_any_call() {
+    let sdl = format!(
+        "{SDL}\ntype Subscription {{ board: [Order!]! @live(db: \"shop\", query: \"SELECT id, customer_id FROM orders\", every: \"1s\") }}"
+    );
+    let schema = Schema::parse(&sdl, "shop.graphql").unwrap();
+    let prepared = schema
+        .prepare(
+            &request(
+                "subscription { board { id customer { id } } }",
+                json!({}),
+                None,
+            ),
+            &Limits::default(),
+        )
+        .unwrap();
+    let mut exec = Execution::new(prepared);
+    assert!(exec.poll_call().is_none());
+    let out = outputs(&mut exec);
+    let [UpstreamEvent::Error(errors)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    assert!(exec.is_finished());
+}

@@ -382,6 +382,27 @@ pub(crate) fn stitch(schema: &Schema, job: &Job, value: &mut Value, rows: &[Valu
     });
 }
 
+/// A validation error when a subscription selects a relation: relations
+/// are resolved for queries and mutations only.
+pub(crate) fn subscription_relation_error(
+    op: &super::plan::PreparedOperation,
+) -> Option<super::errors::GraphQLError> {
+    for f in &op.fields {
+        let mut jobs = Vec::new();
+        jobs_below(&op.schema, f.ty.named(), &f.selection, &[], &mut jobs);
+        if let Some(job) = jobs.first() {
+            return Some(super::errors::GraphQLError::validation(
+                format!(
+                    "{}.{} is a relation (a nested @sql field); relations are resolved in queries and mutations, not in subscriptions",
+                    job.parent_type, job.field.name
+                ),
+                job.field.pos,
+            ));
+        }
+    }
+    None
+}
+
 /// The jobs of the level below a stitched job.
 pub(crate) fn next_level(schema: &Schema, job: &Job) -> Vec<Job> {
     let mut steps = job.steps.clone();

@@ -169,6 +169,22 @@ impl Execution {
             };
             exec.states.push(state);
         }
+        if exec.op.kind == OperationKind::Subscription {
+            // Relations are resolved for queries and mutations; a live
+            // poll's rows are not stitched (docs/schema.md, "Relations").
+            if let Some(err) = batch::subscription_relation_error(&exec.op) {
+                exec.outputs
+                    .push_back(UpstreamEvent::Error(vec![err.to_value()]));
+                exec.done = true;
+                exec.states.iter_mut().for_each(|s| {
+                    *s = FieldState::Done {
+                        value: None,
+                        errors: Vec::new(),
+                    }
+                });
+                return exec;
+            }
+        }
         match exec.op.kind {
             OperationKind::Query => {
                 for i in 0..exec.states.len() {
