@@ -44,8 +44,8 @@ pub struct GraphQLError {
     /// The stable `extensions.code`.
     pub code: String,
     /// More `extensions` entries next to `code` (for an upstream failure,
-    /// its `grpcStatus` and `details`).
-    pub extensions: Map<String, Value>,
+    /// its `grpcStatus` and `details`); boxed, as most errors have none.
+    pub extensions: Option<Box<Map<String, Value>>>,
 }
 
 impl GraphQLError {
@@ -56,7 +56,7 @@ impl GraphQLError {
             locations: Vec::new(),
             path: Vec::new(),
             code: code.to_string(),
-            extensions: Map::new(),
+            extensions: None,
         }
     }
 
@@ -79,7 +79,11 @@ impl GraphQLError {
 
     /// Adds the `extensions` entries of `extra` (next to `code`).
     pub fn with_extensions(mut self, extra: Map<String, Value>) -> Self {
-        self.extensions.extend(extra);
+        if !extra.is_empty() {
+            self.extensions
+                .get_or_insert_with(Default::default)
+                .extend(extra);
+        }
         self
     }
 
@@ -106,7 +110,7 @@ impl GraphQLError {
         }
         let mut extensions = Map::new();
         extensions.insert("code".into(), Value::String(self.code.clone()));
-        for (key, value) in &self.extensions {
+        for (key, value) in self.extensions.iter().flat_map(|extra| extra.iter()) {
             if key != "code" {
                 extensions.insert(key.clone(), value.clone());
             }
