@@ -568,3 +568,178 @@ fn hidden_server_messages_keep_codes_and_post_timeouts_carry_one() {
         running.shutdown().await;
     });
 }
+
+/// Subscribes 300 distinct customers (`customerOrders(customer: 1..=300)`)
+/// over 10 connections and waits for every first result; answers the
+/// clients (subscription `c<n>` on client `(n - 1) / 30`).
+async fn three_hundred_subscribers(addr: SocketAddr) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for c in 0..10 {
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        for k in 1..=30 {
+            let n = c * 30 + k;
+            client
+                .send(json!({"type": "subscribe", "id": format!("c{n}"), "payload": {
+                    "query": format!("subscription {{ customerOrders(customer: {n}) {{ id }} }}")
+                }}))
+                .await;
+        }
+        clients.push(client);
+    }
+    for client in &mut clients {
+        for _ in 0..30 {
+            let first = client.recv().await;
+            assert_eq!(first["type"], "next", "{first}");
+        }
+    }
+    clients
+}
+
+/// Statements per second of `user` over `window`, from the server's
+/// counters.
+async fn statements_per_second(pool: &MysqlPool, user: &str, window: Duration) -> f64 {
+    let before = statements_of(pool, user);
+    smol::Timer::after(window).await;
+    let after = statements_of(pool, user);
+    (after - before) as f64 / window.as_secs_f64()
+}
+
+fn live_sdl(s: &Shop, every: &str, multiplexed: bool) -> String {
+    // `LIMIT` makes a statement's rows depend on the whole result, so the
+    // gateway polls it per parameter set: the "before" of the benchmark.
+    let limit = if multiplexed { "" } else { " LIMIT 1000" };
+    format!(
+        r#"{}
+type Subscription {{
+  customerOrders(customer: Int!): [OrderRow!]! @live(db: "shop", query: "SELECT id, customer_id FROM {} WHERE customer_id = :customer ORDER BY id{limit}", every: "{every}")
+}}
+type OrderRow {{ id: ID! customerId: Int! }}
+"#,
+        shop_sdl(s),
+        s.orders
+    )
+}
+
+#[test]
+fn three_hundred_distinct_live_parameters_share_one_statement_per_interval() {
+    let pool = admin_pool();
+    admin_exec(&pool, "SET GLOBAL userstat = 1");
+    let s = shop(&pool);
+    admin_exec(
+        &pool,
+        &format!("GRANT INSERT ON {} TO '{}'@'%'", s.orders, s.user),
+    );
+    smol::block_on(async {
+        let running = gateway(&live_sdl(&s, "1s", true), s.url.clone(), |config, _| {
+            config.limits.max_operations_per_connection = 100;
+        })
+        .await
+        .expect("gateway starts");
+        let addr = running.local_addr();
+        let mut clients = three_hundred_subscribers(addr).await;
+        let rate = statements_per_second(&pool, &s.user, Duration::from_secs(4)).await;
+        assert!(
+            (0.5..=2.0).contains(&rate),
+            "300 distinct parameter sets at 1 s: {rate} statements/s, expected about 1"
+        );
+        // Only customer 7's subscriber hears of customer 7's new order.
+        admin_exec(
+            &pool,
+            &format!(
+                "INSERT INTO {} (id, customer_id) VALUES (1000, 7)",
+                s.orders
+            ),
+        );
+        let changed = clients[0].recv().await;
+        assert_eq!(changed["id"], "c7", "{changed}");
+        let ids: Vec<&str> = changed["payload"]["data"]["customerOrders"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.last(), Some(&"1000"), "{changed}");
+        for (i, client) in clients.iter_mut().enumerate().skip(1) {
+            let quiet = async { Some(client.recv().await) }
+                .or(async {
+                    smol::Timer::after(Duration::from_millis(if i == 1 { 2500 } else { 10 })).await;
+                    None
+                })
+                .await;
+            assert_eq!(quiet, None, "client {i} got a message for another customer");
+        }
+        drop(clients);
+        running.shutdown().await;
+    });
+}
+
+#[test]
+fn a_failing_live_poll_is_retried_and_the_subscription_survives() {
+    let pool = admin_pool();
+    let s = shop(&pool);
+    admin_exec(
+        &pool,
+        &format!("GRANT ALL ON {} TO '{}'@'%'", s.orders, s.user),
+    );
+    smol::block_on(async {
+        let running = gateway(&live_sdl(&s, "100ms", true), s.url.clone(), |_, db| {
+            db.live_retries = 5;
+        })
+        .await
+        .expect("gateway starts");
+        let addr = running.local_addr();
+        let mut client = Client::ready(addr, TRANSPORT_WS).await;
+        client
+            .send(json!({"type": "subscribe", "id": "a", "payload": {
+                "query": "subscription { customerOrders(customer: 3) { id } }"
+            }}))
+            .await;
+        let first = client.recv().await;
+        assert_eq!(first["type"], "next", "{first}");
+        // The table disappears for a second (fewer than the retries'
+        // 7.75 s of backoff), then comes back with one more order.
+        let hidden = format!("{}_away", s.orders);
+        admin_exec(&pool, &format!("RENAME TABLE {} TO {hidden}", s.orders));
+        smol::Timer::after(Duration::from_millis(1000)).await;
+        admin_exec(
+            &pool,
+            &format!("INSERT INTO {hidden} (id, customer_id) VALUES (1001, 3)"),
+        );
+        admin_exec(&pool, &format!("RENAME TABLE {hidden} TO {}", s.orders));
+        let next = client.recv().await;
+        assert_eq!(next["type"], "next", "the subscription survived: {next}");
+        assert!(next.to_string().contains("1001"), "{next}");
+        running.shutdown().await;
+    });
+}
+
+/// The numbers of docs/BENCHMARKS.md, "Multiplexed live queries": run with
+/// `cargo test -p terminus-tests --test gateway_mysql_model -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_live_statements_per_second() {
+    let pool = admin_pool();
+    admin_exec(&pool, "SET GLOBAL userstat = 1");
+    let s = shop(&pool);
+    smol::block_on(async {
+        for every in ["1s", "100ms"] {
+            for multiplexed in [false, true] {
+                let running = gateway(&live_sdl(&s, every, multiplexed), s.url.clone(), |_, _| {})
+                    .await
+                    .expect("gateway starts");
+                let clients = three_hundred_subscribers(running.local_addr()).await;
+                let rate = statements_per_second(&pool, &s.user, Duration::from_secs(10)).await;
+                println!(
+                    "every {every}, {}: {rate:.1} statements/s",
+                    if multiplexed {
+                        "multiplexed"
+                    } else {
+                        "per parameter set"
+                    }
+                );
+                drop(clients);
+                running.shutdown().await;
+            }
+        }
+    });
+}

@@ -167,11 +167,7 @@ impl RelationSql {
     /// The statement for `keys` (already distinct, at most
     /// [`MAX_KEYS_PER_STATEMENT`]) and its parameters; `args` binds the
     /// field's own arguments.
-    pub(crate) fn statement(
-        &self,
-        keys: &[Value],
-        args: &Map<String, Value>,
-    ) -> (String, Vec<Value>) {
+    pub fn statement(&self, keys: &[Value], args: &Map<String, Value>) -> (String, Vec<Value>) {
         let bound = keys.len().next_power_of_two();
         let mut sql = self.head.clone();
         for i in 0..bound {
@@ -186,6 +182,81 @@ impl RelationSql {
         params.extend(self.params_after.iter().map(arg));
         (sql, params)
     }
+}
+
+/// Words that make a statement's rows depend on the whole result, so one
+/// statement for many parameter sets would not give each set its own rows.
+const NOT_MULTIPLEXED: [&str; 13] = [
+    "LIMIT", "OFFSET", "GROUP", "HAVING", "DISTINCT", "UNION", "OVER", "WINDOW", "COUNT", "SUM",
+    "AVG", "MIN", "MAX",
+];
+
+/// `text` with quoted strings, backquoted names and comments blanked
+/// (same length), so `?` and keywords can be found outside them.
+fn unquoted(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let end = match c {
+            b'\'' | b'"' | b'`' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j] != c {
+                    j += if b[j] == b'\\' && c != b'`' { 2 } else { 1 };
+                }
+                j + 1
+            }
+            b'#' => b[i..]
+                .iter()
+                .position(|&x| x == b'\n')
+                .map_or(b.len(), |p| i + p),
+            b'-' if b.get(i + 1) == Some(&b'-') => b[i..]
+                .iter()
+                .position(|&x| x == b'\n')
+                .map_or(b.len(), |p| i + p),
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                text[i + 2..].find("*/").map_or(b.len(), |p| i + p + 4)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let end = end.min(b.len());
+        for x in &mut out[i..end] {
+            if x.is_ascii() {
+                *x = b' ';
+            }
+        }
+        i = end;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The multiplexed form of a `@live` statement (positional, as in
+/// `UpstreamCall::LiveSql`): when its one parameter is compared with `=`
+/// or `IN (...)` and its rows do not depend on the whole result (no
+/// `LIMIT`, grouping, aggregates, `DISTINCT`, `UNION`, windows), one
+/// statement can answer many parameter sets, each set's rows told apart by
+/// [`KEY_COLUMN`]. `None`: poll it per parameter set.
+pub fn live_cohort(positional: &str) -> Option<RelationSql> {
+    let blank = unquoted(positional);
+    let refused = blank
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_ascii_uppercase)
+        .any(|w| {
+            NOT_MULTIPLEXED.contains(&w.as_str()) || w.ends_with("AGG") || w == "GROUP_CONCAT"
+        });
+    if refused {
+        return None;
+    }
+    let marks: Vec<usize> = blank.match_indices('?').map(|(i, _)| i).collect();
+    let [at] = marks[..] else {
+        return None;
+    };
+    let named = format!("{}:parent.__k{}", &positional[..at], &positional[at + 1..]);
+    RelationSql::parse(&named).ok()
 }
 
 /// Whether field `name` of `type_name` is a relation (a nested `@sql`).
@@ -452,6 +523,31 @@ mod tests {
             "select distinct `order_id` AS __terminus_key, order_id, sku from items where `order_id` IN (?) order by sku"
         );
         assert_eq!(params, vec![json!("a")]);
+    }
+
+    #[test]
+    fn live_statements_multiplex_only_when_rows_are_per_parameter() {
+        let c =
+            live_cohort("SELECT id, status FROM orders WHERE customer_id = ? ORDER BY id").unwrap();
+        let (sql, params) = c.statement(&[json!(1), json!(2), json!(3)], &Map::new());
+        assert_eq!(
+            sql,
+            "SELECT customer_id AS __terminus_key, id, status FROM orders WHERE customer_id IN (?, ?, ?, ?) ORDER BY id"
+        );
+        assert_eq!(params.len(), 4);
+        assert!(live_cohort("SELECT id FROM t WHERE a = '?' AND b = ?").is_some());
+        for single in [
+            "SELECT id FROM t WHERE c = ? LIMIT 5",
+            "SELECT COUNT(*) FROM t WHERE c = ?",
+            "SELECT id FROM t WHERE c = ? AND d = ?",
+            "SELECT id FROM t",
+            "SELECT DISTINCT id FROM t WHERE c = ?",
+            "SELECT id FROM t WHERE c > ?",
+            "SELECT JSON_ARRAYAGG(id) FROM t WHERE c = ?",
+        ] {
+            assert!(live_cohort(single).is_none(), "{single}");
+        }
+        assert!(live_cohort("SELECT id, 'limit' AS x FROM t WHERE c = ?").is_some());
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod shape;
 pub mod sql;
 mod validate;
 
-pub use batch::{RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
+pub use batch::{live_cohort, RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
 pub use columns::ColumnCheck;
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,

@@ -71,6 +71,11 @@ pub struct MysqlDbConfig {
     /// Unset: the server's zone, values without an offset (default).
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// How often a failed `@live` poll is retried, with backoff (250 ms,
+    /// doubling, at most 5 s each), before its subscribers see the failure
+    /// (default 5: about 7.75 s of waiting plus the statements' own time).
+    #[serde(default = "defaults::live_retries")]
+    pub live_retries: u32,
 }
 
 mod defaults {
@@ -99,6 +104,9 @@ mod defaults {
     pub fn max_rows() -> usize {
         10_000
     }
+    pub fn live_retries() -> u32 {
+        5
+    }
 }
 
 impl MysqlDbConfig {
@@ -116,6 +124,7 @@ impl MysqlDbConfig {
             max_rows: defaults::max_rows(),
             hide_server_messages: None,
             time_zone: None,
+            live_retries: defaults::live_retries(),
         }
     }
 

@@ -199,6 +199,11 @@ impl Lease {
 }
 
 impl Shared {
+    /// How often a failed `@live` poll is retried (`live_retries`).
+    pub(crate) fn live_retries(&self) -> u32 {
+        self.config.live_retries
+    }
+
     fn failure(&self, kind: FailureKind, message: impl std::fmt::Display) -> UpstreamFailure {
         UpstreamFailure::new(kind, format!("mysql `{}`: {message}", self.name))
     }
