@@ -58,7 +58,7 @@ pub async fn demo_parts(
     let schema = match mysql_url {
         None => Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?,
         Some(url) => {
-            let db = MysqlDbConfig::new(url);
+            let db = crate::upstreams::with_listener_defaults(&MysqlDbConfig::new(url), listen);
             // The pool's errors redact the url's password.
             let pool = MysqlPool::new("main", &db).map_err(|e| format!("--mysql: {e}"))?;
             pool.execute(demo::MYSQL_TABLE_DDL, &[])

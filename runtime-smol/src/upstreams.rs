@@ -28,13 +28,7 @@ impl Upstreams {
             upstreams.grpc.insert(name.clone(), client);
         }
         for (name, db) in &config.mysql {
-            // Server error texts name tables and keys: hidden by default
-            // unless the gateway only listens on loopback.
-            let mut db = db.clone();
-            db.hide_server_messages = Some(
-                db.hide_server_messages
-                    .unwrap_or(!config.listen.ip().is_loopback()),
-            );
+            let db = with_listener_defaults(db, config.listen);
             let pool = MysqlPool::new(name, &db).map_err(|e| format!("mysql.{name}: {e}"))?;
             upstreams.mysql.insert(name.clone(), pool);
         }
@@ -141,5 +135,55 @@ impl Upstreams {
             })
             .sum();
         grpc + mysql
+    }
+}
+
+/// `db` with the defaults that depend on the gateway's listener: server
+/// error texts (they name tables and keys) are hidden unless the gateway
+/// listens on loopback only, or `hide_server_messages` says otherwise.
+pub fn with_listener_defaults(
+    db: &crate::mysql::MysqlDbConfig,
+    listen: std::net::SocketAddr,
+) -> crate::mysql::MysqlDbConfig {
+    let mut db = db.clone();
+    db.hide_server_messages = Some(
+        db.hide_server_messages
+            .unwrap_or(!listen.ip().is_loopback()),
+    );
+    db
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::MysqlDbConfig;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn mysql_server_messages_are_hidden_by_default_off_loopback() {
+        let db = MysqlDbConfig::new("mysql://root@127.0.0.1:3306/test");
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            with_listener_defaults(&db, public).hide_server_messages,
+            Some(true)
+        );
+        assert_eq!(
+            with_listener_defaults(&db, loopback).hide_server_messages,
+            Some(false)
+        );
+        let shown = MysqlDbConfig {
+            hide_server_messages: Some(false),
+            ..db.clone()
+        };
+        assert_eq!(
+            with_listener_defaults(&shown, public).hide_server_messages,
+            Some(false)
+        );
+        let mut config = Config::with_schema("s.graphql".into());
+        config.listen = public;
+        config.mysql.insert("main".into(), db);
+        let upstreams = Upstreams::from_config(&config).unwrap();
+        assert!(upstreams.mysql("main").unwrap().hides_server_messages());
     }
 }

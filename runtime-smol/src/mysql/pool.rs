@@ -516,6 +516,13 @@ impl MysqlPool {
         &self.shared.name
     }
 
+    /// Whether the server's error texts are replaced by generic ones
+    /// (`hide_server_messages`; unset counts as off here, the gateway
+    /// decides it from its listener in `Upstreams::from_config`).
+    pub fn hides_server_messages(&self) -> bool {
+        self.shared.config.hide_server_messages.unwrap_or(false)
+    }
+
     /// Runs a statement that returns rows and answers a JSON array of row
     /// objects (column name -> value). `params` bind the `?` placeholders in
     /// order. Dropping the returned future while the statement runs kills it
