@@ -8,7 +8,6 @@ pub mod tasks;
 // server (issue 4)
 pub mod admin;
 pub mod cli;
-pub mod columns;
 pub mod config;
 pub mod execute;
 pub mod http;

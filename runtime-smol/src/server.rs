@@ -227,8 +227,9 @@ impl Server {
                 )));
             }
         }
-        // SQL fields against their statements' columns (runtime-smol/src/columns.rs).
-        crate::columns::check(&schema, &upstreams, &config.schema)
+        // SQL fields against their statements' columns (upstreams.rs).
+        upstreams
+            .check_columns(&schema, &config.schema)
             .await
             .map_err(StartError)?;
         let listener = TcpListener::bind(config.listen)

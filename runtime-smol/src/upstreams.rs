@@ -7,9 +7,11 @@ use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use terminus_core::UpstreamFailure;
+use terminus_core::graphql::Schema;
+use terminus_core::{FailureKind, UpstreamFailure};
 
 /// Every configured upstream by the name the schema uses.
 #[derive(Debug, Default)]
@@ -99,6 +101,42 @@ impl Upstreams {
             .get(db)
             .ok_or_else(|| unavailable("MySQL database", db))?;
         Ok(pool.live(statement, params, every))
+    }
+
+    /// The start-up check of `schema`'s SQL fields against the columns of
+    /// their statements (`core/src/graphql/columns.rs`): each statement is
+    /// prepared, not run, on its pool; a field that maps to no column, or a
+    /// statement the server refuses, stops start-up with the schema file's
+    /// name (`file`). A database that cannot be reached at start-up is not
+    /// checked (logged), so the gateway still starts while it is down.
+    pub async fn check_columns(&self, schema: &Schema, file: &Path) -> Result<(), String> {
+        for check in schema.column_checks() {
+            let Some(pool) = self.mysql(&check.db) else {
+                continue;
+            };
+            match pool.columns(&check.statement).await {
+                Ok(columns) => schema
+                    .check_columns(&check, &columns)
+                    .map_err(|e| format!("{}: {e}", file.display()))?,
+                Err(failure)
+                    if matches!(
+                        failure.kind,
+                        FailureKind::Unavailable | FailureKind::Busy | FailureKind::Timeout
+                    ) =>
+                {
+                    tracing::warn!(field = %check.field, %failure, "cannot check the field's columns at start-up");
+                }
+                Err(failure) => {
+                    return Err(format!(
+                        "{}: field {}: the statement does not prepare: {}",
+                        file.display(),
+                        check.field,
+                        failure.message
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every pool's stats by database name, for `/metrics` and `/admin`.

@@ -280,8 +280,8 @@ fn key_text(v: &Value) -> Option<String> {
 /// lowerCamelCase spelling.
 fn parent_value<'v>(row: &'v Map<String, Value>, column: &str) -> Option<&'v Value> {
     row.get(column)
-        .or_else(|| row.get(&super::shape::lower_camel(column)))
-        .or_else(|| row.get(&super::shape::snake_case(column)))
+        .or_else(|| row.get(&super::names::lower_camel(column)))
+        .or_else(|| row.get(&super::names::snake_case(column)))
 }
 
 /// Calls `f` on every object found by following `steps` from `value`

@@ -5,8 +5,8 @@
 //! column names to [`Schema::check_columns`].
 
 use super::batch::{RelationSql, KEY_COLUMN};
+use super::names::{lower_camel, snake_case};
 use super::schema::{Resolver, Schema, TypeKind};
-use super::shape::{lower_camel, snake_case};
 use serde_json::{Map, Value};
 
 /// One statement whose columns must cover an object type's fields.

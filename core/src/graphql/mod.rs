@@ -27,6 +27,7 @@
 //! | `coerce` | input values: literals and JSON to coerced JSON |
 //! | `execution` | the `Execution` state machine of one operation |
 //! | `introspection` | answers `__schema` / `__type` from the schema |
+//! | `names` | lowerCamelCase and snake_case spellings of names |
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
@@ -43,6 +44,7 @@ mod errors;
 mod execution;
 mod introspection;
 mod load;
+mod names;
 mod plan;
 mod prepare;
 mod scalars;

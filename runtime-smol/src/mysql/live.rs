@@ -19,17 +19,28 @@
 //! failed poll is retried `live_retries` times with backoff (250 ms,
 //! doubling, at most 5 s each) before the failure reaches the subscribers.
 
-use super::pool::Shared;
-use super::protocol::Outcome;
 use event_listener::Event;
 use futures_lite::future::or;
 use serde_json::{Map, Value};
 use smol::Timer;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use terminus_core::graphql::{live_cohort, RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
 use terminus_core::{FailureKind, UpstreamFailure};
+
+/// What a poll runs: one statement, answered with its rows (a JSON array
+/// of row objects). The pool (pool.rs) implements it; this module does not
+/// know the pool.
+pub(crate) trait RunRows: Send + Sync + 'static {
+    /// Runs `statement` with `params` once.
+    fn run_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Value, UpstreamFailure>> + Send;
+}
 
 /// The result of the latest poll, numbered so each subscriber sees each
 /// poll at most once.
@@ -153,22 +164,29 @@ impl LiveRows {
     }
 }
 
-/// Subscribes to `statement` with `params` polled every `every` on `shared`,
-/// joining a running identical subscription, or the cohort of its
-/// statement, if there is one.
-pub(crate) fn subscribe(
-    shared: &Arc<Shared>,
+/// Subscribes to `statement` with `params` polled every `every` through
+/// `runner`, joining a running identical subscription of `hub`, or the
+/// cohort of its statement, if there is one. A failed poll is retried
+/// `retries` times with backoff.
+pub(crate) fn subscribe<R: RunRows>(
+    hub: &LiveHub,
+    runner: &Arc<R>,
     statement: &str,
     params: &[Value],
     every: Duration,
+    retries: u32,
 ) -> LiveRows {
+    let poller = Poller {
+        runner: runner.clone(),
+        retries,
+    };
     let key = format!(
         "{}\u{0}{}\u{0}{}",
         every.as_nanos(),
         statement,
         Value::Array(params.to_vec())
     );
-    let mut polls = shared.live.polls.lock().expect("live hub lock");
+    let mut polls = hub.polls.lock().expect("live hub lock");
     polls.retain(|_, p| p.strong_count() > 0);
     if let Some(poll) = polls.get(&key).and_then(Weak::upgrade) {
         return LiveRows { poll, seen: 0 };
@@ -180,7 +198,7 @@ pub(crate) fn subscribe(
     };
     let poll = match form {
         Some(form) => {
-            let cohort = cohort_for(shared, statement, form, every);
+            let cohort = cohort_for(hub, poller, statement, form, every);
             let member = Value::Array(params.to_vec()).to_string();
             cohort
                 .members
@@ -197,7 +215,7 @@ pub(crate) fn subscribe(
         }
         None => {
             let task = crate::tasks::spawn(poll_loop(
-                shared.clone(),
+                poller,
                 state.clone(),
                 statement.to_owned(),
                 params.to_vec(),
@@ -215,14 +233,15 @@ pub(crate) fn subscribe(
 }
 
 /// The running cohort of `statement` at `every`, or a new one.
-fn cohort_for(
-    shared: &Arc<Shared>,
+fn cohort_for<R: RunRows>(
+    hub: &LiveHub,
+    poller: Poller<R>,
     statement: &str,
     form: RelationSql,
     every: Duration,
 ) -> Arc<Cohort> {
     let key = format!("{}\u{0}{statement}", every.as_nanos());
-    let mut cohorts = shared.live.cohorts.lock().expect("live hub lock");
+    let mut cohorts = hub.cohorts.lock().expect("live hub lock");
     cohorts.retain(|_, c| c.strong_count() > 0);
     if let Some(cohort) = cohorts.get(&key).and_then(Weak::upgrade) {
         return cohort;
@@ -231,7 +250,7 @@ fn cohort_for(
         map: Mutex::new(HashMap::new()),
         joined: Event::new(),
     });
-    let task = crate::tasks::spawn(cohort_loop(shared.clone(), members.clone(), form, every));
+    let task = crate::tasks::spawn(cohort_loop(poller, members.clone(), form, every));
     let cohort = Arc::new(Cohort {
         members,
         _task: task,
@@ -245,21 +264,25 @@ fn jittered(every: Duration) -> Duration {
     every + every.mul_f64(fastrand::f64() / 10.0)
 }
 
-/// Runs `statement`, retrying a failure up to `live_retries` times with
-/// backoff (250 ms, doubling, at most 5 s). Bad input is not retried.
-async fn run_with_retries(
-    shared: &Arc<Shared>,
+/// The runner of a poll and how often it retries.
+struct Poller<R> {
+    runner: Arc<R>,
+    retries: u32,
+}
+
+/// Runs `statement`, retrying a failure up to `retries` times with backoff
+/// (250 ms, doubling, at most 5 s). Bad input is not retried.
+async fn run_with_retries<R: RunRows>(
+    poller: &Poller<R>,
     statement: &str,
     params: &[Value],
 ) -> Result<Vec<Value>, UpstreamFailure> {
     let mut attempt = 0u32;
     loop {
-        match shared.run(statement, params).await {
-            Ok(Outcome::Rows(rows)) => return Ok(rows),
-            Ok(Outcome::Done { .. } | Outcome::Prepared(_)) => return Ok(Vec::new()),
-            Err(failure)
-                if attempt < shared.live_retries() && failure.kind != FailureKind::BadInput =>
-            {
+        match poller.runner.run_rows(statement, params).await {
+            Ok(Value::Array(rows)) => return Ok(rows),
+            Ok(_) => return Ok(Vec::new()),
+            Err(failure) if attempt < poller.retries && failure.kind != FailureKind::BadInput => {
                 attempt += 1;
                 let backoff = Duration::from_millis(250)
                     .saturating_mul(1 << (attempt - 1).min(5))
@@ -276,15 +299,15 @@ async fn run_with_retries(
 /// and again. The interval runs from the end of one poll to the start of
 /// the next, so a slow database is never asked twice at once by the same
 /// poll.
-async fn poll_loop(
-    shared: Arc<Shared>,
+async fn poll_loop<R: RunRows>(
+    poller: Poller<R>,
     state: Arc<LiveState>,
     statement: String,
     params: Vec<Value>,
     every: Duration,
 ) {
     loop {
-        let result = run_with_retries(&shared, &statement, &params)
+        let result = run_with_retries(&poller, &statement, &params)
             .await
             .map(Value::Array);
         state.publish(result);
@@ -302,7 +325,12 @@ fn key_text(v: &Value) -> String {
 
 /// Polls the cohort's members (only those without a result yet, when
 /// `only_new`): one statement per 1024 parameter sets, rows split by key.
-async fn poll_members(shared: &Arc<Shared>, members: &Members, form: &RelationSql, only_new: bool) {
+async fn poll_members<R: RunRows>(
+    poller: &Poller<R>,
+    members: &Members,
+    form: &RelationSql,
+    only_new: bool,
+) {
     let list: Vec<(Value, Arc<LiveState>)> = {
         let mut map = members.map.lock().expect("cohort lock");
         map.retain(|_, (_, state)| state.strong_count() > 0);
@@ -314,7 +342,7 @@ async fn poll_members(shared: &Arc<Shared>, members: &Members, form: &RelationSq
     for chunk in list.chunks(MAX_KEYS_PER_STATEMENT) {
         let keys: Vec<Value> = chunk.iter().map(|(key, _)| key.clone()).collect();
         let (statement, params) = form.statement(&keys, &Map::new());
-        match run_with_retries(shared, &statement, &params).await {
+        match run_with_retries(poller, &statement, &params).await {
             Ok(rows) => {
                 let mut groups: HashMap<String, Vec<Value>> = HashMap::new();
                 for mut row in rows {
@@ -343,14 +371,14 @@ async fn poll_members(shared: &Arc<Shared>, members: &Members, form: &RelationSq
 /// Polls every member once per interval (with jitter); a member that joins
 /// in between is polled at once, together with the others that joined
 /// meanwhile, so it does not wait a whole interval for its first rows.
-async fn cohort_loop(
-    shared: Arc<Shared>,
+async fn cohort_loop<R: RunRows>(
+    poller: Poller<R>,
     members: Arc<Members>,
     form: RelationSql,
     every: Duration,
 ) {
     loop {
-        poll_members(&shared, &members, &form, false).await;
+        poll_members(&poller, &members, &form, false).await;
         let deadline = Instant::now() + jittered(every);
         loop {
             let joined = members.joined.listen();
@@ -361,7 +389,7 @@ async fn cohort_loop(
                 .values()
                 .any(|(_, s)| s.upgrade().is_some_and(|s| !s.has_result()));
             if waiting {
-                poll_members(&shared, &members, &form, true).await;
+                poll_members(&poller, &members, &form, true).await;
                 continue;
             }
             let woken = or(

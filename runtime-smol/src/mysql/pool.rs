@@ -1,7 +1,7 @@
 //! The bounded, cancellable connection pool of one configured database.
 
 use super::conn::{Conn, ConnError, Target};
-use super::live::{self, LiveHub, LiveRows};
+use super::live::{self, LiveHub, LiveRows, RunRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
@@ -198,12 +198,23 @@ impl Lease {
     }
 }
 
-impl Shared {
-    /// How often a failed `@live` poll is retried (`live_retries`).
-    pub(crate) fn live_retries(&self) -> u32 {
-        self.config.live_retries
+/// What a shared `@live` poll runs (live.rs): one statement, its rows.
+impl RunRows for Shared {
+    async fn run_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<Value, UpstreamFailure> {
+        self.run(statement, params)
+            .await
+            .map(|outcome| match outcome {
+                Outcome::Rows(rows) => Value::Array(rows),
+                Outcome::Done { .. } | Outcome::Prepared(_) => Value::Array(Vec::new()),
+            })
     }
+}
 
+impl Shared {
     fn failure(&self, kind: FailureKind, message: impl std::fmt::Display) -> UpstreamFailure {
         UpstreamFailure::new(kind, format!("mysql `{}`: {message}", self.name))
     }
@@ -538,7 +549,7 @@ impl MysqlPool {
     /// The column names (or aliases) `statement` returns, learnt by
     /// preparing it on a pooled connection without running it; bounded by
     /// `statement_timeout`. The gateway checks its schema with this at
-    /// start-up (`runtime-smol/src/columns.rs`).
+    /// start-up (`Upstreams::check_columns` in `runtime-smol/src/upstreams.rs`).
     pub async fn columns(&self, statement: &str) -> Result<Vec<String>, UpstreamFailure> {
         let mut lease = self.shared.acquire().await?;
         let prepared = or(
@@ -586,7 +597,14 @@ impl MysqlPool {
     /// poll; dropping the last subscriber stops it (and kills a poll that is
     /// running).
     pub fn live(&self, statement: &str, params: &[Value], every: Duration) -> LiveRows {
-        live::subscribe(&self.shared, statement, params, every)
+        live::subscribe(
+            &self.shared.live,
+            &self.shared,
+            statement,
+            params,
+            every,
+            self.shared.config.live_retries,
+        )
     }
 
     /// Counters and gauges for `/metrics`.
