@@ -259,3 +259,31 @@ fn a_subscription_selecting_a_relation_is_refused_before_any_call() {
     assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
     assert!(exec.is_finished());
 }
+
+#[test]
+fn a_relation_binds_auth_claims_from_the_token_not_from_arguments() {
+    let sdl = SDL.replace(
+        "WHERE id = :parent.customer_id\")",
+        "WHERE id = :parent.customer_id AND owner = :auth.sub\")",
+    );
+    let schema = Schema::parse(&sdl, "shop.graphql").unwrap();
+    let mut prepared = schema
+        .prepare(
+            &request("{ order(id: 1) { customer { id } } }", json!({}), None),
+            &Limits::default(),
+        )
+        .unwrap();
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), json!("user-9"));
+    prepared.set_claims(claims);
+    let mut exec = Execution::new(prepared);
+    let root = poll_calls(&mut exec);
+    answer(&mut exec, root[0].0, json!([{"id": 1, "customer_id": 4}]));
+    let level1 = poll_calls(&mut exec);
+    let (statement, params) = sql(&level1[0].1);
+    assert!(
+        statement.ends_with("WHERE id IN (?) AND owner = ?"),
+        "{statement}"
+    );
+    assert_eq!(params, &[json!(4), json!("user-9")]);
+}

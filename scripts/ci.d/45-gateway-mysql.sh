@@ -21,3 +21,5 @@ cargo build -p terminus
 cargo test -p terminus --lib config
 cargo test -p terminus-tests --test gateway_mysql
 cargo test -p terminus-tests --test gateway_mysql_model
+# MySQL over TLS (issue 14): a mariadbd of its own with rcgen certificates.
+cargo test -p terminus-tests --test mysql_tls

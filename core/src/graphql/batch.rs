@@ -164,6 +164,22 @@ impl RelationSql {
         })
     }
 
+    /// `args` plus the values of the statement's `:auth.<claim>`
+    /// parameters from `claims` (null when absent).
+    pub(crate) fn with_claims(
+        &self,
+        args: &Map<String, Value>,
+        claims: &Map<String, Value>,
+    ) -> Map<String, Value> {
+        let mut bound = args.clone();
+        for p in self.params_before.iter().chain(&self.params_after) {
+            if let Some(claim) = super::sql::claim_param(p) {
+                bound.insert(p.clone(), claims.get(claim).cloned().unwrap_or(Value::Null));
+            }
+        }
+        bound
+    }
+
     /// The statement for `keys` (already distinct, at most
     /// [`MAX_KEYS_PER_STATEMENT`]) and its parameters; `args` binds the
     /// field's own arguments.
@@ -368,6 +384,7 @@ pub(crate) fn calls_for(
     schema: &Schema,
     job: &Job,
     value: &mut Value,
+    claims: &Map<String, Value>,
 ) -> Result<Vec<UpstreamCall>, String> {
     let Some(Resolver::Sql { db, statement, .. }) = schema
         .field(&job.parent_type, &job.field.name)
@@ -387,10 +404,11 @@ pub(crate) fn calls_for(
             }
         }
     });
+    let args = relation.with_claims(&job.field.args, claims);
     Ok(keys
         .chunks(MAX_KEYS_PER_STATEMENT)
         .map(|chunk| {
-            let (sql, params) = relation.statement(chunk, &job.field.args);
+            let (sql, params) = relation.statement(chunk, &args);
             UpstreamCall::Sql {
                 db: db.clone(),
                 statement: sql,

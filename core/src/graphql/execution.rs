@@ -124,11 +124,17 @@ fn sql_params(
     statement: &SqlStatement,
     args: &Map<String, Value>,
     extra: Option<&Value>,
+    claims: &Map<String, Value>,
 ) -> Vec<Value> {
     statement
         .params
         .iter()
         .map(|p| {
+            if let Some(claim) = super::sql::claim_param(p) {
+                // Only from the verified token: a GraphQL argument name
+                // cannot contain a dot, so a client cannot supply it.
+                return claims.get(claim).cloned().unwrap_or(Value::Null);
+            }
             args.get(p)
                 .or_else(|| extra.and_then(|e| e.get(p)))
                 .cloned()
@@ -249,7 +255,7 @@ impl Execution {
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 returns_rows: statement.returns_rows,
                 statement: statement.positional,
             },
@@ -259,7 +265,7 @@ impl Execution {
                 every,
             }) => UpstreamCall::LiveSql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 statement: statement.positional,
                 every,
             },
@@ -337,7 +343,12 @@ impl Execution {
                     }),
                 ) = (reselecting, self.resolver(i))
                 {
-                    let params = sql_params(&reselect, &self.op.fields[i].args, Some(&value));
+                    let params = sql_params(
+                        &reselect,
+                        &self.op.fields[i].args,
+                        Some(&value),
+                        &self.op.claims,
+                    );
                     let call = self.new_call(UpstreamCall::Sql {
                         db,
                         statement: reselect.positional,
@@ -655,17 +666,18 @@ impl Execution {
         let FieldState::Relating(relating) = &mut self.states[i] else {
             return;
         };
-        let calls = match batch::calls_for(&self.op.schema, &job, &mut relating.value) {
-            Ok(calls) => calls,
-            Err(reason) => {
-                let failure = UpstreamFailure::new(
-                    FailureKind::BadInput,
-                    format!("relation {}.{}: {reason}", job.parent_type, job.field.name),
-                );
-                self.settle_source(i, Err(failure));
-                return;
-            }
-        };
+        let calls =
+            match batch::calls_for(&self.op.schema, &job, &mut relating.value, &self.op.claims) {
+                Ok(calls) => calls,
+                Err(reason) => {
+                    let failure = UpstreamFailure::new(
+                        FailureKind::BadInput,
+                        format!("relation {}.{}: {reason}", job.parent_type, job.field.name),
+                    );
+                    self.settle_source(i, Err(failure));
+                    return;
+                }
+            };
         let j = relating.jobs.len();
         relating.jobs.push(batch::JobCalls {
             job,
