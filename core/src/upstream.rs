@@ -2,6 +2,7 @@
 //! host (which makes the calls): what one upstream call is, and how it fails.
 
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub enum UpstreamCall {
         /// The field's own bounds (`@grpc(timeout:, streamTimeout:,
         /// idleTimeout:)`), each overriding the upstream's configured one.
         timeouts: CallTimeouts,
+        /// The operation's [`RequestContext`], from which the host picks
+        /// the gRPC metadata each upstream is configured to send.
+        context: RequestContext,
     },
     /// One SQL statement on a configured database, run as a prepared
     /// statement. `:name` placeholders of the schema have already become `?`
@@ -50,6 +54,16 @@ pub enum UpstreamCall {
         every: Duration,
     },
 }
+
+/// What the gateway knows about the request an operation came with, for
+/// forwarding as gRPC metadata: values keyed by where they came from,
+/// `header:<lowercase name>` (an HTTP request header), `init:<field>` (a
+/// `connection_init` payload field) and `claim:<name>` (a verified token's
+/// claim). The host fills it with the values its configuration forwards,
+/// the core hands it to every gRPC call of the operation, and each upstream
+/// sends the entries its `[grpc.<name>]` configuration maps to metadata
+/// (docs/config.md, "Metadata"). Shared, cheap to clone.
+pub type RequestContext = std::sync::Arc<BTreeMap<String, String>>;
 
 /// A field's overrides of its upstream's call bounds, from
 /// `@grpc(timeout:, streamTimeout:, idleTimeout:)`. `None` keeps the

@@ -6,7 +6,6 @@
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
-use crate::claims_metadata::GrpcMetadata;
 use crate::server::Gateway;
 use crate::tasks;
 use crate::upstreams::Upstreams;
@@ -20,7 +19,9 @@ use std::sync::Arc;
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFailure};
+use terminus_core::{
+    FailureKind, OpId, RequestContext, UpstreamCall, UpstreamEvent, UpstreamFailure,
+};
 
 /// Runs `prepared` to its end, sending every event for `op` to `out`.
 ///
@@ -29,37 +30,19 @@ use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFail
 /// slows its upstreams down instead of growing a queue.
 pub async fn run_operation(
     prepared: PreparedOperation,
+    context: RequestContext,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
 ) {
-    run_operation_with_metadata(prepared, upstreams, op, call_queue, out, Arc::default()).await
-}
-
-/// [`run_operation`] whose gRPC calls carry `metadata` (the caller's
-/// claims, runtime-smol/src/claims_metadata.rs).
-pub async fn run_operation_with_metadata(
-    prepared: PreparedOperation,
-    upstreams: Arc<Upstreams>,
-    op: OpId,
-    call_queue: usize,
-    out: Sender<(OpId, UpstreamEvent)>,
-    metadata: Arc<GrpcMetadata>,
-) {
-    let mut execution = Execution::new(prepared);
+    let mut execution = Execution::with_context(prepared, context);
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
     loop {
         while let Some((call_id, call)) = execution.poll_call() {
-            let task = tasks::spawn(run_call(
-                call,
-                upstreams.clone(),
-                call_id,
-                call_tx.clone(),
-                metadata.clone(),
-            ));
+            let task = tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
             calls.insert(call_id, task);
         }
         while let Some(call_id) = execution.poll_cancel() {
@@ -93,19 +76,13 @@ pub async fn run_operation_with_metadata(
 pub async fn run_operation_guarded(
     gateway: Arc<Gateway>,
     prepared: PreparedOperation,
+    context: RequestContext,
     op: OpId,
     out: Sender<(OpId, UpstreamEvent)>,
     panic_for_test: bool,
 ) {
     let queue = gateway.config.limits.operation_queue;
     let upstreams = gateway.upstreams.clone();
-    let metadata = Arc::new(
-        gateway
-            .jwt
-            .as_ref()
-            .map(|jwt| jwt.grpc_metadata(prepared.claims()))
-            .unwrap_or_default(),
-    );
     let events = out.clone();
     let run = async move {
         // The `testing.panic_trigger` hook (off by default).
@@ -113,7 +90,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation_with_metadata(prepared, upstreams, op, queue, events, metadata).await;
+        run_operation(prepared, context, upstreams, op, queue, events).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +114,6 @@ async fn run_call(
     upstreams: Arc<Upstreams>,
     call_id: CallId,
     events: Sender<(CallId, CallEvent)>,
-    metadata: Arc<GrpcMetadata>,
 ) {
     let report = |event: CallEvent| {
         let events = events.clone();
@@ -150,6 +126,7 @@ async fn run_call(
             request,
             streaming,
             timeouts,
+            context,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
@@ -157,7 +134,7 @@ async fn run_call(
             };
             if streaming {
                 let mut stream = match client
-                    .server_streaming_with_metadata(&method, request, timeouts, &metadata)
+                    .server_streaming_in(&method, request, timeouts, &context)
                     .await
                 {
                     Ok(stream) => stream,
@@ -181,10 +158,7 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client
-                    .unary_with_metadata(&method, request, timeouts, &metadata)
-                    .await
-                {
+                match client.unary_in(&method, request, timeouts, &context).await {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;

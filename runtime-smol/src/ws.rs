@@ -21,14 +21,14 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
-use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
 type Socket = WebSocketStream<Conn>;
 
@@ -52,6 +52,7 @@ pub(crate) async fn serve_websocket(
     protocol: Subprotocol,
     peer: SocketAddr,
     slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
 ) {
     let frame_limit = gateway.config.limits.max_frame_bytes;
     let ws_config = WebSocketConfig::default()
@@ -82,7 +83,7 @@ pub(crate) async fn serve_websocket(
         .insert(id, view.clone());
     tracing::debug!(connection = id, %peer, protocol = protocol.name(), "WebSocket open");
 
-    let driven = AssertUnwindSafe(drive(&gateway, &mut socket, protocol, &view))
+    let driven = AssertUnwindSafe(drive(&gateway, &mut socket, protocol, &view, context))
         .catch_unwind()
         .await;
     let close_code = match driven {
@@ -189,7 +190,11 @@ async fn drive(
     socket: &mut Socket,
     protocol: Subprotocol,
     view: &ConnectionView,
+    mut context: BTreeMap<String, String>,
 ) -> Option<u16> {
+    // What the connection's operations forward as metadata: the upgrade
+    // request's headers, then the connection_init fields (grpc/metadata.rs).
+    let mut shared_context: RequestContext = Arc::new(context.clone());
     let config = &gateway.config;
     let mut connection =
         ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
@@ -237,6 +242,9 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
+                    gateway
+                        .context_capture
+                        .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
                         Some(jwt) => {
                             let (verdict, verified) =
@@ -246,6 +254,12 @@ async fn drive(
                         }
                         None => authenticate(&config.auth.tokens, payload.as_ref()),
                     };
+                    if let Some(claims) = &claims {
+                        gateway
+                            .context_capture
+                            .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
+                    }
+                    shared_context = Arc::new(context.clone());
                     if matches!(verdict, AuthVerdict::Reject { .. }) {
                         gateway
                             .metrics
@@ -283,6 +297,7 @@ async fn drive(
                             let task = tasks::spawn(execute::run_operation_guarded(
                                 gateway.clone(),
                                 prepared,
+                                shared_context.clone(),
                                 op,
                                 events_tx.clone(),
                                 panic_for_test,

@@ -25,7 +25,7 @@ use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
 use crate::operation::UpstreamEvent;
-use crate::upstream::{FailureKind, UpstreamCall, UpstreamFailure};
+use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 
@@ -105,19 +105,31 @@ pub struct Execution {
     done: bool,
     /// `@live`: the rows of the last emitted poll.
     last_live: Option<Value>,
+    /// Handed to every gRPC call (its metadata source).
+    context: RequestContext,
     /// Relation statements (nested `@sql` fields).
     relations: RelationCalls,
 }
 
-fn request_from_args(args: &Map<String, Value>) -> Value {
+/// The request message of a `@grpc` field: each argument is a request
+/// field, except the `@grpc(request:)` argument, whose fields are.
+fn request_from_args(args: &Map<String, Value>, whole: Option<&str>) -> Value {
     // proto3 JSON: an absent or null field is the default, so nulls are left
     // out rather than sent.
-    Value::Object(
-        args.iter()
+    let mut out: Map<String, Value> = match whole.and_then(|name| args.get(name)) {
+        Some(Value::Object(fields)) => fields
+            .iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    )
+        _ => Map::new(),
+    };
+    for (k, v) in args {
+        if Some(k.as_str()) != whole && !v.is_null() {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 fn sql_params(
@@ -148,7 +160,15 @@ impl Execution {
     /// [`poll_call`](Self::poll_call) (or, when nothing needs an upstream,
     /// the result is ready in [`poll_output`](Self::poll_output)).
     pub fn new(op: PreparedOperation) -> Self {
+        Execution::with_context(op, RequestContext::default())
+    }
+
+    /// [`Execution::new`] for a request with `context` (its forwarded
+    /// headers, `connection_init` fields, claims), which every gRPC call of
+    /// the operation carries for its metadata.
+    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
         let mut exec = Execution {
+            context,
             states: Vec::with_capacity(op.fields.len()),
             op,
             calls: VecDeque::new(),
@@ -245,13 +265,15 @@ impl Execution {
                 upstream,
                 method,
                 timeouts,
+                request,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
                 method,
-                request: request_from_args(&args),
+                request: request_from_args(&args, request.as_deref()),
                 streaming,
                 timeouts,
+                context: self.context.clone(),
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,

@@ -29,6 +29,9 @@ pub(crate) struct Shaper<'a> {
     pub schema: &'a Schema,
     pub errors: Vec<GraphQLError>,
     pub proto3_defaults: bool,
+    /// The upstream key (message field, column) the field being completed
+    /// was read from, named in errors.
+    key: Option<String>,
 }
 
 pub(crate) use super::names::{lower_camel, snake_case};
@@ -39,10 +42,18 @@ impl<'a> Shaper<'a> {
             schema,
             errors: Vec::new(),
             proto3_defaults,
+            key: None,
         }
     }
 
-    fn error(&mut self, field: &PlannedField, path: &[PathSegment], message: String) {
+    fn error(&mut self, field: &PlannedField, path: &[PathSegment], mut message: String) {
+        // A gRPC value names the message field it was read from.
+        if let (true, Some(key)) = (self.proto3_defaults, &self.key) {
+            message = format!(
+                "{} (read from the upstream message field `{key}`).",
+                message.trim_end_matches('.')
+            );
+        }
         self.errors.push(
             GraphQLError::new(message, INTERNAL_SERVER_ERROR)
                 .at(field.pos)
@@ -219,20 +230,27 @@ impl<'a> Shaper<'a> {
                 .schema
                 .field(type_name, &f.name)
                 .and_then(|d| d.source.clone());
-            let relation = super::batch::is_relation(self.schema, type_name, &f.name);
-            let stitched;
-            let found = match &from {
-                // A relation's rows were stitched into the parent row
-                // (`core/src/graphql/batch.rs`).
-                _ if relation => {
-                    stitched = super::batch::stitched_key(&f.key);
-                    source.get(&stitched)
+            // `@from` may name the proto field (`total_sold`) or its proto3
+            // JSON name (`totalSold`), which is what gRPC values carry. A
+            // relation's rows were stitched into the parent row
+            // (`core/src/graphql/batch.rs`); SQL columns may be snake_case.
+            let (key, found) = match &from {
+                _ if super::batch::is_relation(self.schema, type_name, &f.name) => {
+                    let stitched = super::batch::stitched_key(&f.key);
+                    let found = source.get(&stitched);
+                    (stitched, found)
                 }
-                Some(key) => source.get(key),
-                None => source
-                    .get(&f.name)
-                    .or_else(|| source.get(&lower_camel(&f.name)))
-                    .or_else(|| source.get(&snake_case(&f.name))),
+                Some(key) => match source.get(key) {
+                    Some(v) => (key.clone(), Some(v)),
+                    None => (lower_camel(key), source.get(&lower_camel(key))),
+                },
+                None => match source.get(&f.name) {
+                    Some(v) => (f.name.clone(), Some(v)),
+                    None => match source.get(&lower_camel(&f.name)) {
+                        Some(v) => (lower_camel(&f.name), Some(v)),
+                        None => (snake_case(&f.name), source.get(&snake_case(&f.name))),
+                    },
+                },
             };
             let default;
             let value = match found {
@@ -246,7 +264,10 @@ impl<'a> Shaper<'a> {
                     &default
                 }
             };
-            match self.complete(f, &f.ty, value, path) {
+            let outer = self.key.replace(key);
+            let completed = self.complete(f, &f.ty, value, path);
+            self.key = outer;
+            match completed {
                 Ok(v) => {
                     out.insert(f.key.clone(), v);
                 }
