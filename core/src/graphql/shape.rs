@@ -248,7 +248,11 @@ impl<'a> Shaper<'a> {
                     Some(v) => (f.name.clone(), Some(v)),
                     None => match source.get(&lower_camel(&f.name)) {
                         Some(v) => (lower_camel(&f.name), Some(v)),
-                        None => (snake_case(&f.name), source.get(&snake_case(&f.name))),
+                        // SQL columns: `customerId` reads `customer_id`.
+                        None if !self.proto3_defaults => {
+                            (snake_case(&f.name), source.get(&snake_case(&f.name)))
+                        }
+                        None => (lower_camel(&f.name), None),
                     },
                 },
             };
