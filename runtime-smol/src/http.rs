@@ -278,6 +278,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     respond(status, "application/json", body.to_string())
 }
 
+/// `extensions.code` of a POST that passed `timeouts.http_request` (504).
+pub const REQUEST_TIMEOUT_CODE: &str = "GATEWAY_TIMEOUT";
+
 fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "errors": [{ "message": message }] }))
 }
@@ -458,9 +461,12 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         run_post(gateway, operation, claims, Arc::new(context)).await
     };
     timeout(limit_time, work).await.unwrap_or_else(|_| {
-        graphql_error_response(
+        json_response(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
+            &json!({ "errors": [{
+                "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
+                "extensions": { "code": REQUEST_TIMEOUT_CODE },
+            }] }),
         )
     })
 }

@@ -5,9 +5,9 @@ use super::live::{self, LiveHub, LiveRows, RunRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
-use crate::timeout::{timeout, Elapsed};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use serde_json::{json, Value};
+use smol::future::or;
 use smol::Timer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -242,17 +242,13 @@ impl Shared {
                 code,
                 state,
                 message,
-            } => {
-                let state = state.map(|s| format!(", SQLSTATE {s}")).unwrap_or_default();
-                if code == 0 {
-                    self.failure(FailureKind::Failed, message)
-                } else {
-                    self.failure(
-                        FailureKind::Failed,
-                        format!("{message} (error {code}{state})"),
-                    )
-                }
-            }
+            } => super::errors::server_failure(
+                &self.name,
+                code,
+                state.as_deref(),
+                &message,
+                self.config.hide_server_messages.unwrap_or(false),
+            ),
             ConnError::BadInput(m) => self.failure(FailureKind::BadInput, m),
             ConnError::Io(e) => {
                 self.failure(FailureKind::Unavailable, format!("connection lost: {e}"))
@@ -271,10 +267,14 @@ impl Shared {
             Some(permit) => permit,
             None => {
                 self.acquire_waits_total.fetch_add(1, Ordering::Relaxed);
-                let waited = timeout(self.config.acquire_timeout, self.permits.acquire_arc()).await;
+                let waited = or(async { Some(self.permits.acquire_arc().await) }, async {
+                    Timer::after(self.config.acquire_timeout).await;
+                    None
+                })
+                .await;
                 match waited {
-                    Ok(permit) => permit,
-                    Err(Elapsed) => {
+                    Some(permit) => permit,
+                    None => {
                         self.acquire_timeouts_total.fetch_add(1, Ordering::Relaxed);
                         return Err(self.failure(
                             FailureKind::Busy,
@@ -311,8 +311,12 @@ impl Shared {
                 continue;
             }
             if since.elapsed() >= self.config.health_check_interval {
-                let pinged = timeout(self.config.connect_timeout, conn.ping()).await;
-                if !matches!(pinged, Ok(Ok(_))) {
+                let pinged = or(async { conn.ping().await.is_ok() }, async {
+                    Timer::after(self.config.connect_timeout).await;
+                    false
+                })
+                .await;
+                if !pinged {
                     continue;
                 }
             }
@@ -326,6 +330,20 @@ impl Shared {
         )
         .await
         .map_err(|e| self.connect_failure(e))?;
+        let mut conn = conn;
+        if let Some(time_zone) = &self.config.time_zone {
+            let (set_to, suffix) = super::protocol::zone_offset(time_zone)
+                .map_err(|m| self.failure(FailureKind::Unavailable, m))?;
+            or(
+                async { conn.set_time_zone(&set_to, &suffix).await },
+                async {
+                    Timer::after(self.config.connect_timeout).await;
+                    Err(ConnError::ConnectTimeout)
+                },
+            )
+            .await
+            .map_err(|e| self.connect_failure(e))?;
+        }
         self.connections_opened_total
             .fetch_add(1, Ordering::Relaxed);
         lease.conn = Some(conn);
@@ -346,14 +364,19 @@ impl Shared {
             return;
         }
         let thread_id = conn.thread_id();
-        let recovered = timeout(self.config.kill_timeout, async {
-            if self.kill_query(thread_id).await.is_err() {
-                return false;
-            }
-            conn.drain().await.is_ok() && conn.ping().await.is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let recovered = or(
+            async {
+                if self.kill_query(thread_id).await.is_err() {
+                    return false;
+                }
+                conn.drain().await.is_ok() && conn.ping().await.is_ok()
+            },
+            async {
+                Timer::after(self.config.kill_timeout).await;
+                false
+            },
+        )
+        .await;
         if !recovered {
             lease.conn = None;
         }
@@ -420,12 +443,14 @@ impl Shared {
         let started = Instant::now();
         // Counted here so a call dropped mid-statement is counted too.
         self.queries_total.fetch_add(1, Ordering::Relaxed);
-        let ran = timeout(
-            self.config.statement_timeout,
-            lease.conn().run(statement, params),
+        let ran = or(
+            async { Some(lease.conn().run(statement, params).await) },
+            async {
+                Timer::after(self.config.statement_timeout).await;
+                None
+            },
         )
-        .await
-        .ok();
+        .await;
         let result = match ran {
             Some(Ok(outcome)) => Ok(outcome),
             Some(Err(e)) => Err(self.call_failure(e)),
@@ -504,6 +529,13 @@ impl MysqlPool {
         &self.shared.name
     }
 
+    /// Whether the server's error texts are replaced by generic ones
+    /// (`hide_server_messages`; unset counts as off here, the gateway
+    /// decides it from its listener in `Upstreams::from_config`).
+    pub fn hides_server_messages(&self) -> bool {
+        self.shared.config.hide_server_messages.unwrap_or(false)
+    }
+
     /// Runs a statement that returns rows and answers a JSON array of row
     /// objects (column name -> value). `params` bind the `?` placeholders in
     /// order. Dropping the returned future while the statement runs kills it
@@ -513,6 +545,33 @@ impl MysqlPool {
             Outcome::Rows(rows) => Ok(Value::Array(rows)),
             // A statement without a result set has no rows.
             Outcome::Done { .. } | Outcome::Prepared(_) => Ok(Value::Array(Vec::new())),
+        }
+    }
+
+    /// The column names (or aliases) `statement` returns, learnt by
+    /// preparing it on a pooled connection without running it; bounded by
+    /// `statement_timeout`. The gateway checks its schema with this at
+    /// start-up (`Upstreams::check_columns` in `runtime-smol/src/upstreams.rs`).
+    pub async fn columns(&self, statement: &str) -> Result<Vec<String>, UpstreamFailure> {
+        let mut lease = self.shared.acquire().await?;
+        let prepared = or(
+            async { Some(lease.conn().columns(statement).await) },
+            async {
+                Timer::after(self.shared.config.statement_timeout).await;
+                None
+            },
+        )
+        .await;
+        match prepared {
+            Some(Ok(columns)) => Ok(columns),
+            Some(Err(e)) => Err(self.shared.call_failure(e)),
+            None => {
+                self.shared.recover(&mut lease).await;
+                Err(self.shared.failure(
+                    FailureKind::Timeout,
+                    "preparing the statement exceeded statement_timeout",
+                ))
+            }
         }
     }
 
@@ -540,7 +599,14 @@ impl MysqlPool {
     /// poll; dropping the last subscriber stops it (and kills a poll that is
     /// running).
     pub fn live(&self, statement: &str, params: &[Value], every: Duration) -> LiveRows {
-        live::subscribe(&self.shared.live, &self.shared, statement, params, every)
+        live::subscribe(
+            &self.shared.live,
+            &self.shared,
+            statement,
+            params,
+            every,
+            self.shared.config.live_retries,
+        )
     }
 
     /// Counters and gauges for `/metrics`.
@@ -589,7 +655,10 @@ async fn reap_idle(shared: Weak<Shared>) {
         let bound = shared.config.connect_timeout;
         drop(shared);
         for conn in expired {
-            let _ = timeout(bound, conn.quit()).await;
+            or(conn.quit(), async {
+                Timer::after(bound).await;
+            })
+            .await;
         }
     }
 }
