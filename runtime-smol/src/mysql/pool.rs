@@ -5,6 +5,7 @@ use super::live::{self, LiveHub, LiveRows, RunRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
+use crate::timeout::{timeout, Elapsed};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use serde_json::{json, Value};
 use smol::future::or;
@@ -267,14 +268,10 @@ impl Shared {
             Some(permit) => permit,
             None => {
                 self.acquire_waits_total.fetch_add(1, Ordering::Relaxed);
-                let waited = or(async { Some(self.permits.acquire_arc().await) }, async {
-                    Timer::after(self.config.acquire_timeout).await;
-                    None
-                })
-                .await;
+                let waited = timeout(self.config.acquire_timeout, self.permits.acquire_arc()).await;
                 match waited {
-                    Some(permit) => permit,
-                    None => {
+                    Ok(permit) => permit,
+                    Err(Elapsed) => {
                         self.acquire_timeouts_total.fetch_add(1, Ordering::Relaxed);
                         return Err(self.failure(
                             FailureKind::Busy,
@@ -311,12 +308,8 @@ impl Shared {
                 continue;
             }
             if since.elapsed() >= self.config.health_check_interval {
-                let pinged = or(async { conn.ping().await.is_ok() }, async {
-                    Timer::after(self.config.connect_timeout).await;
-                    false
-                })
-                .await;
-                if !pinged {
+                let pinged = timeout(self.config.connect_timeout, conn.ping()).await;
+                if !matches!(pinged, Ok(Ok(_))) {
                     continue;
                 }
             }
