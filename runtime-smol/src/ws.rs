@@ -27,6 +27,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use terminus_core::graphql::Execution;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
@@ -248,43 +249,41 @@ async fn drive(
                     {
                         panic!("testing.panic_trigger: operation {PANIC_TRIGGER_OPERATION} asked this connection to panic");
                     }
-                    match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-                        Err(errors) => {
-                            connection.handle_upstream(
-                                gateway.now(),
-                                op,
-                                UpstreamEvent::Error(errors),
-                            );
-                        }
-                        Ok(prepared) => {
-                            let field = prepared.root_keys().join(", ");
-                            let panic_for_test = config.testing.panic_trigger
-                                && request.operation_name.as_deref()
-                                    == Some(PANIC_TRIGGER_OPERATION_TASK);
-                            let task = tasks::spawn(execute::run_operation_guarded(
-                                gateway.clone(),
-                                prepared,
-                                op,
-                                events_tx.clone(),
-                                panic_for_test,
-                            ));
-                            operations.insert(
-                                op,
-                                Operation {
-                                    _task: task,
-                                    row: OperationRow {
-                                        id: request.id.clone(),
-                                        field: if field.is_empty() {
-                                            root_field(&request)
-                                        } else {
-                                            field
-                                        },
-                                        started: Instant::now(),
+                    let mut execution =
+                        Execution::start(&gateway.schema, &request, &gateway.graphql_limits);
+                    // What is ready at once (a request that did not prepare
+                    // ends here with its errors) goes to the connection now.
+                    while let Some(event) = execution.poll_output() {
+                        connection.handle_upstream(gateway.now(), op, event);
+                    }
+                    if !execution.is_finished() {
+                        let field = execution.root_keys().join(", ");
+                        let panic_for_test = config.testing.panic_trigger
+                            && request.operation_name.as_deref()
+                                == Some(PANIC_TRIGGER_OPERATION_TASK);
+                        let task = tasks::spawn(execute::run_operation_guarded(
+                            gateway.clone(),
+                            execution,
+                            op,
+                            events_tx.clone(),
+                            panic_for_test,
+                        ));
+                        operations.insert(
+                            op,
+                            Operation {
+                                _task: task,
+                                row: OperationRow {
+                                    id: request.id.clone(),
+                                    field: if field.is_empty() {
+                                        root_field(&request)
+                                    } else {
+                                        field
                                     },
+                                    started: Instant::now(),
                                 },
-                            );
-                            table_changed = true;
-                        }
+                            },
+                        );
+                        table_changed = true;
                     }
                 }
                 Effect::Cancel { op } => {

@@ -1,6 +1,6 @@
 //! The simulated upstream of the offline mode: every operation a simulated
 //! server starts runs through the real GraphQL engine (`Schema::parse` of
-//! the demo SDL, `prepare`, [`Execution`]), and the engine's gRPC calls are
+//! the demo SDL, `Execution::start`), and the engine's gRPC calls are
 //! answered by a simulated `terminus.demo.v1.Demo` service on the virtual
 //! clock, with the same semantics as the embedded demo upstream of
 //! `terminus demo`: `Hello` answers `Hello, <name>!`, `Ticks` streams
@@ -8,7 +8,7 @@
 //! at `failAt`.
 
 use std::collections::{BTreeMap, VecDeque};
-use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema};
+use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema, Step};
 use terminus_core::sim::{OpKey, SplitMix64, Upstream};
 use terminus_core::{
     FailureKind, Millis, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure,
@@ -197,26 +197,19 @@ impl DemoGraphqlUpstream {
         let Some(mut op) = self.operations.remove(&key) else {
             return;
         };
-        loop {
-            let mut progressed = false;
-            while let Some((id, call)) = op.execution.poll_call() {
-                progressed = true;
-                self.calls_started += 1;
-                let call = self.plan(now, call);
-                op.calls.insert(id, call);
-            }
-            while let Some(id) = op.execution.poll_cancel() {
-                progressed = true;
-                if op.calls.remove(&id).is_some() {
-                    self.calls_cancelled += 1;
+        while let Some(step) = op.execution.poll() {
+            match step {
+                Step::Call(id, call) => {
+                    self.calls_started += 1;
+                    let call = self.plan(now, call);
+                    op.calls.insert(id, call);
                 }
-            }
-            while let Some(event) = op.execution.poll_output() {
-                progressed = true;
-                self.ready.push_back((key, event));
-            }
-            if !progressed {
-                break;
+                Step::Cancel(id) => {
+                    if op.calls.remove(&id).is_some() {
+                        self.calls_cancelled += 1;
+                    }
+                }
+                Step::Output(event) => self.ready.push_back((key, event)),
             }
         }
         if op.execution.is_finished() {
@@ -294,21 +287,17 @@ fn simulated_outage() -> UpstreamFailure {
 impl Upstream for DemoGraphqlUpstream {
     fn start(&mut self, now: Millis, key: OpKey, request: &OperationRequest) {
         self.now = self.now.max(now);
-        match self.schema.prepare(request, &self.limits) {
-            // What the gateway does with a request that is not valid
-            // GraphQL: answer it with the errors.
-            Err(errors) => self.ready.push_back((key, UpstreamEvent::Error(errors))),
-            Ok(prepared) => {
-                self.operations.insert(
-                    key,
-                    SimOperation {
-                        execution: Execution::new(prepared),
-                        calls: BTreeMap::new(),
-                    },
-                );
-                self.pump(now, key);
-            }
-        }
+        // A request that is not valid GraphQL ends with its errors, as in
+        // the gateway: `Execution::start` makes them its first output.
+        let execution = Execution::start(&self.schema, request, &self.limits);
+        self.operations.insert(
+            key,
+            SimOperation {
+                execution,
+                calls: BTreeMap::new(),
+            },
+        );
+        self.pump(now, key);
     }
 
     fn cancel(&mut self, now: Millis, key: OpKey) {
