@@ -6,6 +6,7 @@
 //! this crate reads a clock, opens a socket, spawns a thread or awaits.
 
 pub mod client;
+pub mod demo_service;
 pub mod graphql;
 pub mod ledger;
 pub mod operation;
