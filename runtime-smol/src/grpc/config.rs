@@ -1,0 +1,154 @@
+//! The configuration of one gRPC upstream (`[grpc.<name>]`, docs/config.md)
+//! and the compiling of its .proto files.
+
+use prost_reflect::DescriptorPool;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach and bound one gRPC upstream (the `[upstreams.grpc.NAME]`
+/// table of the config). Durations are written like `"5s"` or `"250ms"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcUpstreamConfig {
+    /// `http://host:port` of the upstream (plaintext HTTP/2, "h2c").
+    pub endpoint: String,
+    /// The .proto files that define the upstream's services, compiled at
+    /// start-up.
+    pub protos: Vec<PathBuf>,
+    /// Import roots for `protos`; when empty, the folder of each file.
+    pub includes: Vec<PathBuf>,
+    /// Deadline of a unary call (sent as `grpc-timeout`), and the local bound
+    /// on a streaming call's wait for its response headers. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Deadline of a whole server stream, sent as `grpc-timeout` and enforced
+    /// locally; the stream then fails with `UPSTREAM_TIMEOUT`. Default:
+    /// unset, so a subscription lives as long as its client.
+    #[serde(with = "humantime_serde")]
+    pub stream_timeout: Option<Duration>,
+    /// Bound on the TCP connect plus the HTTP/2 handshake. Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Calls in flight at once on this upstream; the next fails at once with
+    /// `UPSTREAM_BUSY`. Default 1000.
+    pub max_concurrent_streams: usize,
+    /// Wait after the first failed connection attempt before the next one;
+    /// doubled after each further failure. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// The most the wait between connection attempts grows to. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Period of HTTP/2 pings that detect a dead upstream. Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A ping not answered within this closes the connection, failing its
+    /// streams with `UPSTREAM_UNAVAILABLE`. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// When set, a server stream that sends no message for this long fails
+    /// with `UPSTREAM_TIMEOUT`. Default: unset, since a subscription may be
+    /// quiet for long; the keep-alive still finds a dead upstream.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Option<Duration>,
+}
+
+impl Default for GrpcUpstreamConfig {
+    fn default() -> Self {
+        GrpcUpstreamConfig {
+            endpoint: String::new(),
+            protos: Vec::new(),
+            includes: Vec::new(),
+            call_timeout: Duration::from_secs(10),
+            stream_timeout: None,
+            connect_timeout: Duration::from_secs(3),
+            max_concurrent_streams: 1000,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            stream_idle_timeout: None,
+        }
+    }
+}
+
+/// A gRPC upstream's configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The endpoint is not an `http://host:port` URL.
+    #[error("upstream {upstream}: endpoint {endpoint:?} is not an http://host:port URL: {reason}")]
+    Endpoint {
+        /// The upstream's name.
+        upstream: String,
+        /// The configured endpoint.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The .proto files did not compile; protox's message names the file and
+    /// line.
+    #[error("upstream {upstream}: {message}")]
+    Protos {
+        /// The upstream's name.
+        upstream: String,
+        /// protox's diagnostic, with file and line.
+        message: String,
+    },
+    /// A bound in the configuration is out of range.
+    #[error("upstream {upstream}: {message}")]
+    Limit {
+        /// The upstream's name.
+        upstream: String,
+        /// Which bound, and why.
+        message: String,
+    },
+}
+
+/// Compiles `protos` (with `includes` as import roots, or the folder of each
+/// file when empty) into a descriptor pool.
+pub fn compile_protos(
+    upstream: &str,
+    protos: &[PathBuf],
+    includes: &[PathBuf],
+) -> Result<DescriptorPool, ConfigError> {
+    let protos_error = |message: String| ConfigError::Protos {
+        upstream: upstream.to_owned(),
+        message,
+    };
+    if protos.is_empty() {
+        return Err(protos_error(
+            "no .proto files are configured (protos = [...])".into(),
+        ));
+    }
+    let mut roots: Vec<PathBuf> = includes.to_vec();
+    if roots.is_empty() {
+        for proto in protos {
+            let parent = proto
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            if !roots.contains(&parent) {
+                roots.push(parent);
+            }
+        }
+    }
+    let mut compiler = protox::Compiler::new(&roots)
+        .map_err(|error| protos_error(describe_protox_error(&error)))?;
+    compiler.include_imports(true);
+    compiler
+        .open_files(protos)
+        .map_err(|error| protos_error(describe_protox_error(&error)))?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// protox's `Debug` form is its one-line diagnostic, `file:line:col: message`
+/// for parse and check errors; `Display` alone drops the location.
+fn describe_protox_error(error: &protox::Error) -> String {
+    let described = format!("{error:?}");
+    match error.file() {
+        Some(file) if !described.contains(file) => format!("{file}: {described}"),
+        _ => described,
+    }
+}
