@@ -27,6 +27,14 @@ pub struct SqlStatement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlRewriteError(pub String);
 
+impl std::fmt::Display for SqlRewriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlRewriteError {}
+
 /// Rewrites `:name` placeholders to `?`.
 pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> {
     let chars: Vec<char> = sql.chars().collect();
