@@ -2,6 +2,13 @@
 // binary serves the page at /simulator; headless Chromium (Debian's
 // /usr/bin/chromium, driven by playwright-core) runs it.
 //
+// The page comes from the copy compiled into the binary: the gateway runs
+// from a copy of the binary in an empty temporary directory, without
+// TERMINUS_SIMULATOR_DIR, and every served file must equal the committed
+// one in wasm/www (scripts/ci.d/70-browser.sh builds the binary without
+// wasm-bindgen on the PATH).
+//
+//   0. the served files are the committed wasm/www, byte for byte;
 //   1. offline: 1,000 simulated clients with every fault end with 0
 //      invariant violations and 0 live operations;
 //   2. live: 50 browser WebSockets subscribe through the gateway, are
@@ -18,8 +25,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -35,6 +43,7 @@ const LIVE_TIMEOUT_MS = bound('SIM_LIVE_TIMEOUT_MS', 30_000);
 const START_TIMEOUT_MS = bound('GATEWAY_START_TIMEOUT_MS', 30_000);
 
 let gateway;
+let gatewayDir;
 let gatewayLog = '';
 let base;
 let browser;
@@ -97,12 +106,19 @@ async function fill(fields) {
 
 before(async () => {
   assert.ok(existsSync(bin), `the gateway binary ${bin} is missing: cargo build -p terminus`);
-  assert.ok(existsSync(path.join(repo, 'wasm', 'www', 'pkg')), 'wasm/www/pkg is missing: run wasm/build.sh');
   mkdirSync(out, { recursive: true });
+  // Nothing of the repository next to or above the binary, nor in its
+  // working directory: the page can only come from the binary itself.
+  gatewayDir = mkdtempSync(path.join(os.tmpdir(), 'terminus-browser-'));
+  const gatewayBin = path.join(gatewayDir, 'terminus');
+  copyFileSync(bin, gatewayBin);
+  const env = { ...process.env };
+  delete env.TERMINUS_SIMULATOR_DIR;
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  gateway = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`], {
-    env: { ...process.env, TERMINUS_SIMULATOR_DIR: path.join(repo, 'wasm', 'www') },
+  gateway = spawn(gatewayBin, ['demo', '--listen', `127.0.0.1:${port}`], {
+    cwd: gatewayDir,
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   gateway.stdout.on('data', (d) => (gatewayLog += d));
@@ -155,6 +171,22 @@ after(async () => {
       gateway.kill('SIGKILL');
     }
   }
+  if (gatewayDir) {
+    rmSync(gatewayDir, { recursive: true, force: true });
+  }
+});
+
+test('the binary serves the committed page, byte for byte', async () => {
+  const www = path.join(repo, 'wasm', 'www');
+  const files = ['index.html', 'app.js', 'style.css', 'pkg/terminus_wasm.js', 'pkg/terminus_wasm_bg.wasm'];
+  for (const file of files) {
+    const response = await fetch(`${base}/simulator/${file}`);
+    assert.equal(response.status, 200, file);
+    const served = Buffer.from(await response.arrayBuffer());
+    assert.ok(served.equals(readFileSync(path.join(www, file))), `${file} differs from wasm/www/${file}`);
+  }
+  const wasm = await fetch(`${base}/simulator/pkg/terminus_wasm_bg.wasm`);
+  assert.equal(wasm.headers.get('content-type'), 'application/wasm');
 });
 
 test('/admin links to the simulator', async () => {
