@@ -388,3 +388,57 @@ fn start_runs_a_request_that_prepares_like_new_and_poll_orders_calls_cancels_out
     assert_eq!(steps[2], Step::Output(UpstreamEvent::Complete));
     assert!(exec.is_finished());
 }
+
+#[test]
+fn auth_claims_bind_as_sql_parameters_and_never_come_from_arguments() {
+    let sdl = r#"
+type Query {
+  mine(limit: Int = 5): [Row!]! @sql(db: "main", query: "SELECT id FROM t WHERE owner = :auth.sub AND org = :auth.org LIMIT :limit")
+}
+type Row { id: ID! }
+"#;
+    let schema = terminus_core::graphql::Schema::parse(sdl, "claims.graphql").unwrap();
+    let params = |claims: serde_json::Map<String, Value>| {
+        let mut prepared = schema
+            .prepare(
+                &request("{ mine(limit: 2) { id } }", json!({}), None),
+                &Limits::default(),
+            )
+            .unwrap();
+        prepared.set_claims(claims);
+        let mut exec = Execution::new(prepared);
+        match exec.poll_call() {
+            Some((
+                _,
+                UpstreamCall::Sql {
+                    params, statement, ..
+                },
+            )) => {
+                assert_eq!(
+                    statement,
+                    "SELECT id FROM t WHERE owner = ? AND org = ? LIMIT ?"
+                );
+                params
+            }
+            other => panic!("expected an SQL call, got {other:?}"),
+        }
+    };
+    let claims = json!({"sub": "user-1' OR 1=1 --", "org": 7});
+    assert_eq!(
+        params(claims.as_object().unwrap().clone()),
+        vec![json!("user-1' OR 1=1 --"), json!(7), json!(2)]
+    );
+    // No token: the claims bind NULL (which matches no row).
+    assert_eq!(
+        params(serde_json::Map::new()),
+        vec![Value::Null, Value::Null, json!(2)]
+    );
+    // A field argument cannot stand in for a claim: `auth` alone is an
+    // ordinary parameter name and must be an argument.
+    let bad = "type Query { f: Int @sql(db: \"main\", query: \"SELECT :auth\") }";
+    let error = terminus_core::graphql::Schema::parse(bad, "bad.graphql").unwrap_err();
+    assert!(
+        error.to_string().contains(":auth is not an argument"),
+        "{error}"
+    );
+}

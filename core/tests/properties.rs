@@ -16,6 +16,7 @@ use terminus_core::{Millis, OpId, UpstreamEvent};
 enum Move {
     Init { with_payload: bool },
     Accept,
+    AcceptUntil { in_ms: u32 },
     Reject,
     Subscribe { id: u8, stream: bool },
     Complete { id: u8 },
@@ -38,6 +39,7 @@ fn moves() -> impl Strategy<Value = Move> {
     prop_oneof![
         2 => any::<bool>().prop_map(|with_payload| Move::Init { with_payload }),
         3 => Just(Move::Accept),
+        2 => (0u32..40_000).prop_map(|in_ms| Move::AcceptUntil { in_ms }),
         1 => Just(Move::Reject),
         8 => (0u8..5, any::<bool>()).prop_map(|(id, stream)| Move::Subscribe { id, stream }),
         3 => (0u8..5).prop_map(|id| Move::Complete { id }),
@@ -94,6 +96,13 @@ fn run_moves(protocol: Subprotocol, config: ConnectionConfig, script: Vec<Move>)
                 conn.text(now, &frame.to_string())
             }
             Move::Accept => conn.auth(now, AuthVerdict::Accept { ack_payload: None }),
+            Move::AcceptUntil { in_ms } => conn.auth(
+                now,
+                AuthVerdict::AcceptUntil {
+                    ack_payload: None,
+                    expires: now + Duration::from_millis(u64::from(in_ms)),
+                },
+            ),
             Move::Reject => conn.auth(
                 now,
                 AuthVerdict::Reject {

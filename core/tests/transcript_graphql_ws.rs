@@ -324,3 +324,51 @@ fn keepalive_pings_apply_to_legacy_too() {
     assert_eq!(close_code(&effects), Some(close::GOING_AWAY));
     t.finish();
 }
+
+#[test]
+fn an_expiring_credential_closes_4403_at_its_expiry_even_with_queued_starts() {
+    let config = ConnectionConfig {
+        keepalive_interval: std::time::Duration::ZERO,
+        legacy_ka_interval: std::time::Duration::ZERO,
+        ..ConnectionConfig::default()
+    };
+    let mut t = Transcript::with_config(Subprotocol::GraphqlWs, config);
+    t.send(json!({"type": "connection_init", "payload": {"authToken": "jwt"}}));
+    // Deployed clients start before the ack: it runs once accepted.
+    assert!(starts(&t.send(start("1", "subscription { ticks }"))).is_empty());
+    let effects = t.conn.auth(
+        t.now,
+        AuthVerdict::AcceptUntil {
+            ack_payload: None,
+            expires: terminus_core::Millis(1_500),
+        },
+    );
+    let started = starts(&effects);
+    assert_eq!(started.len(), 1);
+    let effects = t.advance(1_500);
+    assert_eq!(
+        close_of(&effects),
+        Some((close::FORBIDDEN, "Forbidden: token expired".into()))
+    );
+    assert_eq!(cancels(&effects), vec![started[0].0]);
+    t.finish();
+}
+
+#[test]
+fn an_already_expired_credential_answers_connection_error_then_closes() {
+    let mut t = Transcript::legacy();
+    t.send(json!({"type": "connection_init"}));
+    let effects = t.conn.auth(
+        t.now,
+        AuthVerdict::AcceptUntil {
+            ack_payload: None,
+            expires: t.now,
+        },
+    );
+    assert_eq!(
+        frames(&effects),
+        vec![json!({"type": "connection_error", "payload": {"message": "token expired"}})]
+    );
+    assert_eq!(close_code(&effects), Some(close::FORBIDDEN));
+    t.finish();
+}

@@ -622,3 +622,63 @@ fn operations_lists_the_live_ones_oldest_first() {
     assert_eq!(ids, vec![b]);
     t.finish();
 }
+
+#[test]
+fn an_expiring_credential_closes_4403_at_its_expiry_and_cancels_everything() {
+    // Transport pings off: this client never answers them.
+    let config = ConnectionConfig {
+        keepalive_interval: Duration::ZERO,
+        ..ConnectionConfig::default()
+    };
+    let mut t = Transcript::with_config(Subprotocol::GraphqlTransportWs, config);
+    t.send(json!({"type": "connection_init", "payload": {"token": "jwt"}}));
+    let effects = t.conn.auth(
+        t.now,
+        AuthVerdict::AcceptUntil {
+            ack_payload: None,
+            expires: terminus_core::Millis(60_000),
+        },
+    );
+    assert_eq!(frames(&effects), vec![json!({"type": "connection_ack"})]);
+    assert_eq!(
+        t.conn.connection().auth_expires(),
+        Some(terminus_core::Millis(60_000))
+    );
+    let a = t.subscribe("a", "subscription { ticks }");
+    let b = t.subscribe("b", "subscription { ticks }");
+    // The expiry is a deadline of the machine, whatever else is armed.
+    assert!(t.conn.connection().poll_timeout() <= Some(terminus_core::Millis(60_000)));
+    let before = t.advance(59_999);
+    assert_eq!(close_of(&before), None, "closed early: {before:?}");
+    let effects = t.advance(1);
+    assert_eq!(
+        close_of(&effects),
+        Some((close::FORBIDDEN, "Forbidden: token expired".into()))
+    );
+    let mut cancelled = cancels(&effects);
+    cancelled.sort();
+    assert_eq!(cancelled, vec![a, b]);
+    assert_eq!(t.conn.connection().live_operations(), 0);
+    assert_eq!(t.conn.connection().poll_timeout(), None);
+    t.finish();
+}
+
+#[test]
+fn an_already_expired_credential_closes_4403_without_an_ack() {
+    let mut t = Transcript::transport();
+    t.now = terminus_core::Millis(5_000);
+    t.send(json!({"type": "connection_init"}));
+    let effects = t.conn.auth(
+        t.now,
+        AuthVerdict::AcceptUntil {
+            ack_payload: None,
+            expires: terminus_core::Millis(5_000),
+        },
+    );
+    assert!(frames(&effects).is_empty(), "{effects:?}");
+    assert_eq!(
+        close_of(&effects),
+        Some((close::FORBIDDEN, "Forbidden: token expired".into()))
+    );
+    t.finish();
+}

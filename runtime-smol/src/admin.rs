@@ -130,7 +130,7 @@ function draw(history) {
 }
 async function tick() {
   try {
-    const r = await fetch("/admin/state", { cache: "no-store" });
+    const r = await fetch("/admin/state" + location.search, { cache: "no-store" });
     const s = await r.json();
     document.getElementById("err").textContent = "";
     const state = document.getElementById("state");
@@ -168,3 +168,63 @@ setInterval(tick, 1000);
 </body>
 </html>
 "##;
+
+/// The admin listener (`admin.listen`): serves `/admin`, `/admin/state`,
+/// `/metrics`, `/healthz` and `/readyz` (runtime-smol/src/http.rs,
+/// `Surface::Admin`), at most `admin.max_connections` at once. Owns its
+/// connection tasks; dropping it ends them all.
+pub(crate) async fn serve_listener(
+    gateway: std::sync::Arc<Gateway>,
+    listener: smol::net::TcpListener,
+) {
+    use futures_lite::FutureExt;
+    let max = gateway.config.admin.max_connections;
+    let mut connections: std::collections::HashMap<u64, smol::Task<()>> = Default::default();
+    let (done_tx, done_rx) = async_channel::unbounded::<u64>();
+    let mut ids = 0u64;
+    loop {
+        let finished = async {
+            match done_rx.recv().await {
+                Ok(id) => Err(id),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let accept = async {
+            if connections.len() >= max {
+                // Full: wait for one to finish before accepting more.
+                std::future::pending::<()>().await;
+            }
+            Ok(listener.accept().await)
+        };
+        match accept.or(finished).await {
+            Err(id) => {
+                connections.remove(&id);
+            }
+            Ok(Ok((stream, peer))) => {
+                ids += 1;
+                let id = ids;
+                let gateway = gateway.clone();
+                let done = done_tx.clone();
+                connections.insert(
+                    id,
+                    crate::tasks::spawn(async move {
+                        let plain = crate::tls::Acceptor::plain();
+                        crate::http::serve_tcp_on(
+                            gateway,
+                            &plain,
+                            stream,
+                            peer,
+                            crate::http::Surface::Admin,
+                        )
+                        .await;
+                        let _ = done.send(id).await;
+                    }),
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "admin listener: accept failed");
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

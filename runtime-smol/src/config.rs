@@ -30,7 +30,10 @@ pub struct Config {
     /// Time bounds.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// How `connection_init` is authenticated.
+    /// TLS on the listener (`https://`, `wss://`); absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ListenerTlsConfig>,
+    /// How `connection_init` and POST requests are authenticated.
     #[serde(default)]
     pub auth: AuthConfig,
     /// The `/admin` page.
@@ -156,6 +159,9 @@ pub struct AuthConfig {
     /// anything else closes the connection with 4403 (graphql-transport-ws)
     /// or answers `connection_error` (graphql-ws). Empty accepts every init.
     pub tokens: Vec<String>,
+    /// JWT authentication (`[auth.jwt]`, see docs/security.md). When set,
+    /// `tokens` must be empty.
+    pub jwt: Option<crate::jwt::JwtConfig>,
 }
 
 /// The `/admin` page.
@@ -165,13 +171,38 @@ pub struct AdminConfig {
     /// How much history the page's chart keeps (sampled once a second).
     #[serde(with = "humantime_serde")]
     pub history: Duration,
+    /// A separate address for `/admin`, `/admin/state` and `/metrics` (with
+    /// `/healthz` and `/readyz`). When set, the main listener no longer
+    /// serves them. Default: unset.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/admin`, `/admin/state` and `/metrics` need
+    /// `Authorization: Bearer <token>` or `?token=<token>`.
+    pub token: Option<String>,
+    /// A file holding the token (trimmed); read at start-up.
+    pub token_file: Option<PathBuf>,
+    /// Connections served at once on `listen`. Default 64.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             history: Duration::from_secs(300),
+            listen: None,
+            token: None,
+            token_file: None,
+            max_connections: 64,
         }
+    }
+}
+
+impl AdminConfig {
+    /// Whether the main listener may serve the admin surface without a
+    /// token: only when it is bound to loopback and no separate admin
+    /// listener is configured. A non-loopback listen address with neither
+    /// `admin.listen` nor `admin.token` answers 403 (docs/security.md).
+    pub fn open_on_main(&self, main: SocketAddr) -> bool {
+        self.listen.is_none() && (self.token.is_some() || main.ip().is_loopback())
     }
 }
 
@@ -274,6 +305,18 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         config.resolve_paths(base);
+        if let Some(file) = config.admin.token_file.clone() {
+            if config.admin.token.is_some() {
+                return Err(ConfigError::in_file(
+                    path,
+                    "admin.token and admin.token_file cannot both be set",
+                ));
+            }
+            let token = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::in_file(path, format!("admin.token_file {}: {e}", file.display()))
+            })?;
+            config.admin.token = Some(token.trim().to_owned());
+        }
         config.validate(path)?;
         config.check_mysql(text, path)?;
         Ok(config)
@@ -306,6 +349,7 @@ impl Config {
             schema,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            tls: None,
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
             grpc: BTreeMap::new(),
@@ -321,7 +365,20 @@ impl Config {
             }
         };
         resolve(&mut self.schema);
+        if let Some(tls) = &mut self.tls {
+            tls.resolve_paths(base);
+        }
+        if let Some(jwt) = &mut self.auth.jwt {
+            jwt.resolve_paths(base);
+        }
+        if let Some(file) = &mut self.admin.token_file {
+            resolve(file);
+        }
+        for db in self.mysql.values_mut() {
+            db.tls.resolve_paths(base);
+        }
         for upstream in self.grpc.values_mut() {
+            upstream.tls.resolve_paths(base);
             upstream.protos.iter_mut().for_each(resolve);
             upstream.includes.iter_mut().for_each(resolve);
         }
@@ -372,6 +429,24 @@ impl Config {
                     format!("{key} must be longer than 0s"),
                 ));
             }
+        }
+        if self.admin.max_connections == 0 {
+            return Err(ConfigError::in_file(
+                path,
+                "admin.max_connections must be at least 1",
+            ));
+        }
+        if self.admin.token.as_deref() == Some("") {
+            return Err(ConfigError::in_file(path, "admin.token must not be empty"));
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if !self.auth.tokens.is_empty() {
+                return Err(ConfigError::in_file(
+                    path,
+                    "auth.tokens and [auth.jwt] cannot both be set",
+                ));
+            }
+            crate::jwt::check(jwt, path)?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
+use crate::claims_metadata::GrpcMetadata;
 use crate::server::Gateway;
 use crate::tasks;
 use crate::upstreams::Upstreams;
@@ -27,11 +28,24 @@ use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFail
 /// connection is gone). Sending waits when `out` is full, so a slow client
 /// slows its upstreams down instead of growing a queue.
 pub async fn run_operation(
+    execution: Execution,
+    upstreams: Arc<Upstreams>,
+    op: OpId,
+    call_queue: usize,
+    out: Sender<(OpId, UpstreamEvent)>,
+) {
+    run_operation_with_metadata(execution, upstreams, op, call_queue, out, Arc::default()).await
+}
+
+/// [`run_operation`] whose gRPC calls carry `metadata` (the caller's
+/// claims, runtime-smol/src/claims_metadata.rs).
+pub async fn run_operation_with_metadata(
     mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
+    metadata: Arc<GrpcMetadata>,
 ) {
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
@@ -40,8 +54,13 @@ pub async fn run_operation(
         while let Some(step) = execution.poll() {
             match step {
                 Step::Call(call_id, call) => {
-                    let task =
-                        tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
+                    let task = tasks::spawn(run_call(
+                        call,
+                        upstreams.clone(),
+                        call_id,
+                        call_tx.clone(),
+                        metadata.clone(),
+                    ));
                     calls.insert(call_id, task);
                 }
                 Step::Cancel(call_id) => {
@@ -83,6 +102,14 @@ pub async fn run_operation_guarded(
 ) {
     let queue = gateway.config.limits.operation_queue;
     let upstreams = gateway.upstreams.clone();
+    let metadata = Arc::new(
+        gateway
+            .jwt
+            .as_ref()
+            .zip(execution.claims())
+            .map(|(jwt, claims)| jwt.grpc_metadata(claims))
+            .unwrap_or_default(),
+    );
     let events = out.clone();
     let run = async move {
         // The `testing.panic_trigger` hook (off by default).
@@ -90,7 +117,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(execution, upstreams, op, queue, events).await;
+        run_operation_with_metadata(execution, upstreams, op, queue, events, metadata).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -111,6 +138,7 @@ async fn run_call(
     upstreams: Arc<Upstreams>,
     call_id: CallId,
     events: Sender<(CallId, CallEvent)>,
+    metadata: Arc<GrpcMetadata>,
 ) {
     let report = |event: CallEvent| {
         let events = events.clone();
@@ -130,7 +158,7 @@ async fn run_call(
             };
             if streaming {
                 let mut stream = match client
-                    .server_streaming_with(&method, request, timeouts)
+                    .server_streaming_with_metadata(&method, request, timeouts, &metadata)
                     .await
                 {
                     Ok(stream) => stream,
@@ -154,7 +182,10 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client.unary_with(&method, request, timeouts).await {
+                match client
+                    .unary_with_metadata(&method, request, timeouts, &metadata)
+                    .await
+                {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;

@@ -10,6 +10,7 @@ use crate::admin;
 use crate::execute;
 use crate::server::Gateway;
 use crate::tasks;
+use crate::tls::Conn;
 use crate::ws;
 use futures_lite::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
@@ -66,8 +67,44 @@ impl Drop for ConnectionSlot {
 
 /// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
 /// them upgraded.
-pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve_tcp(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    serve_tcp_on(gateway, acceptor, stream, peer, Surface::Main).await;
+}
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// `listen`: GraphQL, health, and the admin surface unless it moved.
+    Main,
+    /// `admin.listen`: the admin surface and health only.
+    Admin,
+}
+
+/// [`serve_tcp`] for the listener `surface`.
+pub(crate) async fn serve_tcp_on(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    surface: Surface,
+) {
     let _ = stream.set_nodelay(true);
+    let stream = match acceptor.accept(stream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            gateway
+                .metrics
+                .tls_handshake_failures_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+    };
     let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::new(Mutex::new(None));
     let service = {
         let gateway = gateway.clone();
@@ -80,7 +117,11 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                     .metrics
                     .http_requests_total
                     .fetch_add(1, Ordering::Relaxed);
-                Ok::<_, std::convert::Infallible>(route(&gateway, request, &upgrade).await)
+                let response = match admin_gate(&gateway, &request, surface) {
+                    Some(refused) => refused,
+                    None => route(&gateway, request, &upgrade).await,
+                };
+                Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
@@ -98,7 +139,7 @@ pub(crate) async fn serve_tcp(gateway: Arc<Gateway>, stream: TcpStream, peer: So
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(pending) = pending {
         match pending.on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<FuturesIo<TcpStream>>() {
+            Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
                 Ok(parts) => {
                     ws::serve_websocket(
                         gateway,
@@ -166,6 +207,82 @@ async fn route(
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/admin" | "/admin/" | "/admin/state" | "/metrics")
+}
+
+/// The admin surface's rules (`[admin]`, docs/security.md): on the admin
+/// listener only admin paths and health; on the main listener admin paths
+/// only when `AdminConfig::open_on_main` allows; a configured token is
+/// required wherever they are served. `None` lets the request through.
+fn admin_gate(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    surface: Surface,
+) -> Option<Response<Body>> {
+    let path = request.uri().path();
+    let admin = &gateway.config.admin;
+    if !is_admin_path(path) {
+        return match surface {
+            Surface::Admin if !matches!(path, "/healthz" | "/readyz") => {
+                Some(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"))
+            }
+            _ => None,
+        };
+    }
+    if surface == Surface::Main {
+        if admin.listen.is_some() {
+            return Some(respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: the admin surface is on admin.listen\n",
+            ));
+        }
+        if !admin.open_on_main(gateway.config.listen) {
+            return Some(respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "forbidden: the listen address is not loopback; set admin.token or admin.listen to serve /admin and /metrics (docs/security.md)\n",
+            ));
+        }
+    }
+    let Some(token) = &admin.token else {
+        return None;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::jwt::strip_bearer);
+    let query = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    });
+    let given = bearer.map(str::to_owned).or(query);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    let mut response = respond(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "unauthorized: send Authorization: Bearer <admin.token> (or ?token=)\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn respond(
@@ -299,6 +416,16 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let claims = match authorize_post(gateway, &request).await {
+        Ok(claims) => claims,
+        Err(response) => {
+            gateway
+                .metrics
+                .auth_rejected_total
+                .fetch_add(1, Ordering::Relaxed);
+            return response;
+        }
+    };
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -337,7 +464,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             Ok(operation) => operation,
             Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
         };
-        run_post(gateway, operation).await
+        run_post(gateway, operation, claims).await
     };
     let expired = async {
         smol::Timer::after(timeout).await;
@@ -347,6 +474,55 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         )
     };
     work.or(expired).await
+}
+
+/// POST's credentials: `Authorization: Bearer <token>`, checked against
+/// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
+/// set). A refusal is 401 with a JSON error and `WWW-Authenticate`. The
+/// answer is the token's claims (empty without JWT).
+async fn authorize_post(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+) -> Result<Map<String, Value>, Response<Body>> {
+    let tokens = &gateway.config.auth.tokens;
+    if gateway.jwt.is_none() && tokens.is_empty() {
+        return Ok(Map::new());
+    }
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let v = v.trim();
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim())
+        });
+    let outcome = match (bearer, &gateway.jwt) {
+        (None, _) => Err("missing Authorization: Bearer <token>".to_owned()),
+        (Some(token), Some(jwt)) => jwt.verify(token).await.map(|v| v.claims),
+        (Some(token), None) => {
+            if tokens.iter().any(|t| t == token) {
+                Ok(Map::new())
+            } else {
+                Err("unknown token".to_owned())
+            }
+        }
+    };
+    outcome.map_err(|reason| {
+        let mut response = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({ "errors": [{
+                "message": format!("Unauthorized: {reason}"),
+                "extensions": {"code": "UNAUTHENTICATED"},
+            }] }),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        response
+    })
 }
 
 /// Parses a GraphQL-over-HTTP JSON body into a request.
@@ -385,8 +561,13 @@ fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
 
 /// Executes one POSTed operation. The operation task is owned by this
 /// request's future: a client that goes away cancels it.
-async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response<Body> {
-    let execution = Execution::start(&gateway.schema, &request, &gateway.graphql_limits);
+async fn run_post(
+    gateway: &Arc<Gateway>,
+    request: OperationRequest,
+    claims: Map<String, Value>,
+) -> Response<Body> {
+    let execution =
+        Execution::start_with_claims(&gateway.schema, &request, &gateway.graphql_limits, claims);
     // `None`: the request did not prepare; its errors are the execution's
     // only output and the operation is not counted.
     let kind = execution.kind();
@@ -405,12 +586,21 @@ async fn run_post(gateway: &Arc<Gateway>, request: OperationRequest) -> Response
     });
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
-    let _task = tasks::spawn(execute::run_operation(
+    let metadata = Arc::new(
+        gateway
+            .jwt
+            .as_ref()
+            .zip(execution.claims())
+            .map(|(jwt, claims)| jwt.grpc_metadata(claims))
+            .unwrap_or_default(),
+    );
+    let _task = tasks::spawn(execute::run_operation_with_metadata(
         execution,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
+        metadata,
     ));
     let mut result: Option<Value> = None;
     loop {

@@ -18,5 +18,10 @@ pub mod upstream_config;
 pub mod upstreams;
 pub mod ws;
 
+// security (issue 14): TLS on every hop, JWT auth
+pub mod claims_metadata;
+pub mod jwt;
+pub mod tls;
+
 // browser simulator (issue 7): static files for /simulator
 pub mod simulator;

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub panics_total: AtomicU64,
     /// HTTP requests answered, any path.
     pub http_requests_total: AtomicU64,
+    /// Credentials refused: `connection_init` rejected, POST answered 401.
+    pub auth_rejected_total: AtomicU64,
+    /// TLS handshakes on the listener that failed or timed out.
+    pub tls_handshake_failures_total: AtomicU64,
     /// Closed WebSocket connections by close code (`abnormal` when the
     /// socket ended without a close frame).
     closed_by_code: Mutex<BTreeMap<String, u64>>,
@@ -183,6 +187,16 @@ impl Metrics {
             "terminus_http_requests_total",
             "HTTP requests answered.",
             self.http_requests_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "terminus_auth_rejected_total",
+            "Credentials refused (connection_init rejected, POST answered 401).",
+            self.auth_rejected_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "terminus_tls_handshake_failures_total",
+            "TLS handshakes on the listener that failed or timed out.",
+            self.tls_handshake_failures_total.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -58,6 +58,8 @@ pub struct Gateway {
     pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
+    pub jwt: Option<Arc<crate::jwt::Verifier>>,
     /// Counters and gauges.
     pub metrics: Metrics,
     /// The `/admin` chart's history.
@@ -66,6 +68,8 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// Closed when drain begins; every connection task watches it.
     pub(crate) shutdown: Receiver<()>,
+    /// The address `admin.listen` is bound to, when configured.
+    pub admin_addr: Mutex<Option<SocketAddr>>,
     /// Live WebSocket connections by id, for `/admin`.
     pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
     next_connection: AtomicU64,
@@ -227,6 +231,26 @@ impl Server {
                 )));
             }
         }
+        let jwt = match &config.auth.jwt {
+            Some(jwt) => {
+                let verifier = crate::jwt::Verifier::new(jwt).map_err(StartError)?;
+                verifier.prefetch().await;
+                Some(Arc::new(verifier))
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(crate::tls::ListenerTls::start(tls).map_err(StartError)?),
+            None => None,
+        };
+        let admin_listener = match config.admin.listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartError(format!("cannot listen on admin.listen {at}: {e}")))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -246,22 +270,34 @@ impl Server {
             schema,
             graphql_limits,
             upstreams: Arc::new(upstreams),
+            jwt,
             metrics: Metrics::default(),
             history: History::new(history_len),
             draining: AtomicBool::new(false),
             shutdown: shutdown_rx,
             views: Mutex::new(BTreeMap::new()),
+            admin_addr: Mutex::new(None),
             next_connection: AtomicU64::new(0),
             origin: Instant::now(),
         });
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
+        let admin_task = admin_listener.map(|listener| {
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(%at, "admin surface listening");
+            }
+            *gateway.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) =
+                listener.local_addr().ok();
+            tasks::spawn(crate::admin::serve_listener(gateway.clone(), listener))
+        });
         let task = tasks::spawn(serve(
             gateway.clone(),
             listener,
+            tls,
+            admin_task,
             begin_drain_rx,
             shutdown_tx,
         ));
-        tracing::info!(%addr, "gateway listening");
+        tracing::info!(%addr, tls = gateway.config.tls.is_some(), "gateway listening");
         Ok(Running {
             addr,
             gateway,
@@ -283,6 +319,9 @@ enum Event {
 async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    tls: Option<crate::tls::ListenerTls>,
+    // The admin listener's task: it lives as long as this loop.
+    _admin: Option<smol::Task<()>>,
     begin_drain: Receiver<()>,
     shutdown: Sender<()>,
 ) -> DrainReport {
@@ -292,6 +331,10 @@ async fn serve(
     let mut drain_started: Option<Instant> = None;
     let mut next_sample = Instant::now();
     let mut tcp_ids = 0u64;
+    // The TLS reload task lives as long as this loop (runtime-smol/src/tls.rs).
+    let acceptor = tls
+        .as_ref()
+        .map_or_else(crate::tls::Acceptor::plain, |t| t.acceptor());
     loop {
         if let Some(started) = drain_started {
             if gateway.metrics.connections.load(Ordering::Relaxed) <= 0 {
@@ -326,10 +369,11 @@ async fn serve(
                 let id = tcp_ids;
                 let done = finished_tx.clone();
                 let gateway = gateway.clone();
+                let acceptor = acceptor.clone();
                 connections.insert(
                     id,
                     tasks::spawn(async move {
-                        http::serve_tcp(gateway, stream, peer).await;
+                        http::serve_tcp(gateway, &acceptor, stream, peer).await;
                         let _ = done.send(id).await;
                     }),
                 );

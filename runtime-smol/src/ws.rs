@@ -12,6 +12,7 @@ use crate::execute;
 use crate::http::ConnectionSlot;
 use crate::server::{ConnectionView, Gateway, OperationRow};
 use crate::tasks;
+use crate::tls::Conn;
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -20,7 +21,6 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde_json::Value;
-use smol::net::TcpStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -31,7 +31,7 @@ use terminus_core::graphql::Execution;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Conn>;
 
 /// An event of one operation, on its way to the connection task.
 type OpEvent = (OpId, UpstreamEvent);
@@ -48,7 +48,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Serves one upgraded WebSocket until it closes, then records how.
 pub(crate) async fn serve_websocket(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    stream: Conn,
     already_read: Vec<u8>,
     protocol: Subprotocol,
     peer: SocketAddr,
@@ -204,6 +204,8 @@ async fn drive(
     let mut shutdown_seen = false;
     let mut close_code: Option<u16> = None;
     let mut transport_gone = false;
+    // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
+    let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
     loop {
         // Do everything the machine asked for, until it asks for nothing.
         let mut table_changed = false;
@@ -236,7 +238,21 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
-                    let verdict = authenticate(&config.auth.tokens, payload.as_ref());
+                    let verdict = match &gateway.jwt {
+                        Some(jwt) => {
+                            let (verdict, verified) =
+                                jwt.authenticate(gateway.now(), payload.as_ref()).await;
+                            claims = verified.map(|v| Arc::new(v.claims));
+                            verdict
+                        }
+                        None => authenticate(&config.auth.tokens, payload.as_ref()),
+                    };
+                    if matches!(verdict, AuthVerdict::Reject { .. }) {
+                        gateway
+                            .metrics
+                            .auth_rejected_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     connection.handle_auth(gateway.now(), verdict);
                 }
                 Effect::Start { op, request } => {
@@ -249,8 +265,16 @@ async fn drive(
                     {
                         panic!("testing.panic_trigger: operation {PANIC_TRIGGER_OPERATION} asked this connection to panic");
                     }
-                    let mut execution =
-                        Execution::start(&gateway.schema, &request, &gateway.graphql_limits);
+                    let claims = claims
+                        .as_ref()
+                        .map(|claims| claims.as_ref().clone())
+                        .unwrap_or_default();
+                    let mut execution = Execution::start_with_claims(
+                        &gateway.schema,
+                        &request,
+                        &gateway.graphql_limits,
+                        claims,
+                    );
                     // What is ready at once (a request that did not prepare
                     // ends here with its errors) goes to the connection now.
                     while let Some(event) = execution.poll_output() {

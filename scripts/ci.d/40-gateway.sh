@@ -13,4 +13,4 @@ cargo build -p terminus
 cargo test -p terminus --lib --bins
 cargo test -p terminus-tests \
   --test protocols --test leaks --test drain --test faults --test example_config \
-  --test mysql_gateway
+  --test mysql_gateway --test security

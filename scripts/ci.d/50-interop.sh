@@ -10,7 +10,7 @@ if [ "$node_major" -lt 20 ]; then
   echo "tests/interop needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
-cargo build -p terminus
+cargo build -p terminus -p terminus-tests --bin terminus-test-certs
 export TERMINUS_BIN="$PWD/target/debug/terminus"
 cd tests/interop
 npm ci --cache "$OLDPWD/.cache/npm" --no-audit --no-fund --loglevel=error

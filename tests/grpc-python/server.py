@@ -59,7 +59,11 @@ def make_servicer(messages, services):
     class Demo(services.DemoServicer):
         def Hello(self, request, context):
             name = request.name or "world"
-            return messages.HelloReply(message=f"Hello, {name}!")
+            # The caller's claim, when the gateway forwards it as metadata
+            # (tests/tests/grpc_python.rs, issue 14).
+            user = dict(context.invocation_metadata()).get("x-user-id")
+            suffix = f" (user {user})" if user else ""
+            return messages.HelloReply(message=f"Hello, {name}!{suffix}")
 
         def Ticks(self, request, context):
             every = max(request.every_ms, 1) / 1000.0
@@ -98,13 +102,31 @@ def main():
     parser.add_argument("--proto-root", required=True, help=f"folder that holds {PROTO}")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="exit after this long")
     parser.add_argument("--workers", type=int, default=32, help="concurrent calls served")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="terminus-grpc-python-") as out_dir:
         messages, services = generate_stubs(os.path.abspath(args.proto_root), out_dir)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
         services.add_DemoServicer_to_server(make_servicer(messages, services), server)
-        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+        address = f"127.0.0.1:{args.port}"
+        if args.tls_cert:
+            with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
+                pair = (key.read(), cert.read())
+            client_ca = None
+            if args.tls_client_ca:
+                with open(args.tls_client_ca, "rb") as ca:
+                    client_ca = ca.read()
+            credentials = grpc.ssl_server_credentials(
+                [pair],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise SystemExit(f"could not listen on 127.0.0.1:{args.port}")
         server.start()

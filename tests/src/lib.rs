@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use smol::net::TcpStream;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+pub mod certs;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -132,8 +132,22 @@ impl Execution {
     /// (or, when nothing needs an upstream, the result) are ready in
     /// [`poll`](Self::poll).
     pub fn start(schema: &Schema, request: &OperationRequest, limits: &Limits) -> Self {
+        Execution::start_with_claims(schema, request, limits, Map::new())
+    }
+
+    /// [`start`](Self::start) for a caller with verified token `claims`,
+    /// which `:auth.<claim>` SQL parameters bind.
+    pub fn start_with_claims(
+        schema: &Schema,
+        request: &OperationRequest,
+        limits: &Limits,
+        claims: Map<String, Value>,
+    ) -> Self {
         match schema.prepare(request, limits) {
-            Ok(prepared) => Execution::new(prepared),
+            Ok(mut prepared) => {
+                prepared.set_claims(claims);
+                Execution::new(prepared)
+            }
             Err(errors) => Execution {
                 state: State::Rejected(VecDeque::from([UpstreamEvent::Error(errors)])),
             },
@@ -156,6 +170,15 @@ impl Execution {
         match &self.state {
             State::Rejected(_) => None,
             State::Running(run) => Some(run.op.kind),
+        }
+    }
+
+    /// The caller's claims the operation runs with; `None` when the request
+    /// did not prepare.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        match &self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => Some(run.op.claims()),
         }
     }
 
@@ -238,11 +261,17 @@ fn sql_params(
     statement: &SqlStatement,
     args: &Map<String, Value>,
     extra: Option<&Value>,
+    claims: &Map<String, Value>,
 ) -> Vec<Value> {
     statement
         .params
         .iter()
         .map(|p| {
+            if let Some(claim) = super::sql::claim_param(p) {
+                // Only from the verified token: a GraphQL argument name
+                // cannot contain a dot, so a client cannot supply it.
+                return claims.get(claim).cloned().unwrap_or(Value::Null);
+            }
             args.get(p)
                 .or_else(|| extra.and_then(|e| e.get(p)))
                 .cloned()
@@ -343,7 +372,7 @@ impl Running {
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 returns_rows: statement.returns_rows,
                 statement: statement.positional,
             },
@@ -353,7 +382,7 @@ impl Running {
                 every,
             }) => UpstreamCall::LiveSql {
                 db,
-                params: sql_params(&statement, &args, None),
+                params: sql_params(&statement, &args, None, &self.op.claims),
                 statement: statement.positional,
                 every,
             },
@@ -400,7 +429,12 @@ impl Running {
                     }),
                 ) = (reselecting, self.resolver(i))
                 {
-                    let params = sql_params(&reselect, &self.op.fields[i].args, Some(&value));
+                    let params = sql_params(
+                        &reselect,
+                        &self.op.fields[i].args,
+                        Some(&value),
+                        &self.op.claims,
+                    );
                     let call = self.new_call(UpstreamCall::Sql {
                         db,
                         statement: reselect.positional,

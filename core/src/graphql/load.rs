@@ -1002,6 +1002,10 @@ fn check_params(
     extra: &[&str],
 ) -> Result<(), SchemaError> {
     for p in &s.params {
+        if super::sql::claim_param(p).is_some() {
+            // Bound from the caller's token at execution.
+            continue;
+        }
         if !f.args.iter().any(|a| &a.name == p) && !extra.contains(&p.as_str()) {
             let mut known: Vec<&str> = f.args.iter().map(|a| a.name.as_str()).collect();
             known.extend_from_slice(extra);

@@ -41,9 +41,22 @@ pub struct PreparedOperation {
     pub(crate) kind: OperationKind,
     pub(crate) root_type: String,
     pub(crate) fields: Vec<PlannedField>,
+    /// The caller's verified token claims, for `:auth.<claim>` SQL
+    /// parameters (empty when unauthenticated).
+    pub(crate) claims: Map<String, Value>,
 }
 
 impl PreparedOperation {
+    /// The caller's claims (empty when unauthenticated).
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// Sets the claims that `:auth.<claim>` SQL parameters bind.
+    pub fn set_claims(&mut self, claims: Map<String, Value>) {
+        self.claims = claims;
+    }
+
     /// Query, mutation or subscription.
     pub fn kind(&self) -> OperationKind {
         self.kind
@@ -75,6 +88,7 @@ pub(crate) fn plan_operation(
         kind: op.kind,
         root_type: root,
         fields,
+        claims: Map::new(),
     })
 }
 

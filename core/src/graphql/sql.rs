@@ -9,6 +9,15 @@
 //! backquoted identifiers and comments (`-- `, `#`, `/* */`), and only when a
 //! letter or `_` follows it; so `:=` and `::` are left alone.
 
+/// The namespace of claim parameters: `:auth.sub` binds the `sub` claim of
+/// the caller's verified token (NULL when absent), never a field argument.
+pub const AUTH_PREFIX: &str = "auth";
+
+/// The claim a parameter name binds, for `auth.<claim>` names.
+pub fn claim_param(name: &str) -> Option<&str> {
+    name.strip_prefix(AUTH_PREFIX)?.strip_prefix('.')
+}
+
 /// A statement with named parameters, rewritten for a prepared statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlStatement {
@@ -117,6 +126,20 @@ pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> 
                 {
                     end += 1;
                 }
+                // `:auth.<claim>`: a claim of the caller's verified token.
+                if chars[start..end].iter().copied().eq(AUTH_PREFIX.chars())
+                    && chars.get(end) == Some(&'.')
+                    && chars
+                        .get(end + 1)
+                        .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
+                {
+                    end += 1;
+                    while end < chars.len()
+                        && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
+                    {
+                        end += 1;
+                    }
+                }
                 params.push(chars[start..end].iter().collect());
                 out.push('?');
                 i = end;
@@ -170,6 +193,22 @@ mod tests {
         );
         assert_eq!(s.params, vec!["id", "text_1", "id"]);
         assert!(s.returns_rows);
+    }
+
+    #[test]
+    fn claim_params_are_auth_dot_name() {
+        let s = rewrite_named_params(
+            "SELECT * FROM t WHERE owner = :auth.sub AND t = :auth AND x = :other.y",
+        )
+        .unwrap();
+        assert_eq!(
+            s.positional,
+            "SELECT * FROM t WHERE owner = ? AND t = ? AND x = ?.y"
+        );
+        assert_eq!(s.params, vec!["auth.sub", "auth", "other"]);
+        assert_eq!(claim_param("auth.sub"), Some("sub"));
+        assert_eq!(claim_param("auth"), None);
+        assert_eq!(claim_param("authx.sub"), None);
     }
 
     #[test]

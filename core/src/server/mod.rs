@@ -25,6 +25,16 @@ pub enum AuthVerdict {
         /// Optional payload of the ack.
         ack_payload: Option<Value>,
     },
+    /// Accept until `expires` (the credential's expiry, plus any leeway,
+    /// on the connection's clock): at that instant the connection is
+    /// closed with 4403 `Forbidden: token expired` and every operation is
+    /// cancelled. An `expires` already passed closes at once, with no ack.
+    AcceptUntil {
+        /// Optional payload of the ack.
+        ack_payload: Option<Value>,
+        /// When the credential stops being valid.
+        expires: Millis,
+    },
     /// Reject: close 4403 (legacy: `connection_error` first).
     Reject {
         /// Why, for the client (becomes part of the close reason).
@@ -142,7 +152,12 @@ pub struct ServerConnection {
     next_ping: Option<Millis>,
     pong_deadline: Option<Millis>,
     next_ka: Option<Millis>,
+    /// When the accepted credential expires (`AuthVerdict::AcceptUntil`).
+    auth_expires: Option<Millis>,
 }
+
+/// The close reason when the credential of a live connection expires.
+pub const TOKEN_EXPIRED_REASON: &str = "Forbidden: token expired";
 
 fn after(now: Millis, period: Duration) -> Option<Millis> {
     (!period.is_zero()).then(|| now + period)
@@ -166,6 +181,7 @@ impl ServerConnection {
             unflushed: 0,
             pong_deadline: None,
             next_ka: None,
+            auth_expires: None,
         }
     }
 
@@ -268,15 +284,29 @@ impl ServerConnection {
         }
         let init = matches!(self.phase, Phase::AwaitingInit | Phase::Authenticating)
             .then_some(self.init_deadline);
-        [init, self.pong_deadline, self.next_ping, self.next_ka]
-            .into_iter()
-            .flatten()
-            .min()
+        let expiry = (self.phase == Phase::Ready)
+            .then_some(self.auth_expires)
+            .flatten();
+        [
+            init,
+            expiry,
+            self.pong_deadline,
+            self.next_ping,
+            self.next_ka,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Closed, and every remaining effect (the Cancels) drained.
     pub fn is_terminated(&self) -> bool {
         self.phase == Phase::Closed && self.effects.is_empty()
+    }
+
+    /// When the accepted credential expires, if it does.
+    pub fn auth_expires(&self) -> Option<Millis> {
+        self.auth_expires
     }
 
     /// Operations started and not yet ended.
@@ -436,34 +466,12 @@ impl ServerConnection {
             // No init pending: a stale or duplicate verdict changes nothing.
             return;
         }
-        match verdict {
-            AuthVerdict::Accept { ack_payload } => {
-                self.phase = Phase::Ready;
-                match self.protocol {
-                    Subprotocol::GraphqlTransportWs => self.send(
-                        transport::ServerMessage::ConnectionAck {
-                            payload: ack_payload,
-                        }
-                        .to_text(),
-                    ),
-                    Subprotocol::GraphqlWs => {
-                        self.send(
-                            legacy::ServerMessage::ConnectionAck {
-                                payload: ack_payload,
-                            }
-                            .to_text(),
-                        );
-                        self.send(legacy::ServerMessage::Ka.to_text());
-                        self.next_ka = after(now, self.config.legacy_ka_interval);
-                    }
-                }
-                while let Some((id, payload)) = self.queued.pop_front() {
-                    if self.phase != Phase::Ready {
-                        break;
-                    }
-                    self.start(now, id, payload);
-                }
-            }
+        let (ack_payload, expires) = match verdict {
+            AuthVerdict::Accept { ack_payload } => (ack_payload, None),
+            AuthVerdict::AcceptUntil {
+                ack_payload,
+                expires,
+            } => (ack_payload, Some(expires)),
             AuthVerdict::Reject { reason } => {
                 if self.protocol == Subprotocol::GraphqlWs {
                     let payload = json!({ "message": reason });
@@ -474,8 +482,41 @@ impl ServerConnection {
                 } else {
                     format!("Forbidden: {reason}")
                 };
-                self.close(close::FORBIDDEN, &full);
+                return self.close(close::FORBIDDEN, &full);
             }
+        };
+        if expires.is_some_and(|at| at <= now) {
+            if self.protocol == Subprotocol::GraphqlWs {
+                let payload = json!({ "message": "token expired" });
+                self.send(legacy::ServerMessage::ConnectionError { payload }.to_text());
+            }
+            return self.close(close::FORBIDDEN, TOKEN_EXPIRED_REASON);
+        }
+        self.auth_expires = expires;
+        self.phase = Phase::Ready;
+        match self.protocol {
+            Subprotocol::GraphqlTransportWs => self.send(
+                transport::ServerMessage::ConnectionAck {
+                    payload: ack_payload,
+                }
+                .to_text(),
+            ),
+            Subprotocol::GraphqlWs => {
+                self.send(
+                    legacy::ServerMessage::ConnectionAck {
+                        payload: ack_payload,
+                    }
+                    .to_text(),
+                );
+                self.send(legacy::ServerMessage::Ka.to_text());
+                self.next_ka = after(now, self.config.legacy_ka_interval);
+            }
+        }
+        while let Some((id, payload)) = self.queued.pop_front() {
+            if self.phase != Phase::Ready {
+                break;
+            }
+            self.start(now, id, payload);
         }
     }
 
@@ -522,6 +563,9 @@ impl ServerConnection {
     }
 
     fn on_timeout(&mut self, now: Millis) {
+        if self.phase == Phase::Ready && self.auth_expires.is_some_and(|d| d <= now) {
+            return self.close(close::FORBIDDEN, TOKEN_EXPIRED_REASON);
+        }
         if self.pong_deadline.is_some_and(|d| d <= now) {
             return self.close(close::GOING_AWAY, "Keep-alive timeout");
         }
@@ -606,6 +650,7 @@ impl ServerConnection {
         self.next_ping = None;
         self.pong_deadline = None;
         self.next_ka = None;
+        self.auth_expires = None;
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::json::{decode_response, encode_request};
 use super::{code, codec, take_frame, Gauge, GrpcUpstream, CONTENT_TYPE};
+use crate::claims_metadata::GrpcMetadata;
 use async_lock::SemaphoreGuardArc;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{FutureExt, Stream};
@@ -35,12 +36,25 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<Value, UpstreamFailure> {
+        self.unary_with_metadata(method, request, timeouts, &GrpcMetadata::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::unary_with`] with request `metadata` (the caller's
+    /// claims, runtime-smol/src/claims_metadata.rs).
+    pub async fn unary_with_metadata(
+        &self,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+        metadata: &GrpcMetadata,
+    ) -> Result<Value, UpstreamFailure> {
         let method = self.method(method, false)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
         let deadline = timeouts.call.unwrap_or(self.config.call_timeout);
         let call = async {
-            let mut reader = match self.start(&method, body, Some(deadline)).await? {
+            let mut reader = match self.start(&method, body, Some(deadline), metadata).await? {
                 Started::Streaming(reader) => reader,
                 Started::TrailersOnly => {
                     return Err(self.failure(
@@ -109,6 +123,18 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<GrpcStream, UpstreamFailure> {
+        self.server_streaming_with_metadata(method, request, timeouts, &GrpcMetadata::default())
+            .await
+    }
+
+    /// [`GrpcUpstream::server_streaming_with`] with request `metadata`.
+    pub async fn server_streaming_with_metadata(
+        self: &Arc<Self>,
+        method: &str,
+        request: Value,
+        timeouts: CallTimeouts,
+        metadata: &GrpcMetadata,
+    ) -> Result<GrpcStream, UpstreamFailure> {
         let method = self.method(method, true)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
@@ -118,7 +144,7 @@ impl GrpcUpstream {
         // counts `grpc-timeout` from the request's arrival.
         let ends_at = lifetime.map(|bound| (bound, Instant::now() + bound));
         let start = async {
-            let started = self.start(&method, body, lifetime).await?;
+            let started = self.start(&method, body, lifetime, metadata).await?;
             Ok(match started {
                 Started::Streaming(reader) => Some(reader),
                 Started::TrailersOnly => None,
@@ -231,14 +257,19 @@ impl GrpcUpstream {
         method: &MethodDescriptor,
         body: Bytes,
         grpc_timeout: Option<Duration>,
+        metadata: &GrpcMetadata,
     ) -> Result<Started, UpstreamFailure> {
         let mut sender = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-        let mut request = http::Request::post(format!("http://{}{}", self.authority, path))
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(http::header::TE, "trailers");
+        let mut request =
+            http::Request::post(format!("{}://{}{}", self.scheme, self.authority, path))
+                .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+                .header(http::header::TE, "trailers");
         if let Some(deadline) = grpc_timeout {
             request = request.header("grpc-timeout", codec::timeout_header(deadline));
+        }
+        for (name, value) in &metadata.0 {
+            request = request.header(name, value);
         }
         let request = request
             .header(

@@ -11,8 +11,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcUpstreamConfig {
-    /// `http://host:port` of the upstream (plaintext HTTP/2, "h2c").
+    /// `http://host:port` of the upstream (plaintext HTTP/2, "h2c"), or
+    /// `https://host[:port]` for HTTP/2 over TLS (ALPN `h2`; port 443 by
+    /// default), verified against the system roots or `tls.ca_file`.
     pub endpoint: String,
+    /// TLS of an `https://` endpoint (`[grpc.<name>.tls]`): CA bundle,
+    /// client certificate for mutual TLS, server name override.
+    pub tls: crate::tls::ClientTlsConfig,
     /// The .proto files that define the upstream's services, compiled at
     /// start-up.
     pub protos: Vec<PathBuf>,
@@ -58,6 +63,7 @@ impl Default for GrpcUpstreamConfig {
     fn default() -> Self {
         GrpcUpstreamConfig {
             endpoint: String::new(),
+            tls: crate::tls::ClientTlsConfig::default(),
             protos: Vec::new(),
             includes: Vec::new(),
             call_timeout: Duration::from_secs(10),
@@ -76,8 +82,10 @@ impl Default for GrpcUpstreamConfig {
 /// A gRPC upstream's configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The endpoint is not an `http://host:port` URL.
-    #[error("upstream {upstream}: endpoint {endpoint:?} is not an http://host:port URL: {reason}")]
+    /// The endpoint is not an `http://` or `https://` `host:port` URL.
+    #[error(
+        "upstream {upstream}: endpoint {endpoint:?} is not an http(s)://host:port URL: {reason}"
+    )]
     Endpoint {
         /// The upstream's name.
         upstream: String,
@@ -93,6 +101,14 @@ pub enum ConfigError {
         /// The upstream's name.
         upstream: String,
         /// protox's diagnostic, with file and line.
+        message: String,
+    },
+    /// The TLS settings cannot be used (a CA or certificate file).
+    #[error("upstream {upstream}: tls: {message}")]
+    Tls {
+        /// The upstream's name.
+        upstream: String,
+        /// What is wrong, naming the file.
         message: String,
     },
     /// A bound in the configuration is out of range.

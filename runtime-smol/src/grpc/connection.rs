@@ -96,6 +96,21 @@ impl GrpcUpstream {
                 .map_err(|error| format!("connecting to {}: {error}", self.config.endpoint))?;
             // Small gRPC frames must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
+            let stream = match &self.tls {
+                None => crate::tls::Conn::Plain(stream),
+                Some((config, server_name)) => {
+                    let stream = crate::tls::connect(config.clone(), server_name.clone(), stream)
+                        .await
+                        .map_err(|error| format!("{}: {error}", self.config.endpoint))?;
+                    if stream.alpn() != Some(b"h2") {
+                        return Err(format!(
+                            "{} did not agree on HTTP/2 over TLS (ALPN h2)",
+                            self.config.endpoint
+                        ));
+                    }
+                    stream
+                }
+            };
             let mut builder = hyper::client::conn::http2::Builder::new(self.executor.clone());
             builder
                 .timer(smol_hyper::rt::SmolTimer::new())

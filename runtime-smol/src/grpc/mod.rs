@@ -68,6 +68,13 @@ pub struct GrpcUpstream {
     host: String,
     port: u16,
     authority: String,
+    /// `http` or `https`, for the requests' `:scheme`.
+    scheme: &'static str,
+    /// The TLS client and the name to verify, for `https://` endpoints.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     pool: DescriptorPool,
     state: Mutex<ConnectionState>,
     executor: OwnedExecutor,
@@ -109,17 +116,36 @@ impl GrpcUpstream {
             .endpoint
             .parse()
             .map_err(|error: http::uri::InvalidUri| endpoint_error(&error.to_string()))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(endpoint_error(
-                "the scheme must be http (TLS is not supported)",
-            ));
-        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => return Err(endpoint_error("the scheme must be http or https")),
+        };
         let host = uri.host().ok_or_else(|| endpoint_error("no host"))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let tls_error = |message: String| ConfigError::Tls {
+            upstream: name.to_owned(),
+            message,
+        };
+        let tls = if scheme == "https" {
+            let client = crate::tls::client_config(&config.tls, crate::tls::Verify::Full, &[b"h2"])
+                .map_err(tls_error)?;
+            let server = crate::tls::server_name(&config.tls, &host).map_err(tls_error)?;
+            Some((client, server))
+        } else {
+            if config.tls != crate::tls::ClientTlsConfig::default() {
+                return Err(tls_error(
+                    "[tls] is set but the endpoint is http://; use https://".to_owned(),
+                ));
+            }
+            None
+        };
         let authority = uri
             .authority()
             .map(|authority| authority.as_str().to_owned())
@@ -150,6 +176,8 @@ impl GrpcUpstream {
             host,
             port,
             authority,
+            scheme,
+            tls,
             pool,
             state: Mutex::new(ConnectionState {
                 current: None,
@@ -231,7 +259,7 @@ mod tests {
 
     #[test]
     fn bad_endpoints_are_refused_with_the_reason() {
-        for endpoint in ["https://x:1", "not a url", ""] {
+        for endpoint in ["ftp://x:1", "not a url", ""] {
             let error =
                 GrpcUpstream::from_descriptors("demo", &config(endpoint), demo_pool()).unwrap_err();
             assert!(error.to_string().contains("upstream demo"), "{error}");

@@ -7,8 +7,10 @@
 
 use super::protocol::{
     self, Credentials, Expect, Handshake, HandshakeStep, Outcome, PreparedStatement, ProtoError,
-    ResponseReader, Session,
+    ResponseReader, Session, TlsWish,
 };
+use super::SslMode;
+use crate::tls::{self, ClientTlsConfig, Verify};
 use bytes::BytesMut;
 use mysql_common::proto::codec::PacketCodec;
 use serde_json::Value;
@@ -16,6 +18,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Prepared statements kept per connection (the `@sql`/`@live` statements of
@@ -70,11 +73,75 @@ pub(crate) struct Target {
     pub host: String,
     pub port: u16,
     pub credentials: Credentials,
+    pub tls: TargetTls,
+}
+
+/// How a connection to the target uses TLS (`ssl_mode` and `[tls]`).
+#[derive(Clone)]
+pub(crate) struct TargetTls {
+    mode: SslMode,
+    client: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+impl PartialEq for TargetTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode
+            && self.client.as_ref().map(|c| &c.1) == other.client.as_ref().map(|c| &c.1)
+    }
+}
+
+impl Eq for TargetTls {}
+
+impl std::fmt::Debug for TargetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetTls")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetTls {
+    /// Plaintext.
+    pub fn disabled() -> TargetTls {
+        TargetTls {
+            mode: SslMode::Disabled,
+            client: None,
+        }
+    }
+
+    /// Loads the CA bundle and client certificate `mode` needs; errors
+    /// name the file.
+    pub fn new(mode: SslMode, config: &ClientTlsConfig, host: &str) -> Result<TargetTls, String> {
+        let verify = match mode {
+            SslMode::Disabled => return Ok(TargetTls::disabled()),
+            SslMode::Preferred | SslMode::Required => Verify::None,
+            SslMode::VerifyCa => Verify::ChainOnly,
+            SslMode::VerifyIdentity => Verify::Full,
+        };
+        let client = tls::client_config(config, verify, &[]).map_err(|e| format!("tls: {e}"))?;
+        let name = tls::server_name(config, host).map_err(|e| format!("tls: {e}"))?;
+        Ok(TargetTls {
+            mode,
+            client: Some((client, name)),
+        })
+    }
+
+    fn wish(&self) -> TlsWish {
+        match self.mode {
+            SslMode::Disabled => TlsWish::Never,
+            SslMode::Preferred => TlsWish::IfOffered,
+            _ => TlsWish::Required,
+        }
+    }
 }
 
 /// A connected, authenticated session.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    /// `None` only for the instant the TLS handshake owns the socket.
+    stream: Option<tls::Conn>,
     codec: PacketCodec,
     /// Bytes read from the socket and not yet decoded.
     read_buf: BytesMut,
@@ -107,9 +174,9 @@ impl Conn {
         let connecting = async {
             let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
             stream.set_nodelay(true)?;
-            let mut handshake = Handshake::new(target.credentials.clone());
+            let mut handshake = Handshake::with_tls(target.credentials.clone(), target.tls.wish());
             let mut conn = Conn {
-                stream,
+                stream: Some(tls::Conn::Plain(stream)),
                 codec: {
                     // Accept what the handshake announces (16 MiB), not the
                     // codec's 4 MiB default.
@@ -135,6 +202,23 @@ impl Conn {
                 let packet = conn.read_packet().await?;
                 match handshake.handle_packet(&packet)? {
                     HandshakeStep::Send(data) => conn.write_packet(&data).await?,
+                    HandshakeStep::StartTls {
+                        ssl_request,
+                        response,
+                    } => {
+                        conn.write_packet(&ssl_request).await?;
+                        let Some((config, name)) = target.tls.client.clone() else {
+                            return Err(ConnError::Protocol("TLS is not configured".into()));
+                        };
+                        let Some(tls::Conn::Plain(tcp)) = conn.stream.take() else {
+                            return Err(ConnError::Protocol("TLS requested twice".into()));
+                        };
+                        let secured = tls::connect(config, name, tcp)
+                            .await
+                            .map_err(ConnError::Protocol)?;
+                        conn.stream = Some(secured);
+                        conn.write_packet(&response).await?;
+                    }
                     HandshakeStep::Wait => {}
                     HandshakeStep::Done(session) => {
                         conn.session = session;
@@ -148,6 +232,12 @@ impl Conn {
             Err(ConnError::ConnectTimeout)
         })
         .await
+    }
+
+    fn io(&mut self) -> io::Result<&mut tls::Conn> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the socket is gone"))
     }
 
     /// The server's id for this connection (`KILL QUERY <thread_id>`).
@@ -181,7 +271,10 @@ impl Conn {
         }
         let mut probe = [0u8; 1];
         // One non-blocking attempt: Pending means nothing to read.
-        smol::future::poll_once(self.stream.read(&mut probe))
+        let Ok(stream) = self.io() else {
+            return false;
+        };
+        smol::future::poll_once(stream.read(&mut probe))
             .await
             .is_none()
     }
@@ -204,7 +297,7 @@ impl Conn {
             {
                 return Ok(std::mem::take(&mut self.packet));
             }
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.io()?.read(&mut chunk).await?;
             if n == 0 {
                 return Err(ConnError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -222,8 +315,9 @@ impl Conn {
             .map_err(|e| ConnError::BadInput(format!("packet too large: {e}")))?;
         self.writing = true;
         let written = async {
-            self.stream.write_all(&out).await?;
-            self.stream.flush().await
+            let stream = self.io()?;
+            stream.write_all(&out).await?;
+            stream.flush().await
         }
         .await;
         match written {

@@ -58,6 +58,34 @@ pub struct MysqlDbConfig {
     /// The most rows one result may hold; more fails the call (default 10000).
     #[serde(default = "defaults::max_rows")]
     pub max_rows: usize,
+    /// TLS to the server, as MySQL's `--ssl-mode`: `disabled`,
+    /// `preferred` (the default: TLS when the server offers it, without
+    /// checking its certificate), `required` (TLS or no connection, still
+    /// unchecked), `verify_ca` (the certificate chains to `tls.ca_file` or
+    /// the system roots) or `verify_identity` (and is valid for the host).
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// The CA bundle, client certificate and server name for TLS
+    /// (`[mysql.<name>.tls]`).
+    #[serde(default)]
+    pub tls: crate::tls::ClientTlsConfig,
+}
+
+/// MySQL's `ssl-mode` values (see [`MysqlDbConfig::ssl_mode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SslMode {
+    /// Never TLS.
+    Disabled,
+    /// TLS when the server offers it; the certificate is not checked.
+    #[default]
+    Preferred,
+    /// TLS or fail; the certificate is not checked.
+    Required,
+    /// TLS with a certificate that chains to a trusted CA.
+    VerifyCa,
+    /// TLS with a trusted certificate valid for the host name.
+    VerifyIdentity,
 }
 
 mod defaults {
@@ -101,6 +129,8 @@ impl MysqlDbConfig {
             health_check_interval: defaults::health_check_interval(),
             kill_timeout: defaults::kill_timeout(),
             max_rows: defaults::max_rows(),
+            ssl_mode: SslMode::default(),
+            tls: crate::tls::ClientTlsConfig::default(),
         }
     }
 
@@ -109,7 +139,8 @@ impl MysqlDbConfig {
     /// loader calls this to report the error with its file and line.
     pub fn check(&self) -> Result<(), String> {
         self.validate()?;
-        parse_url(&self.url).map(|_| ())
+        let target = parse_url(&self.url)?;
+        conn::TargetTls::new(self.ssl_mode, &self.tls, &target.host).map(|_| ())
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -205,6 +236,7 @@ fn parse_url(url: &str) -> Result<conn::Target, String> {
             password: percent_decode(password)?,
             database: database.map(|d| percent_decode(&d)).transpose()?,
         },
+        tls: conn::TargetTls::disabled(),
     })
 }
 

@@ -470,7 +470,9 @@ impl MysqlPool {
             message,
         };
         config.validate().map_err(error)?;
-        let target = parse_url(&config.url).map_err(error)?;
+        let mut target = parse_url(&config.url).map_err(error)?;
+        target.tls = super::conn::TargetTls::new(config.ssl_mode, &config.tls, &target.host)
+            .map_err(error)?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             config: config.clone(),

@@ -18,8 +18,13 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthMoreData, AuthPlugin, AuthSwitchRequest, Column, ComStmtClose,
     ComStmtExecuteRequestBuilder, ComStmtSendLongData, CommonOkPacket, ErrPacket, HandshakePacket,
-    HandshakeResponse, OkPacketDeserializer, OldEofPacket, ResultSetTerminator, StmtPacket,
+    HandshakeResponse, OkPacketDeserializer, OldEofPacket, ResultSetTerminator, SslRequest,
+    StmtPacket,
 };
+
+/// The collation of the SSLRequest (the handshake response announces the
+/// same for servers from 5.5.3 on).
+const UTF8MB4_GENERAL_CI: u8 = 45;
 use mysql_common::proto::{Binary, MySerialize, Text};
 use mysql_common::row::RowDeserializer;
 use mysql_common::value::{ClientSide, ServerSide, Value as SqlValue};
@@ -99,6 +104,7 @@ pub(crate) struct Session {
 struct AuthInputs<'a> {
     password: &'a [u8],
     scramble: &'a [u8],
+    tls: bool,
 }
 
 impl AuthContext for &AuthInputs<'_> {
@@ -109,7 +115,7 @@ impl AuthContext for &AuthInputs<'_> {
         false
     }
     fn is_tls_transport(&self) -> bool {
-        false
+        self.tls
     }
     fn scramble(&self) -> &[u8] {
         self.scramble
@@ -131,6 +137,9 @@ enum HandshakeState {
 /// the OK that ends authentication.
 pub(crate) struct Handshake {
     credentials: Credentials,
+    tls_wish: TlsWish,
+    /// TLS was requested (the session runs over TLS from the response on).
+    tls: bool,
     state: HandshakeState,
     session: Option<Session>,
 }
@@ -144,6 +153,25 @@ pub(crate) enum HandshakeStep {
     Wait,
     /// Authenticated: the connection is ready for commands.
     Done(Session),
+    /// Send `ssl_request`, run the TLS handshake on the socket, then send
+    /// `response` over TLS and wait for the next packet.
+    StartTls {
+        /// The SSLRequest packet (sequence 1).
+        ssl_request: Vec<u8>,
+        /// The handshake response (sequence 2).
+        response: Vec<u8>,
+    },
+}
+
+/// Whether the connection phase asks for TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsWish {
+    /// Plaintext.
+    Never,
+    /// TLS when the greeting offers it.
+    IfOffered,
+    /// TLS, or fail when the server does not offer it.
+    Required,
 }
 
 /// The capabilities Terminus asks for. Deliberately absent:
@@ -186,10 +214,19 @@ fn check_auth_data_len(packet: &[u8]) -> Result<(), ProtoError> {
 }
 
 impl Handshake {
-    /// A handshake that will log in with `credentials`.
+    /// A handshake that will log in with `credentials`, in plaintext.
+    #[cfg(test)]
     pub fn new(credentials: Credentials) -> Self {
+        Handshake::with_tls(credentials, TlsWish::Never)
+    }
+
+    /// A handshake that will log in with `credentials`, asking for TLS as
+    /// `tls_wish` says.
+    pub fn with_tls(credentials: Credentials, tls_wish: TlsWish) -> Self {
         Handshake {
             credentials,
+            tls_wish,
+            tls: false,
             state: HandshakeState::Greeting,
             session: None,
         }
@@ -204,6 +241,7 @@ impl Handshake {
         let inputs = AuthInputs {
             password: self.credentials.password.as_bytes(),
             scramble,
+            tls: self.tls,
         };
         plugin
             .run(&inputs, challenge)
@@ -288,7 +326,21 @@ impl Handshake {
                 )));
             }
         }
-        let capabilities = client_capabilities() & server;
+        let mut capabilities = client_capabilities() & server;
+        let offered = server.contains(CapabilityFlags::CLIENT_SSL);
+        self.tls = match self.tls_wish {
+            TlsWish::Never => false,
+            TlsWish::IfOffered => offered,
+            TlsWish::Required if offered => true,
+            TlsWish::Required => {
+                return Err(ProtoError::protocol(
+                    "the server does not offer TLS (ssl_mode requires it; enable TLS on the server or set ssl_mode = \"preferred\")",
+                ))
+            }
+        };
+        if self.tls {
+            capabilities |= CapabilityFlags::CLIENT_SSL;
+        }
         let scramble = greeting.nonce();
         let plugin_kind = match greeting.auth_plugin() {
             // An unknown default plugin: start with native password; the
@@ -319,6 +371,19 @@ impl Handshake {
             thread_id: greeting.connection_id(),
         });
         self.state = HandshakeState::Authenticating { plugin, scramble };
+        if self.tls {
+            let mut ssl_request = Vec::new();
+            SslRequest::new(
+                handshake_response.capabilities(),
+                MAX_PACKET_SIZE,
+                UTF8MB4_GENERAL_CI,
+            )
+            .serialize(&mut ssl_request);
+            return Ok(HandshakeStep::StartTls {
+                ssl_request,
+                response: out,
+            });
+        }
         Ok(HandshakeStep::Send(out))
     }
 }

@@ -171,15 +171,35 @@ async function waitListening(child, port) {
 
 /** A gateway process and the ways to reach it. */
 class Gateway {
-  constructor(child, port) {
+  /** `ca`: the PEM of the CA that signed the listener's certificate, when it serves TLS. */
+  constructor(child, port, ca) {
     this.child = child;
     this.port = port;
-    this.http = `http://127.0.0.1:${port}`;
-    this.url = `ws://127.0.0.1:${port}/graphql`;
+    this.ca = ca ?? null;
+    this.http = `${ca ? 'https' : 'http'}://127.0.0.1:${port}`;
+    this.url = `${ca ? 'wss' : 'ws'}://127.0.0.1:${port}/graphql`;
+  }
+
+  /** A request with a bounded wait; resolves to {status, text}. */
+  request(method, p, headers = {}, body = undefined) {
+    const lib = this.ca ? require('node:https') : require('node:http');
+    return within(BOUNDS.waitMs, `${method} ${p}`, new Promise((resolve, reject) => {
+      const req = lib.request(this.http + p, { method, headers, ca: this.ca ?? undefined }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => { text += chunk; });
+        res.on('end', () => resolve({ status: res.statusCode, text, headers: res.headers }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.setTimeout(BOUNDS.waitMs, () => req.destroy(new Error('request timed out')));
+      req.end(body);
+    }));
   }
 
   /** GET `p` with a bounded wait; resolves to {status, text}. */
   async get(p) {
+    if (this.ca) return this.request('GET', p);
     const res = await fetch(this.http + p, { signal: AbortSignal.timeout(BOUNDS.waitMs) });
     return { status: res.status, text: await res.text() };
   }
@@ -262,10 +282,11 @@ async function startDemo(port) {
 /**
  * Starts `terminus demo-upstream` and `terminus serve --config` with the demo
  * schema and `extraToml` appended to the config (for instance a
- * `[timeouts]` table), and waits until the gateway is ready. The returned
- * gateway's stop() also stops the upstream.
+ * `[timeouts]` table), and waits until the gateway is ready. With `ca` (the
+ * PEM of the CA of a `[tls]` listener) it is reached over https:// and wss://.
+ * The returned gateway's stop() also stops the upstream.
  */
-async function startServe(extraToml) {
+async function startServe(extraToml, { ca } = {}) {
   const upstreamPort = await freePort();
   const upstream = new Child(`terminus demo-upstream :${upstreamPort}`, [
     'demo-upstream',
@@ -296,7 +317,7 @@ async function startServe(extraToml) {
       ].join('\n'),
     );
     const child = new Child(`terminus serve :${port}`, ['serve', '--config', config]);
-    gateway = new Gateway(child, port);
+    gateway = new Gateway(child, port, ca);
     await gateway.waitReady();
   } catch (err) {
     if (gateway) await gateway.child.kill();
@@ -321,8 +342,8 @@ async function startServe(extraToml) {
  * close codes. `next()` and `closed()` wait at most BOUNDS.waitMs.
  */
 class RawSocket {
-  constructor(url, protocols) {
-    this.ws = new WebSocket(url, protocols);
+  constructor(url, protocols, options = {}) {
+    this.ws = new WebSocket(url, protocols, options);
     this.queue = [];
     this.waiters = [];
     this.close = null;
@@ -349,8 +370,8 @@ class RawSocket {
   }
 
   /** Opens a socket offering `protocol` and waits for the upgrade. */
-  static async open(url, protocol) {
-    const socket = new RawSocket(url, protocol);
+  static async open(url, protocol, options = {}) {
+    const socket = new RawSocket(url, protocol, options);
     await within(BOUNDS.waitMs, `WebSocket open (${protocol})`, socket.opened);
     return socket;
   }
