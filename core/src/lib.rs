@@ -24,4 +24,4 @@ pub mod upstream;
 
 pub use operation::{OpId, OperationRequest, UpstreamEvent};
 pub use time::Millis;
-pub use upstream::{CallTimeouts, FailureKind, UpstreamCall, UpstreamFailure};
+pub use upstream::{CallTimeouts, FailureKind, RequestContext, UpstreamCall, UpstreamFailure};

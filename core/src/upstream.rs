@@ -1,7 +1,8 @@
 //! The vocabulary shared by the planner (which decides what to call) and the
 //! host (which makes the calls): what one upstream call is, and how it fails.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub enum UpstreamCall {
         /// The field's own bounds (`@grpc(timeout:, streamTimeout:,
         /// idleTimeout:)`), each overriding the upstream's configured one.
         timeouts: CallTimeouts,
+        /// The operation's [`RequestContext`], from which the host picks
+        /// the gRPC metadata each upstream is configured to send.
+        context: RequestContext,
     },
     /// One SQL statement on a configured database, run as a prepared
     /// statement. `:name` placeholders of the schema have already become `?`
@@ -51,6 +55,16 @@ pub enum UpstreamCall {
     },
 }
 
+/// What the gateway knows about the request an operation came with, for
+/// forwarding as gRPC metadata: values keyed by where they came from,
+/// `header:<lowercase name>` (an HTTP request header), `init:<field>` (a
+/// `connection_init` payload field) and `claim:<name>` (a verified token's
+/// claim). The host fills it with the values its configuration forwards,
+/// the core hands it to every gRPC call of the operation, and each upstream
+/// sends the entries its `[grpc.<name>]` configuration maps to metadata
+/// (docs/config.md, "Metadata"). Shared, cheap to clone.
+pub type RequestContext = std::sync::Arc<BTreeMap<String, String>>;
+
 /// A field's overrides of its upstream's call bounds, from
 /// `@grpc(timeout:, streamTimeout:, idleTimeout:)`. `None` keeps the
 /// upstream's configured value (`call_timeout`, `stream_timeout`,
@@ -68,18 +82,45 @@ pub struct CallTimeouts {
 }
 
 /// Why an upstream call failed, as a stable GraphQL `extensions.code`.
+///
+/// gRPC status codes map onto these one to one where the meaning differs
+/// for a client (the table is in `docs/schema.md`, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
-    /// The upstream could not be reached (connection refused, reset, gone).
+    /// The upstream could not be reached (connection refused, reset, gone);
+    /// gRPC `UNAVAILABLE`.
     Unavailable,
-    /// The call's deadline passed.
+    /// The call's deadline passed; gRPC `DEADLINE_EXCEEDED`.
     Timeout,
-    /// The upstream's concurrency bound or pool was exhausted.
+    /// The upstream's concurrency bound or pool was exhausted; gRPC
+    /// `RESOURCE_EXHAUSTED`.
     Busy,
-    /// The upstream answered with an error of its own.
+    /// The upstream answered with an error of its own; gRPC `UNKNOWN` and
+    /// `INTERNAL`.
     Failed,
-    /// The arguments could not be turned into an upstream request.
+    /// The arguments could not be turned into an upstream request, or the
+    /// upstream refused them (gRPC `INVALID_ARGUMENT`).
     BadInput,
+    /// gRPC `CANCELLED`: the upstream cancelled the call.
+    Cancelled,
+    /// gRPC `NOT_FOUND`.
+    NotFound,
+    /// gRPC `ALREADY_EXISTS`.
+    AlreadyExists,
+    /// gRPC `PERMISSION_DENIED`.
+    PermissionDenied,
+    /// gRPC `UNAUTHENTICATED`.
+    Unauthenticated,
+    /// gRPC `FAILED_PRECONDITION`.
+    FailedPrecondition,
+    /// gRPC `ABORTED`.
+    Aborted,
+    /// gRPC `OUT_OF_RANGE`.
+    OutOfRange,
+    /// gRPC `UNIMPLEMENTED`.
+    Unimplemented,
+    /// gRPC `DATA_LOSS`.
+    DataLoss,
 }
 
 impl FailureKind {
@@ -91,6 +132,16 @@ impl FailureKind {
             FailureKind::Busy => "UPSTREAM_BUSY",
             FailureKind::Failed => "UPSTREAM_ERROR",
             FailureKind::BadInput => "BAD_USER_INPUT",
+            FailureKind::Cancelled => "UPSTREAM_CANCELLED",
+            FailureKind::NotFound => "NOT_FOUND",
+            FailureKind::AlreadyExists => "ALREADY_EXISTS",
+            FailureKind::PermissionDenied => "FORBIDDEN",
+            FailureKind::Unauthenticated => "UNAUTHENTICATED",
+            FailureKind::FailedPrecondition => "FAILED_PRECONDITION",
+            FailureKind::Aborted => "ABORTED",
+            FailureKind::OutOfRange => "OUT_OF_RANGE",
+            FailureKind::Unimplemented => "UPSTREAM_UNIMPLEMENTED",
+            FailureKind::DataLoss => "UPSTREAM_DATA_LOSS",
         }
     }
 }
@@ -102,6 +153,11 @@ pub struct UpstreamFailure {
     pub kind: FailureKind,
     /// A message safe to show to the client.
     pub message: String,
+    /// More `extensions` entries for the client's error, next to `code`:
+    /// for a gRPC status, `grpcStatus` (its name, `NOT_FOUND`) and
+    /// `details` (the decoded `google.rpc.Status` details). Empty for most
+    /// failures.
+    pub extensions: Map<String, Value>,
 }
 
 impl UpstreamFailure {
@@ -110,7 +166,14 @@ impl UpstreamFailure {
         UpstreamFailure {
             kind,
             message: message.into(),
+            extensions: Map::new(),
         }
+    }
+
+    /// The same failure with one more `extensions` entry.
+    pub fn with_extension(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.extensions.insert(key.into(), value);
+        self
     }
 }
 

@@ -48,6 +48,7 @@ fn hello_query_calls_the_demo_upstream_and_picks_the_message() {
             request: json!({"name": "Ada"}),
             streaming: false,
             timeouts: CallTimeouts::default(),
+            context: Default::default(),
         }
     );
     assert!(exec.poll_call().is_none());
@@ -111,6 +112,7 @@ fn ticks_subscription_streams_and_fails_with_the_failure_code() {
             request: json!({"everyMs": 10, "limit": 3}),
             streaming: true,
             timeouts: CallTimeouts::default(),
+            context: Default::default(),
         }
     );
     exec.handle_call_event(id, CallEvent::Item(json!({"seq": 1})));

@@ -5,7 +5,7 @@ mod gql_common;
 
 use gql_common::{outputs, request, schema};
 use serde_json::{json, Value};
-use terminus_core::graphql::{CallEvent, CallId, Execution, Limits, OperationKind, Step};
+use terminus_core::graphql::{CallEvent, CallId, Execution, Limits, OperationKind, Schema, Step};
 use terminus_core::{CallTimeouts, FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};
 
 fn start(query: &str, vars: Value) -> (Execution, Vec<(CallId, UpstreamCall)>) {
@@ -192,6 +192,7 @@ fn mutation_fields_run_one_after_another() {
             request: json!({"id": "1", "name": "x"}),
             streaming: false,
             timeouts: CallTimeouts::default(),
+            context: Default::default(),
         }
     );
     exec.handle_call_event(calls[0].0, CallEvent::Item(json!({"name": "x"})));
@@ -387,6 +388,36 @@ fn start_runs_a_request_that_prepares_like_new_and_poll_orders_calls_cancels_out
     assert!(matches!(&steps[1], Step::Output(UpstreamEvent::Next(v)) if v["data"].is_null()));
     assert_eq!(steps[2], Step::Output(UpstreamEvent::Complete));
     assert!(exec.is_finished());
+}
+
+#[test]
+fn grpc_calls_carry_the_request_context() {
+    let schema = Schema::parse(
+        "type Query { a: String @grpc(upstream: \"u\", method: \"p.S/A\") b: String @grpc(upstream: \"u\", method: \"p.S/B\") }",
+        "ctx.graphql",
+    )
+    .unwrap();
+    let op = schema
+        .prepare(&request("{ a b }", json!({}), None), &Limits::default())
+        .unwrap();
+    let context: terminus_core::RequestContext = std::sync::Arc::new(
+        [("header:authorization".to_owned(), "Bearer t".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let mut exec = Execution::with_context(op, context.clone());
+    let mut seen = 0;
+    while let Some((_, call)) = exec.poll_call() {
+        let UpstreamCall::Grpc {
+            context: carried, ..
+        } = call
+        else {
+            panic!("a gRPC call")
+        };
+        assert_eq!(carried, context);
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
 }
 
 #[test]

@@ -292,7 +292,7 @@ fn the_standard_introspection_query_is_answered_in_full() {
         .collect();
     assert_eq!(
         directives,
-        BTreeSet::from(["deprecated", "include", "skip", "specifiedBy"])
+        BTreeSet::from(["deprecated", "include", "oneOf", "skip", "specifiedBy"])
     );
     let skip = s["directives"]
         .as_array()

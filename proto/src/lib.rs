@@ -18,6 +18,18 @@ pub const PROTO_SOURCES: &[(&str, &str)] = &[(
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `google.rpc.Status`
+/// and the standard error details (`BadRequest`, `ErrorInfo`, ...), with the
+/// well-known types they import, for decoding `grpc-status-details-bin`.
+pub const RPC_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/rpc_descriptor_set.bin"));
+
+/// The encoded `google.protobuf.FileDescriptorSet` of the shop test API
+/// (`proto/terminus/shop/v1/shop.proto`, served by
+/// tests/grpc-python/shop_server.py), with the well-known types it imports.
+pub const SHOP_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shop_descriptor_set.bin"));
+
 /// The `terminus.demo.v1` package.
 pub mod demo {
     /// Version 1 of the demo service: `terminus.demo.v1.Demo`.

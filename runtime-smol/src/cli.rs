@@ -42,6 +42,22 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print a GraphQL schema with a @grpc field for every method of the
+    /// services in the .proto files (unary reading methods on Query, other
+    /// unary methods on Mutation, server streams on Subscription; see
+    /// docs/schema.md), ready for `terminus serve`.
+    Schema {
+        /// A .proto file whose services to map (repeatable).
+        #[arg(long = "proto", required = true)]
+        protos: Vec<PathBuf>,
+        /// An import root (repeatable); by default the folder of each file.
+        #[arg(long = "include", short = 'I')]
+        includes: Vec<PathBuf>,
+        /// The upstream name written in @grpc(upstream:), as in the config's
+        /// [grpc.NAME].
+        #[arg(long, default_value = "main")]
+        upstream: String,
+    },
 }
 
 #[cfg(test)]
@@ -62,5 +78,15 @@ mod tests {
             matches!(serve.command, Command::Serve { config } if config == Path::new("t.toml"))
         );
         assert!(Cli::try_parse_from(["terminus", "serve"]).is_err());
+        let schema = Cli::try_parse_from([
+            "terminus", "schema", "--proto", "a.proto", "--proto", "b.proto", "-I", "p",
+        ])
+        .unwrap();
+        assert!(matches!(
+            schema.command,
+            Command::Schema { protos, includes, upstream }
+                if protos.len() == 2 && includes == [PathBuf::from("p")] && upstream == "main"
+        ));
+        assert!(Cli::try_parse_from(["terminus", "schema"]).is_err());
     }
 }

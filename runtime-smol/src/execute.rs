@@ -1,13 +1,12 @@
 //! Running one GraphQL operation against the upstreams.
 //!
-//! The core's [`Execution`] (started with `Execution::start`) decides which
-//! calls to make, turns a request that does not prepare into its errors and
-//! shapes the calls' results; this module only makes the calls. Each call is a task owned by
+//! The core's [`Execution`] (started with `Execution::start_with`) decides
+//! which calls to make, turns a request that does not prepare into its
+//! errors and shapes the calls' results; this module only makes the calls. Each call is a task owned by
 //! the operation's task (in its `calls` table), and the operation's task is
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
-use crate::claims_metadata::GrpcMetadata;
 use crate::server::Gateway;
 use crate::tasks;
 use crate::upstreams::Upstreams;
@@ -28,24 +27,11 @@ use terminus_core::{FailureKind, OpId, UpstreamCall, UpstreamEvent, UpstreamFail
 /// connection is gone). Sending waits when `out` is full, so a slow client
 /// slows its upstreams down instead of growing a queue.
 pub async fn run_operation(
-    execution: Execution,
-    upstreams: Arc<Upstreams>,
-    op: OpId,
-    call_queue: usize,
-    out: Sender<(OpId, UpstreamEvent)>,
-) {
-    run_operation_with_metadata(execution, upstreams, op, call_queue, out, Arc::default()).await
-}
-
-/// [`run_operation`] whose gRPC calls carry `metadata` (the caller's
-/// claims, runtime-smol/src/claims_metadata.rs).
-pub async fn run_operation_with_metadata(
     mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
-    metadata: Arc<GrpcMetadata>,
 ) {
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
@@ -54,13 +40,8 @@ pub async fn run_operation_with_metadata(
         while let Some(step) = execution.poll() {
             match step {
                 Step::Call(call_id, call) => {
-                    let task = tasks::spawn(run_call(
-                        call,
-                        upstreams.clone(),
-                        call_id,
-                        call_tx.clone(),
-                        metadata.clone(),
-                    ));
+                    let task =
+                        tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
                     calls.insert(call_id, task);
                 }
                 Step::Cancel(call_id) => {
@@ -102,14 +83,6 @@ pub async fn run_operation_guarded(
 ) {
     let queue = gateway.config.limits.operation_queue;
     let upstreams = gateway.upstreams.clone();
-    let metadata = Arc::new(
-        gateway
-            .jwt
-            .as_ref()
-            .zip(execution.claims())
-            .map(|(jwt, claims)| jwt.grpc_metadata(claims))
-            .unwrap_or_default(),
-    );
     let events = out.clone();
     let run = async move {
         // The `testing.panic_trigger` hook (off by default).
@@ -117,7 +90,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation_with_metadata(execution, upstreams, op, queue, events, metadata).await;
+        run_operation(execution, upstreams, op, queue, events).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +111,6 @@ async fn run_call(
     upstreams: Arc<Upstreams>,
     call_id: CallId,
     events: Sender<(CallId, CallEvent)>,
-    metadata: Arc<GrpcMetadata>,
 ) {
     let report = |event: CallEvent| {
         let events = events.clone();
@@ -151,6 +123,7 @@ async fn run_call(
             request,
             streaming,
             timeouts,
+            context,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
@@ -158,7 +131,7 @@ async fn run_call(
             };
             if streaming {
                 let mut stream = match client
-                    .server_streaming_with_metadata(&method, request, timeouts, &metadata)
+                    .server_streaming_in(&method, request, timeouts, &context)
                     .await
                 {
                     Ok(stream) => stream,
@@ -182,10 +155,7 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client
-                    .unary_with_metadata(&method, request, timeouts, &metadata)
-                    .await
-                {
+                match client.unary_in(&method, request, timeouts, &context).await {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;

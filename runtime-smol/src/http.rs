@@ -20,12 +20,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use smol::net::TcpStream;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use terminus_core::graphql::{Execution, OperationKind};
 use terminus_core::server::Subprotocol;
-use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
 type Body = Full<Bytes>;
 
@@ -35,6 +36,8 @@ pub(crate) struct PendingUpgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
     protocol: Subprotocol,
     slot: ConnectionSlot,
+    /// The upgrade request's forwarded headers (grpc/metadata.rs).
+    context: BTreeMap<String, String>,
 }
 
 /// One unit of the connection cap, held for the WebSocket's whole life.
@@ -148,6 +151,7 @@ pub(crate) async fn serve_tcp_on(
                         pending.protocol,
                         peer,
                         pending.slot,
+                        pending.context,
                     )
                     .await
                 }
@@ -392,10 +396,15 @@ fn websocket_upgrade(
         return response;
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let mut context = BTreeMap::new();
+    gateway
+        .context_capture
+        .add_headers(&mut context, request.headers());
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
         on_upgrade,
         protocol,
         slot,
+        context,
     });
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -426,6 +435,13 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             return response;
         }
     };
+    let mut context = BTreeMap::new();
+    gateway
+        .context_capture
+        .add_headers(&mut context, request.headers());
+    gateway
+        .context_capture
+        .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -464,7 +480,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             Ok(operation) => operation,
             Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
         };
-        run_post(gateway, operation, claims).await
+        run_post(gateway, operation, claims, Arc::new(context)).await
     };
     let expired = async {
         smol::Timer::after(timeout).await;
@@ -565,9 +581,15 @@ async fn run_post(
     gateway: &Arc<Gateway>,
     request: OperationRequest,
     claims: Map<String, Value>,
+    context: RequestContext,
 ) -> Response<Body> {
-    let execution =
-        Execution::start_with_claims(&gateway.schema, &request, &gateway.graphql_limits, claims);
+    let execution = Execution::start_with(
+        &gateway.schema,
+        &request,
+        &gateway.graphql_limits,
+        claims,
+        context,
+    );
     // `None`: the request did not prepare; its errors are the execution's
     // only output and the operation is not counted.
     let kind = execution.kind();
@@ -586,21 +608,12 @@ async fn run_post(
     });
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
-    let metadata = Arc::new(
-        gateway
-            .jwt
-            .as_ref()
-            .zip(execution.claims())
-            .map(|(jwt, claims)| jwt.grpc_metadata(claims))
-            .unwrap_or_default(),
-    );
-    let _task = tasks::spawn(execute::run_operation_with_metadata(
+    let _task = tasks::spawn(execute::run_operation(
         execution,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
-        metadata,
     ));
     let mut result: Option<Value> = None;
     loop {

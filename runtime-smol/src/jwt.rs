@@ -86,7 +86,9 @@ pub struct JwtConfig {
     pub token_field: String,
     /// Claims sent as gRPC metadata on every call of the caller's
     /// operations: claim name to header name (`sub = "x-user-id"`).
-    /// Default: none (runtime-smol/src/claims_metadata.rs).
+    /// Default: none. Each entry is forwarded through the request context
+    /// as `claim:<name>` (runtime-smol/src/grpc/metadata.rs), to every
+    /// gRPC upstream (runtime-smol/src/upstreams.rs).
     #[serde(default)]
     pub claims_metadata: std::collections::BTreeMap<String, String>,
 }
@@ -219,7 +221,6 @@ pub struct Verifier {
     algorithms: Vec<Algorithm>,
     static_keys: Vec<Key>,
     jwks: Option<JwksSource>,
-    metadata: Vec<(String, http::HeaderName)>,
     /// JWKS fetches made (for tests and `/metrics`).
     pub jwks_fetches: std::sync::atomic::AtomicU64,
 }
@@ -315,7 +316,11 @@ impl Verifier {
                     .into(),
             );
         }
-        let metadata = crate::claims_metadata::check(&config.claims_metadata)?;
+        for (claim, header) in &config.claims_metadata {
+            crate::grpc::metadata::check_name(header).map_err(|reason| {
+                format!("auth.jwt.claims_metadata: {header:?} (for claim {claim:?}) {reason}")
+            })?;
+        }
         if config.token_field.is_empty() {
             return Err("auth.jwt.token_field must not be empty".into());
         }
@@ -324,17 +329,8 @@ impl Verifier {
             algorithms,
             static_keys,
             jwks,
-            metadata,
             jwks_fetches: Default::default(),
         })
-    }
-
-    /// The gRPC metadata `claims_metadata` makes of `claims`.
-    pub fn grpc_metadata(
-        &self,
-        claims: &Map<String, Value>,
-    ) -> crate::claims_metadata::GrpcMetadata {
-        crate::claims_metadata::for_claims(&self.metadata, claims)
     }
 
     /// The configuration.

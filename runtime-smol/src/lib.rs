@@ -19,7 +19,6 @@ pub mod upstreams;
 pub mod ws;
 
 // security (issue 14): TLS on every hop, JWT auth
-pub mod claims_metadata;
 pub mod jwt;
 pub mod tls;
 

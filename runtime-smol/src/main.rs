@@ -1,4 +1,5 @@
-//! The `terminus` binary: `terminus demo` and `terminus serve --config FILE`.
+//! The `terminus` binary: `terminus demo`, `terminus serve --config FILE` and
+//! `terminus schema --proto FILE`.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -13,11 +14,31 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let run = match cli.command {
+        Command::Schema {
+            protos,
+            includes,
+            upstream,
+        } => {
+            return match terminus::grpc::sdl::generate_from_files(&protos, &includes, &upstream) {
+                Ok(sdl) => {
+                    print!("{sdl}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("terminus: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        other => other,
+    };
     let result = smol::block_on(async {
-        match cli.command {
+        match run {
             Command::Demo { listen, mysql } => terminus::run::demo(listen, mysql).await,
             Command::Serve { config } => terminus::run::serve(&config).await,
             Command::DemoUpstream { listen } => terminus::run::demo_upstream(listen).await,
+            Command::Schema { .. } => Err(terminus::run::RunError::from("schema runs above")),
         }
     });
     match result {

@@ -58,6 +58,9 @@ pub struct Gateway {
     pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The request values some upstream forwards as metadata, collected by
+    /// the front ends (grpc/metadata.rs).
+    pub context_capture: crate::grpc::metadata::ContextCapture,
     /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
     pub jwt: Option<Arc<crate::jwt::Verifier>>,
     /// Counters and gauges.
@@ -204,6 +207,22 @@ impl Server {
         let schema = Schema::parse(&sdl, &config.schema.display().to_string())
             .map_err(|e| StartError(e.to_string()))?;
         let upstreams = Upstreams::from_config(&config).map_err(StartError)?;
+        // Every @grpc field against its upstream's compiled descriptors: a
+        // mismatch refuses to start, with file:line:col and the fix.
+        crate::grpc::check::check_schema(&sdl, &config.schema.display().to_string(), &|name| {
+            upstreams
+                .grpc(name)
+                .map(|upstream| upstream.descriptors().clone())
+        })
+        .map_err(|errors| {
+            StartError(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
         Server::start_with(config, schema, upstreams).await
     }
 
@@ -269,6 +288,12 @@ impl Server {
             config,
             schema,
             graphql_limits,
+            context_capture: crate::grpc::metadata::ContextCapture::from_keys(
+                upstreams
+                    .grpc_names()
+                    .filter_map(|name| upstreams.grpc(name))
+                    .flat_map(|upstream| upstream.context_keys()),
+            ),
             upstreams: Arc::new(upstreams),
             jwt,
             metrics: Metrics::default(),

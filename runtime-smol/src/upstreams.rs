@@ -23,8 +23,30 @@ impl Upstreams {
     /// here, so a bad one stops start-up with its file and line.
     pub fn from_config(config: &Config) -> Result<Upstreams, String> {
         let mut upstreams = Upstreams::default();
+        // `[auth.jwt] claims_metadata` goes to every gRPC upstream as
+        // `claim:<name>` context keys (grpc/metadata.rs); an upstream's own
+        // `forward_context` entry for the same claim takes precedence.
+        let claims_metadata = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(|jwt| &jwt.claims_metadata)
+            .filter(|table| !table.is_empty());
         for (name, upstream) in &config.grpc {
-            let client = GrpcUpstream::new(name, upstream).map_err(|e| e.to_string())?;
+            let client = match claims_metadata {
+                None => GrpcUpstream::new(name, upstream),
+                Some(table) => {
+                    let mut upstream = upstream.clone();
+                    for (claim, header) in table {
+                        upstream
+                            .forward_context
+                            .entry(format!("claim:{claim}"))
+                            .or_insert_with(|| header.clone());
+                    }
+                    GrpcUpstream::new(name, &upstream)
+                }
+            }
+            .map_err(|e| e.to_string())?;
             upstreams.grpc.insert(name.clone(), client);
         }
         for (name, db) in &config.mysql {

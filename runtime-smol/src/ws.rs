@@ -21,7 +21,7 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use terminus_core::graphql::Execution;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
-use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
 type Socket = WebSocketStream<Conn>;
 
@@ -53,6 +53,7 @@ pub(crate) async fn serve_websocket(
     protocol: Subprotocol,
     peer: SocketAddr,
     slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
 ) {
     let frame_limit = gateway.config.limits.max_frame_bytes;
     let ws_config = WebSocketConfig::default()
@@ -83,7 +84,7 @@ pub(crate) async fn serve_websocket(
         .insert(id, view.clone());
     tracing::debug!(connection = id, %peer, protocol = protocol.name(), "WebSocket open");
 
-    let driven = AssertUnwindSafe(drive(&gateway, &mut socket, protocol, &view))
+    let driven = AssertUnwindSafe(drive(&gateway, &mut socket, protocol, &view, context))
         .catch_unwind()
         .await;
     let close_code = match driven {
@@ -190,7 +191,11 @@ async fn drive(
     socket: &mut Socket,
     protocol: Subprotocol,
     view: &ConnectionView,
+    mut context: BTreeMap<String, String>,
 ) -> Option<u16> {
+    // What the connection's operations forward as metadata: the upgrade
+    // request's headers, then the connection_init fields (grpc/metadata.rs).
+    let mut shared_context: RequestContext = Arc::new(context.clone());
     let config = &gateway.config;
     let mut connection =
         ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
@@ -238,6 +243,9 @@ async fn drive(
                     }
                 }
                 Effect::Authenticate { payload } => {
+                    gateway
+                        .context_capture
+                        .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
                         Some(jwt) => {
                             let (verdict, verified) =
@@ -247,6 +255,12 @@ async fn drive(
                         }
                         None => authenticate(&config.auth.tokens, payload.as_ref()),
                     };
+                    if let Some(claims) = &claims {
+                        gateway
+                            .context_capture
+                            .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
+                    }
+                    shared_context = Arc::new(context.clone());
                     if matches!(verdict, AuthVerdict::Reject { .. }) {
                         gateway
                             .metrics
@@ -269,11 +283,12 @@ async fn drive(
                         .as_ref()
                         .map(|claims| claims.as_ref().clone())
                         .unwrap_or_default();
-                    let mut execution = Execution::start_with_claims(
+                    let mut execution = Execution::start_with(
                         &gateway.schema,
                         &request,
                         &gateway.graphql_limits,
                         claims,
+                        shared_context.clone(),
                     );
                     // What is ready at once (a request that did not prepare
                     // ends here with its errors) goes to the connection now.

@@ -1,7 +1,7 @@
 //! The built-in definitions every schema carries: the five standard
 //! scalars, the introspection types (`__Schema`, `__Type`, ...), the
 //! directives clients may see (`@skip`, `@include`, `@deprecated`,
-//! `@specifiedBy`) and the meta fields (`__typename`, `__schema`, `__type`).
+//! `@specifiedBy`, `@oneOf`) and the meta fields (`__typename`, `__schema`, `__type`).
 //!
 //! The introspection types are declared in SDL below and loaded into every
 //! schema (`core/src/graphql/load.rs`), so operations on them are validated
@@ -154,6 +154,9 @@ directive @deprecated("Explains why this element was deprecated, usually also in
 
 "Exposes a URL that specifies the behavior of this scalar."
 directive @specifiedBy("The URL that specifies the behavior of this scalar." url: String!) on SCALAR
+
+"Indicates exactly one field must be supplied and this field must not be `null`."
+directive @oneOf on INPUT_OBJECT
 "#;
 
 fn input_value(v: &sdl::InputValue<'static, String>) -> InputValueDef {

@@ -42,8 +42,12 @@ fn scalar_literal(name: &str, lit: &Literal) -> Result<Value, String> {
             name.to_lowercase(),
             print_literal(other)
         )),
-        // A custom scalar: pass the value through as JSON.
-        (_, other) => Ok(literal_as_plain_json(other)),
+        // Terminus's scalars check their values; any other custom scalar
+        // passes the value through as JSON.
+        (_, other) => {
+            let plain = literal_as_plain_json(other);
+            super::scalars::coerce_input(name, &plain).unwrap_or(Ok(plain))
+        }
     }
 }
 
@@ -127,7 +131,7 @@ pub(crate) fn literal_to_json_opt(
                         print_literal(other)
                     )),
                 },
-                TypeKind::InputObject { fields } => match lit {
+                TypeKind::InputObject { fields, one_of } => match lit {
                     L::Object(obj) => {
                         for k in obj.keys() {
                             if !fields.iter().any(|f| &f.name == k) {
@@ -146,6 +150,9 @@ pub(crate) fn literal_to_json_opt(
                             if let Some(v) = apply_default(schema, f, given, name)? {
                                 out.insert(f.name.clone(), v);
                             }
+                        }
+                        if *one_of {
+                            check_one_of(name, &out)?;
                         }
                         Ok(Some(Value::Object(out)))
                     }
@@ -262,7 +269,9 @@ pub(crate) fn json_to_input(
                         }
                         _ => Err(bad()),
                     },
-                    _ => Ok(value.clone()),
+                    other => super::scalars::coerce_input(other, value)
+                        .unwrap_or_else(|| Ok(value.clone()))
+                        .map_err(|error| format!("{at}: {error}")),
                 },
                 TypeKind::Enum { values } => match value {
                     Value::String(s) if values.iter().any(|v| &v.name == s) => Ok(value.clone()),
@@ -271,7 +280,7 @@ pub(crate) fn json_to_input(
                         short(value)
                     )),
                 },
-                TypeKind::InputObject { fields } => {
+                TypeKind::InputObject { fields, one_of } => {
                     let Value::Object(obj) = value else {
                         return Err(format!(
                             "{at}: expected an object of input type {name}, found {}",
@@ -300,12 +309,35 @@ pub(crate) fn json_to_input(
                             out.insert(f.name.clone(), v);
                         }
                     }
+                    if *one_of {
+                        check_one_of(name, &out).map_err(|e| format!("{at}: {e}"))?;
+                    }
                     Ok(Value::Object(out))
                 }
                 TypeKind::Object { .. } => Err(format!("{at}: {name} is not an input type")),
             }
         }
     }
+}
+
+/// A `@oneOf` input object has exactly one field, and it is not null.
+fn check_one_of(name: &str, fields: &Map<String, Value>) -> Result<(), String> {
+    let given: Vec<&String> = fields
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, _)| k)
+        .collect();
+    if given.len() == 1 && fields.len() == 1 {
+        return Ok(());
+    }
+    Err(format!(
+        "{name} is @oneOf: give exactly one of its fields, not null (given: {})",
+        if fields.is_empty() {
+            "none".to_owned()
+        } else {
+            fields.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    ))
 }
 
 /// A short rendering of a JSON value for error messages.

@@ -43,6 +43,9 @@ pub struct GraphQLError {
     pub path: Vec<PathSegment>,
     /// The stable `extensions.code`.
     pub code: String,
+    /// More `extensions` entries next to `code` (for an upstream failure,
+    /// its `grpcStatus` and `details`); boxed, as most errors have none.
+    pub extensions: Option<Box<Map<String, Value>>>,
 }
 
 /// The message, with the location of the first position and the code:
@@ -67,6 +70,7 @@ impl GraphQLError {
             locations: Vec::new(),
             path: Vec::new(),
             code: code.to_string(),
+            extensions: None,
         }
     }
 
@@ -84,6 +88,16 @@ impl GraphQLError {
     /// Sets the response path.
     pub fn with_path(mut self, path: Vec<PathSegment>) -> Self {
         self.path = path;
+        self
+    }
+
+    /// Adds the `extensions` entries of `extra` (next to `code`).
+    pub fn with_extensions(mut self, extra: Map<String, Value>) -> Self {
+        if !extra.is_empty() {
+            self.extensions
+                .get_or_insert_with(Default::default)
+                .extend(extra);
+        }
         self
     }
 
@@ -108,7 +122,14 @@ impl GraphQLError {
                 Value::Array(self.path.iter().map(PathSegment::to_value).collect()),
             );
         }
-        obj.insert("extensions".into(), json!({ "code": self.code }));
+        let mut extensions = Map::new();
+        extensions.insert("code".into(), Value::String(self.code.clone()));
+        for (key, value) in self.extensions.iter().flat_map(|extra| extra.iter()) {
+            if key != "code" {
+                extensions.insert(key.clone(), value.clone());
+            }
+        }
+        obj.insert("extensions".into(), Value::Object(extensions));
         Value::Object(obj)
     }
 }

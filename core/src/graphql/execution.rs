@@ -25,7 +25,7 @@ use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
 use super::validate::Limits;
 use crate::operation::{OperationRequest, UpstreamEvent};
-use crate::upstream::{FailureKind, UpstreamCall, UpstreamFailure};
+use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 
@@ -82,6 +82,8 @@ struct Running {
     done: bool,
     /// `@live`: the rows of the last emitted poll.
     last_live: Option<Value>,
+    /// Handed to every gRPC call (its metadata source).
+    context: RequestContext,
 }
 
 /// The execution of one operation, from the client's request to its
@@ -132,21 +134,29 @@ impl Execution {
     /// (or, when nothing needs an upstream, the result) are ready in
     /// [`poll`](Self::poll).
     pub fn start(schema: &Schema, request: &OperationRequest, limits: &Limits) -> Self {
-        Execution::start_with_claims(schema, request, limits, Map::new())
+        Execution::start_with(
+            schema,
+            request,
+            limits,
+            Map::new(),
+            RequestContext::default(),
+        )
     }
 
     /// [`start`](Self::start) for a caller with verified token `claims`,
-    /// which `:auth.<claim>` SQL parameters bind.
-    pub fn start_with_claims(
+    /// which `:auth.<claim>` SQL parameters bind, and the request's
+    /// `context`, which every gRPC call carries for its metadata.
+    pub fn start_with(
         schema: &Schema,
         request: &OperationRequest,
         limits: &Limits,
         claims: Map<String, Value>,
+        context: RequestContext,
     ) -> Self {
         match schema.prepare(request, limits) {
             Ok(mut prepared) => {
                 prepared.set_claims(claims);
-                Execution::new(prepared)
+                Execution::with_context(prepared, context)
             }
             Err(errors) => Execution {
                 state: State::Rejected(VecDeque::from([UpstreamEvent::Error(errors)])),
@@ -159,8 +169,15 @@ impl Execution {
     /// needs an upstream, the result is ready in
     /// [`poll_output`](Self::poll_output)).
     pub fn new(op: PreparedOperation) -> Self {
+        Execution::with_context(op, RequestContext::default())
+    }
+
+    /// [`Execution::new`] for a request with `context` (its forwarded
+    /// headers, `connection_init` fields, claims), which every gRPC call of
+    /// the operation carries for its metadata.
+    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
         Execution {
-            state: State::Running(Box::new(Running::new(op))),
+            state: State::Running(Box::new(Running::new(op, context))),
         }
     }
 
@@ -246,15 +263,25 @@ impl Execution {
     }
 }
 
-fn request_from_args(args: &Map<String, Value>) -> Value {
+/// The request message of a `@grpc` field: each argument is a request
+/// field, except the `@grpc(request:)` argument, whose fields are.
+fn request_from_args(args: &Map<String, Value>, whole: Option<&str>) -> Value {
     // proto3 JSON: an absent or null field is the default, so nulls are left
     // out rather than sent.
-    Value::Object(
-        args.iter()
+    let mut out: Map<String, Value> = match whole.and_then(|name| args.get(name)) {
+        Some(Value::Object(fields)) => fields
+            .iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    )
+        _ => Map::new(),
+    };
+    for (k, v) in args {
+        if Some(k.as_str()) != whole && !v.is_null() {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 fn sql_params(
@@ -281,8 +308,9 @@ fn sql_params(
 }
 
 impl Running {
-    fn new(op: PreparedOperation) -> Self {
+    fn new(op: PreparedOperation, context: RequestContext) -> Self {
         let mut exec = Running {
+            context,
             states: Vec::with_capacity(op.fields.len()),
             op,
             calls: VecDeque::new(),
@@ -362,13 +390,15 @@ impl Running {
                 upstream,
                 method,
                 timeouts,
+                request,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
                 method,
-                request: request_from_args(&args),
+                request: request_from_args(&args, request.as_deref()),
                 streaming,
                 timeouts,
+                context: self.context.clone(),
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
@@ -490,6 +520,7 @@ impl Running {
             CallEvent::Failed(f) => {
                 let field = &self.op.fields[i];
                 let err = GraphQLError::new(f.message, f.kind.code())
+                    .with_extensions(f.extensions)
                     .at(field.pos)
                     .with_path(vec![PathSegment::Key(field.key.clone())]);
                 self.outputs
@@ -614,6 +645,7 @@ impl Running {
             Err(f) => FieldState::Done {
                 value: (!field.ty.is_non_null()).then_some(Value::Null),
                 errors: vec![GraphQLError::new(f.message, f.kind.code())
+                    .with_extensions(f.extensions)
                     .at(field.pos)
                     .with_path(vec![PathSegment::Key(field.key.clone())])],
             },

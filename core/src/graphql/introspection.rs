@@ -128,7 +128,7 @@ fn resolve<'s>(schema: &'s Schema, node: Node<'s>, f: &PlannedField) -> Out<'s> 
                 _ => Out::Leaf(Value::Null),
             },
             "inputFields" => match &t.kind {
-                TypeKind::InputObject { fields } => Out::Many(
+                TypeKind::InputObject { fields, .. } => Out::Many(
                     fields
                         .iter()
                         .filter(|x| include_deprecated(f) || x.deprecation.is_none())
@@ -139,7 +139,7 @@ fn resolve<'s>(schema: &'s Schema, node: Node<'s>, f: &PlannedField) -> Out<'s> 
             },
             "ofType" => Out::Leaf(Value::Null),
             "isOneOf" => match &t.kind {
-                TypeKind::InputObject { .. } => Out::Leaf(Value::Bool(false)),
+                TypeKind::InputObject { one_of, .. } => Out::Leaf(Value::Bool(*one_of)),
                 _ => Out::Leaf(Value::Null),
             },
             _ => Out::Leaf(Value::Null),

@@ -5,6 +5,7 @@
 
 use super::builtins::{self, BUILTIN_SCALARS};
 use super::coerce;
+use super::scalars::SCALARS;
 use super::schema::{
     DirectiveDef, EnumValueDef, FieldDef, InputValueDef, Resolver, Schema, SchemaError,
     SchemaInner, TypeDef, TypeKind, TypeRef,
@@ -224,6 +225,7 @@ fn field_def(
                         ("timeout", false),
                         ("streamTimeout", false),
                         ("idleTimeout", false),
+                        ("request", false),
                     ],
                 )?;
                 let duration = |name: &str| -> Result<Option<Duration>, SchemaError> {
@@ -271,6 +273,7 @@ fn field_def(
                     method,
                     result,
                     timeouts,
+                    request: a.get("request").cloned(),
                 })
             }
             "sql" => {
@@ -678,9 +681,10 @@ fn declare(
                     reject_unknown_directives(
                         loader,
                         &i.directives,
-                        &[],
+                        &["oneOf"],
                         &format!("input {}", i.name),
                     )?;
+                    let one_of = i.directives.iter().any(|d| d.name == "oneOf");
                     let fields =
                         input_values(loader, &i.fields, &format!("field of input {}", i.name))?;
                     (
@@ -688,7 +692,7 @@ fn declare(
                         TypeDef {
                             name: i.name.clone(),
                             description: i.description.clone(),
-                            kind: TypeKind::InputObject { fields },
+                            kind: TypeKind::InputObject { fields, one_of },
                         },
                     )
                 }
@@ -746,6 +750,20 @@ fn add_builtins(types: &mut Vec<TypeDef>) -> (Vec<DirectiveDef>, Vec<FieldDef>) 
             name: name.to_string(),
             description: Some(description.to_string()),
             kind: TypeKind::Scalar { specified_by: None },
+        });
+    }
+    // Terminus's scalars, unless the SDL declares one itself (with its own
+    // description; the values are Terminus's either way).
+    for (name, description, url) in SCALARS {
+        if types.iter().any(|t| t.name == name) {
+            continue;
+        }
+        types.push(TypeDef {
+            name: name.to_string(),
+            description: Some(description.to_string()),
+            kind: TypeKind::Scalar {
+                specified_by: Some(url.to_string()),
+            },
         });
     }
     let (intro_types, directives, meta_fields) = builtins::builtin_definitions();
@@ -906,6 +924,18 @@ fn check_fields(
                     }
                     check_params(loader, rpos, &what, f, statement, &[])?;
                 }
+                (Some(Resolver::Grpc { request: Some(request), .. }), true) => {
+                    let arg = f.args.iter().find(|a| &a.name == request);
+                    let is_input_object = arg.is_some_and(|a| {
+                        index.get(a.ty.named()).is_some_and(|i| {
+                            matches!(types[*i].kind, TypeKind::InputObject { .. })
+                                && !matches!(a.ty.nullable(), TypeRef::List(_))
+                        })
+                    });
+                    if !is_input_object {
+                        return Err(loader.err(rpos, format!("field {what}: @grpc request `{request}` must name an argument of the field whose type is an input object (its fields are the request's fields)")));
+                    }
+                }
                 (Some(Resolver::Grpc { .. }), true) | (None, false) => {}
             }
         }
@@ -921,7 +951,21 @@ fn check_input_fields(
     positions: &HashMap<String, Pos>,
 ) -> Result<(), SchemaError> {
     for t in types {
-        if let TypeKind::InputObject { fields } = &t.kind {
+        if let TypeKind::InputObject { fields, one_of } = &t.kind {
+            if *one_of {
+                for fd in fields {
+                    if fd.ty.is_non_null() || fd.default.is_some() {
+                        let pos = positions.get(&t.name).copied().unwrap_or(FIRST_POS);
+                        return Err(loader.err(
+                            pos,
+                            format!(
+                                "field {}.{}: the fields of a @oneOf input are nullable and have no default",
+                                t.name, fd.name
+                            ),
+                        ));
+                    }
+                }
+            }
             for fd in fields {
                 let pos = positions.get(&t.name).copied().unwrap_or(FIRST_POS);
                 check_input_type(
@@ -961,7 +1005,7 @@ fn check_defaults(
                     }
                 }
             }
-            TypeKind::InputObject { fields } => {
+            TypeKind::InputObject { fields, .. } => {
                 for f in fields {
                     check(f, format!("field {}.{}", t.name, f.name))?;
                 }

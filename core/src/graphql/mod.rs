@@ -41,6 +41,7 @@ mod introspection;
 mod load;
 mod plan;
 mod prepare;
+mod scalars;
 mod schema;
 mod shape;
 pub mod sql;
@@ -53,5 +54,6 @@ pub use errors::{
 pub use execution::{CallEvent, CallId, Execution, Step};
 pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};
 pub use plan::PreparedOperation;
+pub use scalars::{is_terminus_scalar, SCALARS};
 pub use schema::{OperationKind, Resolver, Schema, SchemaError, TypeRef, UpstreamNames};
 pub use validate::Limits;

@@ -79,6 +79,9 @@ pub enum Resolver {
         result: Vec<String>,
         /// The field's overrides of the upstream's timeouts.
         timeouts: CallTimeouts,
+        /// `@grpc(request:)`: the argument whose input object is the whole
+        /// request message (its fields are the request's fields).
+        request: Option<String>,
     },
     /// `@sql(db:, query:, reselect:)`.
     Sql {
@@ -136,10 +139,20 @@ pub(crate) struct EnumValueDef {
 /// What kind of type a named type is.
 #[derive(Debug, Clone)]
 pub(crate) enum TypeKind {
-    Scalar { specified_by: Option<String> },
-    Object { fields: Vec<FieldDef> },
-    Enum { values: Vec<EnumValueDef> },
-    InputObject { fields: Vec<InputValueDef> },
+    Scalar {
+        specified_by: Option<String>,
+    },
+    Object {
+        fields: Vec<FieldDef>,
+    },
+    Enum {
+        values: Vec<EnumValueDef>,
+    },
+    InputObject {
+        fields: Vec<InputValueDef>,
+        /// `@oneOf`: exactly one field must be given, and not null.
+        one_of: bool,
+    },
 }
 
 /// A named type.

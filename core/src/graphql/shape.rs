@@ -29,6 +29,9 @@ pub(crate) struct Shaper<'a> {
     pub schema: &'a Schema,
     pub errors: Vec<GraphQLError>,
     pub proto3_defaults: bool,
+    /// The upstream key (message field, column) the field being completed
+    /// was read from, named in errors.
+    key: Option<String>,
 }
 
 /// `seq_no` -> `seqNo`.
@@ -54,10 +57,18 @@ impl<'a> Shaper<'a> {
             schema,
             errors: Vec::new(),
             proto3_defaults,
+            key: None,
         }
     }
 
-    fn error(&mut self, field: &PlannedField, path: &[PathSegment], message: String) {
+    fn error(&mut self, field: &PlannedField, path: &[PathSegment], mut message: String) {
+        // A gRPC value names the message field it was read from.
+        if let (true, Some(key)) = (self.proto3_defaults, &self.key) {
+            message = format!(
+                "{} (read from the upstream message field `{key}`).",
+                message.trim_end_matches('.')
+            );
+        }
         self.errors.push(
             GraphQLError::new(message, INTERNAL_SERVER_ERROR)
                 .at(field.pos)
@@ -214,11 +225,17 @@ impl<'a> Shaper<'a> {
                 .schema
                 .field(type_name, &f.name)
                 .and_then(|d| d.source.clone());
-            let found = match &from {
-                Some(key) => source.get(key),
-                None => source
-                    .get(&f.name)
-                    .or_else(|| source.get(&lower_camel(&f.name))),
+            // `@from` may name the proto field (`total_sold`) or its proto3
+            // JSON name (`totalSold`), which is what gRPC values carry.
+            let (key, found) = match &from {
+                Some(key) => match source.get(key) {
+                    Some(v) => (key.clone(), Some(v)),
+                    None => (lower_camel(key), source.get(&lower_camel(key))),
+                },
+                None => match source.get(&f.name) {
+                    Some(v) => (f.name.clone(), Some(v)),
+                    None => (lower_camel(&f.name), source.get(&lower_camel(&f.name))),
+                },
             };
             let default;
             let value = match found {
@@ -232,7 +249,10 @@ impl<'a> Shaper<'a> {
                     &default
                 }
             };
-            match self.complete(f, &f.ty, value, path) {
+            let outer = self.key.replace(key);
+            let completed = self.complete(f, &f.ty, value, path);
+            self.key = outer;
+            match completed {
                 Ok(v) => {
                     out.insert(f.key.clone(), v);
                 }
@@ -331,7 +351,7 @@ pub(crate) fn serialize_scalar(name: &str, value: &Value) -> Option<Value> {
             Value::Number(n) if n.is_i64() || n.is_u64() => Some(Value::String(n.to_string())),
             _ => None,
         },
-        _ => Some(value.clone()),
+        other => super::scalars::serialize(other, value).unwrap_or_else(|| Some(value.clone())),
     }
 }
 

@@ -166,7 +166,8 @@ fn collect_var_usages(
             }
         }
         L::Object(obj) => {
-            if let Some(TypeKind::InputObject { fields }) = schema.get(ty.named()).map(|t| &t.kind)
+            if let Some(TypeKind::InputObject { fields, .. }) =
+                schema.get(ty.named()).map(|t| &t.kind)
             {
                 for (k, v) in obj {
                     if let Some(f) = fields.iter().find(|f| &f.name == k) {

@@ -3,7 +3,6 @@
 
 use super::json::{decode_response, encode_request};
 use super::{code, codec, take_frame, Gauge, GrpcUpstream, CONTENT_TYPE};
-use crate::claims_metadata::GrpcMetadata;
 use async_lock::SemaphoreGuardArc;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{FutureExt, Stream};
@@ -17,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use terminus_core::{CallTimeouts, FailureKind, UpstreamFailure};
+use terminus_core::{CallTimeouts, FailureKind, RequestContext, UpstreamFailure};
 
 impl GrpcUpstream {
     /// Calls the unary `method` (`package.Service/Method`) with `request` in
@@ -36,25 +35,26 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<Value, UpstreamFailure> {
-        self.unary_with_metadata(method, request, timeouts, &GrpcMetadata::default())
+        self.unary_in(method, request, timeouts, &RequestContext::default())
             .await
     }
 
-    /// [`GrpcUpstream::unary_with`] with request `metadata` (the caller's
-    /// claims, runtime-smol/src/claims_metadata.rs).
-    pub async fn unary_with_metadata(
+    /// [`GrpcUpstream::unary_with`] for a request with `context`, from
+    /// which the upstream's configured metadata is sent (docs/config.md,
+    /// "Metadata").
+    pub async fn unary_in(
         &self,
         method: &str,
         request: Value,
         timeouts: CallTimeouts,
-        metadata: &GrpcMetadata,
+        context: &RequestContext,
     ) -> Result<Value, UpstreamFailure> {
         let method = self.method(method, false)?;
         let body = encode_request(&method, request)?;
         let admitted = self.admit()?;
         let deadline = timeouts.call.unwrap_or(self.config.call_timeout);
         let call = async {
-            let mut reader = match self.start(&method, body, Some(deadline), metadata).await? {
+            let mut reader = match self.start(&method, body, Some(deadline), context).await? {
                 Started::Streaming(reader) => reader,
                 Started::TrailersOnly => {
                     return Err(self.failure(
@@ -123,17 +123,18 @@ impl GrpcUpstream {
         request: Value,
         timeouts: CallTimeouts,
     ) -> Result<GrpcStream, UpstreamFailure> {
-        self.server_streaming_with_metadata(method, request, timeouts, &GrpcMetadata::default())
+        self.server_streaming_in(method, request, timeouts, &RequestContext::default())
             .await
     }
 
-    /// [`GrpcUpstream::server_streaming_with`] with request `metadata`.
-    pub async fn server_streaming_with_metadata(
+    /// [`GrpcUpstream::server_streaming_with`] for a request with
+    /// `context`, from which the upstream's configured metadata is sent.
+    pub async fn server_streaming_in(
         self: &Arc<Self>,
         method: &str,
         request: Value,
         timeouts: CallTimeouts,
-        metadata: &GrpcMetadata,
+        context: &RequestContext,
     ) -> Result<GrpcStream, UpstreamFailure> {
         let method = self.method(method, true)?;
         let body = encode_request(&method, request)?;
@@ -144,7 +145,7 @@ impl GrpcUpstream {
         // counts `grpc-timeout` from the request's arrival.
         let ends_at = lifetime.map(|bound| (bound, Instant::now() + bound));
         let start = async {
-            let started = self.start(&method, body, lifetime, metadata).await?;
+            let started = self.start(&method, body, lifetime, context).await?;
             Ok(match started {
                 Started::Streaming(reader) => Some(reader),
                 Started::TrailersOnly => None,
@@ -251,13 +252,13 @@ impl GrpcUpstream {
 
     /// Sends the request on the shared connection and reads the response
     /// headers. `grpc_timeout` is the deadline the server is told of, if
-    /// any.
+    /// any; the metadata is the upstream's, from `context`.
     pub(super) async fn start(
         &self,
         method: &MethodDescriptor,
         body: Bytes,
         grpc_timeout: Option<Duration>,
-        metadata: &GrpcMetadata,
+        context: &RequestContext,
     ) -> Result<Started, UpstreamFailure> {
         let mut sender = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
@@ -268,7 +269,7 @@ impl GrpcUpstream {
         if let Some(deadline) = grpc_timeout {
             request = request.header("grpc-timeout", codec::timeout_header(deadline));
         }
-        for (name, value) in &metadata.0 {
+        for (name, value) in self.metadata.headers(context) {
             request = request.header(name, value);
         }
         let request = request
@@ -291,7 +292,7 @@ impl GrpcUpstream {
             // A trailers-only response: the status came with the headers.
             let status = status.map_err(|message| self.failure(FailureKind::Failed, &message))?;
             if status.code != code::OK {
-                return Err(status.into_failure(&self.name));
+                return Err(status.into_failure(&self.name, &self.pool));
             }
             return Ok(Started::TrailersOnly);
         }
@@ -322,6 +323,7 @@ impl GrpcUpstream {
             buffer: BytesMut::new(),
             finished: false,
             upstream: self.name.clone(),
+            pool: self.pool.clone(),
         }))
     }
 }
@@ -346,6 +348,8 @@ pub(super) struct ResponseReader {
     buffer: BytesMut,
     finished: bool,
     upstream: String,
+    /// The upstream's descriptors, for its own status detail types.
+    pool: prost_reflect::DescriptorPool,
 }
 
 impl ResponseReader {
@@ -404,7 +408,7 @@ impl ResponseReader {
             )),
             Some(Err(message)) => failure(format!("upstream {}: {message}", self.upstream)),
             Some(Ok(status)) if status.code != code::OK => {
-                Some(Err(status.into_failure(&self.upstream)))
+                Some(Err(status.into_failure(&self.upstream, &self.pool)))
             }
             Some(Ok(_)) if !self.buffer.is_empty() => failure(format!(
                 "upstream {} ended a call in the middle of a message",

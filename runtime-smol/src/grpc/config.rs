@@ -3,6 +3,7 @@
 
 use prost_reflect::DescriptorPool;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,6 +58,19 @@ pub struct GrpcUpstreamConfig {
     /// quiet for long; the keep-alive still finds a dead upstream.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Option<Duration>,
+    /// Static metadata sent on every call: name -> value (docs/config.md,
+    /// "Metadata"). Default: none.
+    pub metadata: BTreeMap<String, String>,
+    /// HTTP request headers (of a POST, or of a WebSocket's upgrade
+    /// request) forwarded as metadata of the same name. Default: none.
+    pub forward_headers: Vec<String>,
+    /// `connection_init` payload fields forwarded as metadata: field ->
+    /// metadata name. Default: none.
+    pub forward_init: BTreeMap<String, String>,
+    /// Any request-context value forwarded as metadata: `source:name` ->
+    /// metadata name, the sources being `header:`, `init:` and `claim:`
+    /// (a verified token's claim). Default: none.
+    pub forward_context: BTreeMap<String, String>,
 }
 
 impl Default for GrpcUpstreamConfig {
@@ -75,6 +89,10 @@ impl Default for GrpcUpstreamConfig {
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
             stream_idle_timeout: None,
+            metadata: BTreeMap::new(),
+            forward_headers: Vec::new(),
+            forward_init: BTreeMap::new(),
+            forward_context: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +119,14 @@ pub enum ConfigError {
         /// The upstream's name.
         upstream: String,
         /// protox's diagnostic, with file and line.
+        message: String,
+    },
+    /// A metadata name or value cannot be sent (docs/config.md, "Metadata").
+    #[error("{message}")]
+    Metadata {
+        /// The upstream's name.
+        upstream: String,
+        /// What is wrong, naming the upstream.
         message: String,
     },
     /// The TLS settings cannot be used (a CA or certificate file).

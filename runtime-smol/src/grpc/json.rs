@@ -13,18 +13,22 @@ pub(super) fn encode_request(
     method: &MethodDescriptor,
     request: Value,
 ) -> Result<Bytes, UpstreamFailure> {
-    let request = if request.is_null() {
+    let mut request = if request.is_null() {
         Value::Object(Default::default())
     } else {
         request
     };
-    let message = DynamicMessage::deserialize(method.input(), request).map_err(|error| {
+    // `@oneOf` inputs that stand for a oneof carry their member one level
+    // down; proto3 JSON wants it in the message itself.
+    super::request::flatten_oneofs(&method.input(), &mut request);
+    let message = DynamicMessage::deserialize(method.input(), &request).map_err(|error| {
         UpstreamFailure::new(
             FailureKind::BadInput,
             format!(
-                "invalid {} for {}: {error}",
+                "invalid {} for {}: {}",
                 method.input().full_name(),
-                method.full_name()
+                method.full_name(),
+                super::request::explain(&method.input(), &request, &error.to_string())
             ),
         )
     })?;

@@ -25,11 +25,15 @@
 //! resets its HTTP/2 stream (RST_STREAM CANCEL), so the upstream stops work.
 
 mod call;
+pub mod check;
 mod codec;
 mod config;
 mod connection;
 pub(crate) mod executor;
 mod json;
+pub mod metadata;
+mod request;
+pub mod sdl;
 
 pub use call::GrpcStream;
 pub(crate) use codec::{
@@ -81,6 +85,8 @@ pub struct GrpcUpstream {
     permits: Arc<Semaphore>,
     open_streams: Arc<AtomicUsize>,
     open_connections: Arc<AtomicUsize>,
+    /// The metadata sent on each call (grpc/metadata.rs).
+    metadata: metadata::UpstreamMetadata,
 }
 
 impl std::fmt::Debug for GrpcUpstream {
@@ -171,7 +177,19 @@ impl GrpcUpstream {
                 "backoff_initial must be above zero and at most backoff_max",
             ));
         }
+        let metadata = metadata::UpstreamMetadata::new(
+            name,
+            &config.metadata,
+            &config.forward_headers,
+            &config.forward_init,
+            &config.forward_context,
+        )
+        .map_err(|message| ConfigError::Metadata {
+            upstream: name.to_owned(),
+            message,
+        })?;
         Ok(Arc::new(GrpcUpstream {
+            metadata,
             name: name.to_owned(),
             host,
             port,
@@ -201,6 +219,12 @@ impl GrpcUpstream {
     /// The descriptors of the upstream's services.
     pub fn descriptors(&self) -> &DescriptorPool {
         &self.pool
+    }
+
+    /// The request-context keys (`header:x`, `init:y`, `claim:z`) this
+    /// upstream forwards as metadata.
+    pub fn context_keys(&self) -> impl Iterator<Item = &str> {
+        self.metadata.context_keys()
     }
 
     /// Calls in flight (unary calls and live streams), for `/metrics`.
