@@ -306,6 +306,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     respond(status, "application/json", body.to_string())
 }
 
+/// `extensions.code` of a POST that passed `timeouts.http_request` (504).
+pub const REQUEST_TIMEOUT_CODE: &str = "GATEWAY_TIMEOUT";
+
 fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "errors": [{ "message": message }] }))
 }
@@ -484,9 +487,12 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     };
     let expired = async {
         smol::Timer::after(timeout).await;
-        graphql_error_response(
+        json_response(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("the request took longer than {timeout:?} (timeouts.http_request)"),
+            &json!({ "errors": [{
+                "message": format!("the request took longer than {timeout:?} (timeouts.http_request)"),
+                "extensions": { "code": REQUEST_TIMEOUT_CODE },
+            }] }),
         )
     };
     work.or(expired).await

@@ -250,6 +250,11 @@ impl Server {
                 )));
             }
         }
+        // SQL fields against their statements' columns (upstreams.rs).
+        upstreams
+            .check_columns(&schema, &config.schema)
+            .await
+            .map_err(StartError)?;
         let jwt = match &config.auth.jwt {
             Some(jwt) => {
                 let verifier = crate::jwt::Verifier::new(jwt).map_err(StartError)?;

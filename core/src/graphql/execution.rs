@@ -17,6 +17,7 @@
 //!   becomes `Complete`, its failure `Error([...])` with the failure's code.
 //!   For `@live`, a poll whose rows equal the previous poll's emits nothing.
 
+use super::batch;
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
 use super::plan::PreparedOperation;
@@ -27,7 +28,7 @@ use super::validate::Limits;
 use crate::operation::{OperationRequest, UpstreamEvent};
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Names one upstream call of one execution. Never reused within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,12 +61,36 @@ enum FieldState {
     /// The call is running; `reselecting` once the `@sql(reselect:)` query
     /// was issued after the statement.
     Running { call: CallId, reselecting: bool },
+    /// The field's value has arrived and its relations (nested `@sql`
+    /// fields, `core/src/graphql/batch.rs`) are being fetched level by level.
+    Relating(Box<Relating>),
     /// Shaped, once: the value (`None`: a null that reaches `data`) and the
     /// field's errors.
     Done {
         value: Option<Value>,
         errors: Vec<GraphQLError>,
     },
+}
+
+/// A root field waiting for its relations: its source value, into which
+/// each level's rows are stitched, and the relation jobs so far.
+#[derive(Debug)]
+struct Relating {
+    value: Value,
+    jobs: Vec<batch::JobCalls>,
+}
+
+/// Relation statements of one execution: identical statements (same text
+/// and values) run once and share their rows.
+#[derive(Debug, Default)]
+struct RelationCalls {
+    /// In flight: the call's signature and the (root field, job) pairs
+    /// waiting for it.
+    running: HashMap<CallId, (String, Vec<(usize, usize)>)>,
+    /// Signature of a running statement to its call.
+    by_signature: HashMap<String, CallId>,
+    /// Rows of the statements that have answered, by signature.
+    answered: HashMap<String, Vec<Value>>,
 }
 
 /// The execution of one prepared operation: the state behind
@@ -84,6 +109,8 @@ struct Running {
     last_live: Option<Value>,
     /// Handed to every gRPC call (its metadata source).
     context: RequestContext,
+    /// Relation statements (nested `@sql` fields).
+    relations: RelationCalls,
 }
 
 /// The execution of one operation, from the client's request to its
@@ -319,6 +346,7 @@ impl Running {
             next_call: 0,
             done: false,
             last_live: None,
+            relations: RelationCalls::default(),
         };
         for i in 0..exec.op.fields.len() {
             let f = &exec.op.fields[i];
@@ -335,6 +363,22 @@ impl Running {
                 None => FieldState::Waiting,
             };
             exec.states.push(state);
+        }
+        if exec.op.kind == OperationKind::Subscription {
+            // Relations are resolved for queries and mutations; a live
+            // poll's rows are not stitched (docs/schema.md, "Relations").
+            if let Some(err) = batch::subscription_relation_error(&exec.op) {
+                exec.outputs
+                    .push_back(UpstreamEvent::Error(vec![err.to_value()]));
+                exec.done = true;
+                exec.states.iter_mut().for_each(|s| {
+                    *s = FieldState::Done {
+                        value: None,
+                        errors: Vec::new(),
+                    }
+                });
+                return exec;
+            }
         }
         match exec.op.kind {
             OperationKind::Query => {
@@ -432,6 +476,14 @@ impl Running {
 
     fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
         if self.done {
+            return;
+        }
+        if self.relations.running.contains_key(&call) {
+            self.relation_event(call, event);
+            if self.op.kind == OperationKind::Mutation {
+                self.start_next_waiting();
+            }
+            self.maybe_finish();
             return;
         }
         let Some(i) = self
@@ -551,10 +603,22 @@ impl Running {
         raw: &Value,
         data: &mut Map<String, Value>,
     ) -> bool {
-        let field = &self.op.fields[i];
         let source = self.source_value(i, raw);
+        self.shape_source(shaper, i, &source, data)
+    }
+
+    /// Shapes root field `i`'s source value (see [`Self::source_value`])
+    /// into `data`; returns whether the null propagated to `data`.
+    fn shape_source(
+        &self,
+        shaper: &mut Shaper<'_>,
+        i: usize,
+        source: &Value,
+        data: &mut Map<String, Value>,
+    ) -> bool {
+        let field = &self.op.fields[i];
         let mut path = vec![PathSegment::Key(field.key.clone())];
-        match shaper.complete(field, &field.ty, &source, &mut path) {
+        match shaper.complete(field, &field.ty, source, &mut path) {
             Ok(v) => {
                 data.insert(field.key.clone(), v);
                 false
@@ -626,13 +690,48 @@ impl Running {
 
     /// Shapes root field `i`'s outcome once and records it.
     fn settle(&mut self, i: usize, outcome: Result<Value, UpstreamFailure>) {
+        if let Ok(raw) = &outcome {
+            let source = self.source_value(i, raw);
+            self.settle_source(i, Ok(source));
+        } else {
+            self.settle_source(i, outcome);
+        }
+    }
+
+    /// [`Self::settle`] from the field's source value: fetches its
+    /// relations first, if its selection has any.
+    fn settle_source(&mut self, i: usize, outcome: Result<Value, UpstreamFailure>) {
         let field = &self.op.fields[i];
+        if let Ok(source) = &outcome {
+            if !matches!(self.states[i], FieldState::Relating(_)) {
+                let mut jobs = Vec::new();
+                batch::jobs_below(
+                    &self.op.schema,
+                    field.ty.named(),
+                    &field.selection,
+                    &[],
+                    &mut jobs,
+                );
+                if !jobs.is_empty() {
+                    let relating = Relating {
+                        value: source.clone(),
+                        jobs: Vec::new(),
+                    };
+                    self.states[i] = FieldState::Relating(Box::new(relating));
+                    for job in jobs {
+                        self.launch_job(i, job);
+                    }
+                    self.maybe_settle_relating(i);
+                    return;
+                }
+            }
+        }
         let state = match outcome {
-            Ok(raw) => {
+            Ok(source) => {
                 let grpc = matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
                 let mut shaper = Shaper::new(&self.op.schema, grpc);
                 let mut data = Map::new();
-                let propagated = self.shape_field(&mut shaper, i, &raw, &mut data);
+                let propagated = self.shape_source(&mut shaper, i, &source, &mut data);
                 FieldState::Done {
                     value: if propagated {
                         None
@@ -674,14 +773,31 @@ impl Running {
                         None => null_data = true,
                     }
                 }
-                FieldState::Waiting | FieldState::Running { .. } => pending = true,
+                FieldState::Waiting | FieldState::Running { .. } | FieldState::Relating(_) => {
+                    pending = true
+                }
             }
         }
         if pending && !null_data {
             return;
         }
         // Calls still running cannot change a `data` that is already null.
+        let relation_calls: Vec<CallId> = self.relations.running.drain().map(|(c, _)| c).collect();
+        for call in relation_calls {
+            match self.calls.iter().position(|(id, _)| *id == call) {
+                Some(at) => {
+                    self.calls.remove(at);
+                }
+                None => self.cancels.push_back(call),
+            }
+        }
         for state in &mut self.states {
+            if matches!(state, FieldState::Relating(_)) {
+                *state = FieldState::Done {
+                    value: None,
+                    errors: Vec::new(),
+                };
+            }
             if let FieldState::Running { call, .. } = *state {
                 let queued = self.calls.iter().position(|(id, _)| *id == call);
                 match queued {
@@ -706,6 +822,147 @@ impl Running {
             .push_back(UpstreamEvent::Next(result_value(data, errors)));
         self.outputs.push_back(UpstreamEvent::Complete);
         self.done = true;
+    }
+}
+
+/// Relations (nested `@sql` fields), driven level by level; the planning
+/// and stitching are in `core/src/graphql/batch.rs`.
+impl Running {
+    /// Starts the statements of `job` for root field `i` (state
+    /// `Relating`), reusing identical statements of this execution.
+    fn launch_job(&mut self, i: usize, job: batch::Job) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        let calls =
+            match batch::calls_for(&self.op.schema, &job, &mut relating.value, &self.op.claims) {
+                Ok(calls) => calls,
+                Err(reason) => {
+                    let failure = UpstreamFailure::new(
+                        FailureKind::BadInput,
+                        format!("relation {}.{}: {reason}", job.parent_type, job.field.name),
+                    );
+                    self.settle_source(i, Err(failure));
+                    return;
+                }
+            };
+        let j = relating.jobs.len();
+        relating.jobs.push(batch::JobCalls {
+            job,
+            waiting: calls.len(),
+            rows: Vec::new(),
+        });
+        for call in calls {
+            let signature = serde_json::to_string(&match &call {
+                UpstreamCall::Sql {
+                    db,
+                    statement,
+                    params,
+                    ..
+                } => json!([db, statement, params]),
+                _ => Value::Null,
+            })
+            .unwrap_or_default();
+            if let Some(rows) = self.relations.answered.get(&signature) {
+                if let FieldState::Relating(r) = &mut self.states[i] {
+                    r.jobs[j].rows.extend(rows.iter().cloned());
+                    r.jobs[j].waiting -= 1;
+                }
+            } else if let Some(id) = self.relations.by_signature.get(&signature) {
+                if let Some((_, waiting)) = self.relations.running.get_mut(id) {
+                    waiting.push((i, j));
+                }
+            } else {
+                let id = self.new_call(call);
+                self.relations.by_signature.insert(signature.clone(), id);
+                self.relations.running.insert(id, (signature, vec![(i, j)]));
+            }
+        }
+        self.maybe_complete_job(i, j);
+    }
+
+    /// Stitches job `j` of root field `i` once all its statements have
+    /// answered, and launches the next level.
+    fn maybe_complete_job(&mut self, i: usize, j: usize) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        let Some(calls) = relating.jobs.get_mut(j) else {
+            return;
+        };
+        if calls.waiting > 0 {
+            return;
+        }
+        // Mark it stitched: `usize::MAX` never reaches zero again.
+        calls.waiting = usize::MAX;
+        let rows = std::mem::take(&mut calls.rows);
+        let job = calls.job.clone();
+        batch::stitch(&self.op.schema, &job, &mut relating.value, &rows);
+        for next in batch::next_level(&self.op.schema, &job) {
+            self.launch_job(i, next);
+        }
+    }
+
+    /// Shapes root field `i` once none of its relation jobs waits.
+    fn maybe_settle_relating(&mut self, i: usize) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        if relating.jobs.iter().any(|j| j.waiting != usize::MAX) {
+            return;
+        }
+        let value = std::mem::take(&mut relating.value);
+        // The state is still `Relating`, so `settle_source` shapes the
+        // value rather than starting relations again.
+        self.settle_source(i, Ok(value));
+    }
+
+    /// An event of a relation statement.
+    fn relation_event(&mut self, call: CallId, event: CallEvent) {
+        let Some((signature, waiting)) = self.relations.running.remove(&call) else {
+            return;
+        };
+        self.relations.by_signature.remove(&signature);
+        let rows = match event {
+            CallEvent::Item(Value::Array(rows)) => rows,
+            CallEvent::Item(other) => vec![other],
+            CallEvent::Failed(failure) => {
+                for &(i, j) in &waiting {
+                    let FieldState::Relating(r) = &self.states[i] else {
+                        continue;
+                    };
+                    let Some(job) = r.jobs.get(j) else { continue };
+                    let mut failure = failure.clone();
+                    failure.message = format!(
+                        "relation {}.{}: {}",
+                        job.job.parent_type, job.job.field.name, failure.message
+                    );
+                    self.settle_source(i, Err(failure));
+                }
+                return;
+            }
+            CallEvent::End => {
+                // An answer without rows is an empty result.
+                Vec::new()
+            }
+        };
+        for &(i, j) in &waiting {
+            if let FieldState::Relating(r) = &mut self.states[i] {
+                if let Some(job) = r.jobs.get_mut(j) {
+                    job.rows.extend(rows.iter().cloned());
+                    job.waiting = job.waiting.saturating_sub(1);
+                }
+            }
+        }
+        self.relations.answered.insert(signature, rows);
+        for &(i, j) in &waiting {
+            self.maybe_complete_job(i, j);
+        }
+        let mut fields: Vec<usize> = waiting.iter().map(|(i, _)| *i).collect();
+        fields.dedup();
+        for i in fields {
+            self.maybe_settle_relating(i);
+        }
     }
 }
 

@@ -27,18 +27,24 @@
 //! | `coerce` | input values: literals and JSON to coerced JSON |
 //! | `execution` | the `Execution` state machine of one operation |
 //! | `introspection` | answers `__schema` / `__type` from the schema |
+//! | `names` | lowerCamelCase and snake_case spellings of names |
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
+//! | `columns` | the start-up check of SQL fields against their statements' columns |
+//! | `batch` | relations: nested `@sql` fields, one statement per level, stitched |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
+mod batch;
 mod builtins;
 mod coerce;
+mod columns;
 pub mod demo;
 mod errors;
 mod execution;
 mod introspection;
 mod load;
+mod names;
 mod plan;
 mod prepare;
 mod scalars;
@@ -47,6 +53,8 @@ mod shape;
 pub mod sql;
 mod validate;
 
+pub use batch::{live_cohort, RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
+pub use columns::ColumnCheck;
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
     VALIDATION_FAILED,
