@@ -25,6 +25,9 @@ use serde_json::{json, Value};
 pub const HELLO_METHOD: &str = "terminus.demo.v1.Demo/Hello";
 /// The server-streaming method, fully qualified.
 pub const TICKS_METHOD: &str = "terminus.demo.v1.Demo/Ticks";
+/// The gRPC status a failed tick ends its stream with, by its canonical
+/// name (the gateway reports it as `extensions.grpcStatus`).
+pub const FAILED_TICK_STATUS: &str = "INTERNAL";
 /// The smallest tick period honoured, in ms: `everyMs` of 0 or less ticks
 /// this often (and a virtual clock still moves).
 pub const MIN_TICK_MS: u64 = 1;

@@ -241,10 +241,13 @@ impl DemoGraphqlUpstream {
                         finished = true;
                     }
                     Some(TickStep::Failed(message)) => {
-                        events.push(CallEvent::Failed(UpstreamFailure::new(
-                            FailureKind::Failed,
-                            message,
-                        )));
+                        // What the gateway makes of the gRPC status.
+                        events.push(CallEvent::Failed(
+                            UpstreamFailure::new(FailureKind::Failed, message).with_extension(
+                                "grpcStatus",
+                                demo_service::FAILED_TICK_STATUS.into(),
+                            ),
+                        ));
                         finished = true;
                     }
                     None => {}
@@ -266,6 +269,7 @@ impl DemoGraphqlUpstream {
 
 fn simulated_outage() -> UpstreamFailure {
     UpstreamFailure::new(FailureKind::Unavailable, "simulated upstream outage")
+        .with_extension("grpcStatus", "UNAVAILABLE".into())
 }
 
 impl Upstream for DemoGraphqlUpstream {
