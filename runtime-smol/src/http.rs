@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use terminus_core::graphql::OperationKind;
+use terminus_core::graphql::{Execution, OperationKind};
 use terminus_core::server::{Admission, Subprotocol};
 use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
@@ -562,29 +562,33 @@ async fn run_post(
     claims: Map<String, Value>,
     context: RequestContext,
 ) -> Response<Body> {
-    let prepared = match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-        Ok(mut prepared) => {
-            prepared.set_claims(claims);
-            prepared
-        }
-        Err(errors) => return json_response(StatusCode::OK, &json!({ "errors": errors })),
-    };
-    if prepared.kind() == OperationKind::Subscription {
+    let execution = Execution::start_with(
+        &gateway.schema,
+        &request,
+        &gateway.graphql_limits,
+        claims,
+        context,
+    );
+    // `None`: the request did not prepare; its errors are the execution's
+    // only output and the operation is not counted.
+    let kind = execution.kind();
+    if kind == Some(OperationKind::Subscription) {
         return graphql_error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws), not over POST",
         );
     }
-    let metrics = &gateway.metrics;
-    metrics
-        .operations_started_total
-        .fetch_add(1, Ordering::Relaxed);
-    let _live = LiveOperation::new(gateway.clone());
+    let _live = kind.map(|_| {
+        gateway
+            .metrics
+            .operations_started_total
+            .fetch_add(1, Ordering::Relaxed);
+        LiveOperation::new(gateway.clone())
+    });
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
-        prepared,
-        context,
+        execution,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,

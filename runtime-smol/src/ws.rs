@@ -34,6 +34,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use terminus_core::graphql::Execution;
 use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, RequestContext, UpstreamEvent};
@@ -303,33 +304,36 @@ async fn drive(
                     {
                         panic!("testing.panic_trigger: operation {PANIC_TRIGGER_OPERATION} asked this connection to panic");
                     }
-                    match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-                        Err(errors) => {
-                            connection.handle_upstream(
-                                gateway.now(),
-                                op,
-                                UpstreamEvent::Error(errors),
-                            );
-                        }
-                        Ok(mut prepared) => {
-                            if let Some(claims) = &claims {
-                                prepared.set_claims(claims.as_ref().clone());
-                            }
-                            let field = prepared.root_keys().join(", ");
-                            let panic_for_test = config.testing.panic_trigger
-                                && request.operation_name.as_deref()
-                                    == Some(PANIC_TRIGGER_OPERATION_TASK);
-                            let task = tasks::spawn(execute::run_operation_guarded(
-                                gateway.clone(),
-                                prepared,
-                                shared_context.clone(),
-                                op,
-                                events_tx.clone(),
-                                panic_for_test,
-                            ));
-                            operations.insert(op, Operation { _task: task, field });
-                            table_changed = true;
-                        }
+                    let claims = claims
+                        .as_ref()
+                        .map(|claims| claims.as_ref().clone())
+                        .unwrap_or_default();
+                    let mut execution = Execution::start_with(
+                        &gateway.schema,
+                        &request,
+                        &gateway.graphql_limits,
+                        claims,
+                        shared_context.clone(),
+                    );
+                    // What is ready at once (a request that did not prepare
+                    // ends here with its errors) goes to the connection now.
+                    while let Some(event) = execution.poll_output() {
+                        connection.handle_upstream(gateway.now(), op, event);
+                    }
+                    if !execution.is_finished() {
+                        let field = execution.root_keys().join(", ");
+                        let panic_for_test = config.testing.panic_trigger
+                            && request.operation_name.as_deref()
+                                == Some(PANIC_TRIGGER_OPERATION_TASK);
+                        let task = tasks::spawn(execute::run_operation_guarded(
+                            gateway.clone(),
+                            execution,
+                            op,
+                            events_tx.clone(),
+                            panic_for_test,
+                        ));
+                        operations.insert(op, Operation { _task: task, field });
+                        table_changed = true;
                     }
                 }
                 Effect::Cancel { op } => {

@@ -21,10 +21,11 @@ use super::batch;
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
 use super::plan::PreparedOperation;
-use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
+use super::schema::{OperationKind, Resolver, Schema, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
-use crate::operation::UpstreamEvent;
+use super::validate::Limits;
+use crate::operation::{OperationRequest, UpstreamEvent};
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -92,9 +93,10 @@ struct RelationCalls {
     answered: HashMap<String, Vec<Value>>,
 }
 
-/// The execution of one operation. See the module documentation.
+/// The execution of one prepared operation: the state behind
+/// [`Execution`] once its request prepared.
 #[derive(Debug)]
-pub struct Execution {
+struct Running {
     op: PreparedOperation,
     states: Vec<FieldState>,
     calls: VecDeque<(CallId, UpstreamCall)>,
@@ -109,6 +111,183 @@ pub struct Execution {
     context: RequestContext,
     /// Relation statements (nested `@sql` fields).
     relations: RelationCalls,
+}
+
+/// The execution of one operation, from the client's request to its
+/// terminal event: the one host loop that the gateway (WebSocket and POST),
+/// the wasm simulator and the fuzz targets all drive. See the module
+/// documentation.
+///
+/// ```text
+/// Execution::start(&schema, &request, &limits)
+/// loop:
+///   poll() ──> Step::Call(id, call)      the host starts the call
+///              Step::Cancel(id)          the host drops the call
+///              Step::Output(event)       the host delivers it to the connection
+///   handle_call_event(id, event)         the host reports a call's event
+/// until is_finished()
+/// ```
+#[derive(Debug)]
+pub struct Execution {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The request did not prepare: its errors, as one terminal
+    /// `UpstreamEvent::Error`, until the host takes them.
+    Rejected(VecDeque<UpstreamEvent>),
+    /// The request prepared and runs.
+    Running(Box<Running>),
+}
+
+/// The next thing the host does for an [`Execution`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Start this upstream call; report its events with
+    /// [`Execution::handle_call_event`].
+    Call(CallId, UpstreamCall),
+    /// Drop this call: the execution no longer needs it.
+    Cancel(CallId),
+    /// Deliver this event to the operation's connection.
+    Output(UpstreamEvent),
+}
+
+impl Execution {
+    /// Starts an operation: prepares `request` against `schema` within
+    /// `limits` and runs it. A request that does not prepare (parse,
+    /// validation or variable errors) yields those errors as its first and
+    /// terminal output, an `UpstreamEvent::Error`; otherwise the first calls
+    /// (or, when nothing needs an upstream, the result) are ready in
+    /// [`poll`](Self::poll).
+    pub fn start(schema: &Schema, request: &OperationRequest, limits: &Limits) -> Self {
+        Execution::start_with(
+            schema,
+            request,
+            limits,
+            Map::new(),
+            RequestContext::default(),
+        )
+    }
+
+    /// [`start`](Self::start) for a caller with verified token `claims`,
+    /// which `:auth.<claim>` SQL parameters bind, and the request's
+    /// `context`, which every gRPC call carries for its metadata.
+    pub fn start_with(
+        schema: &Schema,
+        request: &OperationRequest,
+        limits: &Limits,
+        claims: Map<String, Value>,
+        context: RequestContext,
+    ) -> Self {
+        match schema.prepare(request, limits) {
+            Ok(mut prepared) => {
+                prepared.set_claims(claims);
+                Execution::with_context(prepared, context)
+            }
+            Err(errors) => Execution {
+                state: State::Rejected(VecDeque::from([UpstreamEvent::Error(errors)])),
+            },
+        }
+    }
+
+    /// Starts executing an operation that is already prepared: the first
+    /// calls are ready in [`poll_call`](Self::poll_call) (or, when nothing
+    /// needs an upstream, the result is ready in
+    /// [`poll_output`](Self::poll_output)).
+    pub fn new(op: PreparedOperation) -> Self {
+        Execution::with_context(op, RequestContext::default())
+    }
+
+    /// [`Execution::new`] for a request with `context` (its forwarded
+    /// headers, `connection_init` fields, claims), which every gRPC call of
+    /// the operation carries for its metadata.
+    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
+        Execution {
+            state: State::Running(Box::new(Running::new(op, context))),
+        }
+    }
+
+    /// Query, mutation or subscription; `None` when the request did not
+    /// prepare.
+    pub fn kind(&self) -> Option<OperationKind> {
+        match &self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => Some(run.op.kind),
+        }
+    }
+
+    /// The caller's claims the operation runs with; `None` when the request
+    /// did not prepare.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        match &self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => Some(run.op.claims()),
+        }
+    }
+
+    /// The response keys of the root fields, in order (none when the
+    /// request did not prepare).
+    pub fn root_keys(&self) -> Vec<&str> {
+        match &self.state {
+            State::Rejected(_) => Vec::new(),
+            State::Running(run) => run.op.root_keys(),
+        }
+    }
+
+    /// The next thing to do: new calls first, then calls to drop, then
+    /// outputs for the connection. `None` until the host reports a call's
+    /// event.
+    pub fn poll(&mut self) -> Option<Step> {
+        if let Some((id, call)) = self.poll_call() {
+            return Some(Step::Call(id, call));
+        }
+        if let Some(id) = self.poll_cancel() {
+            return Some(Step::Cancel(id));
+        }
+        self.poll_output().map(Step::Output)
+    }
+
+    /// The next upstream call to make, if any.
+    pub fn poll_call(&mut self) -> Option<(CallId, UpstreamCall)> {
+        match &mut self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => run.calls.pop_front(),
+        }
+    }
+
+    /// The next event for the connection, if any.
+    pub fn poll_output(&mut self) -> Option<UpstreamEvent> {
+        match &mut self.state {
+            State::Rejected(outputs) => outputs.pop_front(),
+            State::Running(run) => run.outputs.pop_front(),
+        }
+    }
+
+    /// The next call the execution no longer needs; the host drops it.
+    pub fn poll_cancel(&mut self) -> Option<CallId> {
+        match &mut self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => run.cancels.pop_front(),
+        }
+    }
+
+    /// Whether the execution has produced its terminal event and the host
+    /// has taken every output.
+    pub fn is_finished(&self) -> bool {
+        match &self.state {
+            State::Rejected(outputs) => outputs.is_empty(),
+            State::Running(run) => run.done && run.outputs.is_empty(),
+        }
+    }
+
+    /// Reports an event of call `call`. Events of unknown or already
+    /// answered calls are ignored.
+    pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
+        if let State::Running(run) = &mut self.state {
+            run.handle_call_event(call, event);
+        }
+    }
 }
 
 /// The request message of a `@grpc` field: each argument is a request
@@ -155,19 +334,9 @@ fn sql_params(
         .collect()
 }
 
-impl Execution {
-    /// Starts executing `op`: the first calls are ready in
-    /// [`poll_call`](Self::poll_call) (or, when nothing needs an upstream,
-    /// the result is ready in [`poll_output`](Self::poll_output)).
-    pub fn new(op: PreparedOperation) -> Self {
-        Execution::with_context(op, RequestContext::default())
-    }
-
-    /// [`Execution::new`] for a request with `context` (its forwarded
-    /// headers, `connection_init` fields, claims), which every gRPC call of
-    /// the operation carries for its metadata.
-    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
-        let mut exec = Execution {
+impl Running {
+    fn new(op: PreparedOperation, context: RequestContext) -> Self {
+        let mut exec = Running {
             context,
             states: Vec::with_capacity(op.fields.len()),
             op,
@@ -305,30 +474,7 @@ impl Execution {
         };
     }
 
-    /// The next upstream call to make, if any.
-    pub fn poll_call(&mut self) -> Option<(CallId, UpstreamCall)> {
-        self.calls.pop_front()
-    }
-
-    /// The next event for the connection, if any.
-    pub fn poll_output(&mut self) -> Option<UpstreamEvent> {
-        self.outputs.pop_front()
-    }
-
-    /// The next call the execution no longer needs; the host drops it.
-    pub fn poll_cancel(&mut self) -> Option<CallId> {
-        self.cancels.pop_front()
-    }
-
-    /// Whether the execution has produced its terminal event and the host
-    /// has taken every output.
-    pub fn is_finished(&self) -> bool {
-        self.done && self.outputs.is_empty()
-    }
-
-    /// Reports an event of call `call`. Events of unknown or already
-    /// answered calls are ignored.
-    pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
+    fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
         if self.done {
             return;
         }
@@ -681,7 +827,7 @@ impl Execution {
 
 /// Relations (nested `@sql` fields), driven level by level; the planning
 /// and stitching are in `core/src/graphql/batch.rs`.
-impl Execution {
+impl Running {
     /// Starts the statements of `job` for root field `i` (state
     /// `Relating`), reusing identical statements of this execution.
     fn launch_job(&mut self, i: usize, job: batch::Job) {

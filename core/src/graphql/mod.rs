@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! Schema::parse(sdl, file) ──> Schema
-//! schema.prepare(&request, &limits) ──> PreparedOperation  (or spec-shaped errors)
-//! Execution::new(prepared)
-//!   poll_call() ──> (CallId, UpstreamCall)        the host runs it
+//! Execution::start(&schema, &request, &limits)    prepare errors become its
+//!                                                 first (terminal) output
+//!   poll() ──> Step::Call(CallId, UpstreamCall)   the host runs it
+//!              Step::Cancel(CallId)               the host drops it
+//!              Step::Output(UpstreamEvent)        for the connection
 //!   handle_call_event(CallId, CallEvent)          the host reports it
-//!   poll_output() ──> UpstreamEvent               for the connection
-//!   poll_cancel() ──> CallId                      the host drops it
 //! ```
 //!
 //! The directives are documented in `docs/schema.md`.
@@ -59,7 +59,7 @@ pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
     VALIDATION_FAILED,
 };
-pub use execution::{CallEvent, CallId, Execution};
+pub use execution::{CallEvent, CallId, Execution, Step};
 pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};
 pub use plan::PreparedOperation;
 pub use scalars::{is_terminus_scalar, SCALARS};

@@ -36,6 +36,14 @@ pub struct SqlStatement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlRewriteError(pub String);
 
+impl std::fmt::Display for SqlRewriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlRewriteError {}
+
 /// The namespace of relation parameters: `:parent.customer_id` stands for
 /// the `customer_id` column of the parent rows of a nested `@sql` field
 /// (`core/src/graphql/batch.rs`).

@@ -137,6 +137,8 @@ impl std::fmt::Display for ParseError {
     }
 }
 
+impl std::error::Error for ParseError {}
+
 /// The request part of `subscribe` / legacy `start`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscribePayload {

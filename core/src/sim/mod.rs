@@ -16,7 +16,7 @@ pub use rng::SplitMix64;
 pub use upstream::{OpKey, ScriptConfig, ScriptedUpstream, Upstream};
 
 use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
-use crate::ledger::{Audited, ClientLedger, Violation};
+use crate::ledger::{Audited, ClientLedger, SimulationViolation, Violation};
 use crate::protocol::{close, Subprotocol};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection};
 use crate::{Millis, UpstreamEvent};
@@ -504,9 +504,10 @@ impl<U: Upstream> Sim<U> {
         if !self.settled {
             findings.push(Finding {
                 conn: None,
-                violation: Violation::DidNotSettle {
+                violation: SimulationViolation::DidNotSettle {
                     steps: self.stats.steps,
-                },
+                }
+                .into(),
             });
         }
         for (i, pair) in self.pairs.iter_mut().enumerate() {
@@ -522,7 +523,7 @@ impl<U: Upstream> Sim<U> {
         if count != 0 {
             findings.push(Finding {
                 conn: None,
-                violation: Violation::UpstreamOperationsAtEnd { count },
+                violation: SimulationViolation::UpstreamOperationsAtEnd { count }.into(),
             });
         }
         findings
