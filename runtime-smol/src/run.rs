@@ -117,6 +117,7 @@ fn print_urls(running: &Running) {
     println!("terminus listening on http://{addr}");
     println!("  GraphQL (WebSocket, POST): ws://{addr}/graphql  http://{addr}/graphql");
     println!("  admin page:                http://{addr}/admin");
+    println!("  browser simulator:         http://{addr}/simulator/");
     println!("  metrics:                   http://{addr}/metrics");
     println!("  health, readiness:         http://{addr}/healthz  http://{addr}/readyz");
 }
