@@ -23,9 +23,52 @@ pub enum End {
     Cancel,
 }
 
-/// One broken lifecycle rule.
+/// One broken lifecycle rule, by the machine whose rule it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Violation {
+    /// A rule of the server connection (`core/src/server`), found by [`Ledger`].
+    Server(ServerViolation),
+    /// A rule of the client connection (`core/src/client`), found by
+    /// [`ClientLedger`].
+    Client(ClientViolation),
+    /// A rule of a whole simulation (`core/src/sim`): the upstream and the
+    /// run itself.
+    Simulation(SimulationViolation),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Server(v) => v.fmt(f),
+            Violation::Client(v) => v.fmt(f),
+            Violation::Simulation(v) => v.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
+impl From<ServerViolation> for Violation {
+    fn from(v: ServerViolation) -> Self {
+        Violation::Server(v)
+    }
+}
+
+impl From<ClientViolation> for Violation {
+    fn from(v: ClientViolation) -> Self {
+        Violation::Client(v)
+    }
+}
+
+impl From<SimulationViolation> for Violation {
+    fn from(v: SimulationViolation) -> Self {
+        Violation::Simulation(v)
+    }
+}
+
+/// A broken rule of a server connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerViolation {
     /// A `Start` reused an `OpId` that was started before.
     OpIdReused {
         /// The reused handle.
@@ -102,24 +145,116 @@ pub enum Violation {
         /// How many.
         count: usize,
     },
+    /// After `Close`, the connection is neither terminated nor bounded: its
+    /// linger has no deadline, or one later than `close_linger` after the
+    /// close.
+    UnboundedLinger {
+        /// The deadline it asked for, if any.
+        deadline: Option<Millis>,
+    },
     /// At the end: the connection still wants a timer.
     TimerAtEnd {
         /// The deadline.
         deadline: Millis,
     },
+}
+
+impl fmt::Display for ServerViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerViolation::OpIdReused { op } => write!(f, "{op} was started twice"),
+            ServerViolation::IdStartedWhileLive { id } => {
+                write!(f, "id {id:?} was started while its operation was live")
+            }
+            ServerViolation::EndedTwice { op, first, second } => {
+                write!(f, "{op} ended twice ({first:?}, then {second:?})")
+            }
+            ServerViolation::CancelOfUnknownOperation { op } => {
+                write!(f, "Cancel for {op}, which was never started")
+            }
+            ServerViolation::EffectAfterClose { effect } => write!(f, "{effect} after Close"),
+            ServerViolation::SentAfterOperationEnd { id, kind } => {
+                write!(f, "{kind} sent for id {id:?} after its operation ended")
+            }
+            ServerViolation::ResultForUnknownId { id, kind } => {
+                write!(f, "{kind} sent for id {id:?}, which has no live operation")
+            }
+            ServerViolation::LateEventNotDropped { op, effect } => {
+                write!(f, "late upstream event for ended {op} caused {effect}")
+            }
+            ServerViolation::MalformedFrame { text } => write!(f, "malformed frame sent: {text}"),
+            ServerViolation::CloseReasonTooLong { bytes } => {
+                write!(f, "close reason of {bytes} bytes (at most 123)")
+            }
+            ServerViolation::NeverEnded { op, id } => write!(f, "{op} (id {id:?}) never ended"),
+            ServerViolation::NotTerminated => write!(f, "connection not terminated at the end"),
+            ServerViolation::LiveOperationsAtEnd { count } => {
+                write!(f, "{count} live operations at the end")
+            }
+            ServerViolation::UnboundedLinger { deadline } => match deadline {
+                Some(d) => write!(f, "linger after Close lasts until {} ms, too long", d.0),
+                None => write!(f, "linger after Close has no deadline"),
+            },
+            ServerViolation::TimerAtEnd { deadline } => {
+                write!(f, "timer still armed at the end ({} ms)", deadline.0)
+            }
+        }
+    }
+}
+
+/// A broken rule of a client connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientViolation {
     /// Client side: an event for an operation that had already ended (or
     /// that was never requested).
-    ClientEventAfterEnd {
+    EventAfterEnd {
         /// The operation id.
         id: String,
         /// The event, debug-printed.
         event: String,
     },
     /// Client side: an event or a frame after `Closed`.
-    ClientEffectAfterClosed {
+    EffectAfterClosed {
         /// The effect, debug-printed.
         effect: String,
     },
+    /// Client side, at the end: the client is not closed.
+    NotClosed,
+    /// Client side, at the end: operations still active.
+    OperationsAtEnd {
+        /// How many.
+        count: usize,
+    },
+    /// At the end: the client still wants a timer.
+    TimerAtEnd {
+        /// The deadline.
+        deadline: Millis,
+    },
+}
+
+impl fmt::Display for ClientViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientViolation::EventAfterEnd { id, event } => {
+                write!(f, "client: {event} for id {id:?} after its operation ended")
+            }
+            ClientViolation::EffectAfterClosed { effect } => {
+                write!(f, "client: {effect} after Closed")
+            }
+            ClientViolation::NotClosed => write!(f, "client not closed at the end"),
+            ClientViolation::OperationsAtEnd { count } => {
+                write!(f, "client: {count} operations still active at the end")
+            }
+            ClientViolation::TimerAtEnd { deadline } => {
+                write!(f, "timer still armed at the end ({} ms)", deadline.0)
+            }
+        }
+    }
+}
+
+/// A broken rule of a simulation as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimulationViolation {
     /// At the end of a simulation: the upstream still runs operations.
     UpstreamOperationsAtEnd {
         /// How many.
@@ -130,65 +265,16 @@ pub enum Violation {
         /// Steps taken.
         steps: u64,
     },
-    /// Client side, at the end: the client is not closed.
-    ClientNotClosed,
-    /// Client side, at the end: operations still active.
-    ClientOperationsAtEnd {
-        /// How many.
-        count: usize,
-    },
 }
 
-impl fmt::Display for Violation {
+impl fmt::Display for SimulationViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::OpIdReused { op } => write!(f, "{op} was started twice"),
-            Violation::IdStartedWhileLive { id } => {
-                write!(f, "id {id:?} was started while its operation was live")
-            }
-            Violation::EndedTwice { op, first, second } => {
-                write!(f, "{op} ended twice ({first:?}, then {second:?})")
-            }
-            Violation::CancelOfUnknownOperation { op } => {
-                write!(f, "Cancel for {op}, which was never started")
-            }
-            Violation::EffectAfterClose { effect } => write!(f, "{effect} after Close"),
-            Violation::SentAfterOperationEnd { id, kind } => {
-                write!(f, "{kind} sent for id {id:?} after its operation ended")
-            }
-            Violation::ResultForUnknownId { id, kind } => {
-                write!(f, "{kind} sent for id {id:?}, which has no live operation")
-            }
-            Violation::LateEventNotDropped { op, effect } => {
-                write!(f, "late upstream event for ended {op} caused {effect}")
-            }
-            Violation::MalformedFrame { text } => write!(f, "malformed frame sent: {text}"),
-            Violation::CloseReasonTooLong { bytes } => {
-                write!(f, "close reason of {bytes} bytes (at most 123)")
-            }
-            Violation::NeverEnded { op, id } => write!(f, "{op} (id {id:?}) never ended"),
-            Violation::NotTerminated => write!(f, "connection not terminated at the end"),
-            Violation::LiveOperationsAtEnd { count } => {
-                write!(f, "{count} live operations at the end")
-            }
-            Violation::TimerAtEnd { deadline } => {
-                write!(f, "timer still armed at the end ({} ms)", deadline.0)
-            }
-            Violation::ClientEventAfterEnd { id, event } => {
-                write!(f, "client: {event} for id {id:?} after its operation ended")
-            }
-            Violation::ClientEffectAfterClosed { effect } => {
-                write!(f, "client: {effect} after Closed")
-            }
-            Violation::UpstreamOperationsAtEnd { count } => {
+            SimulationViolation::UpstreamOperationsAtEnd { count } => {
                 write!(f, "upstream still runs {count} operations at the end")
             }
-            Violation::DidNotSettle { steps } => {
+            SimulationViolation::DidNotSettle { steps } => {
                 write!(f, "simulation did not settle within {steps} steps")
-            }
-            Violation::ClientNotClosed => write!(f, "client not closed at the end"),
-            Violation::ClientOperationsAtEnd { count } => {
-                write!(f, "client: {count} operations still active at the end")
             }
         }
     }
@@ -239,7 +325,7 @@ impl Ledger {
                 }
                 _ => self.step_late_event = Some(*op),
             },
-            Input::TransportClosed => self.closed = true,
+            Input::TransportClosed { .. } => self.closed = true,
             _ => {}
         }
     }
@@ -247,13 +333,13 @@ impl Ledger {
     /// Records an effect the connection emitted.
     pub fn observe_effect(&mut self, effect: &Effect) {
         if let Some(op) = self.step_late_event {
-            self.violations.push(Violation::LateEventNotDropped {
+            self.push(ServerViolation::LateEventNotDropped {
                 op,
                 effect: format!("{effect:?}"),
             });
         }
         if self.closed && !matches!(effect, Effect::Cancel { .. }) {
-            self.violations.push(Violation::EffectAfterClose {
+            self.push(ServerViolation::EffectAfterClose {
                 effect: format!("{effect:?}"),
             });
             return;
@@ -262,12 +348,12 @@ impl Ledger {
             Effect::Start { op, request } => {
                 self.starts += 1;
                 if self.ops.contains_key(op) {
-                    self.violations.push(Violation::OpIdReused { op: *op });
+                    self.push(ServerViolation::OpIdReused { op: *op });
                     return;
                 }
                 if let Some(prev) = self.current.get(&request.id) {
                     if self.ops[prev].end.is_none() {
-                        self.violations.push(Violation::IdStartedWhileLive {
+                        self.push(ServerViolation::IdStartedWhileLive {
                             id: request.id.clone(),
                         });
                     }
@@ -282,11 +368,9 @@ impl Ledger {
                 self.current.insert(request.id.clone(), *op);
             }
             Effect::Cancel { op } => match self.ops.get_mut(op) {
-                None => self
-                    .violations
-                    .push(Violation::CancelOfUnknownOperation { op: *op }),
+                None => self.push(ServerViolation::CancelOfUnknownOperation { op: *op }),
                 Some(record) => match record.end {
-                    Some(first) => self.violations.push(Violation::EndedTwice {
+                    Some(first) => self.push(ServerViolation::EndedTwice {
                         op: *op,
                         first,
                         second: End::Cancel,
@@ -299,7 +383,7 @@ impl Ledger {
             },
             Effect::Close { reason, .. } => {
                 if reason.len() > crate::protocol::MAX_CLOSE_REASON_BYTES {
-                    self.violations.push(Violation::CloseReasonTooLong {
+                    self.push(ServerViolation::CloseReasonTooLong {
                         bytes: reason.len(),
                     });
                 }
@@ -312,13 +396,11 @@ impl Ledger {
 
     fn check_frame(&mut self, text: &str) {
         let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
-            self.violations
-                .push(Violation::MalformedFrame { text: text.into() });
+            self.push(ServerViolation::MalformedFrame { text: text.into() });
             return;
         };
         let Some(kind) = obj.get("type").and_then(Value::as_str) else {
-            self.violations
-                .push(Violation::MalformedFrame { text: text.into() });
+            self.push(ServerViolation::MalformedFrame { text: text.into() });
             return;
         };
         let Some(id) = obj.get("id").and_then(Value::as_str) else {
@@ -337,9 +419,9 @@ impl Ledger {
         };
         if !ok {
             let (id, kind) = (id.to_owned(), kind.to_owned());
-            self.violations.push(match op {
-                Some(_) => Violation::SentAfterOperationEnd { id, kind },
-                None => Violation::ResultForUnknownId { id, kind },
+            self.push(match op {
+                Some(_) => ServerViolation::SentAfterOperationEnd { id, kind },
+                None => ServerViolation::ResultForUnknownId { id, kind },
             });
         }
     }
@@ -349,23 +431,28 @@ impl Ledger {
     pub fn check_end(&mut self, conn: &ServerConnection) {
         for (op, record) in &self.ops {
             if record.end.is_none() {
-                self.violations.push(Violation::NeverEnded {
-                    op: *op,
-                    id: record.id.clone(),
-                });
+                self.violations
+                    .push(Violation::Server(ServerViolation::NeverEnded {
+                        op: *op,
+                        id: record.id.clone(),
+                    }));
             }
         }
         if !conn.is_terminated() {
-            self.violations.push(Violation::NotTerminated);
+            self.push(ServerViolation::NotTerminated);
         }
         if conn.live_operations() != 0 {
-            self.violations.push(Violation::LiveOperationsAtEnd {
+            self.push(ServerViolation::LiveOperationsAtEnd {
                 count: conn.live_operations(),
             });
         }
         if let Some(deadline) = conn.poll_timeout() {
-            self.violations.push(Violation::TimerAtEnd { deadline });
+            self.push(ServerViolation::TimerAtEnd { deadline });
         }
+    }
+
+    fn push(&mut self, violation: ServerViolation) {
+        self.violations.push(violation.into());
     }
 
     /// Every violation recorded so far.
@@ -406,6 +493,8 @@ impl Ledger {
 pub struct Audited {
     conn: ServerConnection,
     ledger: Ledger,
+    /// When the connection emitted `Close` (the linger bound starts there).
+    closed_at: Option<Millis>,
 }
 
 impl Audited {
@@ -414,6 +503,7 @@ impl Audited {
         Audited {
             conn: ServerConnection::new(now, protocol, config),
             ledger: Ledger::new(),
+            closed_at: None,
         }
     }
 
@@ -424,9 +514,33 @@ impl Audited {
         let mut effects = Vec::new();
         while let Some(effect) = self.conn.poll_effect() {
             self.ledger.observe_effect(&effect);
+            if matches!(effect, Effect::Close { .. }) {
+                self.closed_at.get_or_insert(now);
+            }
             effects.push(effect);
         }
+        self.check_linger();
         effects
+    }
+
+    /// The closing rule: once `Close` was emitted, the connection is either
+    /// terminated or has a deadline no later than `close_linger` after it.
+    fn check_linger(&mut self) {
+        let Some(closed_at) = self.closed_at else {
+            return;
+        };
+        if self.conn.is_terminated() {
+            return;
+        }
+        let bound = closed_at + self.conn.config().close_linger;
+        let deadline = self.conn.poll_timeout();
+        if deadline.is_none_or(|d| d > bound) {
+            self.ledger
+                .violations
+                .push(Violation::Server(ServerViolation::UnboundedLinger {
+                    deadline,
+                }));
+        }
     }
 
     /// Sugar: a text frame.
@@ -466,11 +580,22 @@ impl Audited {
         self.ledger.violations().to_vec()
     }
 
-    /// Closes the transport (a no-op if already closed), checks the end
-    /// state, and returns every violation of the whole run.
+    /// Sugar: the transport closed with the peer's `code`.
+    pub fn transport_closed(&mut self, now: Millis, code: u16) -> Vec<Effect> {
+        self.handle(now, Input::TransportClosed { code })
+    }
+
+    /// Closes the transport (a no-op if already closed; 1006, as a socket
+    /// that simply ends), checks the end state, and returns every violation
+    /// of the whole run.
     pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
         if !self.conn.is_terminated() {
-            self.handle(now, Input::TransportClosed);
+            self.handle(
+                now,
+                Input::TransportClosed {
+                    code: crate::protocol::close::ABNORMAL_CLOSURE,
+                },
+            );
         }
         self.ledger.check_end(&self.conn);
         self.ledger.violations().to_vec()
@@ -510,7 +635,7 @@ impl ClientLedger {
     /// An effect the client emitted.
     pub fn observe_effect(&mut self, effect: &ClientEffect) {
         if self.closed {
-            self.violations.push(Violation::ClientEffectAfterClosed {
+            self.push(ClientViolation::EffectAfterClosed {
                 effect: format!("{effect:?}"),
             });
             return;
@@ -530,7 +655,7 @@ impl ClientLedger {
         };
         match self.ops.get_mut(id) {
             Some(active) if *active => *active = !terminal,
-            _ => self.violations.push(Violation::ClientEventAfterEnd {
+            _ => self.push(ClientViolation::EventAfterEnd {
                 id: id.clone(),
                 event: format!("{event:?}"),
             }),
@@ -540,16 +665,20 @@ impl ClientLedger {
     /// Checks the end state of `client`.
     pub fn check_end(&mut self, client: &ClientConnection) {
         if !client.is_closed() || !self.closed {
-            self.violations.push(Violation::ClientNotClosed);
+            self.push(ClientViolation::NotClosed);
         }
         if client.active_operations() != 0 {
-            self.violations.push(Violation::ClientOperationsAtEnd {
+            self.push(ClientViolation::OperationsAtEnd {
                 count: client.active_operations(),
             });
         }
         if let Some(deadline) = client.poll_timeout() {
-            self.violations.push(Violation::TimerAtEnd { deadline });
+            self.push(ClientViolation::TimerAtEnd { deadline });
         }
+    }
+
+    fn push(&mut self, violation: ClientViolation) {
+        self.violations.push(violation.into());
     }
 
     /// Every violation recorded so far.
@@ -682,6 +811,9 @@ mod tests {
         let kinds: Vec<String> = violations
             .iter()
             .map(|v| {
+                let Violation::Server(v) = v else {
+                    panic!("not a server violation: {v:?}")
+                };
                 format!("{v:?}")
                     .split([' ', '{'])
                     .next()
@@ -723,14 +855,14 @@ mod tests {
         assert_eq!(
             ledger.violations(),
             &[
-                Violation::NeverEnded {
+                Violation::Server(ServerViolation::NeverEnded {
                     op: OpId(0),
                     id: "a".into()
-                },
-                Violation::NotTerminated,
-                Violation::TimerAtEnd {
+                }),
+                Violation::Server(ServerViolation::NotTerminated),
+                Violation::Server(ServerViolation::TimerAtEnd {
                     deadline: Millis(3_000)
-                },
+                }),
             ]
         );
     }

@@ -121,6 +121,16 @@ pub enum FailureKind {
     Unimplemented,
     /// gRPC `DATA_LOSS`.
     DataLoss,
+    /// SQL: the statement broke a constraint (duplicate key, foreign key,
+    /// check, not null; SQLSTATE class 23).
+    Conflict,
+    /// SQL: a row lock was not granted in time (`innodb_lock_wait_timeout`).
+    LockTimeout,
+    /// SQL: the statement was chosen as a deadlock victim and rolled back.
+    Deadlock,
+    /// SQL: a value does not fit its column (out of range, too long,
+    /// malformed; SQLSTATE class 22).
+    DataError,
 }
 
 impl FailureKind {
@@ -142,6 +152,10 @@ impl FailureKind {
             FailureKind::OutOfRange => "OUT_OF_RANGE",
             FailureKind::Unimplemented => "UPSTREAM_UNIMPLEMENTED",
             FailureKind::DataLoss => "UPSTREAM_DATA_LOSS",
+            FailureKind::Conflict => "UPSTREAM_CONFLICT",
+            FailureKind::LockTimeout => "UPSTREAM_LOCK_TIMEOUT",
+            FailureKind::Deadlock => "UPSTREAM_DEADLOCK",
+            FailureKind::DataError => "UPSTREAM_DATA_ERROR",
         }
     }
 }

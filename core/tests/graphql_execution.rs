@@ -5,7 +5,7 @@ mod gql_common;
 
 use gql_common::{outputs, request, schema};
 use serde_json::{json, Value};
-use terminus_core::graphql::{CallEvent, CallId, Execution, Limits, Schema};
+use terminus_core::graphql::{CallEvent, CallId, Execution, Limits, OperationKind, Schema, Step};
 use terminus_core::{CallTimeouts, FailureKind, UpstreamCall, UpstreamEvent, UpstreamFailure};
 
 fn start(query: &str, vars: Value) -> (Execution, Vec<(CallId, UpstreamCall)>) {
@@ -322,6 +322,72 @@ fn limits_deserialize_with_defaults() {
         }
     );
     assert!(serde_json::from_value::<Limits>(json!({"max_dept": 5})).is_err());
+}
+
+#[test]
+fn start_turns_prepare_errors_into_the_first_and_terminal_output() {
+    let s = schema();
+    let limits = Limits::default();
+    for (query, code) in [
+        ("{ user(id: ", "GRAPHQL_PARSE_FAILED"),
+        ("{ nope }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "query Q($id: ID!) { user(id: $id) { id } }",
+            "BAD_USER_INPUT",
+        ),
+    ] {
+        let req = request(query, json!({}), None);
+        let expected = s.prepare(&req, &limits).expect_err(query);
+        let mut exec = Execution::start(&s, &req, &limits);
+        assert_eq!(exec.kind(), None, "{query}");
+        assert!(exec.root_keys().is_empty());
+        assert!(!exec.is_finished(), "the errors are not taken yet");
+        let step = exec.poll();
+        assert_eq!(
+            step,
+            Some(Step::Output(UpstreamEvent::Error(expected.clone())))
+        );
+        assert_eq!(expected[0]["extensions"]["code"], code, "{query}");
+        assert_eq!(exec.poll(), None);
+        assert!(exec.is_finished());
+        // A rejected execution ignores call events: it never made a call.
+        exec.handle_call_event(CallId(0), CallEvent::End);
+        assert_eq!(exec.poll(), None);
+    }
+}
+
+#[test]
+fn start_runs_a_request_that_prepares_like_new_and_poll_orders_calls_cancels_outputs() {
+    let s = schema();
+    let limits = Limits::default();
+    let req = request("{ count u: user(id: 1) { id } }", json!({}), None);
+    let mut exec = Execution::start(&s, &req, &limits);
+    let mut reference = Execution::new(s.prepare(&req, &limits).unwrap());
+    assert_eq!(exec.kind(), Some(OperationKind::Query));
+    assert_eq!(exec.root_keys(), vec!["count", "u"]);
+    let mut calls = Vec::new();
+    while let Some(step) = exec.poll() {
+        match step {
+            Step::Call(id, call) => {
+                assert_eq!(reference.poll_call(), Some((id, call.clone())));
+                calls.push(id);
+            }
+            other => panic!("only calls at first, got {other:?}"),
+        }
+    }
+    assert_eq!(calls.len(), 2);
+    // `count` is `Int!`: its failure nulls `data`, so the other call is
+    // dropped (a Cancel) before the result is delivered.
+    exec.handle_call_event(
+        calls[0],
+        CallEvent::Failed(UpstreamFailure::new(FailureKind::Failed, "boom")),
+    );
+    let steps: Vec<Step> = std::iter::from_fn(|| exec.poll()).collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[0], Step::Cancel(calls[1]));
+    assert!(matches!(&steps[1], Step::Output(UpstreamEvent::Next(v)) if v["data"].is_null()));
+    assert_eq!(steps[2], Step::Output(UpstreamEvent::Complete));
+    assert!(exec.is_finished());
 }
 
 #[test]

@@ -14,25 +14,46 @@ use terminus_core::{Millis, OpId, UpstreamEvent};
 
 #[derive(Debug, Clone)]
 enum Move {
-    Init { with_payload: bool },
+    Init {
+        with_payload: bool,
+    },
     Accept,
-    AcceptUntil { in_ms: u32 },
+    AcceptUntil {
+        in_ms: u32,
+    },
     Reject,
-    Subscribe { id: u8, stream: bool },
-    Complete { id: u8 },
+    Subscribe {
+        id: u8,
+        stream: bool,
+    },
+    Complete {
+        id: u8,
+    },
     Terminate,
     Ping,
     Pong,
     Garbage(u8),
     Binary,
     BigFrame,
-    Next { which: u8 },
-    Error { which: u8 },
-    Done { which: u8 },
+    Next {
+        which: u8,
+    },
+    Error {
+        which: u8,
+    },
+    Done {
+        which: u8,
+    },
     Flushed(u16),
     Advance(u32),
     TransportPong,
     Shutdown,
+    /// The transport refused a frame as too large.
+    TooBig,
+    /// The host failed (a caught panic).
+    HostFailed,
+    /// The peer's close frame (or the socket's end) with this code.
+    PeerClosed(u16),
 }
 
 fn moves() -> impl Strategy<Value = Move> {
@@ -56,6 +77,10 @@ fn moves() -> impl Strategy<Value = Move> {
         4 => (0u32..30_000).prop_map(Move::Advance),
         2 => Just(Move::TransportPong),
         1 => Just(Move::Shutdown),
+        1 => Just(Move::TooBig),
+        1 => Just(Move::HostFailed),
+        1 => prop_oneof![Just(1000u16), Just(1001), Just(1005), Just(1006), Just(4400)]
+            .prop_map(Move::PeerClosed),
     ]
 }
 
@@ -165,6 +190,9 @@ fn run_moves(protocol: Subprotocol, config: ConnectionConfig, script: Vec<Move>)
             }
             Move::TransportPong => conn.handle(now, Input::TransportPong),
             Move::Shutdown => conn.handle(now, Input::Shutdown),
+            Move::TooBig => conn.handle(now, Input::FrameTooBig { bytes: 1 << 20 }),
+            Move::HostFailed => conn.handle(now, Input::InternalError),
+            Move::PeerClosed(code) => conn.handle(now, Input::TransportClosed { code }),
         };
         record(effects, &mut started);
         // The ledger's live count and the connection's agree at every step.

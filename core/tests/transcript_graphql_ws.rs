@@ -308,7 +308,9 @@ fn shutdown_and_socket_close_cancel_everything() {
     t.init_ok();
     let a = t.subscribe("a", "subscription { ticks }");
     let b = t.subscribe("b", "{ hello }");
-    let effects = t.input(Input::TransportClosed);
+    let effects = t.input(Input::TransportClosed {
+        code: close::ABNORMAL_CLOSURE,
+    });
     assert_eq!(cancels(&effects), vec![a, b]);
     assert!(frames(&effects).is_empty());
     t.finish();

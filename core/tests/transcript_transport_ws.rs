@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, ConnectionConfig, Effect, Input, Subprotocol};
-use terminus_core::UpstreamEvent;
+use terminus_core::{Millis, UpstreamEvent};
 
 #[test]
 fn init_is_authenticated_by_the_host_then_acknowledged() {
@@ -48,7 +48,9 @@ fn no_init_within_the_timeout_closes_4408() {
             "Connection initialisation timeout".into()
         ))
     );
-    assert!(t.conn.connection().is_terminated());
+    // Closing: the linger for the client's close frame has begun.
+    assert!(t.conn.connection().is_closing());
+    assert_eq!(t.conn.connection().poll_timeout(), Some(Millis(4_000)));
     t.finish();
 }
 
@@ -377,7 +379,9 @@ fn socket_close_cancels_every_operation_including_ones_in_setup() {
     let a = t.subscribe("a", "subscription { ticks }");
     t.upstream(a, next(json!({"data": {}})));
     let b = t.subscribe("b", "{ hello }"); // still being prepared
-    let effects = t.input(Input::TransportClosed);
+    let effects = t.input(Input::TransportClosed {
+        code: close::ABNORMAL_CLOSURE,
+    });
     assert_eq!(cancels(&effects), vec![a, b]);
     assert!(frames(&effects).is_empty());
     assert!(close_of(&effects).is_none());
@@ -386,7 +390,11 @@ fn socket_close_cancels_every_operation_including_ones_in_setup() {
     assert_eq!(conn.live_operations(), 0);
     assert_eq!(conn.poll_timeout(), None);
     // Calling it again is a no-op.
-    assert!(t.input(Input::TransportClosed).is_empty());
+    assert!(t
+        .input(Input::TransportClosed {
+            code: close::ABNORMAL_CLOSURE
+        })
+        .is_empty());
     t.finish();
 }
 
@@ -574,8 +582,13 @@ fn shutdown_closes_1001_and_cancels_everything() {
     );
     assert_eq!(cancels(&effects), vec![a, b]);
     let conn = t.conn.connection();
-    assert!(conn.is_terminated());
+    assert!(conn.is_closing());
     assert_eq!(conn.live_operations(), 0);
+    // The client answers the close frame: the connection ends at once.
+    assert!(t.conn.transport_closed(t.now, close::GOING_AWAY).is_empty());
+    let conn = t.conn.connection();
+    assert!(conn.is_terminated());
+    assert_eq!(conn.close_code(), Some(close::GOING_AWAY));
     assert_eq!(conn.poll_timeout(), None);
     t.finish();
 }
@@ -659,7 +672,11 @@ fn an_expiring_credential_closes_4403_at_its_expiry_and_cancels_everything() {
     cancelled.sort();
     assert_eq!(cancelled, vec![a, b]);
     assert_eq!(t.conn.connection().live_operations(), 0);
-    assert_eq!(t.conn.connection().poll_timeout(), None);
+    // Only the close's linger is left (close_linger, 1 s by default).
+    assert_eq!(
+        t.conn.connection().poll_timeout(),
+        Some(terminus_core::Millis(61_000))
+    );
     t.finish();
 }
 

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;
 use terminus_core::client::{ClientConfig, ClientConnection, ClientEffect};
-use terminus_core::protocol::Subprotocol;
+use terminus_core::protocol::{close, Subprotocol};
 use terminus_core::Millis;
 use terminus_fuzz::{ArbObject, ArbQuery, ClientAudit, ServerFrameSpec, CLIENT_CLOSE_CODES};
 
@@ -168,7 +168,7 @@ fuzz_target!(|scenario: Scenario| {
     now = now + Duration::from_secs(24 * 3600);
     client.handle_timeout(now);
     drain(&mut audit, &mut client, None);
-    client.handle_transport_closed(now, 1006, "");
+    client.handle_transport_closed(now, close::ABNORMAL_CLOSURE, "");
     drain(&mut audit, &mut client, None);
     audit.check_end(&client);
     audit.assert_clean("end");

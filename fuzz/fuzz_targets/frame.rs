@@ -215,7 +215,7 @@ fn check_client(text: &str) {
             if bad {
                 assert_eq!(closes, [close::BAD_RESPONSE], "{text:?}");
             }
-            client.handle_transport_closed(NOW, 1006, "");
+            client.handle_transport_closed(NOW, close::ABNORMAL_CLOSURE, "");
             audit.drain(&mut client);
             audit.check_end(&client);
             audit.assert_clean("client end");

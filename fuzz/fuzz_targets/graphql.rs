@@ -1,5 +1,5 @@
 //! `graphql`: arbitrary query text and variables against the demo schemas
-//! through validation (`prepare`), planning and shaping (`Execution`), with
+//! through `Execution::start` (validation, planning, shaping), with
 //! arbitrary upstream results. Never a panic; every error is spec-shaped (an
 //! object with a string `message`); every result is `{data?, errors?}`; the
 //! output sequence is one result then `Complete` for queries and mutations,
@@ -11,7 +11,9 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, OperationKind, Schema};
+use terminus_core::graphql::{
+    demo, CallEvent, CallId, Execution, Limits, OperationKind, Schema, Step as ExecStep,
+};
 use terminus_core::{FailureKind, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure};
 use terminus_fuzz::{check_execution_result, check_graphql_errors, ArbJson, ArbObject, ArbQuery};
 
@@ -102,18 +104,23 @@ struct Scenario {
 
 struct Run {
     exec: Execution,
-    kind: OperationKind,
+    /// `None`: the request did not prepare.
+    kind: Option<OperationKind>,
     calls: Vec<(CallId, UpstreamCall)>,
     outputs: Vec<UpstreamEvent>,
 }
 
 impl Run {
     fn drain(&mut self) {
-        while let Some(call) = self.exec.poll_call() {
-            self.calls.push(call);
-        }
-        while self.exec.poll_cancel().is_some() {}
-        while let Some(output) = self.exec.poll_output() {
+        while let Some(step) = self.exec.poll() {
+            let output = match step {
+                ExecStep::Call(id, call) => {
+                    self.calls.push((id, call));
+                    continue;
+                }
+                ExecStep::Cancel(_) => continue,
+                ExecStep::Output(output) => output,
+            };
             assert!(
                 !self.outputs.last().is_some_and(UpstreamEvent::is_terminal),
                 "output after the terminal event: {output:?}"
@@ -123,7 +130,7 @@ impl Run {
                     if let Err(e) = check_execution_result(result) {
                         panic!("{e}");
                     }
-                    if self.kind != OperationKind::Subscription {
+                    if self.kind != Some(OperationKind::Subscription) {
                         assert!(
                             self.outputs.is_empty(),
                             "a query or mutation produced a second result: {output:?}"
@@ -179,18 +186,12 @@ fuzz_target!(|scenario: Scenario| {
     } else {
         Limits::default()
     };
-    let prepared = match schema.prepare(&request, &limits) {
-        Ok(prepared) => prepared,
-        Err(errors) => {
-            if let Err(e) = check_graphql_errors(&errors) {
-                panic!("prepare: {e}");
-            }
-            return;
-        }
-    };
-    let kind = prepared.kind();
+    // `Execution::start`: a request that does not prepare ends with its
+    // errors as the only output (checked as spec-shaped in `drain`).
+    let exec = Execution::start(schema, &request, &limits);
+    let kind = exec.kind();
     let mut run = Run {
-        exec: Execution::new(prepared),
+        exec,
         kind,
         calls: Vec::new(),
         outputs: Vec::new(),
@@ -251,7 +252,14 @@ fuzz_target!(|scenario: Scenario| {
         "finished without a terminal event: {:?}",
         run.outputs
     );
-    if kind != OperationKind::Subscription {
+    if kind.is_none() {
+        assert!(
+            run.calls.is_empty() && matches!(run.outputs.as_slice(), [UpstreamEvent::Error(_)]),
+            "a request that did not prepare: {:?}",
+            run.outputs
+        );
+    }
+    if kind != Some(OperationKind::Subscription) {
         let shape_ok = matches!(
             run.outputs.as_slice(),
             [UpstreamEvent::Next(_), UpstreamEvent::Complete] | [UpstreamEvent::Error(_)]

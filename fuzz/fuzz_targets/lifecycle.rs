@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;
 use terminus_core::ledger::Audited;
+use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, ConnectionConfig, Effect, Input, Subprotocol};
 use terminus_core::{Millis, OpId, UpstreamEvent};
 use terminus_fuzz::{
@@ -19,6 +20,7 @@ use terminus_fuzz::{
 /// Bounds small enough that the fuzzer reaches them.
 #[derive(Debug, Arbitrary)]
 struct ConfigSpec {
+    close_linger_ms: u16,
     init_timeout_ms: u16,
     keepalive_interval_ms: u16,
     keepalive_timeout_ms: u16,
@@ -39,6 +41,7 @@ impl ConfigSpec {
             max_frame_bytes: 64 + usize::from(self.max_frame_bytes),
             max_operations: usize::from(self.max_operations % 8),
             max_outbound_bytes: 256 + usize::from(self.max_outbound_bytes) * 4,
+            close_linger: Duration::from_millis(self.close_linger_ms.into()),
         }
     }
 }
@@ -101,8 +104,12 @@ enum Step {
     FireDue,
     /// Time passes (no input).
     Wait(u16),
-    /// The socket closed.
-    TransportClosed,
+    /// The socket closed with the peer's close code (1006: no close frame).
+    TransportClosed(u16),
+    /// The transport refused a frame of this size as too large.
+    FrameTooBig(u32),
+    /// The host failed (a caught panic).
+    InternalError,
     /// The server drains.
     Shutdown,
 }
@@ -178,8 +185,9 @@ impl Run {
             self.close_codes
         );
         if self.conn.ledger().is_closed() {
+            // Only the linger's deadline (the ledger checks its bound).
             assert!(
-                conn.poll_timeout().is_none(),
+                conn.poll_timeout().is_none() || conn.is_closing(),
                 "closed connection wants a timer"
             );
             assert_eq!(
@@ -291,12 +299,18 @@ fuzz_target!(|scenario: Scenario| {
                 run.fire_due();
             }
             Step::Wait(ms) => run.now = run.now + Duration::from_millis((*ms).into()),
-            Step::TransportClosed => run.input(Input::TransportClosed),
+            Step::TransportClosed(code) => run.input(Input::TransportClosed { code: *code }),
+            Step::FrameTooBig(bytes) => run.input(Input::FrameTooBig {
+                bytes: *bytes as usize,
+            }),
+            Step::InternalError => run.input(Input::InternalError),
             Step::Shutdown => run.input(Input::Shutdown),
         }
     }
     // The end: the transport closes, time runs past every deadline.
-    run.input(Input::TransportClosed);
+    run.input(Input::TransportClosed {
+        code: close::ABNORMAL_CLOSURE,
+    });
     run.now = run.now + Duration::from_secs(24 * 3600);
     run.input(Input::Timeout);
     let violations = run.conn.finish(run.now);

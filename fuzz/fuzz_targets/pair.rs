@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use terminus_core::client::{ClientConfig, ClientConnection, ClientEffect};
 use terminus_core::ledger::Audited;
+use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, ConnectionConfig, Effect, Input, Subprotocol};
 use terminus_core::sim::{Faults, OpKey, ScriptConfig, Sim, SimConfig, Upstream};
 use terminus_core::{Millis, OpId, OperationRequest, UpstreamEvent};
@@ -187,10 +188,10 @@ impl Pair {
         match self.to_server.pop_front() {
             Some(Wire::Text(text)) => self.server_input(Input::Text(text)),
             Some(Wire::Pong) => self.server_input(Input::TransportPong),
-            Some(Wire::Close(..)) => {
+            Some(Wire::Close(code, _)) => {
                 self.socket_dead = true;
                 self.to_client.clear();
-                self.server_input(Input::TransportClosed);
+                self.server_input(Input::TransportClosed { code });
             }
             Some(Wire::Ping) | None => {}
         }
@@ -217,6 +218,9 @@ impl Pair {
                 self.to_server.clear();
                 self.client.handle_transport_closed(self.now, code, &reason);
                 self.client_drain();
+                // The client's WebSocket layer answers the close frame,
+                // which ends the server's linger.
+                self.server_input(Input::TransportClosed { code });
             }
             Some(Wire::Pong) | None => {}
         }
@@ -293,8 +297,11 @@ impl Pair {
         self.socket_dead = true;
         self.to_server.clear();
         self.to_client.clear();
-        self.server_input(Input::TransportClosed);
-        self.client.handle_transport_closed(self.now, 1006, "");
+        self.server_input(Input::TransportClosed {
+            code: close::ABNORMAL_CLOSURE,
+        });
+        self.client
+            .handle_transport_closed(self.now, close::ABNORMAL_CLOSURE, "");
         self.client_drain();
     }
 }
@@ -313,6 +320,9 @@ fn run_steps(scenario: &Scenario) {
         max_frame_bytes: 64 * 1024,
         max_operations: 1 + usize::from(scenario.max_operations % 8),
         max_outbound_bytes: 512 + usize::from(scenario.max_outbound) * 8,
+        // The pair answers close frames; the linger bound is the lifecycle
+        // target's to vary.
+        close_linger: Duration::from_millis(u64::from(scenario.keepalive_timeout_ms)),
     };
     let client_config = ClientConfig {
         ack_timeout: Duration::from_millis(scenario.ack_timeout_ms.into()),
@@ -612,6 +622,7 @@ fn run_sim(spec: &SimSpec) {
             max_frame_bytes: 64 * 1024,
             max_operations: 1 + usize::from(spec.max_operations % 8),
             max_outbound_bytes: 512 + usize::from(spec.max_outbound) * 8,
+            close_linger: Duration::from_millis(u64::from(spec.keepalive_timeout_ms % 5_000)),
         },
         client: ClientConfig {
             ack_timeout: Duration::from_millis(u64::from(spec.ack_timeout_ms % 10_000)),

@@ -382,19 +382,25 @@ impl Session<'_> {
                 Wake::Frame(Some(Ok(Message::Close(frame)))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
+                        .unwrap_or((close::NO_STATUS_RECEIVED, String::new()));
                     self.client.handle_transport_closed(now, code, &reason);
                 }
                 // tungstenite answers pings itself; binary frames are not
                 // part of either subprotocol.
                 Wake::Frame(Some(Ok(_))) => {}
                 Wake::Frame(Some(Err(error))) => {
-                    self.client
-                        .handle_transport_closed(now, 1006, &error.to_string());
+                    self.client.handle_transport_closed(
+                        now,
+                        close::ABNORMAL_CLOSURE,
+                        &error.to_string(),
+                    );
                 }
                 Wake::Frame(None) => {
-                    self.client
-                        .handle_transport_closed(now, 1006, "the socket closed");
+                    self.client.handle_transport_closed(
+                        now,
+                        close::ABNORMAL_CLOSURE,
+                        "the socket closed",
+                    );
                 }
             }
         }
@@ -407,8 +413,11 @@ impl Session<'_> {
                 ClientEffect::SendText(text) => {
                     if let Err(error) = ws.send(Message::text(text)).await {
                         let now = millis(self.shared);
-                        self.client
-                            .handle_transport_closed(now, 1006, &error.to_string());
+                        self.client.handle_transport_closed(
+                            now,
+                            close::ABNORMAL_CLOSURE,
+                            &error.to_string(),
+                        );
                     }
                 }
                 ClientEffect::Close { code, reason } => {

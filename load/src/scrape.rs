@@ -207,10 +207,10 @@ mod tests {
 
     #[test]
     fn parses_prometheus_text() {
-        let text = "# HELP a A.\n# TYPE a gauge\na 3\nb{code=\"4409\",x=\"y z\"} 2.5 1700000000\n\nc NaN\nbroken\n";
+        let text = "# HELP a A.\n# TYPE a gauge\na 3\nb{code=\"7\",x=\"y z\"} 2.5 1700000000\n\nc NaN\nbroken\n";
         let values = parse_prometheus(text);
         assert_eq!(values.get("a"), Some(&3.0));
-        assert_eq!(values.get("b{code=\"4409\",x=\"y z\"}"), Some(&2.5));
+        assert_eq!(values.get("b{code=\"7\",x=\"y z\"}"), Some(&2.5));
         assert!(values.get("c").is_some_and(|v| v.is_nan()));
         assert!(!values.contains_key("broken"));
     }

@@ -2,15 +2,17 @@
 //! polls `/admin/state` (JSON) once a second and draws the numbers, a chart
 //! of the last minutes and the list of live operations.
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
-/// The state behind the page: current numbers, history, live operations.
+/// The state behind the page: current numbers, history, live operations
+/// (each connection's rows are its state machine's live operations, as
+/// ws.rs publishes them).
 pub fn state(gateway: &Gateway) -> Value {
     let metrics = &gateway.metrics;
     let sampled = gateway.sampled();
-    let now = std::time::Instant::now();
+    let now = gateway.now();
     let views = gateway.views.lock().unwrap_or_else(|e| e.into_inner());
     let mut operations = Vec::new();
     for (connection, view) in views.iter() {
@@ -22,7 +24,7 @@ pub fn state(gateway: &Gateway) -> Value {
                 "protocol": view.protocol,
                 "id": row.id,
                 "field": row.field,
-                "age_ms": now.saturating_duration_since(row.started).as_millis() as u64,
+                "age_ms": now.0.saturating_sub(row.started.0),
             }));
         }
     }
@@ -47,9 +49,9 @@ pub fn state(gateway: &Gateway) -> Value {
         })
         .collect();
     json!({
-        "draining": gateway.draining.load(Ordering::SeqCst),
+        "draining": gateway.is_draining(),
         "now": {
-            "connections": metrics.connections.load(Ordering::Relaxed),
+            "connections": sampled.connections,
             "operations": metrics.operations.load(Ordering::Relaxed),
             "upstream_streams": sampled.upstream_streams,
             "upstream_connections": sampled.upstream_connections,
@@ -168,63 +170,3 @@ setInterval(tick, 1000);
 </body>
 </html>
 "##;
-
-/// The admin listener (`admin.listen`): serves `/admin`, `/admin/state`,
-/// `/metrics`, `/healthz` and `/readyz` (runtime-smol/src/http.rs,
-/// `Surface::Admin`), at most `admin.max_connections` at once. Owns its
-/// connection tasks; dropping it ends them all.
-pub(crate) async fn serve_listener(
-    gateway: std::sync::Arc<Gateway>,
-    listener: smol::net::TcpListener,
-) {
-    use futures_lite::FutureExt;
-    let max = gateway.config.admin.max_connections;
-    let mut connections: std::collections::HashMap<u64, smol::Task<()>> = Default::default();
-    let (done_tx, done_rx) = async_channel::unbounded::<u64>();
-    let mut ids = 0u64;
-    loop {
-        let finished = async {
-            match done_rx.recv().await {
-                Ok(id) => Err(id),
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let accept = async {
-            if connections.len() >= max {
-                // Full: wait for one to finish before accepting more.
-                std::future::pending::<()>().await;
-            }
-            Ok(listener.accept().await)
-        };
-        match accept.or(finished).await {
-            Err(id) => {
-                connections.remove(&id);
-            }
-            Ok(Ok((stream, peer))) => {
-                ids += 1;
-                let id = ids;
-                let gateway = gateway.clone();
-                let done = done_tx.clone();
-                connections.insert(
-                    id,
-                    crate::tasks::spawn(async move {
-                        let plain = crate::tls::Acceptor::plain();
-                        crate::http::serve_tcp_on(
-                            gateway,
-                            &plain,
-                            stream,
-                            peer,
-                            crate::http::Surface::Admin,
-                        )
-                        .await;
-                        let _ = done.send(id).await;
-                    }),
-                );
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "admin listener: accept failed");
-                smol::Timer::after(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}

@@ -419,6 +419,8 @@ impl Config {
             ("limits.max_query_depth", self.limits.max_query_depth),
             ("limits.max_query_fields", self.limits.max_query_fields),
             ("limits.max_query_bytes", self.limits.max_query_bytes),
+            ("limits.max_query_cost", self.limits.max_query_cost),
+            ("limits.max_response_bytes", self.limits.max_response_bytes),
         ];
         for (key, value) in nonzero {
             if value == 0 {
@@ -463,7 +465,7 @@ impl Config {
                     "auth.tokens and [auth.jwt] cannot both be set",
                 ));
             }
-            crate::jwt::check(jwt, path)?;
+            crate::jwt::check(jwt).map_err(|e| ConfigError::in_file(path, e))?;
         }
         Ok(())
     }

@@ -1,6 +1,9 @@
 //! The demo upstream: a real gRPC server over HTTP/2 (hyper's server on
 //! smol) implementing `terminus.demo.v1.Demo` with the prost types of
-//! `terminus-proto`.
+//! `terminus-proto`. What the service answers (the greeting, the ticks, their
+//! bounds and failures) is the core's model, `core/src/demo_service.rs`,
+//! which the browser simulator's offline upstream drives too; this module
+//! carries it over HTTP/2 on the wall clock.
 //!
 //! `terminus demo` embeds it, and the tests use it as the upstream they can
 //! stop and restart. Every task it runs is owned: the accept loop by the
@@ -16,7 +19,6 @@
 use crate::grpc::executor::OwnedExecutor;
 use crate::grpc::{code, encode_message, frame, parse_timeout_header, take_frame, CONTENT_TYPE};
 use bytes::{Bytes, BytesMut};
-use futures_lite::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
@@ -30,7 +32,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use terminus_core::demo_service::{self, TickStep, Ticks};
+use terminus_core::Millis;
 use terminus_proto::demo::v1::{HelloReply, HelloRequest, Tick, TicksRequest};
 
 /// The largest request the demo accepts.
@@ -238,16 +242,10 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
             }
         },
     };
-    let read = async { Some(read_message(request).await) };
+    let read = read_message(request);
     let read = match deadline.as_mut() {
-        Some(timer) => {
-            read.or(async {
-                timer.await;
-                None
-            })
-            .await
-        }
-        None => read.await,
+        Some(timer) => crate::timeout::until(timer, read).await.ok(),
+        None => Some(read.await),
     };
     let Some(read) = read else {
         return trailers_only(guard, code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE);
@@ -259,13 +257,8 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
     match path.as_str() {
         "/terminus.demo.v1.Demo/Hello" => match HelloRequest::decode(message) {
             Ok(hello) => {
-                let name = if hello.name.is_empty() {
-                    "world"
-                } else {
-                    hello.name.as_str()
-                };
                 let reply = HelloReply {
-                    message: format!("Hello, {name}!"),
+                    message: demo_service::hello_message(&hello.name),
                 };
                 let mut body = DemoBody::new(guard, None, deadline);
                 body.pending
@@ -282,14 +275,11 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
         },
         "/terminus.demo.v1.Demo/Ticks" => match TicksRequest::decode(message) {
             Ok(ticks) => {
-                let every = Duration::from_millis(ticks.every_ms.max(1) as u64);
-                let ticker = Ticker {
-                    next_seq: 1,
+                let ticker = Ticker::start(demo_service::TicksRequest {
+                    every_ms: ticks.every_ms,
                     limit: ticks.limit,
                     fail_at: ticks.fail_at,
-                    every,
-                    timer: smol::Timer::after(every),
-                };
+                });
                 grpc_response(DemoBody::new(guard, Some(ticker), deadline))
             }
             Err(error) => trailers_only(
@@ -322,11 +312,9 @@ async fn read_message(request: Request<Incoming>) -> Result<Bytes, String> {
             .map(|collected| collected.to_bytes())
             .map_err(|error| format!("reading the request: {error}"))
     };
-    let expired = async {
-        smol::Timer::after(REQUEST_READ_TIMEOUT).await;
-        Err("the request did not arrive in time".to_owned())
-    };
-    let bytes = read.or(expired).await?;
+    let bytes = crate::timeout::timeout(REQUEST_READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err("the request did not arrive in time".to_owned()))?;
     let mut buffer = BytesMut::from(&bytes[..]);
     match take_frame(&mut buffer)? {
         Some(message) if buffer.is_empty() => Ok(message),
@@ -365,13 +353,28 @@ fn trailers_only(mut guard: StreamGuard, status: u32, message: &str) -> Response
     response
 }
 
-/// The `Ticks` stream's state.
+/// A `Ticks` stream: the core's model on the wall clock.
 struct Ticker {
-    next_seq: i32,
-    limit: Option<i32>,
-    fail_at: Option<i32>,
-    every: Duration,
+    ticks: Ticks,
+    /// The instant the model's `Millis(0)` stands for: the call's start.
+    epoch: Instant,
+    /// Fires when the model's next step is due.
     timer: smol::Timer,
+}
+
+impl Ticker {
+    fn start(request: demo_service::TicksRequest) -> Ticker {
+        let epoch = Instant::now();
+        Ticker {
+            ticks: Ticks::start(Millis::ZERO, request),
+            epoch,
+            timer: smol::Timer::never(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// A response body: frames ready to send, then the ticks if any.
@@ -429,21 +432,30 @@ impl Body for DemoBody {
         let Some(ticker) = this.ticker.as_mut() else {
             return Poll::Ready(None);
         };
-        let seq = ticker.next_seq;
-        if ticker.limit.is_some_and(|limit| seq > limit) {
-            return Poll::Ready(Some(Ok(this.trailers(code::OK, ""))));
+        loop {
+            match ticker.ticks.poll(ticker.now()) {
+                Some(TickStep::Tick(seq)) => {
+                    return Poll::Ready(Some(Ok(Frame::data(frame(&Tick { seq }.encode_to_vec())))))
+                }
+                Some(TickStep::End) => return Poll::Ready(Some(Ok(this.trailers(code::OK, "")))),
+                Some(TickStep::Failed(message)) => {
+                    return Poll::Ready(Some(Ok(this.trailers(code::INTERNAL, &message))))
+                }
+                None => {
+                    let Some(due) = ticker.ticks.poll_timeout() else {
+                        return Poll::Ready(Some(Ok(this.trailers(code::OK, ""))));
+                    };
+                    match ticker.epoch.checked_add(Duration::from_millis(due.0)) {
+                        Some(at) => ticker.timer.set_at(at),
+                        // Beyond what the clock can represent: never due.
+                        None => return Poll::Pending,
+                    }
+                    if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
         }
-        if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        if ticker.fail_at == Some(seq) {
-            let message = format!("tick {seq} failed on purpose");
-            return Poll::Ready(Some(Ok(this.trailers(code::INTERNAL, &message))));
-        }
-        ticker.next_seq += 1;
-        let every = ticker.every;
-        ticker.timer.set_after(every);
-        Poll::Ready(Some(Ok(Frame::data(frame(&Tick { seq }.encode_to_vec())))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,57 +1,58 @@
-//! Running one prepared GraphQL operation against the upstreams.
+//! Running one GraphQL operation against the upstreams.
 //!
-//! The core's [`Execution`] decides which calls to make and shapes their
-//! results; this module only makes the calls. Each call is a task owned by
+//! The core's [`Execution`] (started with `Execution::start_with`) decides
+//! which calls to make, turns a request that does not prepare into its
+//! errors and shapes the calls' results; this module only makes the calls. Each call is a task owned by
 //! the operation's task (in its `calls` table), and the operation's task is
 //! owned by its connection's table: dropping the operation drops its calls,
 //! which resets gRPC streams and kills SQL queries at once.
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 use crate::tasks;
-use crate::upstreams::Upstreams;
+use crate::upstreams::{unavailable, Upstreams};
 use async_channel::Sender;
 use futures_lite::{FutureExt, StreamExt};
-use serde_json::json;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use terminus_core::graphql::{
-    CallEvent, CallId, Execution, PreparedOperation, INTERNAL_SERVER_ERROR,
+    CallEvent, CallId, Execution, GraphQLError, Step, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{
-    FailureKind, OpId, RequestContext, UpstreamCall, UpstreamEvent, UpstreamFailure,
-};
+use terminus_core::{OpId, UpstreamCall, UpstreamEvent};
 
-/// Runs `prepared` to its end, sending every event for `op` to `out`.
+/// Runs `execution` to its end, sending every event for `op` to `out`.
 ///
 /// Returns after the terminal event was sent, or when `out` is closed (the
 /// connection is gone). Sending waits when `out` is full, so a slow client
 /// slows its upstreams down instead of growing a queue.
 pub async fn run_operation(
-    prepared: PreparedOperation,
-    context: RequestContext,
+    mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
 ) {
-    let mut execution = Execution::with_context(prepared, context);
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
     loop {
-        while let Some((call_id, call)) = execution.poll_call() {
-            let task = tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
-            calls.insert(call_id, task);
-        }
-        while let Some(call_id) = execution.poll_cancel() {
-            calls.remove(&call_id);
-        }
-        while let Some(event) = execution.poll_output() {
-            let terminal = event.is_terminal();
-            if out.send((op, event)).await.is_err() || terminal {
-                return;
+        while let Some(step) = execution.poll() {
+            match step {
+                Step::Call(call_id, call) => {
+                    let task =
+                        tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
+                    calls.insert(call_id, task);
+                }
+                Step::Cancel(call_id) => {
+                    calls.remove(&call_id);
+                }
+                Step::Output(event) => {
+                    let terminal = event.is_terminal();
+                    if out.send((op, event)).await.is_err() || terminal {
+                        return;
+                    }
+                }
             }
         }
         if execution.is_finished() {
@@ -75,8 +76,7 @@ pub async fn run_operation(
 /// is the `testing.panic_trigger` hook.
 pub async fn run_operation_guarded(
     gateway: Arc<Gateway>,
-    prepared: PreparedOperation,
-    context: RequestContext,
+    execution: Execution,
     op: OpId,
     out: Sender<(OpId, UpstreamEvent)>,
     panic_for_test: bool,
@@ -90,7 +90,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(prepared, context, upstreams, op, queue, events).await;
+        run_operation(execution, upstreams, op, queue, events).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -100,10 +100,7 @@ pub async fn run_operation_guarded(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         tracing::error!(%op, panic = %message, "operation task panicked");
-        let error = json!({
-            "message": "Internal server error",
-            "extensions": {"code": INTERNAL_SERVER_ERROR},
-        });
+        let error = GraphQLError::new("Internal server error", INTERNAL_SERVER_ERROR).to_value();
         let _ = out.send((op, UpstreamEvent::Error(vec![error]))).await;
     }
 }
@@ -219,12 +216,4 @@ async fn run_call(
             }
         }
     }
-}
-
-/// The failure for a call to an upstream the config does not name.
-pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
-    UpstreamFailure::new(
-        FailureKind::Unavailable,
-        format!("no {what} named {name:?} is configured"),
-    )
 }

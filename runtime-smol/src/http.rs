@@ -8,11 +8,11 @@
 
 use crate::admin;
 use crate::execute;
-use crate::server::Gateway;
+use crate::gateway::{ConnectionSlot, Gateway};
 use crate::tasks;
+use crate::timeout::timeout;
 use crate::tls::Conn;
 use crate::ws;
-use futures_lite::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use terminus_core::graphql::OperationKind;
-use terminus_core::server::Subprotocol;
+use terminus_core::graphql::{Execution, OperationKind};
+use terminus_core::server::{Admission, Subprotocol};
 use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
 type Body = Full<Bytes>;
@@ -38,34 +38,6 @@ pub(crate) struct PendingUpgrade {
     slot: ConnectionSlot,
     /// The upgrade request's forwarded headers (grpc/metadata.rs).
     context: BTreeMap<String, String>,
-}
-
-/// One unit of the connection cap, held for the WebSocket's whole life.
-pub(crate) struct ConnectionSlot {
-    gateway: Arc<Gateway>,
-}
-
-impl ConnectionSlot {
-    fn reserve(gateway: &Arc<Gateway>) -> Option<ConnectionSlot> {
-        let max = i64::try_from(gateway.config.limits.max_connections).unwrap_or(i64::MAX);
-        let previous = gateway.metrics.connections.fetch_add(1, Ordering::SeqCst);
-        if previous >= max {
-            gateway.metrics.connections.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(ConnectionSlot {
-            gateway: gateway.clone(),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.gateway
-            .metrics
-            .connections
-            .fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
@@ -188,10 +160,10 @@ async fn route(
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            if gateway.draining.load(Ordering::SeqCst) {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
-            } else {
+            if gateway.is_ready() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
             }
         }
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
@@ -306,6 +278,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     respond(status, "application/json", body.to_string())
 }
 
+/// `extensions.code` of a POST that passed `timeouts.http_request` (504).
+pub const REQUEST_TIMEOUT_CODE: &str = "GATEWAY_TIMEOUT";
+
 fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "errors": [{ "message": message }] }))
 }
@@ -377,23 +352,26 @@ fn websocket_upgrade(
             ),
         );
     };
-    if gateway.draining.load(Ordering::SeqCst) {
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "draining: connect to another instance\n",
-        );
-    }
-    let Some(slot) = ConnectionSlot::reserve(gateway) else {
-        let mut response = respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "connection limit reached: try again later\n",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+    let slot = match ConnectionSlot::admit(gateway) {
+        Ok(slot) => slot,
+        Err(Admission::Full) => {
+            let mut response = respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "connection limit reached: try again later\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(Admission::Draining | Admission::Admitted) => {
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "draining: connect to another instance\n",
+            );
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut context = BTreeMap::new();
@@ -458,7 +436,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         );
     }
     let limit = gateway.config.limits.max_http_body_bytes;
-    let timeout = gateway.config.timeouts.http_request;
+    let limit_time = gateway.config.timeouts.http_request;
     let work = async {
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(body) => body.to_bytes(),
@@ -482,14 +460,15 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         };
         run_post(gateway, operation, claims, Arc::new(context)).await
     };
-    let expired = async {
-        smol::Timer::after(timeout).await;
-        graphql_error_response(
+    timeout(limit_time, work).await.unwrap_or_else(|_| {
+        json_response(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("the request took longer than {timeout:?} (timeouts.http_request)"),
+            &json!({ "errors": [{
+                "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
+                "extensions": { "code": REQUEST_TIMEOUT_CODE },
+            }] }),
         )
-    };
-    work.or(expired).await
+    })
 }
 
 /// POST's credentials: `Authorization: Bearer <token>`, checked against
@@ -583,29 +562,33 @@ async fn run_post(
     claims: Map<String, Value>,
     context: RequestContext,
 ) -> Response<Body> {
-    let prepared = match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-        Ok(mut prepared) => {
-            prepared.set_claims(claims);
-            prepared
-        }
-        Err(errors) => return json_response(StatusCode::OK, &json!({ "errors": errors })),
-    };
-    if prepared.kind() == OperationKind::Subscription {
+    let execution = Execution::start_with(
+        &gateway.schema,
+        &request,
+        &gateway.graphql_limits,
+        claims,
+        context,
+    );
+    // `None`: the request did not prepare; its errors are the execution's
+    // only output and the operation is not counted.
+    let kind = execution.kind();
+    if kind == Some(OperationKind::Subscription) {
         return graphql_error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws), not over POST",
         );
     }
-    let metrics = &gateway.metrics;
-    metrics
-        .operations_started_total
-        .fetch_add(1, Ordering::Relaxed);
-    let _live = LiveOperation::new(gateway.clone());
+    let _live = kind.map(|_| {
+        gateway
+            .metrics
+            .operations_started_total
+            .fetch_add(1, Ordering::Relaxed);
+        LiveOperation::new(gateway.clone())
+    });
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
-        prepared,
-        context,
+        execution,
         gateway.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,

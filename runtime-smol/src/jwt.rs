@@ -14,10 +14,8 @@
 //! most once per `jwks_min_refresh` (a flood of made-up `kid`s cannot turn
 //! into a flood of fetches).
 
-use crate::config::ConfigError;
 use crate::tls::{self, ClientTlsConfig, Verify};
 use async_lock::Mutex;
-use futures_lite::FutureExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
@@ -609,13 +607,13 @@ impl JwksSource {
             }
             Ok(keys)
         };
-        work.or(async {
-            smol::Timer::after(timeout).await;
-            Err(format!(
-                "took longer than {timeout:?} (auth.jwt.jwks_timeout)"
-            ))
-        })
-        .await
+        crate::timeout::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "took longer than {timeout:?} (auth.jwt.jwks_timeout)"
+                ))
+            })
     }
 }
 
@@ -642,11 +640,10 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-/// Checks an `[auth.jwt]` section as start-up would, for config errors.
-pub fn check(config: &JwtConfig, file: &Path) -> Result<(), ConfigError> {
-    Verifier::new(config)
-        .map(|_| ())
-        .map_err(|e| ConfigError::in_file(file, e))
+/// Checks an `[auth.jwt]` section as start-up would, for config errors
+/// (config.rs names the file).
+pub fn check(config: &JwtConfig) -> Result<(), String> {
+    Verifier::new(config).map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The gateway's numbers: `/metrics` in Prometheus text format, the JSON
 //! behind `/admin`, and the short history its chart draws.
 //!
-//! Gauges that describe things owned elsewhere (tasks, upstream streams and
-//! connections, fds, memory) are read at scrape time from their owners, so
-//! they cannot drift from the truth.
+//! Gauges that describe things owned elsewhere (WebSocket connections,
+//! tasks, upstream streams and connections, fds, memory) are read at scrape
+//! time from their owners, so they cannot drift from the truth.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -11,12 +11,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use terminus_core::protocol::close;
 
 /// Counters and gauges that the server itself maintains.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Open WebSocket connections.
-    pub connections: AtomicI64,
     /// Live operations over all connections (as the connections' state
     /// machines count them, plus in-flight HTTP POST operations).
     pub operations: AtomicI64,
@@ -41,6 +40,8 @@ pub struct Metrics {
 /// Values read from their owners at scrape time.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Sampled {
+    /// Open WebSocket connections (the admission machine's count).
+    pub connections: usize,
     /// Open gRPC streams over all upstreams.
     pub upstream_streams: usize,
     /// Open upstream TCP connections (gRPC and MySQL).
@@ -54,9 +55,15 @@ pub struct Sampled {
 }
 
 impl Sampled {
-    /// Reads the process-wide values; upstream values are filled in by the caller.
-    pub fn process(upstream_streams: usize, upstream_connections: usize) -> Sampled {
+    /// Reads the process-wide values; the gateway's own values are filled
+    /// in by the caller.
+    pub fn process(
+        connections: usize,
+        upstream_streams: usize,
+        upstream_connections: usize,
+    ) -> Sampled {
         Sampled {
+            connections,
             upstream_streams,
             upstream_connections,
             tasks: crate::tasks::live_tasks(),
@@ -71,8 +78,6 @@ impl Sampled {
 pub struct Sample {
     /// Seconds since the Unix epoch.
     pub at: u64,
-    /// Open WebSocket connections.
-    pub connections: i64,
     /// Live operations.
     pub operations: i64,
     /// Everything read from its owner.
@@ -81,9 +86,14 @@ pub struct Sample {
 }
 
 impl Metrics {
-    /// Records a closed WebSocket connection with `code` (None: no close frame).
-    pub fn record_close(&self, code: Option<u16>) {
-        let key = code.map_or_else(|| "abnormal".to_string(), |c| c.to_string());
+    /// Records a closed WebSocket connection with `code` (1006, the socket
+    /// ended without a close frame, is counted as `abnormal`).
+    pub fn record_close(&self, code: u16) {
+        let key = if code == close::ABNORMAL_CLOSURE {
+            "abnormal".to_string()
+        } else {
+            code.to_string()
+        };
         let mut map = self
             .closed_by_code
             .lock()
@@ -112,7 +122,6 @@ impl Metrics {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)
                 .as_secs(),
-            connections: self.connections.load(Ordering::Relaxed),
             operations: self.operations.load(Ordering::Relaxed),
             sampled,
         }
@@ -130,7 +139,7 @@ impl Metrics {
         gauge(
             "terminus_connections",
             "Open WebSocket connections.",
-            self.connections.load(Ordering::Relaxed).to_string(),
+            sampled.connections.to_string(),
         );
         gauge(
             "terminus_operations",
@@ -289,13 +298,12 @@ mod tests {
     #[test]
     fn render_has_every_series_and_parses_back() {
         let metrics = Metrics::default();
-        metrics.connections.store(3, Ordering::Relaxed);
         metrics.add_operations(5);
         metrics.add_operations(-1);
-        metrics.record_close(Some(4409));
-        metrics.record_close(Some(4409));
-        metrics.record_close(None);
-        let text = metrics.render(Sampled::process(2, 1));
+        metrics.record_close(close::SUBSCRIBER_ALREADY_EXISTS);
+        metrics.record_close(close::SUBSCRIBER_ALREADY_EXISTS);
+        metrics.record_close(close::ABNORMAL_CLOSURE);
+        let text = metrics.render(Sampled::process(3, 2, 1));
         for name in [
             "terminus_connections",
             "terminus_operations",
@@ -314,9 +322,16 @@ mod tests {
             );
         }
         assert_eq!(parse_value(&text, "terminus_operations"), Some(4.0));
+        assert_eq!(parse_value(&text, "terminus_connections"), Some(3.0));
         assert_eq!(parse_value(&text, "terminus_upstream_streams"), Some(2.0));
         assert_eq!(
-            parse_value(&text, "terminus_connections_closed_total{code=\"4409\"}"),
+            parse_value(
+                &text,
+                &format!(
+                    "terminus_connections_closed_total{{code=\"{}\"}}",
+                    close::SUBSCRIBER_ALREADY_EXISTS
+                )
+            ),
             Some(2.0)
         );
         assert_eq!(

@@ -28,7 +28,7 @@ pub async fn demo(listen: SocketAddr, mysql: Option<String>) -> Result<DrainRepo
         upstream.endpoint()
     );
     if let Some(url) = &mysql {
-        println!("terminus demo: MySQL fields (messages, postMessage, messageBoard) on {url}");
+        println!("terminus demo: MySQL fields (messages with their author, postMessage, messageBoard) on {url}");
     }
     print_urls(&running);
     let report = serve_until_signal(running).await?;
@@ -58,12 +58,22 @@ pub async fn demo_parts(
     let schema = match mysql_url {
         None => Schema::parse(demo::SCHEMA_SDL, demo::SCHEMA_FILE)?,
         Some(url) => {
-            let db = MysqlDbConfig::new(url);
+            let db = crate::upstreams::with_listener_defaults(&MysqlDbConfig::new(url), listen);
             // The pool's errors redact the url's password.
             let pool = MysqlPool::new("main", &db).map_err(|e| format!("--mysql: {e}"))?;
             pool.execute(demo::MYSQL_TABLE_DDL, &[])
                 .await
                 .map_err(|e| format!("--mysql: cannot create the demo table: {e}"))?;
+            for (i, statement) in demo::MYSQL_SETUP.iter().enumerate() {
+                let done = pool.execute(statement, &[]).await;
+                // The last one only upgrades a table from before authors.
+                if let Err(e) = done {
+                    if i + 1 < demo::MYSQL_SETUP.len() {
+                        return Err(format!("--mysql: cannot set up the demo tables: {e}").into());
+                    }
+                    tracing::info!(error = %e, "demo: author_id column not added (it exists, or the server is MySQL)");
+                }
+            }
             config.mysql.insert("main".to_owned(), db);
             upstreams.insert_mysql("main", pool);
             Schema::parse(
@@ -107,6 +117,7 @@ fn print_urls(running: &Running) {
     println!("terminus listening on http://{addr}");
     println!("  GraphQL (WebSocket, POST): ws://{addr}/graphql  http://{addr}/graphql");
     println!("  admin page:                http://{addr}/admin");
+    println!("  browser simulator:         http://{addr}/simulator/");
     println!("  metrics:                   http://{addr}/metrics");
     println!("  health, readiness:         http://{addr}/healthz  http://{addr}/readyz");
 }

@@ -8,123 +8,21 @@
 //! everything below it, so nothing outlives what it belongs to.
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::http;
-use crate::metrics::{History, Metrics, Sampled};
 use crate::tasks;
 use crate::upstreams::Upstreams;
 use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::net::{TcpListener, TcpStream};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use terminus_core::graphql::{Limits as GraphqlLimits, Schema};
-use terminus_core::server::ConnectionConfig;
-use terminus_core::Millis;
-
-/// One live operation as the `/admin` page lists it.
-#[derive(Debug, Clone)]
-pub struct OperationRow {
-    /// The client's id for the operation.
-    pub id: String,
-    /// The root fields it selects.
-    pub field: String,
-    /// When it started.
-    pub started: Instant,
-}
-
-/// What `/admin` may see of one WebSocket connection.
-#[derive(Debug)]
-pub struct ConnectionView {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The negotiated subprotocol.
-    pub protocol: &'static str,
-    /// When the connection was upgraded.
-    pub opened: Instant,
-    /// Its live operations, kept current by the connection task.
-    pub operations: Mutex<Vec<OperationRow>>,
-}
-
-/// State shared by the listener, every connection and every HTTP request.
-pub struct Gateway {
-    /// The configuration the gateway runs with.
-    pub config: Config,
-    /// The loaded schema.
-    pub schema: Schema,
-    /// GraphQL bounds derived from `config.limits`.
-    pub graphql_limits: GraphqlLimits,
-    /// The upstream clients.
-    pub upstreams: Arc<Upstreams>,
-    /// The request values some upstream forwards as metadata, collected by
-    /// the front ends (grpc/metadata.rs).
-    pub context_capture: crate::grpc::metadata::ContextCapture,
-    /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
-    pub jwt: Option<Arc<crate::jwt::Verifier>>,
-    /// Counters and gauges.
-    pub metrics: Metrics,
-    /// The `/admin` chart's history.
-    pub history: History,
-    /// True once drain has begun: `/readyz` fails and upgrades are refused.
-    pub draining: AtomicBool,
-    /// Closed when drain begins; every connection task watches it.
-    pub(crate) shutdown: Receiver<()>,
-    /// The address `admin.listen` is bound to, when configured.
-    pub admin_addr: Mutex<Option<SocketAddr>>,
-    /// Live WebSocket connections by id, for `/admin`.
-    pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
-    next_connection: AtomicU64,
-    /// The origin of the `Millis` clock handed to the core.
-    origin: Instant,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("listen", &self.config.listen)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Gateway {
-    /// Milliseconds since the gateway started: the core's clock.
-    pub fn now(&self) -> Millis {
-        Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// The `Instant` at which `Millis` `at` falls.
-    pub fn instant_at(&self, at: Millis) -> Instant {
-        self.origin + Duration::from_millis(at.0)
-    }
-
-    /// The core's per-connection configuration, from `config`.
-    pub fn connection_config(&self) -> ConnectionConfig {
-        let c = &self.config;
-        ConnectionConfig {
-            init_timeout: c.timeouts.init,
-            keepalive_interval: c.timeouts.keepalive_interval,
-            keepalive_timeout: c.timeouts.keepalive_timeout,
-            legacy_ka_interval: c.timeouts.legacy_ka_interval,
-            max_frame_bytes: c.limits.max_frame_bytes,
-            max_operations: c.limits.max_operations_per_connection,
-            max_outbound_bytes: c.limits.max_outbound_bytes,
-        }
-    }
-
-    /// Values read from their owners, for `/metrics` and `/admin`.
-    pub fn sampled(&self) -> Sampled {
-        Sampled::process(
-            self.upstreams.open_streams(),
-            self.upstreams.open_connections(),
-        )
-    }
-
-    pub(crate) fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
+use terminus_core::graphql::Schema;
+use terminus_core::protocol::close;
+use terminus_core::server::DrainEffect;
 
 /// Why the gateway could not start.
 #[derive(Debug)]
@@ -250,6 +148,11 @@ impl Server {
                 )));
             }
         }
+        // SQL fields against their statements' columns (upstreams.rs).
+        upstreams
+            .check_columns(&schema, &config.schema)
+            .await
+            .map_err(StartError)?;
         let jwt = match &config.auth.jwt {
             Some(jwt) => {
                 let verifier = crate::jwt::Verifier::new(jwt).map_err(StartError)?;
@@ -277,39 +180,7 @@ impl Server {
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the listener's address: {e}")))?;
         let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-        let history_len = config.admin.history.as_secs().max(1) as usize;
-        let graphql_limits = GraphqlLimits {
-            max_depth: config.limits.max_query_depth,
-            max_fields: config.limits.max_query_fields,
-            max_aliases: config.limits.max_query_aliases,
-            max_query_bytes: config.limits.max_query_bytes,
-            max_cost: config.limits.max_query_cost,
-            list_cost: config.limits.query_list_cost,
-            max_schema_fields: config.limits.max_query_schema_fields,
-            max_response_bytes: config.limits.max_response_bytes,
-            max_sql_row_count: config.limits.max_sql_row_count,
-        };
-        let gateway = Arc::new(Gateway {
-            config,
-            schema,
-            graphql_limits,
-            context_capture: crate::grpc::metadata::ContextCapture::from_keys(
-                upstreams
-                    .grpc_names()
-                    .filter_map(|name| upstreams.grpc(name))
-                    .flat_map(|upstream| upstream.context_keys()),
-            ),
-            upstreams: Arc::new(upstreams),
-            jwt,
-            metrics: Metrics::default(),
-            history: History::new(history_len),
-            draining: AtomicBool::new(false),
-            shutdown: shutdown_rx,
-            views: Mutex::new(BTreeMap::new()),
-            admin_addr: Mutex::new(None),
-            next_connection: AtomicU64::new(0),
-            origin: Instant::now(),
-        });
+        let gateway = Arc::new(Gateway::new(config, schema, upstreams, jwt, shutdown_rx));
         let (begin_drain_tx, begin_drain_rx) = async_channel::bounded::<()>(1);
         let admin_task = admin_listener.map(|listener| {
             if let Ok(at) = listener.local_addr() {
@@ -317,7 +188,7 @@ impl Server {
             }
             *gateway.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) =
                 listener.local_addr().ok();
-            tasks::spawn(crate::admin::serve_listener(gateway.clone(), listener))
+            tasks::spawn(serve_admin_listener(gateway.clone(), listener))
         });
         let task = tasks::spawn(serve(
             gateway.clone(),
@@ -345,7 +216,11 @@ enum Event {
     DrainDeadline,
 }
 
-/// The accept loop, then the drain. Owns every connection task.
+/// The accept loop, then the drain. Owns every connection task. The drain
+/// is the core's machine (`terminus_core::server::Drain`, held by the
+/// [`Gateway`]): this loop feeds it the signal and its deadline, and does
+/// what it says: readiness false (the machine's state, read by `/readyz`),
+/// every connection shut down, and the end.
 async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -366,9 +241,33 @@ async fn serve(
         .as_ref()
         .map_or_else(crate::tls::Acceptor::plain, |t| t.acceptor());
     loop {
-        if let Some(started) = drain_started {
-            if gateway.metrics.connections.load(Ordering::Relaxed) <= 0 {
-                return finish_drain(&gateway, connections, started);
+        // Do what the drain machine asked for.
+        loop {
+            let effect = gateway.drain().poll_effect();
+            match effect {
+                None => break,
+                Some(DrainEffect::ReadinessFalse) => {
+                    tracing::info!(
+                        connections = gateway.open_connections(),
+                        operations = gateway.metrics.operations.load(Ordering::Relaxed),
+                        close = close::GOING_AWAY,
+                        "draining: readiness false, closing every connection"
+                    );
+                }
+                Some(DrainEffect::ShutdownConnections) => {
+                    // Closing the channel wakes every connection task at once.
+                    shutdown.take();
+                }
+                Some(DrainEffect::Done { forced_connections }) => {
+                    if forced_connections > 0 {
+                        tracing::warn!(
+                            forced_connections,
+                            "drain timeout: dropping the connections still open"
+                        );
+                    }
+                    let started = drain_started.unwrap_or_else(Instant::now);
+                    return finish_drain(&gateway, connections, forced_connections, started);
+                }
             }
         }
         let accept = async { Event::Accepted(listener.accept().await) };
@@ -378,15 +277,18 @@ async fn serve(
                 Err(_) => std::future::pending().await,
             }
         };
+        let drain_deadline = gateway.drain().poll_timeout();
         let drain = async {
-            if drain_started.is_some() {
-                let deadline =
-                    drain_started.unwrap_or_else(Instant::now) + gateway.config.timeouts.drain;
-                smol::Timer::at(deadline).await;
-                Event::DrainDeadline
-            } else {
-                let _ = begin_drain.recv().await;
-                Event::Drain
+            match drain_deadline {
+                Some(deadline) => {
+                    smol::Timer::at(gateway.instant_at(deadline)).await;
+                    Event::DrainDeadline
+                }
+                None if drain_started.is_some() => std::future::pending().await,
+                None => {
+                    let _ = begin_drain.recv().await;
+                    Event::Drain
+                }
             }
         };
         let sample = async {
@@ -415,6 +317,8 @@ async fn serve(
                 smol::Timer::after(Duration::from_millis(50)).await;
             }
             Event::Finished(id) => {
+                // The connection's slot (if it had one) told the drain
+                // machine already; its effects are polled above.
                 connections.remove(&id);
             }
             Event::Sample => {
@@ -427,20 +331,64 @@ async fn serve(
                 }
             }
             Event::Drain => {
-                tracing::info!(
-                    connections = gateway.metrics.connections.load(Ordering::Relaxed),
-                    operations = gateway.metrics.operations.load(Ordering::Relaxed),
-                    "draining: readiness false, closing every connection with 1001"
-                );
-                gateway.draining.store(true, Ordering::SeqCst);
-                // Closing the channel wakes every connection task at once.
-                shutdown.take();
                 drain_started = Some(Instant::now());
+                let now = gateway.now();
+                gateway.drain().handle_shutdown(now);
             }
             Event::DrainDeadline => {
-                let started = drain_started.unwrap_or_else(Instant::now);
-                tracing::warn!("drain timeout: dropping the connections still open");
-                return finish_drain(&gateway, connections, started);
+                let now = gateway.now();
+                gateway.drain().handle_timeout(now);
+            }
+        }
+    }
+}
+
+/// The admin listener (`admin.listen`): serves `/admin`, `/admin/state`,
+/// `/metrics`, `/healthz` and `/readyz` (runtime-smol/src/http.rs,
+/// `Surface::Admin`), at most `admin.max_connections` at once. Owns its
+/// connection tasks; dropping it ends them all.
+async fn serve_admin_listener(gateway: std::sync::Arc<Gateway>, listener: smol::net::TcpListener) {
+    use futures_lite::FutureExt;
+    let max = gateway.config.admin.max_connections;
+    let mut connections: std::collections::HashMap<u64, smol::Task<()>> = Default::default();
+    let (done_tx, done_rx) = async_channel::unbounded::<u64>();
+    let mut ids = 0u64;
+    loop {
+        let finished = async {
+            match done_rx.recv().await {
+                Ok(id) => Err(id),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let accept = async {
+            if connections.len() >= max {
+                // Full: wait for one to finish before accepting more.
+                std::future::pending::<()>().await;
+            }
+            Ok(listener.accept().await)
+        };
+        match accept.or(finished).await {
+            Err(id) => {
+                connections.remove(&id);
+            }
+            Ok(Ok((stream, peer))) => {
+                ids += 1;
+                let id = ids;
+                let gateway = gateway.clone();
+                let done = done_tx.clone();
+                connections.insert(
+                    id,
+                    crate::tasks::spawn(async move {
+                        let plain = crate::tls::Acceptor::plain();
+                        http::serve_tcp_on(gateway, &plain, stream, peer, http::Surface::Admin)
+                            .await;
+                        let _ = done.send(id).await;
+                    }),
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "admin listener: accept failed");
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
             }
         }
     }
@@ -449,15 +397,15 @@ async fn serve(
 fn finish_drain(
     gateway: &Gateway,
     connections: HashMap<u64, smol::Task<()>>,
+    forced_connections: usize,
     started: Instant,
 ) -> DrainReport {
     let leaked_operations = gateway.metrics.operations.load(Ordering::Relaxed);
-    let forced_connections = gateway.metrics.connections.load(Ordering::Relaxed);
     // Idle HTTP keep-alive connections and anything the deadline caught.
     drop(connections);
     let report = DrainReport {
         leaked_operations,
-        forced_connections,
+        forced_connections: i64::try_from(forced_connections).unwrap_or(i64::MAX),
         live_tasks_after: tasks::live_tasks(),
         took: started.elapsed(),
     };

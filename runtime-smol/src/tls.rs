@@ -10,7 +10,6 @@
 //! clients run over, plaintext or TLS.
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use futures_lite::FutureExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -263,15 +262,14 @@ impl Acceptor {
                 .await
                 .map(|s| Conn::Server(Box::new(s)))
         };
-        handshake
-            .or(async {
-                smol::Timer::after(timeout).await;
+        crate::timeout::timeout(timeout, handshake)
+            .await
+            .unwrap_or_else(|_| {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("TLS handshake took longer than {timeout:?} (tls.handshake_timeout)"),
                 ))
             })
-            .await
     }
 }
 

@@ -2,14 +2,15 @@
 //! config and shared by every operation (never one per request).
 
 use crate::config::Config;
-use crate::execute::unavailable;
 use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use terminus_core::UpstreamFailure;
+use terminus_core::graphql::Schema;
+use terminus_core::{FailureKind, UpstreamFailure};
 
 /// Every configured upstream by the name the schema uses.
 #[derive(Debug, Default)]
@@ -50,7 +51,8 @@ impl Upstreams {
             upstreams.grpc.insert(name.clone(), client);
         }
         for (name, db) in &config.mysql {
-            let pool = MysqlPool::new(name, db).map_err(|e| format!("mysql.{name}: {e}"))?;
+            let db = with_listener_defaults(db, config.listen);
+            let pool = MysqlPool::new(name, &db).map_err(|e| format!("mysql.{name}: {e}"))?;
             upstreams.mysql.insert(name.clone(), pool);
         }
         Ok(upstreams)
@@ -122,6 +124,42 @@ impl Upstreams {
         Ok(pool.live(statement, params, every))
     }
 
+    /// The start-up check of `schema`'s SQL fields against the columns of
+    /// their statements (`core/src/graphql/columns.rs`): each statement is
+    /// prepared, not run, on its pool; a field that maps to no column, or a
+    /// statement the server refuses, stops start-up with the schema file's
+    /// name (`file`). A database that cannot be reached at start-up is not
+    /// checked (logged), so the gateway still starts while it is down.
+    pub async fn check_columns(&self, schema: &Schema, file: &Path) -> Result<(), String> {
+        for check in schema.column_checks() {
+            let Some(pool) = self.mysql(&check.db) else {
+                continue;
+            };
+            match pool.columns(&check.statement).await {
+                Ok(columns) => schema
+                    .check_columns(&check, &columns)
+                    .map_err(|e| format!("{}: {e}", file.display()))?,
+                Err(failure)
+                    if matches!(
+                        failure.kind,
+                        FailureKind::Unavailable | FailureKind::Busy | FailureKind::Timeout
+                    ) =>
+                {
+                    tracing::warn!(field = %check.field, %failure, "cannot check the field's columns at start-up");
+                }
+                Err(failure) => {
+                    return Err(format!(
+                        "{}: field {}: the statement does not prepare: {}",
+                        file.display(),
+                        check.field,
+                        failure.message
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every pool's stats by database name, for `/metrics` and `/admin`.
     pub fn mysql_stats(&self) -> Vec<(&str, PoolStats)> {
         self.mysql
@@ -156,5 +194,63 @@ impl Upstreams {
             })
             .sum();
         grpc + mysql
+    }
+}
+
+/// The failure for a call to an upstream the config does not name.
+pub(crate) fn unavailable(what: &str, name: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        FailureKind::Unavailable,
+        format!("no {what} named {name:?} is configured"),
+    )
+}
+
+/// `db` with the defaults that depend on the gateway's listener: server
+/// error texts (they name tables and keys) are hidden unless the gateway
+/// listens on loopback only, or `hide_server_messages` says otherwise.
+pub fn with_listener_defaults(
+    db: &crate::mysql::MysqlDbConfig,
+    listen: std::net::SocketAddr,
+) -> crate::mysql::MysqlDbConfig {
+    let mut db = db.clone();
+    db.hide_server_messages = Some(
+        db.hide_server_messages
+            .unwrap_or(!listen.ip().is_loopback()),
+    );
+    db
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::MysqlDbConfig;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn mysql_server_messages_are_hidden_by_default_off_loopback() {
+        let db = MysqlDbConfig::new("mysql://root@127.0.0.1:3306/test");
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            with_listener_defaults(&db, public).hide_server_messages,
+            Some(true)
+        );
+        assert_eq!(
+            with_listener_defaults(&db, loopback).hide_server_messages,
+            Some(false)
+        );
+        let shown = MysqlDbConfig {
+            hide_server_messages: Some(false),
+            ..db.clone()
+        };
+        assert_eq!(
+            with_listener_defaults(&shown, public).hide_server_messages,
+            Some(false)
+        );
+        let mut config = Config::with_schema("s.graphql".into());
+        config.listen = public;
+        config.mysql.insert("main".into(), db);
+        let upstreams = Upstreams::from_config(&config).unwrap();
+        assert!(upstreams.mysql("main").unwrap().hides_server_messages());
     }
 }

@@ -6,29 +6,38 @@
 //! operation tasks live in this task's `operations` table: `Cancel` removes
 //! one and dropping it cancels its upstream calls; when the task ends, for
 //! any reason including a panic, the table is dropped with it.
+//!
+//! Every close is the machine's decision (docs/protocol.md, Closing): this
+//! module writes the close frame the machine asks for, reports the peer's
+//! close frame with its code, reports a frame tungstenite refused as too
+//! big (`FrameTooBig`, 1009) and a caught panic (`InternalError`, 4500),
+//! and keeps reading after its close frame until the machine's linger
+//! deadline or the peer's answer ends the connection.
 
 use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
 use crate::execute;
-use crate::http::ConnectionSlot;
-use crate::server::{ConnectionView, Gateway, OperationRow};
+use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
 use crate::tasks;
+use crate::timeout::timeout;
 use crate::tls::Conn;
 use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
-use graphql_parser::query::{Definition, OperationDefinition, Selection};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+use terminus_core::graphql::Execution;
+use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
-use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
+use terminus_core::{OpId, RequestContext, UpstreamEvent};
 
 type Socket = WebSocketStream<Conn>;
 
@@ -39,12 +48,17 @@ type OpEvent = (OpId, UpstreamEvent);
 /// connection matters more than syscalls per large message.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Close code for an internal error (a caught panic).
-const CLOSE_INTERNAL_ERROR: u16 = 4500;
-/// Close code for a message above `max_frame_bytes`.
-const CLOSE_TOO_BIG: u16 = 1009;
+/// The WebSocket layer's own cap on a frame or message, given the core's
+/// `max_frame_bytes`: above it, so that the core's size rule decides (and
+/// the close handshake stays clean) for anything up to twice the limit;
+/// beyond that tungstenite refuses the frame from its header, before
+/// buffering it, and the core hears of it as `FrameTooBig`.
+fn transport_frame_cap(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(2).max(READ_BUFFER_BYTES)
+}
 
-/// Serves one upgraded WebSocket until it closes, then records how.
+/// Serves one upgraded WebSocket until its state machine ends, then records
+/// how it closed.
 pub(crate) async fn serve_websocket(
     gateway: Arc<Gateway>,
     stream: Conn,
@@ -54,15 +68,15 @@ pub(crate) async fn serve_websocket(
     slot: ConnectionSlot,
     context: BTreeMap<String, String>,
 ) {
-    let frame_limit = gateway.config.limits.max_frame_bytes;
+    let cap = transport_frame_cap(gateway.config.limits.max_frame_bytes);
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         // Write each frame straight through: the core already bounds what is
         // queued for this client (max_outbound_bytes).
         .write_buffer_size(0)
-        .max_write_buffer_size(frame_limit.saturating_mul(2).max(READ_BUFFER_BYTES))
-        .max_message_size(Some(frame_limit))
-        .max_frame_size(Some(frame_limit));
+        .max_write_buffer_size(cap)
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap));
     let mut socket = if already_read.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
     } else {
@@ -83,34 +97,51 @@ pub(crate) async fn serve_websocket(
         .insert(id, view.clone());
     tracing::debug!(connection = id, %peer, protocol = protocol.name(), "WebSocket open");
 
-    let driven = AssertUnwindSafe(drive(&gateway, &mut socket, protocol, &view, context))
+    // The state machine lives outside the unwind boundary: a panic in the
+    // host's code is an input to it (close 4500, every operation cancelled),
+    // and the same loop then carries out that close and its linger.
+    let mut connection =
+        ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
+    let mut read_usable = true;
+    for attempt in 0.. {
+        // Boxed: the driving future is large, and its state lives on the
+        // heap instead of being moved through the executor's stack.
+        let driven = AssertUnwindSafe(Box::pin(drive(
+            &gateway,
+            &mut socket,
+            &mut connection,
+            &mut read_usable,
+            &view,
+            context.clone(),
+        )))
         .catch_unwind()
         .await;
-    let close_code = match driven {
-        Ok(code) => code,
-        Err(panic) => {
-            // The state machine, the operations table and its tasks were
-            // inside the future and are gone; the socket is still ours.
-            let message = panic_message(&panic);
-            gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(connection = id, %peer, panic = %message, "connection task panicked; closing it with 4500");
-            let frame = CloseFrame {
-                code: CloseCode::from(CLOSE_INTERNAL_ERROR),
-                reason: "Internal server error".into(),
-            };
-            let _ = bounded(gateway.config.timeouts.write, socket.close(Some(frame))).await;
-            Some(CLOSE_INTERNAL_ERROR)
+        let Err(panic) = driven else { break };
+        // The operations table and its tasks were inside the future and are
+        // gone; the socket and the state machine are still ours.
+        gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            connection = id,
+            %peer,
+            panic = %panic_message(&panic),
+            close = close::INTERNAL_SERVER_ERROR,
+            "connection task panicked; closing it"
+        );
+        if attempt > 0 {
+            // A second panic, while closing: drop the socket.
+            break;
         }
-    };
+        connection.handle_internal_error(gateway.now());
+    }
+    let close_code = connection.close_code().unwrap_or(close::ABNORMAL_CLOSURE);
     gateway.metrics.record_close(close_code);
-    linger(&mut socket, gateway.config.timeouts.close_linger).await;
     gateway
         .views
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&id);
     drop(slot);
-    tracing::debug!(connection = id, %peer, code = ?close_code, "WebSocket closed");
+    tracing::debug!(connection = id, %peer, code = close_code, "WebSocket closed");
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -121,35 +152,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(non-string panic payload)".to_owned())
 }
 
-/// After our close frame: read until the client's close frame (or the end)
-/// so the kernel does not reset the socket under unread data, bounded by
-/// `close_linger`.
-async fn linger(socket: &mut Socket, limit: Duration) {
-    let drain = async {
-        while let Some(Ok(message)) = socket.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    };
-    let _ = bounded(limit, drain).await;
-}
-
-/// Awaits `future` for at most `limit`; `None` when the time ran out.
-async fn bounded<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
-    async { Some(future.await) }
-        .or(async {
-            smol::Timer::after(limit).await;
-            None
-        })
-        .await
-}
-
 /// One live operation in the connection's table.
 struct Operation {
     /// Dropping this cancels the operation and its upstream calls.
     _task: smol::Task<()>,
-    row: OperationRow,
+    /// Its root fields, for `/admin`.
+    field: String,
 }
 
 /// Keeps `terminus_operations` equal to the sum of the connections' held
@@ -176,6 +184,28 @@ impl Drop for OperationsGauge<'_> {
     }
 }
 
+/// Publishes the connection's live operations to `/admin`: the core's view
+/// of them (`ServerConnection::operations`), labelled with the root fields
+/// of each one's prepared operation.
+fn publish_rows(
+    view: &ConnectionView,
+    connection: &ServerConnection,
+    operations: &HashMap<OpId, Operation>,
+) {
+    let rows = connection
+        .operations()
+        .filter_map(|info| {
+            let operation = operations.get(&info.op)?;
+            Some(OperationRow {
+                id: info.id.to_owned(),
+                field: operation.field.clone(),
+                started: info.started,
+            })
+        })
+        .collect();
+    *view.operations.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+}
+
 enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Upstream(OpId, UpstreamEvent),
@@ -183,22 +213,23 @@ enum Wake {
     Shutdown,
 }
 
-/// Drives the connection until its state machine is terminated. Returns
-/// the close code the gateway sent, or the client's, or `None` when the
-/// socket ended without one.
+/// Drives `connection` until it is terminated: feeds it frames, upstream
+/// events, timer expiries and the drain signal, and carries out its effects.
+/// `read_usable` turns false when the WebSocket layer can no longer parse
+/// what the peer sends (a frame above its cap); the linger then ends at
+/// its deadline.
 async fn drive(
     gateway: &Arc<Gateway>,
     socket: &mut Socket,
-    protocol: Subprotocol,
+    connection: &mut ServerConnection,
+    read_usable: &mut bool,
     view: &ConnectionView,
     mut context: BTreeMap<String, String>,
-) -> Option<u16> {
+) {
     // What the connection's operations forward as metadata: the upgrade
     // request's headers, then the connection_init fields (grpc/metadata.rs).
     let mut shared_context: RequestContext = Arc::new(context.clone());
     let config = &gateway.config;
-    let mut connection =
-        ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
     let (events_tx, events_rx): (Sender<OpEvent>, Receiver<OpEvent>) =
         async_channel::bounded(config.limits.operation_queue);
     let mut operations: HashMap<OpId, Operation> = HashMap::new();
@@ -206,8 +237,9 @@ async fn drive(
         gateway,
         reported: 0,
     };
-    let mut shutdown_seen = false;
-    let mut close_code: Option<u16> = None;
+    let write = config.timeouts.write;
+    // A write failed: the frames still queued before the machine heard of
+    // it are dropped instead of each waiting for its own write timeout.
     let mut transport_gone = false;
     // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
     let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
@@ -216,30 +248,24 @@ async fn drive(
         let mut table_changed = false;
         while let Some(effect) = connection.poll_effect() {
             match effect {
+                Effect::SendText(_) | Effect::SendPing | Effect::Close { .. } if transport_gone => {
+                }
                 Effect::SendText(text) => {
-                    if transport_gone {
-                        continue;
-                    }
                     let bytes = text.len();
-                    match bounded(config.timeouts.write, socket.send(Message::text(text))).await {
-                        Some(Ok(())) => connection.handle_flushed(gateway.now(), bytes),
+                    match timeout(write, socket.send(Message::text(text))).await {
+                        Ok(Ok(())) => connection.handle_flushed(gateway.now(), bytes),
                         _ => {
                             transport_gone = true;
-                            connection.handle_transport_closed(gateway.now());
+                            connection
+                                .handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
                         }
                     }
                 }
                 Effect::SendPing => {
-                    if transport_gone {
-                        continue;
-                    }
                     let ping = Message::Ping(Vec::new().into());
-                    if !matches!(
-                        bounded(config.timeouts.write, socket.send(ping)).await,
-                        Some(Ok(()))
-                    ) {
+                    if !matches!(timeout(write, socket.send(ping)).await, Ok(Ok(()))) {
                         transport_gone = true;
-                        connection.handle_transport_closed(gateway.now());
+                        connection.handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
                     }
                 }
                 Effect::Authenticate { payload } => {
@@ -279,47 +305,36 @@ async fn drive(
                     {
                         panic!("testing.panic_trigger: operation {PANIC_TRIGGER_OPERATION} asked this connection to panic");
                     }
-                    match gateway.schema.prepare(&request, &gateway.graphql_limits) {
-                        Err(errors) => {
-                            connection.handle_upstream(
-                                gateway.now(),
-                                op,
-                                UpstreamEvent::Error(errors),
-                            );
-                        }
-                        Ok(mut prepared) => {
-                            if let Some(claims) = &claims {
-                                prepared.set_claims(claims.as_ref().clone());
-                            }
-                            let field = prepared.root_keys().join(", ");
-                            let panic_for_test = config.testing.panic_trigger
-                                && request.operation_name.as_deref()
-                                    == Some(PANIC_TRIGGER_OPERATION_TASK);
-                            let task = tasks::spawn(execute::run_operation_guarded(
-                                gateway.clone(),
-                                prepared,
-                                shared_context.clone(),
-                                op,
-                                events_tx.clone(),
-                                panic_for_test,
-                            ));
-                            operations.insert(
-                                op,
-                                Operation {
-                                    _task: task,
-                                    row: OperationRow {
-                                        id: request.id.clone(),
-                                        field: if field.is_empty() {
-                                            root_field(&request)
-                                        } else {
-                                            field
-                                        },
-                                        started: Instant::now(),
-                                    },
-                                },
-                            );
-                            table_changed = true;
-                        }
+                    let claims = claims
+                        .as_ref()
+                        .map(|claims| claims.as_ref().clone())
+                        .unwrap_or_default();
+                    let mut execution = Execution::start_with(
+                        &gateway.schema,
+                        &request,
+                        &gateway.graphql_limits,
+                        claims,
+                        shared_context.clone(),
+                    );
+                    // What is ready at once (a request that did not prepare
+                    // ends here with its errors) goes to the connection now.
+                    while let Some(event) = execution.poll_output() {
+                        connection.handle_upstream(gateway.now(), op, event);
+                    }
+                    if !execution.is_finished() {
+                        let field = execution.root_keys().join(", ");
+                        let panic_for_test = config.testing.panic_trigger
+                            && request.operation_name.as_deref()
+                                == Some(PANIC_TRIGGER_OPERATION_TASK);
+                        let task = tasks::spawn(execute::run_operation_guarded(
+                            gateway.clone(),
+                            execution,
+                            op,
+                            events_tx.clone(),
+                            panic_for_test,
+                        ));
+                        operations.insert(op, Operation { _task: task, field });
+                        table_changed = true;
                     }
                 }
                 Effect::Cancel { op } => {
@@ -330,13 +345,15 @@ async fn drive(
                     table_changed |= operations.remove(&op).is_some();
                 }
                 Effect::Close { code, reason } => {
-                    close_code.get_or_insert(code);
-                    if !transport_gone {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        };
-                        let _ = bounded(config.timeouts.write, socket.close(Some(frame))).await;
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    if !matches!(timeout(write, socket.close(Some(frame))).await, Ok(Ok(()))) {
+                        // The close frame could not be written: nothing
+                        // will answer it, so the linger ends now.
+                        transport_gone = true;
+                        connection.handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
                     }
                 }
             }
@@ -344,17 +361,27 @@ async fn drive(
         }
         gauge.set(connection.held_operations());
         if table_changed {
-            let rows = operations.values().map(|o| o.row.clone()).collect();
-            *view.operations.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+            publish_rows(view, connection, &operations);
         }
         if connection.is_terminated() {
-            return close_code;
+            return;
         }
 
-        // Wait for the next input.
+        // Wait for the next input. Upstream events and the drain signal
+        // matter only while the connection is open; while it closes, only
+        // the peer's close frame and the linger's deadline do.
+        let open = connection.is_open();
         let deadline = connection.poll_timeout();
-        let read = async { Wake::Frame(socket.next().await) };
+        let read = async {
+            if !*read_usable {
+                std::future::pending::<()>().await;
+            }
+            Wake::Frame(socket.next().await)
+        };
         let upstream = async {
+            if !open {
+                std::future::pending::<()>().await;
+            }
             match events_rx.recv().await {
                 Ok((op, event)) => Wake::Upstream(op, event),
                 // Never: `events_tx` lives in this function.
@@ -369,18 +396,14 @@ async fn drive(
             Wake::Timer
         };
         let shutdown = async {
-            if shutdown_seen {
+            if !open {
                 std::future::pending::<()>().await;
             }
             // The channel is closed (not sent to) when drain begins.
             let _ = gateway.shutdown.recv().await;
             Wake::Shutdown
         };
-        let wake = if transport_gone {
-            upstream.or(timer).or(shutdown).await
-        } else {
-            read.or(upstream).or(timer).or(shutdown).await
-        };
+        let wake = read.or(upstream).or(timer).or(shutdown).await;
         let now = gateway.now();
         match wake {
             Wake::Frame(Some(Ok(message))) => match message {
@@ -390,40 +413,43 @@ async fn drive(
                 // tungstenite queues the pong and sends it with the next read or write.
                 Message::Ping(_) => {}
                 Message::Close(frame) => {
-                    close_code.get_or_insert_with(|| frame.map_or(1005, |f| u16::from(f.code)));
+                    let code = frame.map_or(close::NO_STATUS_RECEIVED, |f| u16::from(f.code));
+                    if connection.is_open() {
+                        // The peer closed first: tungstenite queued the
+                        // answer, and the next read writes it (then ends,
+                        // as the server's side of a finished handshake).
+                        let _ = timeout(write, socket.next()).await;
+                    }
                     transport_gone = true;
-                    connection.handle_transport_closed(now);
+                    connection.handle_transport_closed(now, code);
                 }
                 Message::Frame(_) => {}
             },
             Wake::Frame(Some(Err(WsError::Capacity(error)))) => {
-                tracing::debug!(%error, "message above max_frame_bytes");
-                close_code.get_or_insert(CLOSE_TOO_BIG);
-                let frame = CloseFrame {
-                    code: CloseCode::from(CLOSE_TOO_BIG),
-                    reason: "Message too big".into(),
+                tracing::debug!(%error, "frame above the WebSocket layer's cap");
+                let bytes = match error {
+                    CapacityError::MessageTooLong { size, .. } => size,
+                    CapacityError::TooManyHeaders => 0,
                 };
-                let _ = bounded(config.timeouts.write, socket.close(Some(frame))).await;
-                transport_gone = true;
-                connection.handle_transport_closed(now);
+                // The rest of that frame is still unread: nothing after it
+                // can be parsed, so stop reading; the linger's deadline ends
+                // the connection after the 1009 the core decides on.
+                *read_usable = false;
+                connection.handle_frame_too_big(now, bytes);
             }
             Wake::Frame(Some(Err(_))) | Wake::Frame(None) => {
                 transport_gone = true;
-                connection.handle_transport_closed(now);
+                connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
             }
             Wake::Upstream(op, event) => {
-                if event.is_terminal() {
-                    operations.remove(&op);
-                    let rows = operations.values().map(|o| o.row.clone()).collect();
-                    *view.operations.lock().unwrap_or_else(|e| e.into_inner()) = rows;
-                }
+                let ended = event.is_terminal() && operations.remove(&op).is_some();
                 connection.handle_upstream(now, op, event);
+                if ended {
+                    publish_rows(view, connection, &operations);
+                }
             }
             Wake::Timer => connection.handle_timeout(now),
-            Wake::Shutdown => {
-                shutdown_seen = true;
-                connection.handle_shutdown(now);
-            }
+            Wake::Shutdown => connection.handle_shutdown(now),
         }
     }
 }
@@ -446,34 +472,6 @@ pub fn authenticate(tokens: &[String], payload: Option<&Value>) -> AuthVerdict {
             reason: "connection_init payload needs a token".to_owned(),
         },
     }
-}
-
-/// The first root field of the selected operation, for `/admin` when the
-/// prepared operation has no keys to show.
-fn root_field(request: &OperationRequest) -> String {
-    let Ok(document) = graphql_parser::parse_query::<String>(&request.query) else {
-        return String::new();
-    };
-    for definition in document.definitions {
-        let (name, selection_set) = match definition {
-            Definition::Operation(OperationDefinition::Query(q)) => (q.name, q.selection_set),
-            Definition::Operation(OperationDefinition::Subscription(s)) => {
-                (s.name, s.selection_set)
-            }
-            Definition::Operation(OperationDefinition::Mutation(m)) => (m.name, m.selection_set),
-            Definition::Operation(OperationDefinition::SelectionSet(s)) => (None, s),
-            Definition::Fragment(_) => continue,
-        };
-        if request.operation_name.is_some() && name != request.operation_name {
-            continue;
-        }
-        for item in selection_set.items {
-            if let Selection::Field(field) = item {
-                return field.name;
-            }
-        }
-    }
-    String::new()
 }
 
 #[cfg(test)]
@@ -500,17 +498,5 @@ mod tests {
             authenticate(&tokens, None),
             AuthVerdict::Reject { .. }
         ));
-    }
-
-    #[test]
-    fn root_field_follows_the_operation_name() {
-        let request = OperationRequest {
-            id: "1".into(),
-            query: "query A { hello } subscription B { ticks(everyMs: 5) { seq } }".into(),
-            operation_name: Some("B".into()),
-            variables: Default::default(),
-            extensions: Default::default(),
-        };
-        assert_eq!(root_field(&request), "ticks");
     }
 }

@@ -12,5 +12,5 @@ fi
 cargo build -p terminus
 cargo test -p terminus --lib --bins
 cargo test -p terminus-tests \
-  --test protocols --test leaks --test drain --test faults --test example_config \
+  --test protocols --test closing --test leaks --test drain --test faults --test example_config \
   --test mysql_gateway --test security --test hostile

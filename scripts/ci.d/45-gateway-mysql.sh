@@ -20,5 +20,6 @@ export TERMINUS_TEST_MYSQL_URL="${TERMINUS_TEST_MYSQL_URL:-mysql://root@127.0.0.
 cargo build -p terminus
 cargo test -p terminus --lib config
 cargo test -p terminus-tests --test gateway_mysql
+cargo test -p terminus-tests --test gateway_mysql_model
 # MySQL over TLS (issue 14): a mariadbd of its own with rcgen certificates.
 cargo test -p terminus-tests --test mysql_tls

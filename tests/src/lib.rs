@@ -199,6 +199,33 @@ impl Client {
         }
     }
 
+    /// Answers the server's close frame (after [`Self::closed`]): the
+    /// closing handshake's second half. tungstenite writes its queued answer
+    /// on the next read, which then waits for the server to end the TCP
+    /// connection.
+    pub async fn answer_close(&mut self) {
+        let _ = within(WAIT, "answering the close", self.socket.next()).await;
+    }
+
+    /// Reads the raw TCP socket until the server ends it (EOF or reset),
+    /// without answering anything; returns how long that took. Panics after
+    /// `limit`.
+    pub async fn tcp_end(&mut self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let stream = self.socket.get_mut();
+        let ended = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        within(limit, "the server to end the TCP connection", ended).await;
+        started.elapsed()
+    }
+
     /// Drops the TCP socket with no close frame: an abrupt disconnect.
     pub fn drop_abruptly(self) {
         drop(self.socket.into_inner());

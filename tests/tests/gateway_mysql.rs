@@ -683,10 +683,16 @@ fn demo_with_mysql_serves_the_message_board() {
         assert!(posted["data"]["postMessage"]["createdAt"]
             .as_str()
             .is_some_and(|t| t.ends_with('Z')));
-        let listed = run(addr, "{ messages(limit: 5) { text } }", json!({})).await;
+        // Message.author is a relation (one statement for all messages).
+        let listed = run(
+            addr,
+            "{ messages(limit: 5) { text author { name } } }",
+            json!({}),
+        )
+        .await;
         assert_eq!(
             listed["data"]["messages"],
-            json!([{"text": "hello from the test"}]),
+            json!([{"text": "hello from the test", "author": {"name": "guest"}}]),
             "{listed}"
         );
         let changed = board.recv().await;

@@ -472,7 +472,7 @@ impl LiveState {
                     if let Some(socket) = &self.clients[i].socket {
                         // Browsers accept only 1000 and 3000..=4999 from a
                         // script; other codes travel in the reason.
-                        let result = if code == close::NORMAL || (3000..=4999).contains(&code) {
+                        let result = if close::browser_may_send(code) {
                             socket.close_with_code_and_reason(code, &reason)
                         } else {
                             socket.close_with_code_and_reason(
@@ -528,7 +528,7 @@ impl LiveState {
         }
         self.clients[i]
             .client
-            .handle_transport_closed(now, 1006, "dropped");
+            .handle_transport_closed(now, close::ABNORMAL_CLOSURE, "dropped");
         self.drain(i);
         self.detach(i);
     }

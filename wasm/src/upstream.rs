@@ -1,23 +1,21 @@
 //! The simulated upstream of the offline mode: every operation a simulated
 //! server starts runs through the real GraphQL engine (`Schema::parse` of
-//! the demo SDL, `prepare`, [`Execution`]), and the engine's gRPC calls are
+//! the demo SDL, `Execution::start`), and the engine's gRPC calls are
 //! answered by a simulated `terminus.demo.v1.Demo` service on the virtual
-//! clock, with the same semantics as the embedded demo upstream of
-//! `terminus demo`: `Hello` answers `Hello, <name>!`, `Ticks` streams
-//! `{seq: 1}, {seq: 2}, ...` every `everyMs`, ends after `limit` and fails
-//! at `failAt`.
+//! clock. Its rules are the core's model of the demo service
+//! (`core/src/demo_service.rs`), which the embedded demo upstream of
+//! `terminus demo` drives too: `Hello` answers `Hello, <name>!`, `Ticks`
+//! streams `{seq: 1}, {seq: 2}, ...` every `everyMs`, ends after `limit` and
+//! fails at `failAt`. What is the simulator's own is the fault injection
+//! and the latency of accepting a call.
 
 use std::collections::{BTreeMap, VecDeque};
-use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema};
+use terminus_core::demo_service::{self, TickStep, Ticks, TicksRequest};
+use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema, Step};
 use terminus_core::sim::{OpKey, SplitMix64, Upstream};
 use terminus_core::{
     FailureKind, Millis, OperationRequest, UpstreamCall, UpstreamEvent, UpstreamFailure,
 };
-
-/// The fully qualified unary method of the demo service.
-const HELLO: &str = "terminus.demo.v1.Demo/Hello";
-/// The fully qualified server-streaming method of the demo service.
-const TICKS: &str = "terminus.demo.v1.Demo/Ticks";
 
 /// How the simulated demo service behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,9 +27,6 @@ pub struct DemoServiceConfig {
     /// error" fault): a unary call instead of its answer, a stream at a
     /// random item.
     pub error_probability: f64,
-    /// The smallest tick period honoured, in ms (a `ticks(everyMs: 0)`
-    /// would otherwise never let the virtual clock move).
-    pub min_tick_ms: u64,
 }
 
 impl Default for DemoServiceConfig {
@@ -39,7 +34,6 @@ impl Default for DemoServiceConfig {
         DemoServiceConfig {
             latency_ms: (1, 20),
             error_probability: 0.0,
-            min_tick_ms: 10,
         }
     }
 }
@@ -54,14 +48,12 @@ struct SimCall {
 #[derive(Debug)]
 enum CallKind {
     /// Answers once, then ends.
-    Hello { message: String },
-    /// The next tick due; `fail_at` includes an injected failure.
+    Hello { reply: serde_json::Value },
+    /// A `Ticks` stream of the core's model; an injected outage replaces
+    /// the tick `injected_failure_at`.
     Ticks {
-        every_ms: u64,
-        next_seq: i64,
-        limit: Option<i64>,
-        fail_at: Option<i64>,
-        injected_failure_at: Option<i64>,
+        ticks: Ticks,
+        injected_failure_at: Option<i32>,
     },
     /// Fails when due.
     Fail(UpstreamFailure),
@@ -151,41 +143,34 @@ impl DemoGraphqlUpstream {
         };
         let injected = self.rng.chance(self.config.error_probability);
         let kind = match method.as_str() {
-            HELLO if injected => CallKind::Fail(simulated_outage()),
-            HELLO => {
-                let name = request
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or("world");
-                CallKind::Hello {
-                    message: format!("Hello, {name}!"),
+            demo_service::HELLO_METHOD if injected => CallKind::Fail(simulated_outage()),
+            demo_service::HELLO_METHOD => CallKind::Hello {
+                reply: demo_service::hello_reply_json(demo_service::hello_name_from_json(&request)),
+            },
+            demo_service::TICKS_METHOD => match TicksRequest::from_json(&request) {
+                Ok(ticks_request) => {
+                    let injected_failure_at = injected.then(|| {
+                        let span = ticks_request.limit.unwrap_or(20).max(1) as u64;
+                        1 + self.rng.below(span) as i32
+                    });
+                    // The stream starts once the call is accepted.
+                    let ticks = Ticks::start(due, ticks_request);
+                    CallKind::Ticks {
+                        ticks,
+                        injected_failure_at,
+                    }
                 }
-            }
-            TICKS => {
-                let int = |field: &str| request.get(field).and_then(serde_json::Value::as_i64);
-                let every_ms = int("everyMs")
-                    .map_or(0, |ms| ms.max(0) as u64)
-                    .max(self.config.min_tick_ms);
-                let limit = int("limit");
-                let injected_failure_at =
-                    injected.then(|| 1 + self.rng.below(limit.unwrap_or(20).max(1) as u64) as i64);
-                CallKind::Ticks {
-                    every_ms,
-                    next_seq: 1,
-                    limit,
-                    fail_at: int("failAt"),
-                    injected_failure_at,
+                Err(message) => {
+                    CallKind::Fail(UpstreamFailure::new(FailureKind::BadInput, message))
                 }
-            }
+            },
             other => CallKind::Fail(UpstreamFailure::new(
                 FailureKind::Failed,
                 format!("unknown method {other}"),
             )),
         };
-        // A stream's first tick comes one period after it was accepted.
-        let due = match kind {
-            CallKind::Ticks { every_ms, .. } => Millis(due.0 + every_ms),
+        let due = match &kind {
+            CallKind::Ticks { ticks, .. } => ticks.poll_timeout().unwrap_or(due),
             _ => due,
         };
         SimCall { due, kind }
@@ -197,26 +182,19 @@ impl DemoGraphqlUpstream {
         let Some(mut op) = self.operations.remove(&key) else {
             return;
         };
-        loop {
-            let mut progressed = false;
-            while let Some((id, call)) = op.execution.poll_call() {
-                progressed = true;
-                self.calls_started += 1;
-                let call = self.plan(now, call);
-                op.calls.insert(id, call);
-            }
-            while let Some(id) = op.execution.poll_cancel() {
-                progressed = true;
-                if op.calls.remove(&id).is_some() {
-                    self.calls_cancelled += 1;
+        while let Some(step) = op.execution.poll() {
+            match step {
+                Step::Call(id, call) => {
+                    self.calls_started += 1;
+                    let call = self.plan(now, call);
+                    op.calls.insert(id, call);
                 }
-            }
-            while let Some(event) = op.execution.poll_output() {
-                progressed = true;
-                self.ready.push_back((key, event));
-            }
-            if !progressed {
-                break;
+                Step::Cancel(id) => {
+                    if op.calls.remove(&id).is_some() {
+                        self.calls_cancelled += 1;
+                    }
+                }
+                Step::Output(event) => self.ready.push_back((key, event)),
             }
         }
         if op.execution.is_finished() {
@@ -237,8 +215,8 @@ impl DemoGraphqlUpstream {
         let mut events = Vec::new();
         let mut finished = false;
         match &mut call.kind {
-            CallKind::Hello { message } => {
-                events.push(CallEvent::Item(serde_json::json!({ "message": message })));
+            CallKind::Hello { reply } => {
+                events.push(CallEvent::Item(reply.clone()));
                 events.push(CallEvent::End);
                 finished = true;
             }
@@ -247,33 +225,35 @@ impl DemoGraphqlUpstream {
                 finished = true;
             }
             CallKind::Ticks {
-                every_ms,
-                next_seq,
-                limit,
-                fail_at,
+                ticks,
                 injected_failure_at,
             } => {
-                let seq = *next_seq;
-                if limit.is_some_and(|limit| seq > limit) {
-                    events.push(CallEvent::End);
-                    finished = true;
-                } else if *fail_at == Some(seq) {
-                    events.push(CallEvent::Failed(UpstreamFailure::new(
-                        FailureKind::Failed,
-                        format!("tick {seq} failed on purpose"),
-                    )));
-                    finished = true;
-                } else if *injected_failure_at == Some(seq) {
-                    events.push(CallEvent::Failed(simulated_outage()));
-                    finished = true;
-                } else {
-                    events.push(CallEvent::Item(serde_json::json!({ "seq": seq })));
-                    *next_seq += 1;
-                    call.due = Millis(now.0 + *every_ms);
-                    // The real service ends right after the last tick.
-                    if limit.is_some_and(|limit| *next_seq > limit) {
-                        call.due = now;
+                match ticks.poll(now) {
+                    Some(TickStep::Tick(seq)) if *injected_failure_at == Some(seq) => {
+                        events.push(CallEvent::Failed(simulated_outage()));
+                        finished = true;
                     }
+                    Some(TickStep::Tick(seq)) => {
+                        events.push(CallEvent::Item(demo_service::tick_json(seq)));
+                    }
+                    Some(TickStep::End) => {
+                        events.push(CallEvent::End);
+                        finished = true;
+                    }
+                    Some(TickStep::Failed(message)) => {
+                        // What the gateway makes of the gRPC status.
+                        events.push(CallEvent::Failed(
+                            UpstreamFailure::new(FailureKind::Failed, message).with_extension(
+                                "grpcStatus",
+                                demo_service::FAILED_TICK_STATUS.into(),
+                            ),
+                        ));
+                        finished = true;
+                    }
+                    None => {}
+                }
+                if let Some(due) = ticks.poll_timeout() {
+                    call.due = due;
                 }
             }
         }
@@ -289,26 +269,23 @@ impl DemoGraphqlUpstream {
 
 fn simulated_outage() -> UpstreamFailure {
     UpstreamFailure::new(FailureKind::Unavailable, "simulated upstream outage")
+        .with_extension("grpcStatus", "UNAVAILABLE".into())
 }
 
 impl Upstream for DemoGraphqlUpstream {
     fn start(&mut self, now: Millis, key: OpKey, request: &OperationRequest) {
         self.now = self.now.max(now);
-        match self.schema.prepare(request, &self.limits) {
-            // What the gateway does with a request that is not valid
-            // GraphQL: answer it with the errors.
-            Err(errors) => self.ready.push_back((key, UpstreamEvent::Error(errors))),
-            Ok(prepared) => {
-                self.operations.insert(
-                    key,
-                    SimOperation {
-                        execution: Execution::new(prepared),
-                        calls: BTreeMap::new(),
-                    },
-                );
-                self.pump(now, key);
-            }
-        }
+        // A request that is not valid GraphQL ends with its errors, as in
+        // the gateway: `Execution::start` makes them its first output.
+        let execution = Execution::start(&self.schema, request, &self.limits);
+        self.operations.insert(
+            key,
+            SimOperation {
+                execution,
+                calls: BTreeMap::new(),
+            },
+        );
+        self.pump(now, key);
     }
 
     fn cancel(&mut self, now: Millis, key: OpKey) {

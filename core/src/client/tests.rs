@@ -21,7 +21,7 @@ fn pump(
             progressed = true;
             match effect {
                 ClientEffect::SendText(text) => server.handle_text(now, &text),
-                ClientEffect::Close { .. } => server.handle_transport_closed(now),
+                ClientEffect::Close { code, .. } => server.handle_transport_closed(now, code),
                 ClientEffect::Event(event) => events.push(event),
             }
         }
@@ -37,7 +37,9 @@ fn pump(
                 ),
                 Effect::Start { op, .. } => started.push(op),
                 Effect::Close { code, reason } => {
-                    client.handle_transport_closed(now, code, &reason)
+                    client.handle_transport_closed(now, code, &reason);
+                    // The client's transport answers the close frame.
+                    server.handle_transport_closed(now, code);
                 }
                 Effect::SendPing | Effect::Cancel { .. } => {}
             }

@@ -19,7 +19,19 @@ pub const SCHEMA_FILE: &str = "core/schemas/demo.graphql";
 /// The SQL that creates the table the MySQL demo fields use.
 pub const MYSQL_TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS terminus_demo_messages (\
 id BIGINT AUTO_INCREMENT PRIMARY KEY, text VARCHAR(500) NOT NULL, \
-created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)";
+created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+author_id BIGINT NOT NULL DEFAULT 1)";
+
+/// The rest of the demo's setup, run after [`MYSQL_TABLE_DDL`]: the authors
+/// table (the `Message.author` relation) with its `guest`, and the
+/// `author_id` column on a messages table made before it existed (MariaDB
+/// syntax; on MySQL the statement fails and the table already has it).
+pub const MYSQL_SETUP: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS terminus_demo_authors (\
+id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL UNIQUE)",
+    "INSERT IGNORE INTO terminus_demo_authors (id, name) VALUES (1, 'guest')",
+    "ALTER TABLE terminus_demo_messages ADD COLUMN IF NOT EXISTS author_id BIGINT NOT NULL DEFAULT 1",
+];
 
 #[cfg(test)]
 mod tests {

@@ -51,6 +51,20 @@ pub struct GraphQLError {
     pub extensions: Option<Box<Map<String, Value>>>,
 }
 
+/// The message, with the location of the first position and the code:
+/// `message (line:column) [CODE]`.
+impl std::fmt::Display for GraphQLError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(pos) = self.locations.first() {
+            write!(f, " ({}:{})", pos.line, pos.column)?;
+        }
+        write!(f, " [{}]", self.code)
+    }
+}
+
+impl std::error::Error for GraphQLError {}
+
 impl GraphQLError {
     /// An error with `message` and `code`, no location and no path.
     pub fn new(message: impl Into<String>, code: &str) -> Self {

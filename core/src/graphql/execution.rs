@@ -17,17 +17,19 @@
 //!   becomes `Complete`, its failure `Error([...])` with the failure's code.
 //!   For `@live`, a poll whose rows equal the previous poll's emits nothing.
 
+use super::batch;
 use super::budget::ResponseBudget;
 use super::errors::{GraphQLError, PathSegment};
 use super::introspection;
 use super::plan::PreparedOperation;
-use super::schema::{OperationKind, Resolver, TypeKind, TypeRef};
+use super::schema::{OperationKind, Resolver, Schema, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
-use crate::operation::UpstreamEvent;
+use super::validate::Limits;
+use crate::operation::{OperationRequest, UpstreamEvent};
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Names one upstream call of one execution. Never reused within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,6 +62,9 @@ enum FieldState {
     /// The call is running; `reselecting` once the `@sql(reselect:)` query
     /// was issued after the statement.
     Running { call: CallId, reselecting: bool },
+    /// The field's value has arrived and its relations (nested `@sql`
+    /// fields, `core/src/graphql/batch.rs`) are being fetched level by level.
+    Relating(Box<Relating>),
     /// Shaped, once: the value (`None`: a null that reaches `data`) and the
     /// field's errors.
     Done {
@@ -68,9 +73,31 @@ enum FieldState {
     },
 }
 
-/// The execution of one operation. See the module documentation.
+/// A root field waiting for its relations: its source value, into which
+/// each level's rows are stitched, and the relation jobs so far.
 #[derive(Debug)]
-pub struct Execution {
+struct Relating {
+    value: Value,
+    jobs: Vec<batch::JobCalls>,
+}
+
+/// Relation statements of one execution: identical statements (same text
+/// and values) run once and share their rows.
+#[derive(Debug, Default)]
+struct RelationCalls {
+    /// In flight: the call's signature and the (root field, job) pairs
+    /// waiting for it.
+    running: HashMap<CallId, (String, Vec<(usize, usize)>)>,
+    /// Signature of a running statement to its call.
+    by_signature: HashMap<String, CallId>,
+    /// Rows of the statements that have answered, by signature.
+    answered: HashMap<String, Vec<Value>>,
+}
+
+/// The execution of one prepared operation: the state behind
+/// [`Execution`] once its request prepared.
+#[derive(Debug)]
+struct Running {
     op: PreparedOperation,
     states: Vec<FieldState>,
     calls: VecDeque<(CallId, UpstreamCall)>,
@@ -86,6 +113,185 @@ pub struct Execution {
     response_used: usize,
     /// Handed to every gRPC call (its metadata source).
     context: RequestContext,
+    /// Relation statements (nested `@sql` fields).
+    relations: RelationCalls,
+}
+
+/// The execution of one operation, from the client's request to its
+/// terminal event: the one host loop that the gateway (WebSocket and POST),
+/// the wasm simulator and the fuzz targets all drive. See the module
+/// documentation.
+///
+/// ```text
+/// Execution::start(&schema, &request, &limits)
+/// loop:
+///   poll() ──> Step::Call(id, call)      the host starts the call
+///              Step::Cancel(id)          the host drops the call
+///              Step::Output(event)       the host delivers it to the connection
+///   handle_call_event(id, event)         the host reports a call's event
+/// until is_finished()
+/// ```
+#[derive(Debug)]
+pub struct Execution {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The request did not prepare: its errors, as one terminal
+    /// `UpstreamEvent::Error`, until the host takes them.
+    Rejected(VecDeque<UpstreamEvent>),
+    /// The request prepared and runs.
+    Running(Box<Running>),
+}
+
+/// The next thing the host does for an [`Execution`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Start this upstream call; report its events with
+    /// [`Execution::handle_call_event`].
+    Call(CallId, UpstreamCall),
+    /// Drop this call: the execution no longer needs it.
+    Cancel(CallId),
+    /// Deliver this event to the operation's connection.
+    Output(UpstreamEvent),
+}
+
+impl Execution {
+    /// Starts an operation: prepares `request` against `schema` within
+    /// `limits` and runs it. A request that does not prepare (parse,
+    /// validation or variable errors) yields those errors as its first and
+    /// terminal output, an `UpstreamEvent::Error`; otherwise the first calls
+    /// (or, when nothing needs an upstream, the result) are ready in
+    /// [`poll`](Self::poll).
+    pub fn start(schema: &Schema, request: &OperationRequest, limits: &Limits) -> Self {
+        Execution::start_with(
+            schema,
+            request,
+            limits,
+            Map::new(),
+            RequestContext::default(),
+        )
+    }
+
+    /// [`start`](Self::start) for a caller with verified token `claims`,
+    /// which `:auth.<claim>` SQL parameters bind, and the request's
+    /// `context`, which every gRPC call carries for its metadata.
+    pub fn start_with(
+        schema: &Schema,
+        request: &OperationRequest,
+        limits: &Limits,
+        claims: Map<String, Value>,
+        context: RequestContext,
+    ) -> Self {
+        match schema.prepare(request, limits) {
+            Ok(mut prepared) => {
+                prepared.set_claims(claims);
+                Execution::with_context(prepared, context)
+            }
+            Err(errors) => Execution {
+                state: State::Rejected(VecDeque::from([UpstreamEvent::Error(errors)])),
+            },
+        }
+    }
+
+    /// Starts executing an operation that is already prepared: the first
+    /// calls are ready in [`poll_call`](Self::poll_call) (or, when nothing
+    /// needs an upstream, the result is ready in
+    /// [`poll_output`](Self::poll_output)).
+    pub fn new(op: PreparedOperation) -> Self {
+        Execution::with_context(op, RequestContext::default())
+    }
+
+    /// [`Execution::new`] for a request with `context` (its forwarded
+    /// headers, `connection_init` fields, claims), which every gRPC call of
+    /// the operation carries for its metadata.
+    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
+        Execution {
+            state: State::Running(Box::new(Running::new(op, context))),
+        }
+    }
+
+    /// Query, mutation or subscription; `None` when the request did not
+    /// prepare.
+    pub fn kind(&self) -> Option<OperationKind> {
+        match &self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => Some(run.op.kind),
+        }
+    }
+
+    /// The caller's claims the operation runs with; `None` when the request
+    /// did not prepare.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        match &self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => Some(run.op.claims()),
+        }
+    }
+
+    /// The response keys of the root fields, in order (none when the
+    /// request did not prepare).
+    pub fn root_keys(&self) -> Vec<&str> {
+        match &self.state {
+            State::Rejected(_) => Vec::new(),
+            State::Running(run) => run.op.root_keys(),
+        }
+    }
+
+    /// The next thing to do: new calls first, then calls to drop, then
+    /// outputs for the connection. `None` until the host reports a call's
+    /// event.
+    pub fn poll(&mut self) -> Option<Step> {
+        if let Some((id, call)) = self.poll_call() {
+            return Some(Step::Call(id, call));
+        }
+        if let Some(id) = self.poll_cancel() {
+            return Some(Step::Cancel(id));
+        }
+        self.poll_output().map(Step::Output)
+    }
+
+    /// The next upstream call to make, if any.
+    pub fn poll_call(&mut self) -> Option<(CallId, UpstreamCall)> {
+        match &mut self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => run.calls.pop_front(),
+        }
+    }
+
+    /// The next event for the connection, if any.
+    pub fn poll_output(&mut self) -> Option<UpstreamEvent> {
+        match &mut self.state {
+            State::Rejected(outputs) => outputs.pop_front(),
+            State::Running(run) => run.outputs.pop_front(),
+        }
+    }
+
+    /// The next call the execution no longer needs; the host drops it.
+    pub fn poll_cancel(&mut self) -> Option<CallId> {
+        match &mut self.state {
+            State::Rejected(_) => None,
+            State::Running(run) => run.cancels.pop_front(),
+        }
+    }
+
+    /// Whether the execution has produced its terminal event and the host
+    /// has taken every output.
+    pub fn is_finished(&self) -> bool {
+        match &self.state {
+            State::Rejected(outputs) => outputs.is_empty(),
+            State::Running(run) => run.done && run.outputs.is_empty(),
+        }
+    }
+
+    /// Reports an event of call `call`. Events of unknown or already
+    /// answered calls are ignored.
+    pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
+        if let State::Running(run) = &mut self.state {
+            run.handle_call_event(call, event);
+        }
+    }
 }
 
 /// The request message of a `@grpc` field: each argument is a request
@@ -132,19 +338,9 @@ fn sql_params(
         .collect()
 }
 
-impl Execution {
-    /// Starts executing `op`: the first calls are ready in
-    /// [`poll_call`](Self::poll_call) (or, when nothing needs an upstream,
-    /// the result is ready in [`poll_output`](Self::poll_output)).
-    pub fn new(op: PreparedOperation) -> Self {
-        Execution::with_context(op, RequestContext::default())
-    }
-
-    /// [`Execution::new`] for a request with `context` (its forwarded
-    /// headers, `connection_init` fields, claims), which every gRPC call of
-    /// the operation carries for its metadata.
-    pub fn with_context(op: PreparedOperation, context: RequestContext) -> Self {
-        let mut exec = Execution {
+impl Running {
+    fn new(op: PreparedOperation, context: RequestContext) -> Self {
+        let mut exec = Running {
             context,
             states: Vec::with_capacity(op.fields.len()),
             op,
@@ -155,6 +351,7 @@ impl Execution {
             done: false,
             last_live: None,
             response_used: 0,
+            relations: RelationCalls::default(),
         };
         let mut budget = ResponseBudget::new(exec.op.max_response_bytes);
         for i in 0..exec.op.fields.len() {
@@ -180,6 +377,22 @@ impl Execution {
                 None => FieldState::Waiting,
             };
             exec.states.push(state);
+        }
+        if exec.op.kind == OperationKind::Subscription {
+            // Relations are resolved for queries and mutations; a live
+            // poll's rows are not stitched (docs/schema.md, "Relations").
+            if let Some(err) = batch::subscription_relation_error(&exec.op) {
+                exec.outputs
+                    .push_back(UpstreamEvent::Error(vec![err.to_value()]));
+                exec.done = true;
+                exec.states.iter_mut().for_each(|s| {
+                    *s = FieldState::Done {
+                        value: None,
+                        errors: Vec::new(),
+                    }
+                });
+                return exec;
+            }
         }
         match exec.op.kind {
             OperationKind::Query => {
@@ -302,31 +515,16 @@ impl Execution {
         };
     }
 
-    /// The next upstream call to make, if any.
-    pub fn poll_call(&mut self) -> Option<(CallId, UpstreamCall)> {
-        self.calls.pop_front()
-    }
-
-    /// The next event for the connection, if any.
-    pub fn poll_output(&mut self) -> Option<UpstreamEvent> {
-        self.outputs.pop_front()
-    }
-
-    /// The next call the execution no longer needs; the host drops it.
-    pub fn poll_cancel(&mut self) -> Option<CallId> {
-        self.cancels.pop_front()
-    }
-
-    /// Whether the execution has produced its terminal event and the host
-    /// has taken every output.
-    pub fn is_finished(&self) -> bool {
-        self.done && self.outputs.is_empty()
-    }
-
-    /// Reports an event of call `call`. Events of unknown or already
-    /// answered calls are ignored.
-    pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
+    fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
         if self.done {
+            return;
+        }
+        if self.relations.running.contains_key(&call) {
+            self.relation_event(call, event);
+            if self.op.kind == OperationKind::Mutation {
+                self.start_next_waiting();
+            }
+            self.maybe_finish();
             return;
         }
         let Some(i) = self
@@ -456,10 +654,22 @@ impl Execution {
         raw: &Value,
         data: &mut Map<String, Value>,
     ) -> bool {
-        let field = &self.op.fields[i];
         let source = self.source_value(i, raw);
+        self.shape_source(shaper, i, &source, data)
+    }
+
+    /// Shapes root field `i`'s source value (see [`Self::source_value`])
+    /// into `data`; returns whether the null propagated to `data`.
+    fn shape_source(
+        &self,
+        shaper: &mut Shaper<'_>,
+        i: usize,
+        source: &Value,
+        data: &mut Map<String, Value>,
+    ) -> bool {
+        let field = &self.op.fields[i];
         let mut path = vec![PathSegment::Key(field.key.clone())];
-        match shaper.complete(field, &field.ty, &source, &mut path) {
+        match shaper.complete(field, &field.ty, source, &mut path) {
             Ok(v) => {
                 data.insert(field.key.clone(), v);
                 false
@@ -531,15 +741,50 @@ impl Execution {
 
     /// Shapes root field `i`'s outcome once and records it.
     fn settle(&mut self, i: usize, outcome: Result<Value, UpstreamFailure>) {
+        if let Ok(raw) = &outcome {
+            let source = self.source_value(i, raw);
+            self.settle_source(i, Ok(source));
+        } else {
+            self.settle_source(i, outcome);
+        }
+    }
+
+    /// [`Self::settle`] from the field's source value: fetches its
+    /// relations first, if its selection has any.
+    fn settle_source(&mut self, i: usize, outcome: Result<Value, UpstreamFailure>) {
         let field = &self.op.fields[i];
+        if let Ok(source) = &outcome {
+            if !matches!(self.states[i], FieldState::Relating(_)) {
+                let mut jobs = Vec::new();
+                batch::jobs_below(
+                    &self.op.schema,
+                    field.ty.named(),
+                    &field.selection,
+                    &[],
+                    &mut jobs,
+                );
+                if !jobs.is_empty() {
+                    let relating = Relating {
+                        value: source.clone(),
+                        jobs: Vec::new(),
+                    };
+                    self.states[i] = FieldState::Relating(Box::new(relating));
+                    for job in jobs {
+                        self.launch_job(i, job);
+                    }
+                    self.maybe_settle_relating(i);
+                    return;
+                }
+            }
+        }
         let state = match outcome {
-            Ok(raw) => {
+            Ok(source) => {
                 let grpc = matches!(self.resolver(i), Some(Resolver::Grpc { .. }));
                 let budget =
                     ResponseBudget::with_used(self.op.max_response_bytes, self.response_used);
                 let mut shaper = Shaper::new(&self.op.schema, grpc, budget);
                 let mut data = Map::new();
-                let propagated = self.shape_field(&mut shaper, i, &raw, &mut data);
+                let propagated = self.shape_source(&mut shaper, i, &source, &mut data);
                 if shaper.budget.exceeded() {
                     let budget = shaper.budget;
                     drop(data);
@@ -588,14 +833,31 @@ impl Execution {
                         None => null_data = true,
                     }
                 }
-                FieldState::Waiting | FieldState::Running { .. } => pending = true,
+                FieldState::Waiting | FieldState::Running { .. } | FieldState::Relating(_) => {
+                    pending = true
+                }
             }
         }
         if pending && !null_data {
             return;
         }
         // Calls still running cannot change a `data` that is already null.
+        let relation_calls: Vec<CallId> = self.relations.running.drain().map(|(c, _)| c).collect();
+        for call in relation_calls {
+            match self.calls.iter().position(|(id, _)| *id == call) {
+                Some(at) => {
+                    self.calls.remove(at);
+                }
+                None => self.cancels.push_back(call),
+            }
+        }
         for state in &mut self.states {
+            if matches!(state, FieldState::Relating(_)) {
+                *state = FieldState::Done {
+                    value: None,
+                    errors: Vec::new(),
+                };
+            }
             if let FieldState::Running { call, .. } = *state {
                 let queued = self.calls.iter().position(|(id, _)| *id == call);
                 match queued {
@@ -620,6 +882,147 @@ impl Execution {
             .push_back(UpstreamEvent::Next(result_value(data, errors)));
         self.outputs.push_back(UpstreamEvent::Complete);
         self.done = true;
+    }
+}
+
+/// Relations (nested `@sql` fields), driven level by level; the planning
+/// and stitching are in `core/src/graphql/batch.rs`.
+impl Running {
+    /// Starts the statements of `job` for root field `i` (state
+    /// `Relating`), reusing identical statements of this execution.
+    fn launch_job(&mut self, i: usize, job: batch::Job) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        let calls =
+            match batch::calls_for(&self.op.schema, &job, &mut relating.value, &self.op.claims) {
+                Ok(calls) => calls,
+                Err(reason) => {
+                    let failure = UpstreamFailure::new(
+                        FailureKind::BadInput,
+                        format!("relation {}.{}: {reason}", job.parent_type, job.field.name),
+                    );
+                    self.settle_source(i, Err(failure));
+                    return;
+                }
+            };
+        let j = relating.jobs.len();
+        relating.jobs.push(batch::JobCalls {
+            job,
+            waiting: calls.len(),
+            rows: Vec::new(),
+        });
+        for call in calls {
+            let signature = serde_json::to_string(&match &call {
+                UpstreamCall::Sql {
+                    db,
+                    statement,
+                    params,
+                    ..
+                } => json!([db, statement, params]),
+                _ => Value::Null,
+            })
+            .unwrap_or_default();
+            if let Some(rows) = self.relations.answered.get(&signature) {
+                if let FieldState::Relating(r) = &mut self.states[i] {
+                    r.jobs[j].rows.extend(rows.iter().cloned());
+                    r.jobs[j].waiting -= 1;
+                }
+            } else if let Some(id) = self.relations.by_signature.get(&signature) {
+                if let Some((_, waiting)) = self.relations.running.get_mut(id) {
+                    waiting.push((i, j));
+                }
+            } else {
+                let id = self.new_call(call);
+                self.relations.by_signature.insert(signature.clone(), id);
+                self.relations.running.insert(id, (signature, vec![(i, j)]));
+            }
+        }
+        self.maybe_complete_job(i, j);
+    }
+
+    /// Stitches job `j` of root field `i` once all its statements have
+    /// answered, and launches the next level.
+    fn maybe_complete_job(&mut self, i: usize, j: usize) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        let Some(calls) = relating.jobs.get_mut(j) else {
+            return;
+        };
+        if calls.waiting > 0 {
+            return;
+        }
+        // Mark it stitched: `usize::MAX` never reaches zero again.
+        calls.waiting = usize::MAX;
+        let rows = std::mem::take(&mut calls.rows);
+        let job = calls.job.clone();
+        batch::stitch(&self.op.schema, &job, &mut relating.value, &rows);
+        for next in batch::next_level(&self.op.schema, &job) {
+            self.launch_job(i, next);
+        }
+    }
+
+    /// Shapes root field `i` once none of its relation jobs waits.
+    fn maybe_settle_relating(&mut self, i: usize) {
+        let FieldState::Relating(relating) = &mut self.states[i] else {
+            return;
+        };
+        if relating.jobs.iter().any(|j| j.waiting != usize::MAX) {
+            return;
+        }
+        let value = std::mem::take(&mut relating.value);
+        // The state is still `Relating`, so `settle_source` shapes the
+        // value rather than starting relations again.
+        self.settle_source(i, Ok(value));
+    }
+
+    /// An event of a relation statement.
+    fn relation_event(&mut self, call: CallId, event: CallEvent) {
+        let Some((signature, waiting)) = self.relations.running.remove(&call) else {
+            return;
+        };
+        self.relations.by_signature.remove(&signature);
+        let rows = match event {
+            CallEvent::Item(Value::Array(rows)) => rows,
+            CallEvent::Item(other) => vec![other],
+            CallEvent::Failed(failure) => {
+                for &(i, j) in &waiting {
+                    let FieldState::Relating(r) = &self.states[i] else {
+                        continue;
+                    };
+                    let Some(job) = r.jobs.get(j) else { continue };
+                    let mut failure = failure.clone();
+                    failure.message = format!(
+                        "relation {}.{}: {}",
+                        job.job.parent_type, job.job.field.name, failure.message
+                    );
+                    self.settle_source(i, Err(failure));
+                }
+                return;
+            }
+            CallEvent::End => {
+                // An answer without rows is an empty result.
+                Vec::new()
+            }
+        };
+        for &(i, j) in &waiting {
+            if let FieldState::Relating(r) = &mut self.states[i] {
+                if let Some(job) = r.jobs.get_mut(j) {
+                    job.rows.extend(rows.iter().cloned());
+                    job.waiting = job.waiting.saturating_sub(1);
+                }
+            }
+        }
+        self.relations.answered.insert(signature, rows);
+        for &(i, j) in &waiting {
+            self.maybe_complete_job(i, j);
+        }
+        let mut fields: Vec<usize> = waiting.iter().map(|(i, _)| *i).collect();
+        fields.dedup();
+        for i in fields {
+            self.maybe_settle_relating(i);
+        }
     }
 }
 

@@ -903,8 +903,26 @@ fn check_fields(
                 (None, true) => {
                     return Err(loader.err(raw.pos, format!("root field {what} has no resolver: add @grpc, @sql{}", if is_subscription { " or @live (subscription)" } else { "" })))
                 }
+                (Some(Resolver::Sql { statement, reselect: None, .. }), false) => {
+                    // A relation (`core/src/graphql/batch.rs`): one statement
+                    // per level for all parents, keyed by a parent column.
+                    super::batch::RelationSql::parse(&statement.original).map_err(|reason| {
+                        loader.err(rpos, format!("relation {what}: {reason}"))
+                    })?;
+                    let own: Vec<String> = statement
+                        .params
+                        .iter()
+                        .filter(|p| super::sql::parent_param(p).is_none())
+                        .cloned()
+                        .collect();
+                    let own = SqlStatement {
+                        params: own,
+                        ..statement.clone()
+                    };
+                    check_params(loader, rpos, &what, f, &own, &[])?;
+                }
                 (Some(_), false) => {
-                    return Err(loader.err(rpos, format!("field {what}: @grpc, @sql and @live belong on fields of the root types ({}); nested fields are projections of their parent's value (rename with @from)", [Some(query.as_str()), mutation.as_deref(), subscription.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", "))))
+                    return Err(loader.err(rpos, format!("field {what}: @grpc, @sql and @live belong on fields of the root types ({}); nested fields are projections of their parent's value (rename with @from), or relations: @sql without reselect reading :parent.<column>", [Some(query.as_str()), mutation.as_deref(), subscription.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", "))))
                 }
                 (Some(Resolver::Sql { statement, reselect, .. }), true) => {
                     if is_subscription {

@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! Schema::parse(sdl, file) ──> Schema
-//! schema.prepare(&request, &limits) ──> PreparedOperation  (or spec-shaped errors)
-//! Execution::new(prepared)
-//!   poll_call() ──> (CallId, UpstreamCall)        the host runs it
+//! Execution::start(&schema, &request, &limits)    prepare errors become its
+//!                                                 first (terminal) output
+//!   poll() ──> Step::Call(CallId, UpstreamCall)   the host runs it
+//!              Step::Cancel(CallId)               the host drops it
+//!              Step::Output(UpstreamEvent)        for the connection
 //!   handle_call_event(CallId, CallEvent)          the host reports it
-//!   poll_output() ──> UpstreamEvent               for the connection
-//!   poll_cancel() ──> CallId                      the host drops it
 //! ```
 //!
 //! The directives are documented in `docs/schema.md`.
@@ -29,21 +29,27 @@
 //! | `coerce` | input values: literals and JSON to coerced JSON |
 //! | `execution` | the `Execution` state machine of one operation |
 //! | `introspection` | answers `__schema` / `__type` from the schema |
+//! | `names` | lowerCamelCase and snake_case spellings of names |
 //! | `shape` | upstream results into the selection set, errors with `path` |
 //! | `errors` | spec-shaped GraphQL errors and their codes |
 //! | `sql` | `@sql` / `@live` statements with named parameters |
 //! | `sql_bounds` | the row-count rule: arguments bound to `LIMIT` / `OFFSET` |
+//! | `columns` | the start-up check of SQL fields against their statements' columns |
+//! | `batch` | relations: nested `@sql` fields, one statement per level, stitched |
 //! | `demo` | the demo schemas that `terminus demo` serves |
 
+mod batch;
 mod budget;
 mod builtins;
 mod coerce;
+mod columns;
 mod cost;
 pub mod demo;
 mod errors;
 mod execution;
 mod introspection;
 mod load;
+mod names;
 mod plan;
 mod prepare;
 mod scalars;
@@ -53,11 +59,13 @@ pub mod sql;
 mod sql_bounds;
 mod validate;
 
+pub use batch::{live_cohort, RelationSql, KEY_COLUMN, MAX_KEYS_PER_STATEMENT};
+pub use columns::ColumnCheck;
 pub use errors::{
     GraphQLError, PathSegment, BAD_USER_INPUT, INTERNAL_SERVER_ERROR, PARSE_FAILED,
     RESPONSE_TOO_LARGE, VALIDATION_FAILED,
 };
-pub use execution::{CallEvent, CallId, Execution};
+pub use execution::{CallEvent, CallId, Execution, Step};
 pub use load::{parse_duration, parse_every, MIN_LIVE_EVERY};
 pub use plan::PreparedOperation;
 pub use scalars::{is_terminus_scalar, SCALARS};

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 /// The added scalars: name, description, `@specifiedBy` URL.
-pub const SCALARS: [(&str, &str, &str); 6] = [
+pub const SCALARS: [(&str, &str, &str); 8] = [
     (
         "Int64",
         "A signed 64-bit integer (protobuf int64, sint64, sfixed64), written as a decimal string; input also accepts a number.",
@@ -34,6 +34,16 @@ pub const SCALARS: [(&str, &str, &str); 6] = [
         "Duration",
         "A span of time (google.protobuf.Duration): seconds with up to 9 decimals and an s, 1.5s.",
         "https://protobuf.dev/programming-guides/json/",
+    ),
+    (
+        "Decimal",
+        "An exact decimal number (SQL DECIMAL/NUMERIC) written as a string of its digits, 12345.670; input also accepts a number.",
+        "https://dev.mysql.com/doc/refman/8.0/en/fixed-point-types.html",
+    ),
+    (
+        "DateTime",
+        "An ISO 8601 date and time, 2024-05-01T12:30:00 or with an offset (2024-05-01T12:30:00.250+02:00, Z for UTC) when the database's time_zone is configured.",
+        "https://www.iso.org/iso-8601-date-and-time-format.html",
     ),
     (
         "JSON",
@@ -80,6 +90,15 @@ pub(crate) fn coerce_input(name: &str, value: &Value) -> Option<Result<Value, St
             Value::String(s) if is_duration(s) => Ok(value.clone()),
             _ => bad("expected seconds with an s, such as 1.5s"),
         },
+        "Decimal" => match value {
+            Value::Number(n) => Ok(Value::String(n.to_string())),
+            Value::String(t) if is_decimal(t.trim()) => Ok(Value::String(t.trim().to_string())),
+            _ => bad("expected a decimal number such as 12.50"),
+        },
+        "DateTime" => match value {
+            Value::String(t) if iso_date_time(t).is_some() => Ok(value.clone()),
+            _ => bad("expected an ISO 8601 date-time such as 2024-05-01T12:30:00"),
+        },
         "JSON" => Ok(value.clone()),
         _ => return None,
     };
@@ -109,6 +128,15 @@ pub(crate) fn serialize(name: &str, value: &Value) -> Option<Option<Value>> {
             _ => None,
         },
         "Bytes" | "Timestamp" | "Duration" => value.is_string().then(|| value.clone()),
+        "Decimal" => match value {
+            Value::Number(n) => Some(Value::String(n.to_string())),
+            Value::String(t) if is_decimal(t) => Some(value.clone()),
+            _ => None,
+        },
+        "DateTime" => match value {
+            Value::String(t) => iso_date_time(t).map(Value::String),
+            _ => None,
+        },
         "JSON" => Some(value.clone()),
         _ => return None,
     };
@@ -168,6 +196,36 @@ fn is_rfc3339(text: &str) -> bool {
     }
 }
 
+/// `-?digits(.digits)?`: how SQL writes a DECIMAL.
+fn is_decimal(text: &str) -> bool {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A date-time as ISO 8601: SQL's `YYYY-MM-DD HH:MM:SS[.f]` gets its `T`;
+/// an offset (`Z`, `+hh:mm`) is kept; `None` when it is not a date-time.
+fn iso_date_time(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    if b.len() < 19 || !matches!(b[10], b' ' | b'T' | b't') {
+        return None;
+    }
+    let mut iso = text.to_string();
+    iso.replace_range(10..11, "T");
+    let with_zone = if iso[19..]
+        .trim_start_matches(|c: char| c == '.' || c.is_ascii_digit())
+        .is_empty()
+    {
+        format!("{iso}Z")
+    } else {
+        iso.clone()
+    };
+    is_rfc3339(&with_zone).then_some(iso)
+}
+
 /// `-?seconds(.up to 9 digits)?s`.
 fn is_duration(text: &str) -> bool {
     let Some(body) = text.strip_suffix('s') else {
@@ -207,6 +265,30 @@ mod tests {
         assert_eq!(serialize("Int64", &json!(7)), Some(Some(json!("7"))));
         assert_eq!(serialize("UInt64", &json!("x")), Some(None));
         assert_eq!(serialize("Int", &json!(7)), None);
+    }
+
+    #[test]
+    fn decimals_and_date_times_from_sql() {
+        assert_eq!(
+            serialize("Decimal", &json!("12345678901234.123456")),
+            Some(Some(json!("12345678901234.123456")))
+        );
+        assert_eq!(serialize("Decimal", &json!(12)), Some(Some(json!("12"))));
+        assert_eq!(serialize("Decimal", &json!("1e5")), Some(None));
+        assert_eq!(
+            coerce_input("Decimal", &json!(" -0.50 ")),
+            Some(Ok(json!("-0.50")))
+        );
+        assert_eq!(
+            serialize("DateTime", &json!("2024-02-29 13:05:09.120")),
+            Some(Some(json!("2024-02-29T13:05:09.120")))
+        );
+        assert_eq!(
+            serialize("DateTime", &json!("2024-02-29T13:05:09+05:30")),
+            Some(Some(json!("2024-02-29T13:05:09+05:30")))
+        );
+        assert_eq!(serialize("DateTime", &json!("2024-02-29")), Some(None));
+        assert!(coerce_input("DateTime", &json!("soon")).unwrap().is_err());
     }
 
     #[test]

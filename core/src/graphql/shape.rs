@@ -38,22 +38,7 @@ pub(crate) struct Shaper<'a> {
     key: Option<String>,
 }
 
-/// `seq_no` -> `seqNo`.
-pub(crate) fn lower_camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = !out.is_empty();
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub(crate) use super::names::{lower_camel, snake_case};
 
 impl<'a> Shaper<'a> {
     pub fn new(schema: &'a Schema, proto3_defaults: bool, budget: ResponseBudget) -> Self {
@@ -132,6 +117,26 @@ impl<'a> Shaper<'a> {
     ) -> Result<Value, Propagate> {
         if value.is_null() {
             return self.charge(Value::Null);
+        }
+        // SQL values: a JSON document arrives as text on MariaDB (its JSON
+        // type is LONGTEXT) and from JSON functions (`JSON_ARRAYAGG`,
+        // `JSON_OBJECT`). Where the schema wants a list, an object or the
+        // `JSON` scalar, that text is parsed.
+        let parsed;
+        let value = match value {
+            Value::String(text) if !self.proto3_defaults && self.wants_json(ty) => {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(v) => {
+                        parsed = v;
+                        &parsed
+                    }
+                    Err(_) => value,
+                }
+            }
+            _ => value,
+        };
+        if value.is_null() {
+            return Ok(Value::Null);
         }
         match ty {
             TypeRef::NonNull(_) => self.complete(field, ty, value, path),
@@ -260,15 +265,29 @@ impl<'a> Shaper<'a> {
                 .field(type_name, &f.name)
                 .and_then(|d| d.source.clone());
             // `@from` may name the proto field (`total_sold`) or its proto3
-            // JSON name (`totalSold`), which is what gRPC values carry.
+            // JSON name (`totalSold`), which is what gRPC values carry. A
+            // relation's rows were stitched into the parent row
+            // (`core/src/graphql/batch.rs`); SQL columns may be snake_case.
             let (key, found) = match &from {
+                _ if super::batch::is_relation(self.schema, type_name, &f.name) => {
+                    let stitched = super::batch::stitched_key(&f.key);
+                    let found = source.get(&stitched);
+                    (stitched, found)
+                }
                 Some(key) => match source.get(key) {
                     Some(v) => (key.clone(), Some(v)),
                     None => (lower_camel(key), source.get(&lower_camel(key))),
                 },
                 None => match source.get(&f.name) {
                     Some(v) => (f.name.clone(), Some(v)),
-                    None => (lower_camel(&f.name), source.get(&lower_camel(&f.name))),
+                    None => match source.get(&lower_camel(&f.name)) {
+                        Some(v) => (lower_camel(&f.name), Some(v)),
+                        // SQL columns: `customerId` reads `customer_id`.
+                        None if !self.proto3_defaults => {
+                            (snake_case(&f.name), source.get(&snake_case(&f.name)))
+                        }
+                        None => (lower_camel(&f.name), None),
+                    },
                 },
             };
             let default;
@@ -299,6 +318,22 @@ impl<'a> Shaper<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a JSON document in text is parsed for type `ty`: lists,
+    /// objects and the `JSON` scalar.
+    fn wants_json(&self, ty: &TypeRef) -> bool {
+        match ty {
+            TypeRef::NonNull(inner) => self.wants_json(inner),
+            TypeRef::List(_) => true,
+            TypeRef::Named(name) => {
+                name == "JSON"
+                    || self
+                        .schema
+                        .get(name)
+                        .is_some_and(|t| matches!(t.kind, TypeKind::Object { .. }))
+            }
+        }
     }
 
     fn proto3_default(&self, ty: &TypeRef) -> Value {

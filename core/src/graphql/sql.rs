@@ -36,11 +36,38 @@ pub struct SqlStatement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlRewriteError(pub String);
 
+impl std::fmt::Display for SqlRewriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlRewriteError {}
+
+/// The namespace of relation parameters: `:parent.customer_id` stands for
+/// the `customer_id` column of the parent rows of a nested `@sql` field
+/// (`core/src/graphql/batch.rs`).
+pub const PARENT_PREFIX: &str = "parent";
+
+/// The parent column a parameter name reads, for `parent.<column>` names.
+pub fn parent_param(name: &str) -> Option<&str> {
+    name.strip_prefix(PARENT_PREFIX)?.strip_prefix('.')
+}
+
 /// Rewrites `:name` placeholders to `?`.
 pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> {
+    rewrite_with_offsets(sql).map(|(statement, _)| statement)
+}
+
+/// [`rewrite_named_params`], plus the byte offset of each `?` in
+/// `positional`, in order.
+pub(crate) fn rewrite_with_offsets(
+    sql: &str,
+) -> Result<(SqlStatement, Vec<usize>), SqlRewriteError> {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = String::with_capacity(sql.len());
     let mut params = Vec::new();
+    let mut offsets = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -118,8 +145,11 @@ pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> 
                 {
                     end += 1;
                 }
-                // `:auth.<claim>`: a claim of the caller's verified token.
-                if chars[start..end].iter().copied().eq(AUTH_PREFIX.chars())
+                // `:auth.<claim>`: a claim of the caller's verified token;
+                // `:parent.<column>`: a column of the parent rows.
+                if [AUTH_PREFIX, PARENT_PREFIX]
+                    .iter()
+                    .any(|prefix| chars[start..end].iter().copied().eq(prefix.chars()))
                     && chars.get(end) == Some(&'.')
                     && chars
                         .get(end + 1)
@@ -133,6 +163,7 @@ pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> 
                     }
                 }
                 params.push(chars[start..end].iter().collect());
+                offsets.push(out.len());
                 out.push('?');
                 i = end;
             }
@@ -161,12 +192,15 @@ pub fn rewrite_named_params(sql: &str) -> Result<SqlStatement, SqlRewriteError> 
     if first_word.is_empty() {
         return Err(SqlRewriteError("the statement is empty".into()));
     }
-    Ok(SqlStatement {
-        original: sql.to_string(),
-        positional: out,
-        params,
-        returns_rows,
-    })
+    Ok((
+        SqlStatement {
+            original: sql.to_string(),
+            positional: out,
+            params,
+            returns_rows,
+        },
+        offsets,
+    ))
 }
 
 #[cfg(test)]

@@ -50,6 +50,14 @@ pub mod close {
     /// Going away: the server is draining, or the peer stopped answering
     /// keep-alive pings (graphql-ws clients retry on it).
     pub const GOING_AWAY: u16 = 1001;
+    /// Never sent: a close frame that carried no code (RFC 6455, 7.1.5).
+    /// Hosts pass it to `handle_transport_closed` when the peer's close
+    /// frame was empty.
+    pub const NO_STATUS_RECEIVED: u16 = 1005;
+    /// Never sent: the socket ended without a close frame (RFC 6455,
+    /// 7.1.5). Hosts pass it to `handle_transport_closed` when the socket
+    /// died or a read or write failed.
+    pub const ABNORMAL_CLOSURE: u16 = 1006;
     /// A frame exceeded `max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Try again later: connection cap reached, or the client reads too slowly
@@ -77,6 +85,13 @@ pub mod close {
     /// Client side: the server did not acknowledge `connection_init` in time
     /// (graphql-ws uses the same code).
     pub const CONNECTION_ACKNOWLEDGEMENT_TIMEOUT: u16 = 4504;
+
+    /// Whether a script in a browser may pass `code` to `WebSocket.close`:
+    /// the WebSocket API allows [`NORMAL`] and the application range
+    /// 3000..=4999 only (other codes have to travel in the reason).
+    pub fn browser_may_send(code: u16) -> bool {
+        code == NORMAL || (3000..=4999).contains(&code)
+    }
 }
 
 /// The largest close reason a WebSocket close frame can carry (125 bytes of
@@ -121,6 +136,8 @@ impl std::fmt::Display for ParseError {
         f.write_str(&self.message)
     }
 }
+
+impl std::error::Error for ParseError {}
 
 /// The request part of `subscribe` / legacy `start`.
 #[derive(Debug, Clone, PartialEq)]

@@ -30,6 +30,10 @@ pub struct ConnectionConfig {
     /// frame that would exceed it closes the connection with 1013
     /// `Slow consumer` instead of being queued. Default 1 MiB.
     pub max_outbound_bytes: usize,
+    /// After the connection sends `Close`, how long it waits for the peer's
+    /// close frame before it ends anyway (the host then drops the socket).
+    /// Default 1 s.
+    pub close_linger: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -42,6 +46,7 @@ impl Default for ConnectionConfig {
             max_frame_bytes: 64 * 1024,
             max_operations: 100,
             max_outbound_bytes: 1024 * 1024,
+            close_linger: Duration::from_secs(1),
         }
     }
 }

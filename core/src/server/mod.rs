@@ -3,13 +3,23 @@
 //! The host feeds inputs (`handle_*`, each sugar for [`ServerConnection::handle`])
 //! and drains [`ServerConnection::poll_effect`] after every input until it
 //! returns `None`; it arms one timer at [`ServerConnection::poll_timeout`].
-//! The rules are those of /work/shared/PROTOCOL.md as written down in
-//! docs/protocol.md.
+//! The rules are those of docs/protocol.md.
+//!
+//! Every close is decided here, and every close has the same shape (like
+//! quinn-proto's close timer): `Close { code, reason }` is emitted with one
+//! `Cancel` per live operation, then the connection *lingers*: it waits for
+//! the peer's close frame (the host reports it with
+//! [`ServerConnection::handle_transport_closed`]) with a deadline of
+//! `close_linger` in [`ServerConnection::poll_timeout`]; whichever comes
+//! first ends it, and [`ServerConnection::is_terminated`] turns true. The
+//! server-wide drain is the small machine in [`drain`].
 
 mod config;
+pub mod drain;
 
 pub use crate::protocol::Subprotocol;
 pub use config::ConnectionConfig;
+pub use drain::{Admission, Drain, DrainConfig, DrainEffect};
 
 use crate::protocol::{close, legacy, transport, truncate_reason, SubscribePayload};
 use crate::{Millis, OpId, OperationRequest, UpstreamEvent};
@@ -62,8 +72,23 @@ pub enum Input {
     },
     /// The host wrote this many bytes of `SendText` to the socket.
     Flushed(usize),
-    /// The socket closed (or failed).
-    TransportClosed,
+    /// The socket closed: the peer's close frame arrived (with its code,
+    /// [`close::NO_STATUS_RECEIVED`] when it had none), or the socket ended
+    /// or failed without one ([`close::ABNORMAL_CLOSURE`]).
+    TransportClosed {
+        /// The peer's close code, or 1005 / 1006 as above.
+        code: u16,
+    },
+    /// The transport refused an inbound frame or message larger than its
+    /// own cap (the host sets that cap at or above `max_frame_bytes`, so this
+    /// and the connection's own size rule agree): close 1009.
+    FrameTooBig {
+        /// The size the transport reported, in bytes.
+        bytes: usize,
+    },
+    /// The host failed while serving this connection (a panic it caught):
+    /// close 4500.
+    InternalError,
     /// The timer armed at `poll_timeout()` fired.
     Timeout,
     /// The server is draining.
@@ -125,6 +150,12 @@ enum Phase {
     Authenticating,
     /// Acknowledged: operations may run.
     Ready,
+    /// We sent `Close` and wait, until `until` at the latest, for the peer's
+    /// close frame. Nothing is sent; every operation was cancelled.
+    Closing {
+        /// The end of the linger.
+        until: Millis,
+    },
     /// Closed (by us or by the transport); only Cancels may still be queued.
     Closed,
 }
@@ -152,6 +183,10 @@ pub struct ServerConnection {
     next_ping: Option<Millis>,
     pong_deadline: Option<Millis>,
     next_ka: Option<Millis>,
+    /// The code of the close: ours if we closed first, else the peer's.
+    close_code: Option<u16>,
+    /// The `now` of the input being handled.
+    now: Millis,
     /// When the accepted credential expires (`AuthVerdict::AcceptUntil`).
     auth_expires: Option<Millis>,
 }
@@ -181,6 +216,8 @@ impl ServerConnection {
             unflushed: 0,
             pong_deadline: None,
             next_ka: None,
+            close_code: None,
+            now,
             auth_expires: None,
         }
     }
@@ -197,10 +234,21 @@ impl ServerConnection {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Millis, input: Input) {
-        if self.phase == Phase::Closed {
-            // After Close (or transport close) nothing more happens: late
+        self.now = self.now.max(now);
+        match self.phase {
+            // After the transport closed nothing more happens.
+            Phase::Closed => return,
+            // After our Close: only the end of the linger matters. Late
             // upstream events are dropped, frames are ignored.
-            return;
+            Phase::Closing { until } => {
+                match input {
+                    Input::TransportClosed { .. } => self.phase = Phase::Closed,
+                    Input::Timeout if until <= now => self.phase = Phase::Closed,
+                    _ => {}
+                }
+                return;
+            }
+            _ => {}
         }
         match input {
             Input::Text(text) => self.on_text(now, &text),
@@ -216,9 +264,17 @@ impl ServerConnection {
             Input::Auth(verdict) => self.on_auth(now, verdict),
             Input::Upstream { op, event } => self.on_upstream(op, event),
             Input::Flushed(bytes) => self.unflushed = self.unflushed.saturating_sub(bytes),
-            Input::TransportClosed => {
+            Input::TransportClosed { code } => {
                 self.phase = Phase::Closed;
+                self.close_code.get_or_insert(code);
                 self.cancel_all();
+            }
+            Input::FrameTooBig { .. } => {
+                self.pong_deadline = None;
+                self.close(close::MESSAGE_TOO_BIG, "Frame too large");
+            }
+            Input::InternalError => {
+                self.close(close::INTERNAL_SERVER_ERROR, "Internal server error")
             }
             Input::Timeout => self.on_timeout(now),
             Input::Shutdown => self.close(close::GOING_AWAY, "Server shutting down"),
@@ -227,7 +283,8 @@ impl ServerConnection {
 
     /// A text frame arrived.
     pub fn handle_text(&mut self, now: Millis, text: &str) {
-        if self.phase != Phase::Closed {
+        if self.is_open() {
+            self.now = self.now.max(now);
             self.on_text(now, text);
         }
     }
@@ -257,9 +314,21 @@ impl ServerConnection {
         self.handle(now, Input::Flushed(bytes));
     }
 
-    /// The socket closed: every live operation is cancelled.
-    pub fn handle_transport_closed(&mut self, now: Millis) {
-        self.handle(now, Input::TransportClosed);
+    /// The socket closed with the peer's `code` (1005 for a close frame
+    /// without one, 1006 when there was no close frame at all): every live
+    /// operation is cancelled, and a linger ends.
+    pub fn handle_transport_closed(&mut self, now: Millis, code: u16) {
+        self.handle(now, Input::TransportClosed { code });
+    }
+
+    /// The transport refused a frame of `bytes` bytes as too large: close 1009.
+    pub fn handle_frame_too_big(&mut self, now: Millis, bytes: usize) {
+        self.handle(now, Input::FrameTooBig { bytes });
+    }
+
+    /// The host failed (caught a panic) serving this connection: close 4500.
+    pub fn handle_internal_error(&mut self, now: Millis) {
+        self.handle(now, Input::InternalError);
     }
 
     /// The timer fired (calling it early is harmless).
@@ -277,10 +346,13 @@ impl ServerConnection {
         self.effects.pop_front()
     }
 
-    /// When to call [`Self::handle_timeout`] next; `None` once closed.
+    /// When to call [`Self::handle_timeout`] next: the end of the linger
+    /// while closing, `None` once closed.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        if self.phase == Phase::Closed {
-            return None;
+        match self.phase {
+            Phase::Closed => return None,
+            Phase::Closing { until } => return Some(until),
+            _ => {}
         }
         let init = matches!(self.phase, Phase::AwaitingInit | Phase::Authenticating)
             .then_some(self.init_deadline);
@@ -299,9 +371,26 @@ impl ServerConnection {
         .min()
     }
 
-    /// Closed, and every remaining effect (the Cancels) drained.
+    /// Closed, and every remaining effect (the Cancels) drained: the host
+    /// drops the socket.
     pub fn is_terminated(&self) -> bool {
         self.phase == Phase::Closed && self.effects.is_empty()
+    }
+
+    /// Neither closing nor closed: frames may still be sent and received.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.phase, Phase::Closing { .. } | Phase::Closed)
+    }
+
+    /// Close sent, waiting (boundedly) for the peer's close frame.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
+    }
+
+    /// How the connection closed: the code we sent if we closed first, else
+    /// the peer's (1005 / 1006 as the host reported them). `None` while open.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// When the accepted credential expires, if it does.
@@ -626,7 +715,7 @@ impl ServerConnection {
     /// Queues a text frame, or closes 1013 if the client has not read enough
     /// of what was already sent.
     fn send(&mut self, text: String) {
-        if self.phase == Phase::Closed {
+        if !self.is_open() {
             return;
         }
         let total = self.unflushed.saturating_add(text.len());
@@ -637,11 +726,15 @@ impl ServerConnection {
         self.effects.push_back(Effect::SendText(text));
     }
 
+    /// Sends `Close`, cancels everything, and starts the linger.
     fn close(&mut self, code: u16, reason: &str) {
-        if self.phase == Phase::Closed {
+        if !self.is_open() {
             return;
         }
-        self.phase = Phase::Closed;
+        self.phase = Phase::Closing {
+            until: self.now + self.config.close_linger,
+        };
+        self.close_code = Some(code);
         self.effects.push_back(Effect::Close {
             code,
             reason: truncate_reason(reason),

@@ -16,7 +16,7 @@ pub use rng::SplitMix64;
 pub use upstream::{OpKey, ScriptConfig, ScriptedUpstream, Upstream};
 
 use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
-use crate::ledger::{Audited, ClientLedger, Violation};
+use crate::ledger::{Audited, ClientLedger, SimulationViolation, Violation};
 use crate::protocol::{close, Subprotocol};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection};
 use crate::{Millis, UpstreamEvent};
@@ -238,7 +238,11 @@ enum Action {
 enum ToServer {
     Text(String),
     Pong,
-    Closed,
+    /// The client's close frame (its own close, or its answer to the
+    /// server's).
+    Closed {
+        code: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -500,9 +504,10 @@ impl<U: Upstream> Sim<U> {
         if !self.settled {
             findings.push(Finding {
                 conn: None,
-                violation: Violation::DidNotSettle {
+                violation: SimulationViolation::DidNotSettle {
                     steps: self.stats.steps,
-                },
+                }
+                .into(),
             });
         }
         for (i, pair) in self.pairs.iter_mut().enumerate() {
@@ -518,7 +523,7 @@ impl<U: Upstream> Sim<U> {
         if count != 0 {
             findings.push(Finding {
                 conn: None,
-                violation: Violation::UpstreamOperationsAtEnd { count },
+                violation: SimulationViolation::UpstreamOperationsAtEnd { count }.into(),
             });
         }
         findings
@@ -554,7 +559,7 @@ impl<U: Upstream> Sim<U> {
                 let input = match msg {
                     ToServer::Text(text) => Input::Text(text),
                     ToServer::Pong => Input::TransportPong,
-                    ToServer::Closed => Input::TransportClosed,
+                    ToServer::Closed { code } => Input::TransportClosed { code },
                 };
                 self.server_input(i, input);
             }
@@ -619,10 +624,16 @@ impl<U: Upstream> Sim<U> {
                     pair.aborted = true;
                     pair.to_server.clear();
                     pair.to_client.clear();
-                    pair.client.handle_transport_closed(now, 1006, "");
+                    pair.client
+                        .handle_transport_closed(now, close::ABNORMAL_CLOSURE, "");
                     self.tracer
                         .record(i, now, true, || "[socket died]".to_owned());
-                    self.server_input(i, Input::TransportClosed);
+                    self.server_input(
+                        i,
+                        Input::TransportClosed {
+                            code: close::ABNORMAL_CLOSURE,
+                        },
+                    );
                 }
             }
             Action::StartSlowReading => {
@@ -686,7 +697,20 @@ impl<U: Upstream> Sim<U> {
                 }
             }
             ToClient::Closed { code, reason } => {
-                pair.client.handle_transport_closed(now, code, &reason)
+                // A client that reads answers the server's close frame (the
+                // server lingers for it); a slow reader never sees it, so
+                // the server's linger deadline ends the connection.
+                if !pair.slow_reader && !pair.aborted {
+                    let at = self.at(self.config.latency_ms);
+                    self.tracer
+                        .record(i, now, true, || format!("[close {code}]"));
+                    self.pairs[i]
+                        .to_server
+                        .push_back((at, ToServer::Closed { code }));
+                }
+                self.pairs[i]
+                    .client
+                    .handle_transport_closed(now, code, &reason)
             }
         }
         self.drain_client(i);
@@ -762,7 +786,7 @@ impl<U: Upstream> Sim<U> {
                     if !pair.aborted {
                         self.tracer
                             .record(i, now, true, || format!("[close {code} {reason}]"));
-                        pair.to_server.push_back((at, ToServer::Closed));
+                        pair.to_server.push_back((at, ToServer::Closed { code }));
                     }
                 }
                 ClientEffect::Event(event) => match event {

@@ -192,9 +192,10 @@ fn a_run_that_cannot_settle_is_reported() {
     let mut sim = Sim::new(cfg);
     sim.run();
     let findings = sim.findings();
-    assert!(findings
-        .iter()
-        .any(|f| matches!(f.violation, Violation::DidNotSettle { .. })));
+    assert!(findings.iter().any(|f| matches!(
+        f.violation,
+        Violation::Simulation(SimulationViolation::DidNotSettle { .. })
+    )));
 }
 
 #[test]

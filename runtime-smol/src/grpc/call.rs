@@ -3,9 +3,10 @@
 
 use super::json::{decode_response, encode_request};
 use super::{code, codec, take_frame, Gauge, GrpcUpstream, CONTENT_TYPE};
+use crate::timeout::timeout;
 use async_lock::SemaphoreGuardArc;
 use bytes::{Bytes, BytesMut};
-use futures_lite::{FutureExt, Stream};
+use futures_lite::Stream;
 use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -83,8 +84,7 @@ impl GrpcUpstream {
             }
             decode_response(&self.name, &method, &message)
         };
-        let timeout = async {
-            smol::Timer::after(deadline).await;
+        let result = timeout(deadline, call).await.unwrap_or_else(|_| {
             Err(UpstreamFailure::new(
                 FailureKind::Timeout,
                 format!(
@@ -94,8 +94,7 @@ impl GrpcUpstream {
                     deadline.as_millis()
                 ),
             ))
-        };
-        let result = call.or(timeout).await;
+        });
         drop(admitted);
         result
     }
@@ -151,8 +150,7 @@ impl GrpcUpstream {
                 Started::TrailersOnly => None,
             })
         };
-        let timeout = async {
-            smol::Timer::after(deadline).await;
+        let reader = timeout(deadline, start).await.unwrap_or_else(|_| {
             Err(UpstreamFailure::new(
                 FailureKind::Timeout,
                 format!(
@@ -162,8 +160,7 @@ impl GrpcUpstream {
                     deadline.as_millis()
                 ),
             ))
-        };
-        let reader = start.or(timeout).await?;
+        })?;
         Ok(GrpcStream {
             reader,
             upstream: self.name.clone(),

@@ -4,7 +4,6 @@
 
 use super::{Gauge, GrpcUpstream};
 use bytes::Bytes;
-use futures_lite::FutureExt;
 use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use std::time::{Duration, Instant};
@@ -131,15 +130,15 @@ impl GrpcUpstream {
                 .await
                 .map_err(|error| format!("HTTP/2 handshake with {}: {error}", self.config.endpoint))
         };
-        let expired = async {
-            smol::Timer::after(timeout).await;
-            Err(format!(
-                "connecting to {} took longer than {} ms",
-                self.config.endpoint,
-                timeout.as_millis()
-            ))
-        };
-        let (sender, dispatcher) = handshake.or(expired).await?;
+        let (sender, dispatcher) = crate::timeout::timeout(timeout, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "connecting to {} took longer than {} ms",
+                    self.config.endpoint,
+                    timeout.as_millis()
+                ))
+            })?;
         let open = Gauge::new(&self.open_connections);
         let name = self.name.clone();
         let driver = crate::tasks::spawn(async move {

@@ -149,6 +149,8 @@ pub(crate) struct Conn {
     packet: Vec<u8>,
     session: Session,
     max_rows: usize,
+    /// See `ResponseReader::with_zone` in `runtime-smol/src/mysql/protocol.rs`.
+    zone: Option<std::sync::Arc<str>>,
     /// The answer still owed by the server for the last command.
     pending: Option<ResponseReader>,
     /// True while a write is in progress: if the future is dropped then,
@@ -191,6 +193,7 @@ impl Conn {
                     thread_id: 0,
                 },
                 max_rows,
+                zone: None,
                 pending: None,
                 writing: false,
                 broken: false,
@@ -227,11 +230,9 @@ impl Conn {
                 }
             }
         };
-        smol::future::or(connecting, async {
-            smol::Timer::after(timeout).await;
-            Err(ConnError::ConnectTimeout)
-        })
-        .await
+        crate::timeout::timeout(timeout, connecting)
+            .await
+            .unwrap_or(Err(ConnError::ConnectTimeout))
     }
 
     fn io(&mut self) -> io::Result<&mut tls::Conn> {
@@ -352,11 +353,10 @@ impl Conn {
                 last_insert_id: 0,
             });
         };
-        self.pending = Some(ResponseReader::new(
-            expect,
-            self.session.capabilities,
-            self.max_rows,
-        ));
+        self.pending = Some(
+            ResponseReader::new(expect, self.session.capabilities, self.max_rows)
+                .with_zone(self.zone.clone()),
+        );
         self.finish_pending().await
     }
 
@@ -413,6 +413,16 @@ impl Conn {
     }
 
     /// Runs `sql` as `COM_QUERY` (text protocol).
+    /// Sets the session's time zone to the fixed offset `set_to`
+    /// (`+00:00`), and writes DATETIME/TIMESTAMP values with `suffix`.
+    pub async fn set_time_zone(&mut self, set_to: &str, suffix: &str) -> Result<(), ConnError> {
+        // `set_to` passed `protocol::zone_offset`: a sign, digits and a colon.
+        self.query_text(&format!("SET time_zone = '{set_to}'"))
+            .await?;
+        self.zone = Some(suffix.into());
+        Ok(())
+    }
+
     pub async fn query_text(&mut self, sql: &str) -> Result<Outcome, ConnError> {
         self.command(&protocol::com_query(sql), Some(Expect::TextResult))
             .await
@@ -440,6 +450,12 @@ impl Conn {
             self.command(&long_data, None).await?;
         }
         self.command(&execute, Some(Expect::BinaryResult)).await
+    }
+
+    /// The column names `sql` returns, from preparing it (the statement
+    /// does not run).
+    pub async fn columns(&mut self, sql: &str) -> Result<Vec<String>, ConnError> {
+        Ok(self.prepare(sql).await?.columns)
     }
 
     async fn prepare(&mut self, sql: &str) -> Result<PreparedStatement, ConnError> {

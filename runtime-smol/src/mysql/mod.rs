@@ -10,6 +10,7 @@
 //!   kills the query on the server (`KILL QUERY` from another connection).
 
 mod conn;
+mod errors;
 mod live;
 mod pool;
 mod protocol;
@@ -58,6 +59,23 @@ pub struct MysqlDbConfig {
     /// The most rows one result may hold; more fails the call (default 10000).
     #[serde(default = "defaults::max_rows")]
     pub max_rows: usize,
+    /// Replace the server's error text (which names tables, keys and
+    /// values) with a generic message for its class, logging the original;
+    /// `extensions.code`, `errno` and `sqlState` stay. Unset: on when the
+    /// gateway listens on a non-loopback address, off on loopback.
+    #[serde(default)]
+    pub hide_server_messages: Option<bool>,
+    /// The session time zone, `UTC` or a fixed offset `+02:00`: every
+    /// connection runs `SET time_zone` to it, and DATETIME / TIMESTAMP
+    /// values come as ISO 8601 with that offset (`2024-05-01T12:30:00Z`).
+    /// Unset: the server's zone, values without an offset (default).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// How often a failed `@live` poll is retried, with backoff (250 ms,
+    /// doubling, at most 5 s each), before its subscribers see the failure
+    /// (default 5: about 7.75 s of waiting plus the statements' own time).
+    #[serde(default = "defaults::live_retries")]
+    pub live_retries: u32,
     /// TLS to the server, as MySQL's `--ssl-mode`: `disabled`,
     /// `preferred` (the default: TLS when the server offers it, without
     /// checking its certificate), `required` (TLS or no connection, still
@@ -114,6 +132,9 @@ mod defaults {
     pub fn max_rows() -> usize {
         10_000
     }
+    pub fn live_retries() -> u32 {
+        5
+    }
 }
 
 impl MysqlDbConfig {
@@ -129,6 +150,9 @@ impl MysqlDbConfig {
             health_check_interval: defaults::health_check_interval(),
             kill_timeout: defaults::kill_timeout(),
             max_rows: defaults::max_rows(),
+            hide_server_messages: None,
+            time_zone: None,
+            live_retries: defaults::live_retries(),
             ssl_mode: SslMode::default(),
             tls: crate::tls::ClientTlsConfig::default(),
         }
@@ -144,6 +168,9 @@ impl MysqlDbConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(tz) = &self.time_zone {
+            protocol::zone_offset(tz)?;
+        }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }

@@ -1,10 +1,11 @@
 //! The bounded, cancellable connection pool of one configured database.
 
 use super::conn::{Conn, ConnError, Target};
-use super::live::{self, LiveHub, LiveRows};
+use super::live::{self, LiveHub, LiveRows, RunRows};
 use super::protocol::Outcome;
 use super::{parse_url, ConfigError, MysqlDbConfig};
 use crate::tasks;
+use crate::timeout::{timeout, Elapsed};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use serde_json::{json, Value};
 use smol::future::or;
@@ -198,6 +199,22 @@ impl Lease {
     }
 }
 
+/// What a shared `@live` poll runs (live.rs): one statement, its rows.
+impl RunRows for Shared {
+    async fn run_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<Value, UpstreamFailure> {
+        self.run(statement, params)
+            .await
+            .map(|outcome| match outcome {
+                Outcome::Rows(rows) => Value::Array(rows),
+                Outcome::Done { .. } | Outcome::Prepared(_) => Value::Array(Vec::new()),
+            })
+    }
+}
+
 impl Shared {
     fn failure(&self, kind: FailureKind, message: impl std::fmt::Display) -> UpstreamFailure {
         UpstreamFailure::new(kind, format!("mysql `{}`: {message}", self.name))
@@ -226,17 +243,13 @@ impl Shared {
                 code,
                 state,
                 message,
-            } => {
-                let state = state.map(|s| format!(", SQLSTATE {s}")).unwrap_or_default();
-                if code == 0 {
-                    self.failure(FailureKind::Failed, message)
-                } else {
-                    self.failure(
-                        FailureKind::Failed,
-                        format!("{message} (error {code}{state})"),
-                    )
-                }
-            }
+            } => super::errors::server_failure(
+                &self.name,
+                code,
+                state.as_deref(),
+                &message,
+                self.config.hide_server_messages.unwrap_or(false),
+            ),
             ConnError::BadInput(m) => self.failure(FailureKind::BadInput, m),
             ConnError::Io(e) => {
                 self.failure(FailureKind::Unavailable, format!("connection lost: {e}"))
@@ -255,14 +268,10 @@ impl Shared {
             Some(permit) => permit,
             None => {
                 self.acquire_waits_total.fetch_add(1, Ordering::Relaxed);
-                let waited = or(async { Some(self.permits.acquire_arc().await) }, async {
-                    Timer::after(self.config.acquire_timeout).await;
-                    None
-                })
-                .await;
+                let waited = timeout(self.config.acquire_timeout, self.permits.acquire_arc()).await;
                 match waited {
-                    Some(permit) => permit,
-                    None => {
+                    Ok(permit) => permit,
+                    Err(Elapsed) => {
                         self.acquire_timeouts_total.fetch_add(1, Ordering::Relaxed);
                         return Err(self.failure(
                             FailureKind::Busy,
@@ -299,12 +308,8 @@ impl Shared {
                 continue;
             }
             if since.elapsed() >= self.config.health_check_interval {
-                let pinged = or(async { conn.ping().await.is_ok() }, async {
-                    Timer::after(self.config.connect_timeout).await;
-                    false
-                })
-                .await;
-                if !pinged {
+                let pinged = timeout(self.config.connect_timeout, conn.ping()).await;
+                if !matches!(pinged, Ok(Ok(_))) {
                     continue;
                 }
             }
@@ -318,6 +323,20 @@ impl Shared {
         )
         .await
         .map_err(|e| self.connect_failure(e))?;
+        let mut conn = conn;
+        if let Some(time_zone) = &self.config.time_zone {
+            let (set_to, suffix) = super::protocol::zone_offset(time_zone)
+                .map_err(|m| self.failure(FailureKind::Unavailable, m))?;
+            or(
+                async { conn.set_time_zone(&set_to, &suffix).await },
+                async {
+                    Timer::after(self.config.connect_timeout).await;
+                    Err(ConnError::ConnectTimeout)
+                },
+            )
+            .await
+            .map_err(|e| self.connect_failure(e))?;
+        }
         self.connections_opened_total
             .fetch_add(1, Ordering::Relaxed);
         lease.conn = Some(conn);
@@ -503,6 +522,13 @@ impl MysqlPool {
         &self.shared.name
     }
 
+    /// Whether the server's error texts are replaced by generic ones
+    /// (`hide_server_messages`; unset counts as off here, the gateway
+    /// decides it from its listener in `Upstreams::from_config`).
+    pub fn hides_server_messages(&self) -> bool {
+        self.shared.config.hide_server_messages.unwrap_or(false)
+    }
+
     /// Runs a statement that returns rows and answers a JSON array of row
     /// objects (column name -> value). `params` bind the `?` placeholders in
     /// order. Dropping the returned future while the statement runs kills it
@@ -512,6 +538,33 @@ impl MysqlPool {
             Outcome::Rows(rows) => Ok(Value::Array(rows)),
             // A statement without a result set has no rows.
             Outcome::Done { .. } | Outcome::Prepared(_) => Ok(Value::Array(Vec::new())),
+        }
+    }
+
+    /// The column names (or aliases) `statement` returns, learnt by
+    /// preparing it on a pooled connection without running it; bounded by
+    /// `statement_timeout`. The gateway checks its schema with this at
+    /// start-up (`Upstreams::check_columns` in `runtime-smol/src/upstreams.rs`).
+    pub async fn columns(&self, statement: &str) -> Result<Vec<String>, UpstreamFailure> {
+        let mut lease = self.shared.acquire().await?;
+        let prepared = or(
+            async { Some(lease.conn().columns(statement).await) },
+            async {
+                Timer::after(self.shared.config.statement_timeout).await;
+                None
+            },
+        )
+        .await;
+        match prepared {
+            Some(Ok(columns)) => Ok(columns),
+            Some(Err(e)) => Err(self.shared.call_failure(e)),
+            None => {
+                self.shared.recover(&mut lease).await;
+                Err(self.shared.failure(
+                    FailureKind::Timeout,
+                    "preparing the statement exceeded statement_timeout",
+                ))
+            }
         }
     }
 
@@ -539,7 +592,14 @@ impl MysqlPool {
     /// poll; dropping the last subscriber stops it (and kills a poll that is
     /// running).
     pub fn live(&self, statement: &str, params: &[Value], every: Duration) -> LiveRows {
-        live::subscribe(&self.shared, statement, params, every)
+        live::subscribe(
+            &self.shared.live,
+            &self.shared,
+            statement,
+            params,
+            every,
+            self.shared.config.live_retries,
+        )
     }
 
     /// Counters and gauges for `/metrics`.

@@ -500,6 +500,8 @@ pub(crate) enum Outcome {
 pub(crate) struct PreparedStatement {
     pub statement_id: u32,
     pub num_params: u16,
+    /// The names of the columns the statement returns (its aliases).
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -550,6 +552,10 @@ pub(crate) struct ResponseReader {
     error: Option<ProtoError>,
     /// The server status of the last OK or EOF packet.
     status: Option<StatusFlags>,
+    /// The offset of the session's `time_zone` (`Z`, `+05:30`) when the
+    /// database configures one: DATETIME and TIMESTAMP values are then
+    /// written as ISO 8601 with it.
+    zone: Option<Arc<str>>,
 }
 
 impl ResponseReader {
@@ -560,6 +566,7 @@ impl ResponseReader {
             expect,
             capabilities,
             max_rows,
+            zone: None,
             state: ReadState::Start,
             columns: Vec::new(),
             column_arc: None,
@@ -610,6 +617,7 @@ impl ResponseReader {
                     self.prepared = Some(PreparedStatement {
                         statement_id: stmt.statement_id(),
                         num_params: stmt.num_params(),
+                        columns: Vec::new(),
                     });
                     let columns = u64::from(stmt.num_columns());
                     self.state = match stmt.num_params() {
@@ -727,7 +735,10 @@ impl ResponseReader {
                 self.state = self.after_prepare_params(columns);
             }
             ReadState::PrepareColumns { remaining } => {
-                parse_column(packet)?;
+                let column = parse_column(packet)?;
+                if let Some(prepared) = self.prepared.as_mut() {
+                    prepared.columns.push(column.name_str().into_owned());
+                }
                 self.state = if remaining > 1 {
                     ReadState::PrepareColumns {
                         remaining: remaining - 1,
@@ -754,6 +765,12 @@ impl ResponseReader {
         }
     }
 
+    /// DATETIME and TIMESTAMP values as ISO 8601 with offset `zone`.
+    pub fn with_zone(mut self, zone: Option<Arc<str>>) -> Self {
+        self.zone = zone;
+        self
+    }
+
     fn parse_row(&self, packet: &[u8]) -> Result<Value, ProtoError> {
         let columns = self
             .column_arc
@@ -772,7 +789,14 @@ impl ResponseReader {
         };
         let mut object = Map::new();
         for (column, value) in columns.iter().zip(row.unwrap()) {
-            object.insert(column.name_str().into_owned(), value_to_json(column, value));
+            let mut json = value_to_json(column, value);
+            if let (Some(zone), Value::String(text)) = (&self.zone, &mut json) {
+                if is_date_time(column) && text.len() >= 19 && text.is_char_boundary(10) {
+                    text.replace_range(10..11, "T");
+                    text.push_str(zone);
+                }
+            }
+            object.insert(column.name_str().into_owned(), json);
         }
         Ok(Value::Object(object))
     }
@@ -900,6 +924,39 @@ pub(crate) fn value_to_json(column: &Column, value: SqlValue) -> Value {
             }
             _ => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
         },
+    }
+}
+
+fn is_date_time(column: &Column) -> bool {
+    use ColumnType::*;
+    matches!(
+        column.column_type(),
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2
+    )
+}
+
+/// The ISO 8601 offset of a `time_zone` setting (`+00:00` -> `Z`), or why
+/// it is not one: only fixed offsets `+hh:mm` / `-hh:mm` and `UTC`, so
+/// every value carries a true offset.
+pub(crate) fn zone_offset(time_zone: &str) -> Result<(String, String), String> {
+    let tz = time_zone.trim();
+    if tz.eq_ignore_ascii_case("utc") || tz == "+00:00" || tz == "-00:00" {
+        return Ok(("+00:00".into(), "Z".into()));
+    }
+    let b = tz.as_bytes();
+    let ok = b.len() == 6
+        && matches!(b[0], b'+' | b'-')
+        && b[1..3].iter().all(u8::is_ascii_digit)
+        && b[3] == b':'
+        && b[4..6].iter().all(u8::is_ascii_digit)
+        && tz[1..3].parse::<u8>().is_ok_and(|h| h <= 13)
+        && tz[4..6].parse::<u8>().is_ok_and(|m| m < 60);
+    if ok {
+        Ok((tz.to_string(), tz.to_string()))
+    } else {
+        Err(format!(
+            "time_zone `{time_zone}` must be UTC or a fixed offset such as +02:00"
+        ))
     }
 }
 

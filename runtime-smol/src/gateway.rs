@@ -1,0 +1,229 @@
+//! The state every part of the gateway shares: the [`Gateway`] (config,
+//! schema, upstreams, metrics, the core's clock), admission and drain (the
+//! core's [`Drain`] machine and the [`ConnectionSlot`] each WebSocket holds),
+//! and what `/admin` may see of the live connections and their operations
+//! ([`ConnectionView`], [`OperationRow`]).
+//!
+//! This module is imported by the others (server.rs, http.rs, ws.rs,
+//! execute.rs, admin.rs) and imports none of them: docs/architecture.md.
+
+use crate::config::Config;
+use crate::grpc::metadata::ContextCapture;
+use crate::jwt::Verifier;
+use crate::metrics::{History, Metrics, Sampled};
+use crate::upstreams::Upstreams;
+use async_channel::Receiver;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use terminus_core::graphql::{Limits as GraphqlLimits, Schema};
+use terminus_core::server::{Admission, ConnectionConfig, Drain, DrainConfig};
+use terminus_core::Millis;
+
+/// One live operation as the `/admin` page lists it: the core's view of it
+/// (`ServerConnection::operations`) and the root fields of its prepared
+/// operation.
+#[derive(Debug, Clone)]
+pub struct OperationRow {
+    /// The client's id for the operation.
+    pub id: String,
+    /// The root fields it selects (response keys, as core's
+    /// `PreparedOperation::root_keys` gives them).
+    pub field: String,
+    /// When its `Start` was emitted, on the core's clock ([`Gateway::now`]).
+    pub started: Millis,
+}
+
+/// What `/admin` may see of one WebSocket connection.
+#[derive(Debug)]
+pub struct ConnectionView {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The negotiated subprotocol.
+    pub protocol: &'static str,
+    /// When the connection was upgraded.
+    pub opened: Instant,
+    /// Its live operations, published by the connection task whenever its
+    /// state machine's set of live operations changes.
+    pub operations: Mutex<Vec<OperationRow>>,
+}
+
+/// State shared by the listener, every connection and every HTTP request.
+pub struct Gateway {
+    /// The configuration the gateway runs with.
+    pub config: Config,
+    /// The loaded schema.
+    pub schema: Schema,
+    /// GraphQL bounds derived from `config.limits`.
+    pub graphql_limits: GraphqlLimits,
+    /// The upstream clients.
+    pub upstreams: Arc<Upstreams>,
+    /// The request values some upstream forwards as metadata, collected by
+    /// the front ends (grpc/metadata.rs).
+    pub context_capture: ContextCapture,
+    /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
+    pub jwt: Option<Arc<Verifier>>,
+    /// Counters and gauges.
+    pub metrics: Metrics,
+    /// The `/admin` chart's history.
+    pub history: History,
+    /// Admission and drain: the core's machine (connection cap, readiness,
+    /// the drain's deadline and its end).
+    drain: Mutex<Drain>,
+    /// Closed when drain begins; every connection task watches it.
+    pub(crate) shutdown: Receiver<()>,
+    /// The address `admin.listen` is bound to, when configured.
+    pub admin_addr: Mutex<Option<SocketAddr>>,
+    /// Live WebSocket connections by id, for `/admin`.
+    pub(crate) views: Mutex<BTreeMap<u64, Arc<ConnectionView>>>,
+    next_connection: AtomicU64,
+    /// The origin of the `Millis` clock handed to the core.
+    origin: Instant,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The shared state of a gateway serving `schema` against `upstreams`
+    /// (with `jwt` verifying inits when configured); connection tasks see
+    /// the drain begin when `shutdown`'s sender is dropped.
+    pub fn new(
+        config: Config,
+        schema: Schema,
+        upstreams: Upstreams,
+        jwt: Option<Arc<Verifier>>,
+        shutdown: Receiver<()>,
+    ) -> Gateway {
+        let history_len = config.admin.history.as_secs().max(1) as usize;
+        let graphql_limits = GraphqlLimits {
+            max_depth: config.limits.max_query_depth,
+            max_fields: config.limits.max_query_fields,
+            max_aliases: config.limits.max_query_aliases,
+            max_query_bytes: config.limits.max_query_bytes,
+            max_cost: config.limits.max_query_cost,
+            list_cost: config.limits.query_list_cost,
+            max_schema_fields: config.limits.max_query_schema_fields,
+            max_response_bytes: config.limits.max_response_bytes,
+            max_sql_row_count: config.limits.max_sql_row_count,
+        };
+        let drain = Drain::new(DrainConfig {
+            max_connections: config.limits.max_connections,
+            timeout: config.timeouts.drain,
+        });
+        let context_capture = ContextCapture::from_keys(
+            upstreams
+                .grpc_names()
+                .filter_map(|name| upstreams.grpc(name))
+                .flat_map(|upstream| upstream.context_keys()),
+        );
+        Gateway {
+            config,
+            schema,
+            graphql_limits,
+            context_capture,
+            upstreams: Arc::new(upstreams),
+            jwt,
+            metrics: Metrics::default(),
+            history: History::new(history_len),
+            drain: Mutex::new(drain),
+            shutdown,
+            admin_addr: Mutex::new(None),
+            views: Mutex::new(BTreeMap::new()),
+            next_connection: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the gateway started: the core's clock.
+    pub fn now(&self) -> Millis {
+        Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The `Instant` at which `Millis` `at` falls.
+    pub fn instant_at(&self, at: Millis) -> Instant {
+        self.origin + Duration::from_millis(at.0)
+    }
+
+    /// The core's per-connection configuration, from `config`.
+    pub fn connection_config(&self) -> ConnectionConfig {
+        let c = &self.config;
+        ConnectionConfig {
+            init_timeout: c.timeouts.init,
+            keepalive_interval: c.timeouts.keepalive_interval,
+            keepalive_timeout: c.timeouts.keepalive_timeout,
+            legacy_ka_interval: c.timeouts.legacy_ka_interval,
+            max_frame_bytes: c.limits.max_frame_bytes,
+            max_operations: c.limits.max_operations_per_connection,
+            max_outbound_bytes: c.limits.max_outbound_bytes,
+            close_linger: c.timeouts.close_linger,
+        }
+    }
+
+    /// Values read from their owners, for `/metrics` and `/admin`.
+    pub fn sampled(&self) -> Sampled {
+        Sampled::process(
+            self.open_connections(),
+            self.upstreams.open_streams(),
+            self.upstreams.open_connections(),
+        )
+    }
+
+    /// `/readyz`: false from the moment a drain begins.
+    pub fn is_ready(&self) -> bool {
+        self.drain().is_ready()
+    }
+
+    /// Whether a drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.drain().is_draining()
+    }
+
+    /// Admitted WebSocket connections that have not ended.
+    pub fn open_connections(&self) -> usize {
+        self.drain().connections()
+    }
+
+    /// The admission and drain machine (server.rs drives it).
+    pub(crate) fn drain(&self) -> MutexGuard<'_, Drain> {
+        self.drain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// One admitted WebSocket connection, held for the connection's whole
+/// life: dropping it tells the drain machine the connection ended.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    gateway: Arc<Gateway>,
+}
+
+impl ConnectionSlot {
+    /// Asks the drain machine to admit one more connection; the refusal
+    /// says why (the cap, or a drain under way).
+    pub fn admit(gateway: &Arc<Gateway>) -> Result<ConnectionSlot, Admission> {
+        match gateway.drain().admit(gateway.now()) {
+            Admission::Admitted => Ok(ConnectionSlot {
+                gateway: gateway.clone(),
+            }),
+            refused => Err(refused),
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let now = self.gateway.now();
+        self.gateway.drain().handle_connection_closed(now);
+    }
+}
