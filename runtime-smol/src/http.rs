@@ -142,7 +142,14 @@ async fn route(
     upgrade: &Mutex<Option<PendingUpgrade>>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    match (request.method(), path.as_str()) {
+    // HEAD is answered wherever GET is (RFC 9110 9.3.2): the same status
+    // and headers; hyper leaves the body out of a response to HEAD.
+    let method = if request.method() == Method::HEAD {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
+    match (&method, path.as_str()) {
         (_, "/graphql") if is_websocket_upgrade(&request) => websocket_upgrade(gateway, request, upgrade),
         (&Method::POST, "/graphql") => graphql_post(gateway, request).await,
         (&Method::GET, "/graphql") => graphql_error_response(
@@ -436,6 +443,24 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
         );
     }
     let limit = gateway.config.limits.max_http_body_bytes;
+    // A declared length beyond the limit is refused at once, before a byte
+    // of the body is read (the body is never read, so the connection is
+    // closed after the answer).
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let mut response = graphql_error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {limit} bytes (limits.max_http_body_bytes)"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     let limit_time = gateway.config.timeouts.http_request;
     let work = async {
         let body = match Limited::new(request.into_body(), limit).collect().await {

@@ -189,3 +189,69 @@ fn legacy_starts_queued_before_the_init_are_counted_in_terminus_operations() {
         assert!(ok, "terminus_operations is {value} after the client left");
     });
 }
+
+/// Writes `request` on a fresh socket and reads what comes back within
+/// `limit` (until the server closes, or `limit` passes).
+async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+    let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let read = async { Some(stream.read(&mut buf).await) }
+            .or(async {
+                smol::Timer::after(left).await;
+                None
+            })
+            .await;
+        match read {
+            Some(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_declared_body_over_the_limit_gets_413_at_once_and_head_is_answered() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|_| {}).await;
+        let addr = gateway.addr();
+        let started = std::time::Instant::now();
+        let answer = raw_exchange(
+            addr,
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("max_http_body_bytes"), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "413 after {:?}",
+            started.elapsed()
+        );
+
+        for path in ["/healthz", "/readyz", "/metrics", "/admin"] {
+            let request = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let answer = raw_exchange(addr, request.as_bytes(), Duration::from_secs(5)).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "HEAD {path}: {answer}");
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a header block");
+            assert!(body.is_empty(), "HEAD {path} has a body: {body:?}");
+            assert!(
+                head.to_ascii_lowercase().contains("content-type"),
+                "HEAD {path}: {head}"
+            );
+        }
+        let answer = raw_exchange(
+            addr,
+            b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    });
+}
