@@ -179,6 +179,12 @@ pub struct AuthConfig {
     /// JWT authentication (`[auth.jwt]`, see docs/security.md). When set,
     /// `tokens` must be empty.
     pub jwt: Option<crate::jwt::JwtConfig>,
+    /// When non-empty, a WebSocket upgrade that carries an `Origin` header
+    /// must name one of these origins exactly (`https://app.example.com`,
+    /// scheme, host and port as browsers send them), else HTTP 403. An
+    /// upgrade without `Origin` (not from a browser) is not affected.
+    /// Empty (the default) accepts any origin.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The `/admin` page.

@@ -336,6 +336,33 @@ fn websocket_upgrade(
             "missing Sec-WebSocket-Key\n",
         );
     };
+    // RFC 6455 4.1: the key is 16 random bytes, base64-encoded.
+    let key_ok = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|bytes| bytes.len() == 16)
+    };
+    if !key_ok {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "Sec-WebSocket-Key must be 16 bytes in base64\n",
+        );
+    }
+    let allowed = &gateway.config.auth.allowed_origins;
+    if !allowed.is_empty() {
+        if let Some(origin) = request.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or_default();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+                return respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    format!("Origin {origin:?} is not in auth.allowed_origins\n"),
+                );
+            }
+        }
+    }
     if !version_ok {
         let mut response = respond(
             StatusCode::UPGRADE_REQUIRED,

@@ -255,3 +255,44 @@ fn a_declared_body_over_the_limit_gets_413_at_once_and_head_is_answered() {
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     });
 }
+
+fn upgrade_request(key: &str, origin: Option<&str>) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET /graphql HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n{origin}\r\n"
+    )
+}
+
+#[test]
+fn upgrades_check_the_key_and_the_origin_allow_list() {
+    smol::block_on(async {
+        let gateway = DemoGateway::start(|config| {
+            config.auth.allowed_origins = vec!["https://app.example.com".into()];
+        })
+        .await;
+        let addr = gateway.addr();
+        let good_key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let status = |answer: String| answer.get(9..12).unwrap_or_default().to_owned();
+        let ask = |key: &'static str, origin: Option<&'static str>| async move {
+            raw_exchange(
+                addr,
+                upgrade_request(key, origin).as_bytes(),
+                Duration::from_millis(500),
+            )
+            .await
+        };
+        assert_eq!(
+            status(ask(good_key, Some("https://app.example.com")).await),
+            "101"
+        );
+        assert_eq!(status(ask(good_key, None).await), "101");
+        let refused = ask(good_key, Some("https://evil.example")).await;
+        assert_eq!(status(refused.clone()), "403", "{refused}");
+        assert!(refused.contains("allowed_origins"), "{refused}");
+        for key in ["short", "!!!!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            assert_eq!(status(ask(key, None).await), "400", "key {key:?}");
+        }
+    });
+}
