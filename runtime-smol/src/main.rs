@@ -17,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// A C string pointer that may live in a `static`.
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
 #[repr(transparent)]
-pub struct MallocConf(*const u8);
+pub struct MallocConf(*const std::ffi::c_char);
 
 // SAFETY: the pointer is to a `'static` byte string that is never written.
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
@@ -31,7 +31,7 @@ unsafe impl Sync for MallocConf {}
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: MallocConf =
-    MallocConf(b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0".as_ptr());
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -151,7 +151,7 @@ fn check_declared(
             continue;
         }
         let value = field.args.get(name).unwrap_or(&Value::Null);
-        if !value.as_u64().is_some_and(|n| n <= max as u64) {
+        if value.as_u64().is_none_or(|n| n > max as u64) {
             errors.push(
                 GraphQLError::new(
                     format!(
