@@ -79,6 +79,10 @@ pub struct Limits {
     pub max_query_aliases: usize,
     /// Largest GraphQL document in bytes.
     pub max_query_bytes: usize,
+    /// Streaming HTTP responses (GraphQL over SSE and multipart
+    /// subscriptions, docs/transports.md) served at once; more are refused
+    /// with HTTP 503.
+    pub max_http_streams: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +98,7 @@ impl Default for Limits {
             max_query_fields: 1000,
             max_query_aliases: 50,
             max_query_bytes: 64 * 1024,
+            max_http_streams: 10_000,
         }
     }
 }
@@ -133,6 +138,10 @@ pub struct Timeouts {
     /// before the gateway drops them and exits.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// Period of keep-alives on a streaming HTTP response: an SSE comment
+    /// (`:`) or an empty multipart part (`{}`), docs/transports.md.
+    #[serde(with = "humantime_serde")]
+    pub stream_keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -147,6 +156,7 @@ impl Default for Timeouts {
             http_header_read: Duration::from_secs(10),
             http_request: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            stream_keepalive: Duration::from_secs(12),
         }
     }
 }
@@ -402,6 +412,7 @@ impl Config {
             ("limits.max_query_depth", self.limits.max_query_depth),
             ("limits.max_query_fields", self.limits.max_query_fields),
             ("limits.max_query_bytes", self.limits.max_query_bytes),
+            ("limits.max_http_streams", self.limits.max_http_streams),
         ];
         for (key, value) in nonzero {
             if value == 0 {
@@ -421,6 +432,7 @@ impl Config {
             ("timeouts.http_header_read", self.timeouts.http_header_read),
             ("timeouts.http_request", self.timeouts.http_request),
             ("timeouts.drain", self.timeouts.drain),
+            ("timeouts.stream_keepalive", self.timeouts.stream_keepalive),
         ];
         for (key, value) in timeouts {
             if value.is_zero() {
