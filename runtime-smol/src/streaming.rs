@@ -11,7 +11,7 @@
 //! query killed): the operation ends at once, not at its next event.
 
 use crate::execute;
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionSlot, Gateway};
 use crate::http::{authorize_post, graphql_error_response, parse_post_body};
 use crate::tasks;
 use futures_lite::{FutureExt, Stream};
@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use terminus_core::graphql::Execution;
+use terminus_core::server::Admission;
 use terminus_core::{OpId, OperationRequest, UpstreamEvent};
 
 /// A response body that is either whole or streamed.
@@ -167,17 +168,26 @@ struct Running {
     task: Option<smol::Task<()>>,
     live: Option<LiveOperation>,
     _slot: StreamSlot,
+    /// The drain's connection count includes this response.
+    _connection: ConnectionSlot,
+    shutdown: async_channel::Receiver<()>,
     keepalive: Option<Duration>,
     done: bool,
 }
 
 impl Running {
-    /// The next chunk of the body, or `None` after the terminal event.
+    /// The next chunk of the body, or `None` after the terminal event or
+    /// when the gateway drains.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        enum Wake {
+            Event(Result<(OpId, UpstreamEvent), async_channel::RecvError>),
+            Keepalive,
+            Shutdown,
+        }
         if self.done {
             return None;
         }
-        let received = async { Some(self.events.recv().await) };
+        let received = async { Wake::Event(self.events.recv().await) };
         let period = self.keepalive;
         let tick = async move {
             match period {
@@ -186,11 +196,17 @@ impl Running {
                 }
                 None => std::future::pending::<()>().await,
             }
-            None
+            Wake::Keepalive
         };
-        match received.or(tick).await {
-            None => Some(keepalive(self.format)),
-            Some(Ok((_, event))) => {
+        let shutdown = self.shutdown.clone();
+        let shutdown = async move {
+            // Closed (never sent on) when the drain closes every connection.
+            let _ = shutdown.recv().await;
+            Wake::Shutdown
+        };
+        match received.or(tick).or(shutdown).await {
+            Wake::Keepalive => Some(keepalive(self.format)),
+            Wake::Event(Ok((_, event))) => {
                 let mut bytes = encode(self.format, &event).to_vec();
                 if event.is_terminal() {
                     self.finish();
@@ -203,9 +219,16 @@ impl Running {
                 Some(bytes.into())
             }
             // The operation's task ended without a terminal event.
-            Some(Err(_)) => {
+            Wake::Event(Err(_)) => {
                 self.finish();
                 Some(encode(self.format, &UpstreamEvent::Complete))
+            }
+            // Drain: cancel the operation and end the response without a
+            // terminal event, so the client reconnects (to another
+            // instance) rather than taking the stream as complete.
+            Wake::Shutdown => {
+                self.finish();
+                None
             }
         }
     }
@@ -248,12 +271,6 @@ pub(crate) async fn serve(
             return response.map(|b| b.boxed_unsync());
         }
     };
-    if !gateway.is_ready() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining: connect to another instance",
-        );
-    }
     let mut context = BTreeMap::new();
     gateway
         .context_capture
@@ -315,6 +332,25 @@ pub(crate) async fn serve(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
+    let connection = match ConnectionSlot::admit(gateway) {
+        Ok(connection) => connection,
+        Err(Admission::Full) => {
+            let mut response = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connection limit reached (limits.max_connections): try again later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(Admission::Draining | Admission::Admitted) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining: connect to another instance",
+            );
+        }
+    };
     let execution = Execution::start_with(
         &gateway.schema,
         &operation,
@@ -349,6 +385,8 @@ pub(crate) async fn serve(
         task: Some(task),
         live,
         _slot: slot,
+        _connection: connection,
+        shutdown: gateway.shutdown.clone(),
         keepalive: (!period.is_zero()).then_some(period),
         done: false,
     };

@@ -501,3 +501,43 @@ fn five_hundred_sse_subscribers_dropped_at_once() {
         }
     });
 }
+
+#[test]
+fn drain_ends_streams_with_no_operation_leaked() {
+    smol::block_on(async {
+        let DemoGateway { running, upstream } = DemoGateway::start(|config| {
+            config.timeouts.drain = Duration::from_secs(5);
+        })
+        .await;
+        let addr = running.local_addr();
+        let endless = body("subscription { ticks(everyMs: 50) { seq } }");
+        let mut sse = open(addr, "POST", "/graphql/stream", &[SSE, JSON], &endless).await;
+        read_until(&mut sse, "event: next").await;
+        let mut multipart = open(addr, "POST", "/graphql", &[MULTIPART, JSON], &endless).await;
+        read_until(&mut multipart, "payload").await;
+        assert_eq!(metric(addr, "terminus_connections").await, 2.0);
+        let report = within(WAIT, "the drain", running.shutdown()).await;
+        assert_eq!(report.leaked_operations, 0, "{report:?}");
+        assert_eq!(report.forced_connections, 0, "{report:?}");
+        assert!(report.took < Duration::from_secs(2), "{report:?}");
+        // Each response ended without a terminal event: the client
+        // reconnects instead of taking the subscription as complete.
+        for mut stream in [sse, multipart] {
+            let mut rest = Vec::new();
+            within(WAIT, "the response's end", stream.read_to_end(&mut rest))
+                .await
+                .expect("read");
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(!rest.contains("event: complete"), "{rest}");
+            assert!(!rest.contains("--graphql--"), "{rest}");
+        }
+        let deadline = Instant::now() + PROMPTLY;
+        while upstream.live_streams() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "upstream streams left after drain"
+            );
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    });
+}
