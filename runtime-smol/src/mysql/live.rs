@@ -19,8 +19,8 @@
 //! failed poll is retried `live_retries` times with backoff (250 ms,
 //! doubling, at most 5 s each) before the failure reaches the subscribers.
 
+use crate::timeout::until;
 use event_listener::Event;
-use futures_lite::future::or;
 use serde_json::{Map, Value};
 use smol::Timer;
 use std::collections::HashMap;
@@ -392,17 +392,9 @@ async fn cohort_loop<R: RunRows>(
                 poll_members(&poller, &members, &form, true).await;
                 continue;
             }
-            let woken = or(
-                async {
-                    joined.await;
-                    true
-                },
-                async {
-                    Timer::at(deadline).await;
-                    false
-                },
-            )
-            .await;
+            // A new member is polled at once; otherwise the interval ends.
+            let mut interval = Timer::at(deadline);
+            let woken = until(&mut interval, joined).await.is_ok();
             if !woken {
                 break;
             }

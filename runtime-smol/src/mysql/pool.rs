@@ -8,7 +8,6 @@ use crate::tasks;
 use crate::timeout::{timeout, Elapsed};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use serde_json::{json, Value};
-use smol::future::or;
 use smol::Timer;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -327,14 +326,12 @@ impl Shared {
         if let Some(time_zone) = &self.config.time_zone {
             let (set_to, suffix) = super::protocol::zone_offset(time_zone)
                 .map_err(|m| self.failure(FailureKind::Unavailable, m))?;
-            or(
-                async { conn.set_time_zone(&set_to, &suffix).await },
-                async {
-                    Timer::after(self.config.connect_timeout).await;
-                    Err(ConnError::ConnectTimeout)
-                },
+            timeout(
+                self.config.connect_timeout,
+                conn.set_time_zone(&set_to, &suffix),
             )
             .await
+            .unwrap_or(Err(ConnError::ConnectTimeout))
             .map_err(|e| self.connect_failure(e))?;
         }
         self.connections_opened_total
@@ -357,19 +354,14 @@ impl Shared {
             return;
         }
         let thread_id = conn.thread_id();
-        let recovered = or(
-            async {
-                if self.kill_query(thread_id).await.is_err() {
-                    return false;
-                }
-                conn.drain().await.is_ok() && conn.ping().await.is_ok()
-            },
-            async {
-                Timer::after(self.config.kill_timeout).await;
-                false
-            },
-        )
-        .await;
+        let recovered = timeout(self.config.kill_timeout, async {
+            if self.kill_query(thread_id).await.is_err() {
+                return false;
+            }
+            conn.drain().await.is_ok() && conn.ping().await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
         if !recovered {
             lease.conn = None;
         }
@@ -436,14 +428,12 @@ impl Shared {
         let started = Instant::now();
         // Counted here so a call dropped mid-statement is counted too.
         self.queries_total.fetch_add(1, Ordering::Relaxed);
-        let ran = or(
-            async { Some(lease.conn().run(statement, params).await) },
-            async {
-                Timer::after(self.config.statement_timeout).await;
-                None
-            },
+        let ran = timeout(
+            self.config.statement_timeout,
+            lease.conn().run(statement, params),
         )
-        .await;
+        .await
+        .ok();
         let result = match ran {
             Some(Ok(outcome)) => Ok(outcome),
             Some(Err(e)) => Err(self.call_failure(e)),
@@ -547,14 +537,12 @@ impl MysqlPool {
     /// start-up (`Upstreams::check_columns` in `runtime-smol/src/upstreams.rs`).
     pub async fn columns(&self, statement: &str) -> Result<Vec<String>, UpstreamFailure> {
         let mut lease = self.shared.acquire().await?;
-        let prepared = or(
-            async { Some(lease.conn().columns(statement).await) },
-            async {
-                Timer::after(self.shared.config.statement_timeout).await;
-                None
-            },
+        let prepared = timeout(
+            self.shared.config.statement_timeout,
+            lease.conn().columns(statement),
         )
-        .await;
+        .await
+        .ok();
         match prepared {
             Some(Ok(columns)) => Ok(columns),
             Some(Err(e)) => Err(self.shared.call_failure(e)),
@@ -648,10 +636,8 @@ async fn reap_idle(shared: Weak<Shared>) {
         let bound = shared.config.connect_timeout;
         drop(shared);
         for conn in expired {
-            or(conn.quit(), async {
-                Timer::after(bound).await;
-            })
-            .await;
+            // A peer that does not answer the quit is dropped all the same.
+            let _ = timeout(bound, conn.quit()).await;
         }
     }
 }
