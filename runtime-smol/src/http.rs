@@ -151,7 +151,7 @@ fn streaming_route(request: &Request<Incoming>) -> Option<streaming::Format> {
     if !matches!(path, "/graphql" | "/graphql/stream") || is_websocket_upgrade(request) {
         return None;
     }
-    streaming::negotiate(request)
+    streaming::negotiate(request, path == "/graphql")
 }
 
 async fn route(

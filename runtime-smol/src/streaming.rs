@@ -50,26 +50,41 @@ pub(crate) enum Format {
     Multipart,
 }
 
-/// The streaming format named by the request's `Accept` header, if any.
-/// SSE wins when both are offered.
-pub(crate) fn negotiate(request: &Request<Incoming>) -> Option<Format> {
-    let accept: Vec<String> = request
+/// The streaming format named by the request's `Accept` header, if any:
+/// the first of its media types (in the client's order) that is
+/// `text/event-stream` or `multipart/mixed` with `subscriptionSpec=1.0`.
+/// When `json_first_wins` (on `/graphql`), a JSON media type listed before
+/// them keeps the plain JSON answer, so a client that lists every type it
+/// can read (urql, Apollo's `deferSpec` queries) still gets JSON for a
+/// query.
+pub(crate) fn negotiate(request: &Request<Incoming>, json_first_wins: bool) -> Option<Format> {
+    let values: Vec<&str> = request
         .headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_ascii_lowercase())
         .collect();
-    if accept.iter().any(|v| v.starts_with("text/event-stream")) {
-        return Some(Format::Sse);
-    }
-    if accept.iter().any(|v| {
-        let v = v.replace(' ', "");
-        v.starts_with("multipart/mixed")
-            && (v.contains("subscriptionspec=\"1.0\"") || v.contains("subscriptionspec=1.0"))
-    }) {
-        return Some(Format::Multipart);
+    negotiate_accept(&values, json_first_wins)
+}
+
+fn negotiate_accept(values: &[&str], json_first_wins: bool) -> Option<Format> {
+    for media in values.iter().flat_map(|v| v.split(',')) {
+        let media = media.replace(' ', "").to_ascii_lowercase();
+        if media.starts_with("text/event-stream") {
+            return Some(Format::Sse);
+        }
+        if media.starts_with("multipart/mixed")
+            && (media.contains("subscriptionspec=\"1.0\"")
+                || media.contains("subscriptionspec=1.0"))
+        {
+            return Some(Format::Multipart);
+        }
+        if json_first_wins
+            && (media.starts_with("application/json")
+                || media.starts_with("application/graphql-response+json"))
+        {
+            return None;
+        }
     }
     None
 }
@@ -420,6 +435,22 @@ mod tests {
             .unwrap_err()
             .contains("variables"));
         assert!(parse_get_query("").unwrap_err().contains("query"));
+    }
+
+    #[test]
+    fn accept_is_negotiated_in_the_clients_order() {
+        assert_eq!(
+            negotiate_accept(&["text/event-stream"], true),
+            Some(Format::Sse)
+        );
+        let apollo = "multipart/mixed;boundary=\"graphql\";subscriptionSpec=1.0,application/json";
+        assert_eq!(negotiate_accept(&[apollo], true), Some(Format::Multipart));
+        let apollo_query = "multipart/mixed;deferSpec=20220824,application/json";
+        assert_eq!(negotiate_accept(&[apollo_query], true), None);
+        let urql = "application/graphql-response+json, application/json, text/event-stream, multipart/mixed";
+        assert_eq!(negotiate_accept(&[urql], true), None);
+        assert_eq!(negotiate_accept(&[urql], false), Some(Format::Sse));
+        assert_eq!(negotiate_accept(&["application/json"], false), None);
     }
 
     #[test]

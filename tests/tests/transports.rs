@@ -242,6 +242,19 @@ fn sse_wire_format_completion_and_errors() {
         )
         .await;
         assert_eq!(status, 400, "{text}");
+        // On /graphql a JSON type listed first keeps the JSON answer.
+        let (status, text) = http(
+            addr,
+            "POST",
+            "/graphql",
+            &[("Accept", "application/json, text/event-stream"), JSON],
+            &body("{ hello(name: \"Ada\") }"),
+        )
+        .await;
+        assert_eq!(
+            (status, text.as_str()),
+            (200, "{\"data\":{\"hello\":\"Hello, Ada!\"}}")
+        );
         // Without a streaming Accept, /graphql/stream says what it serves.
         let (status, _) = http(addr, "POST", "/graphql/stream", &[JSON], "{}").await;
         assert_eq!(status, 406);
