@@ -91,6 +91,10 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Largest value of an argument bound to SQL `LIMIT` / `OFFSET`.
     pub max_sql_row_count: usize,
+    /// Streaming HTTP responses (GraphQL over SSE and multipart
+    /// subscriptions, docs/transports.md) served at once; more are refused
+    /// with HTTP 503.
+    pub max_http_streams: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +115,7 @@ impl Default for Limits {
             max_query_schema_fields: 1,
             max_response_bytes: 1024 * 1024,
             max_sql_row_count: 10_000,
+            max_http_streams: 10_000,
         }
     }
 }
@@ -150,6 +155,10 @@ pub struct Timeouts {
     /// before the gateway drops them and exits.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// Period of keep-alives on a streaming HTTP response: an SSE comment
+    /// (`:`) or an empty multipart part (`{}`), docs/transports.md.
+    #[serde(with = "humantime_serde")]
+    pub stream_keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -164,6 +173,7 @@ impl Default for Timeouts {
             http_header_read: Duration::from_secs(10),
             http_request: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            stream_keepalive: Duration::from_secs(12),
         }
     }
 }
@@ -427,6 +437,7 @@ impl Config {
             ("limits.max_query_bytes", self.limits.max_query_bytes),
             ("limits.max_query_cost", self.limits.max_query_cost),
             ("limits.max_response_bytes", self.limits.max_response_bytes),
+            ("limits.max_http_streams", self.limits.max_http_streams),
         ];
         for (key, value) in nonzero {
             if value == 0 {
@@ -446,6 +457,7 @@ impl Config {
             ("timeouts.http_header_read", self.timeouts.http_header_read),
             ("timeouts.http_request", self.timeouts.http_request),
             ("timeouts.drain", self.timeouts.drain),
+            ("timeouts.stream_keepalive", self.timeouts.stream_keepalive),
         ];
         for (key, value) in timeouts {
             if value.is_zero() {

@@ -9,6 +9,7 @@
 use crate::admin;
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
+use crate::streaming;
 use crate::tasks;
 use crate::timeout::timeout;
 use crate::tls::Conn;
@@ -93,8 +94,13 @@ pub(crate) async fn serve_tcp_on(
                     .http_requests_total
                     .fetch_add(1, Ordering::Relaxed);
                 let response = match admin_gate(&gateway, &request, surface) {
-                    Some(refused) => refused,
-                    None => route(&gateway, request, &upgrade).await,
+                    Some(refused) => refused.map(BodyExt::boxed_unsync),
+                    None => match streaming_route(&request) {
+                        Some(format) => streaming::serve(&gateway, request, format).await,
+                        None => route(&gateway, request, &upgrade)
+                            .await
+                            .map(BodyExt::boxed_unsync),
+                    },
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -136,6 +142,18 @@ pub(crate) async fn serve_tcp_on(
     }
 }
 
+/// The streaming transport a request asks for (docs/transports.md):
+/// `/graphql` and `/graphql/stream` with `Accept: text/event-stream` (SSE)
+/// or `Accept: multipart/mixed;subscriptionSpec="1.0"` (multipart), never
+/// a WebSocket upgrade.
+fn streaming_route(request: &Request<Incoming>) -> Option<streaming::Format> {
+    let path = request.uri().path();
+    if !matches!(path, "/graphql" | "/graphql/stream") || is_websocket_upgrade(request) {
+        return None;
+    }
+    streaming::negotiate(request, path == "/graphql")
+}
+
 async fn route(
     gateway: &Arc<Gateway>,
     request: Request<Incoming>,
@@ -159,6 +177,10 @@ async fn route(
         (_, "/graphql") => graphql_error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "/graphql accepts a WebSocket upgrade or POST",
+        ),
+        (_, "/graphql/stream") => graphql_error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "/graphql/stream serves Accept: text/event-stream (graphql-sse) or multipart/mixed;subscriptionSpec=\"1.0\" (docs/transports.md)",
         ),
         (&Method::GET, "/metrics") => {
             let mut text = gateway.metrics.render(gateway.sampled());
@@ -288,7 +310,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 /// `extensions.code` of a POST that passed `timeouts.http_request` (504).
 pub const REQUEST_TIMEOUT_CODE: &str = "GATEWAY_TIMEOUT";
 
-fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "errors": [{ "message": message }] }))
 }
 
@@ -527,7 +549,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
 /// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
 /// set). A refusal is 401 with a JSON error and `WWW-Authenticate`. The
 /// answer is the token's claims (empty without JWT).
-async fn authorize_post(
+pub(crate) async fn authorize_post(
     gateway: &Gateway,
     request: &Request<Incoming>,
 ) -> Result<Map<String, Value>, Response<Body>> {
@@ -573,7 +595,7 @@ async fn authorize_post(
 }
 
 /// Parses a GraphQL-over-HTTP JSON body into a request.
-fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
+pub(crate) fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     let Value::Object(mut object) = value else {

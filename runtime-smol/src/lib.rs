@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod streaming;
 pub mod timeout;
 pub mod upstream_config;
 pub mod upstreams;

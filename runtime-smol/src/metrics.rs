@@ -24,6 +24,9 @@ pub struct Metrics {
     /// Operations the gateway cancelled (client complete, socket closed,
     /// drain) since the process started.
     pub operations_cancelled_total: AtomicU64,
+    /// Live streaming HTTP responses (SSE and multipart subscriptions,
+    /// runtime-smol/src/streaming.rs), bounded by `limits.max_http_streams`.
+    pub http_streams: AtomicI64,
     /// Panics caught inside connection tasks.
     pub panics_total: AtomicU64,
     /// HTTP requests answered, any path.
@@ -160,6 +163,11 @@ impl Metrics {
             "terminus_tasks",
             "Live tasks the gateway spawned.",
             sampled.tasks.to_string(),
+        );
+        gauge(
+            "terminus_http_streams",
+            "Live SSE and multipart subscription responses.",
+            self.http_streams.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             "process_open_fds",

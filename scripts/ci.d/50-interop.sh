@@ -1,4 +1,5 @@
 # Real npm clients against the real gateway binary (issue 8): graphql-ws 6,
+# graphql-sse 2 (issue 15, /graphql/stream),
 # subscriptions-transport-ws 0.11 and raw `ws` frames (tests/interop).
 # Builds the debug binary, the profile the other stages build, so nothing is
 # compiled twice; installs the locked npm packages into tests/interop with
