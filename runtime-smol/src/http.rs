@@ -9,12 +9,13 @@
 use crate::admin;
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
+use crate::request::{self, authorize_post, graphql_error_response, json_response, respond};
 use crate::streaming;
 use crate::tasks;
 use crate::timeout::timeout;
 use crate::tls::Conn;
 use crate::ws;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -290,29 +291,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    respond(status, "application/json", body.to_string())
-}
-
 /// `extensions.code` of a POST that passed `timeouts.http_request` (504).
 pub const REQUEST_TIMEOUT_CODE: &str = "GATEWAY_TIMEOUT";
-
-pub(crate) fn graphql_error_response(status: StatusCode, message: &str) -> Response<Body> {
-    json_response(status, &json!({ "errors": [{ "message": message }] }))
-}
 
 fn header_has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     request.headers().get_all(name).iter().any(|value| {
@@ -476,61 +456,11 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     gateway
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    if !is_json {
-        return graphql_error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "POST /graphql needs Content-Type: application/json",
-        );
-    }
-    let limit = gateway.config.limits.max_http_body_bytes;
-    // A declared length beyond the limit is refused at once, before a byte
-    // of the body is read (the body is never read, so the connection is
-    // closed after the answer).
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        let mut response = graphql_error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is larger than {limit} bytes (limits.max_http_body_bytes)"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    }
     let limit_time = gateway.config.timeouts.http_request;
     let work = async {
-        let body = match Limited::new(request.into_body(), limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(error) => {
-                return if error.is::<http_body_util::LengthLimitError>() {
-                    graphql_error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("the request body is larger than {limit} bytes"),
-                    )
-                } else {
-                    graphql_error_response(
-                        StatusCode::BAD_REQUEST,
-                        "could not read the request body",
-                    )
-                };
-            }
-        };
-        let operation = match parse_post_body(&body) {
+        let operation = match request::read_operation(gateway, request, "POST /graphql").await {
             Ok(operation) => operation,
-            Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
+            Err(response) => return response,
         };
         run_post(gateway, operation, claims, Arc::new(context)).await
     };
@@ -542,89 +472,6 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
                 "extensions": { "code": REQUEST_TIMEOUT_CODE },
             }] }),
         )
-    })
-}
-
-/// POST's credentials: `Authorization: Bearer <token>`, checked against
-/// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
-/// set). A refusal is 401 with a JSON error and `WWW-Authenticate`. The
-/// answer is the token's claims (empty without JWT).
-pub(crate) async fn authorize_post(
-    gateway: &Gateway,
-    request: &Request<Incoming>,
-) -> Result<Map<String, Value>, Response<Body>> {
-    let tokens = &gateway.config.auth.tokens;
-    if gateway.jwt.is_none() && tokens.is_empty() {
-        return Ok(Map::new());
-    }
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let v = v.trim();
-            v.get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| v[7..].trim())
-        });
-    let outcome = match (bearer, &gateway.jwt) {
-        (None, _) => Err("missing Authorization: Bearer <token>".to_owned()),
-        (Some(token), Some(jwt)) => jwt.verify(token).await.map(|v| v.claims),
-        (Some(token), None) => {
-            if tokens.iter().any(|t| t == token) {
-                Ok(Map::new())
-            } else {
-                Err("unknown token".to_owned())
-            }
-        }
-    };
-    outcome.map_err(|reason| {
-        let mut response = json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({ "errors": [{
-                "message": format!("Unauthorized: {reason}"),
-                "extensions": {"code": "UNAUTHENTICATED"},
-            }] }),
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer error=\"invalid_token\""),
-        );
-        response
-    })
-}
-
-/// Parses a GraphQL-over-HTTP JSON body into a request.
-pub(crate) fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let Value::Object(mut object) = value else {
-        return Err("the body must be a JSON object {\"query\": ...}".to_owned());
-    };
-    let query = match object.remove("query") {
-        Some(Value::String(query)) => query,
-        _ => return Err("\"query\" must be a string".to_owned()),
-    };
-    let operation_name = match object.remove("operationName") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(name),
-        Some(_) => return Err("\"operationName\" must be a string or null".to_owned()),
-    };
-    let object_field = |value: Option<Value>, name: &str| -> Result<Map<String, Value>, String> {
-        match value {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(map)) => Ok(map),
-            Some(_) => Err(format!("\"{name}\" must be an object or null")),
-        }
-    };
-    let variables = object_field(object.remove("variables"), "variables")?;
-    let extensions = object_field(object.remove("extensions"), "extensions")?;
-    Ok(OperationRequest {
-        id: "http".to_owned(),
-        query,
-        operation_name,
-        variables,
-        extensions,
     })
 }
 
@@ -700,28 +547,5 @@ impl LiveOperation {
 impl Drop for LiveOperation {
     fn drop(&mut self) {
         self.0.metrics.add_operations(-1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn post_body_is_checked() {
-        let ok = parse_post_body(br#"{"query":"{ hello }","variables":null,"operationName":"A"}"#)
-            .unwrap();
-        assert_eq!(ok.query, "{ hello }");
-        assert_eq!(ok.operation_name.as_deref(), Some("A"));
-        assert!(ok.variables.is_empty());
-        assert!(parse_post_body(b"nope")
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(parse_post_body(br#"{"query":1}"#)
-            .unwrap_err()
-            .contains("query"));
-        assert!(parse_post_body(br#"{"query":"x","variables":[]}"#)
-            .unwrap_err()
-            .contains("variables"));
     }
 }

@@ -12,11 +12,11 @@
 
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
-use crate::http::{authorize_post, graphql_error_response, parse_post_body};
+use crate::request::{authorize_post, graphql_error_response, parse_post_body, read_operation};
 use crate::tasks;
 use futures_lite::{FutureExt, Stream};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -296,32 +296,11 @@ pub(crate) async fn serve(
     let operation = match *request.method() {
         Method::GET => parse_get_query(request.uri().query().unwrap_or("")),
         Method::POST => {
-            let is_json = request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("application/json")
-                });
-            if !is_json {
-                return refuse(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "a streaming POST needs Content-Type: application/json",
-                );
-            }
-            let limit = gateway.config.limits.max_http_body_bytes;
-            let read = Limited::new(request.into_body(), limit).collect();
+            let read = read_operation(gateway, request, "a streaming POST");
             match crate::timeout::timeout(gateway.config.timeouts.http_request, read).await {
-                Ok(Ok(body)) => parse_post_body(&body.to_bytes()),
-                Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                    return refuse(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("the request body is larger than {limit} bytes"),
-                    );
-                }
-                _ => {
+                Ok(Ok(operation)) => Ok(operation),
+                Ok(Err(response)) => return response.map(|b| b.boxed_unsync()),
+                Err(_) => {
                     return refuse(StatusCode::BAD_REQUEST, "could not read the request body");
                 }
             }

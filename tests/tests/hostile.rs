@@ -234,6 +234,18 @@ fn a_declared_body_over_the_limit_gets_413_at_once_and_head_is_answered() {
             "413 after {:?}",
             started.elapsed()
         );
+        // The streaming transports read their body by the same rule
+        // (runtime-smol/src/request.rs).
+        let started = std::time::Instant::now();
+        let answer = raw_exchange(
+            addr,
+            b"POST /graphql/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("max_http_body_bytes"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(2));
 
         for path in ["/healthz", "/readyz", "/metrics", "/admin"] {
             let request = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -50,6 +50,7 @@ mod execution;
 mod introspection;
 mod load;
 mod names;
+pub use names::lower_camel;
 mod plan;
 mod prepare;
 mod scalars;

@@ -1,8 +1,9 @@
 //! How field names and upstream keys spell each other: proto3 JSON's
 //! lowerCamelCase and SQL's snake_case.
 
-/// `seq_no` -> `seqNo`.
-pub(crate) fn lower_camel(name: &str) -> String {
+/// `seq_no` -> `seqNo`, as proto3 JSON names fields and as Terminus
+/// reads a snake_case SQL column for a camelCase field.
+pub fn lower_camel(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut upper = false;
     for c in name.chars() {

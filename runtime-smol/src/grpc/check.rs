@@ -27,6 +27,7 @@ use prost_reflect::{
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use terminus_core::graphql::lower_camel;
 
 type Doc = ast::Document<'static, String>;
 type Field = ast::Field<'static, String>;
@@ -873,23 +874,6 @@ fn find_field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor
 
 fn matches_name(field: &FieldDescriptor, name: &str) -> bool {
     field.name() == name || field.json_name() == name || field.json_name() == lower_camel(name)
-}
-
-/// `seq_no` -> `seqNo`, as proto3 JSON names fields.
-pub(crate) fn lower_camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = !out.is_empty();
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn field_names(message: &MessageDescriptor) -> Vec<String> {

@@ -23,7 +23,7 @@ pub(crate) fn flatten_oneofs(message: &MessageDescriptor, value: &mut Value) {
         let is_oneof = message
             .oneofs()
             .filter(|o| !o.is_synthetic())
-            .any(|o| o.name() == key || super::check::lower_camel(o.name()) == key);
+            .any(|o| o.name() == key || terminus_core::graphql::lower_camel(o.name()) == key);
         if !is_oneof {
             continue;
         }

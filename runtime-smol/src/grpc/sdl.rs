@@ -18,12 +18,12 @@
 //!   become enums with every value, and scalars follow the table in
 //!   `docs/schema.md`.
 
-use super::check::lower_camel;
 use prost_reflect::{
     DescriptorPool, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use terminus_core::graphql::lower_camel;
 
 /// Unary methods whose name starts with one of these are `Query` fields.
 pub const QUERY_PREFIXES: [&str; 12] = [
