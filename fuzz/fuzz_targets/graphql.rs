@@ -182,6 +182,11 @@ fuzz_target!(|scenario: Scenario| {
             max_fields: 8,
             max_aliases: 2,
             max_query_bytes: 256,
+            max_cost: 60,
+            list_cost: 10,
+            max_schema_fields: 1,
+            max_response_bytes: 512,
+            max_sql_row_count: 100,
         }
     } else {
         Limits::default()

@@ -790,8 +790,9 @@ impl ClientAudit {
 
 /// The close codes a server connection may emit (docs/protocol.md; 4500
 /// after a host failure).
-pub const SERVER_CLOSE_CODES: &[u16] =
-    &[1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429, 4500];
+pub const SERVER_CLOSE_CODES: &[u16] = &[
+    1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429, 4500,
+];
 
 /// The close codes a client connection may emit on its own.
 pub const CLIENT_CLOSE_CODES: &[u16] = &[1001, 4004, 4504];
