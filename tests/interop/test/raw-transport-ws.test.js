@@ -1,6 +1,6 @@
 'use strict';
 // graphql-transport-ws with raw `ws` frames: the exact messages and close
-// codes of /work/shared/PROTOCOL.md against `terminus demo`.
+// codes of docs/protocol.md against `terminus demo`.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
