@@ -114,12 +114,18 @@ pub async fn demo_upstream(listen: SocketAddr) -> Result<DrainReport, RunError> 
 
 fn print_urls(running: &Running) {
     let addr = running.local_addr();
-    println!("terminus listening on http://{addr}");
-    println!("  GraphQL (WebSocket, POST): ws://{addr}/graphql  http://{addr}/graphql");
-    println!("  admin page:                http://{addr}/admin");
-    println!("  browser simulator:         http://{addr}/simulator/");
-    println!("  metrics:                   http://{addr}/metrics");
-    println!("  health, readiness:         http://{addr}/healthz  http://{addr}/readyz");
+    // With `[tls]` the one listener speaks only TLS (docs/security.md).
+    let (http, ws) = if running.gateway().config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    println!("terminus listening on {http}://{addr}");
+    println!("  GraphQL (WebSocket, POST): {ws}://{addr}/graphql  {http}://{addr}/graphql");
+    println!("  admin page:                {http}://{addr}/admin");
+    println!("  browser simulator:         {http}://{addr}/simulator/");
+    println!("  metrics:                   {http}://{addr}/metrics");
+    println!("  health, readiness:         {http}://{addr}/healthz  {http}://{addr}/readyz");
 }
 
 async fn serve_until_signal(running: Running) -> Result<DrainReport, RunError> {

@@ -43,7 +43,7 @@ trap cleanup EXIT
 gateway_pid=$!
 addr=
 for _ in $(seq $((start_timeout * 5))); do
-  addr=$(sed -n 's#^terminus listening on http://\([0-9.:]*\).*#\1#p' "$log" | head -n1)
+  addr=$(sed -n 's#^terminus listening on https\{0,1\}://\([0-9.:]*\).*#\1#p' "$log" | head -n1)
   [ -n "$addr" ] && break
   if ! kill -0 "$gateway_pid" 2>/dev/null; then
     echo "terminus demo exited before listening:" >&2

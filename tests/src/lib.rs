@@ -365,7 +365,10 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("terminus listening on http://") {
+                let rest = line
+                    .strip_prefix("terminus listening on http://")
+                    .or_else(|| line.strip_prefix("terminus listening on https://"));
+                if let Some(rest) = rest {
                     let _ = tx.send(rest.trim().to_owned());
                 }
             }

@@ -130,6 +130,11 @@ describe('wss:// and JWT (npm ws, graphql-ws, jose)', () => {
     return results;
   }
 
+  it('prints wss:// and https:// URLs when [tls] is on', () => {
+    assert.match(gateway.output, /terminus listening on https:\/\/127\.0\.0\.1:\d+/, gateway.output);
+    assert.match(gateway.output, /GraphQL \(WebSocket, POST\): wss:\/\//, gateway.output);
+  });
+
   for (const alg of ['RS256', 'ES256', 'HS256']) {
     it(`graphql-ws over wss:// with a ${alg} token from jose`, async () => {
       const c = client({ authToken: await mint(alg) });
