@@ -1,6 +1,7 @@
-// A benchmark peer for Terminus: the demo schema (`hello`, `ticks`) on the
-// graphql-ws reference server (`useServer` with `ws`, graphql-js), over
-// `graphql-transport-ws` (graphql-ws does not speak the legacy protocol).
+// A benchmark peer for Terminus: the demo schema (`hello`, `ticks`, and the
+// shared fields `clock`, `room`, `say`) on the graphql-ws reference server
+// (`useServer` with `ws`, graphql-js), over `graphql-transport-ws`
+// (graphql-ws does not speak the legacy protocol).
 //
 // Ticks come from an in-process timer per subscription on a fixed schedule:
 // tick n is due n * everyMs after the subscription started (setTimeout for
@@ -13,8 +14,18 @@
 // async generator would only notice at its next `await`, i.e. up to everyMs
 // later, and the peer would look worse at reclaiming than it has to.
 //
+// The shared fields are built the way graphql-ws users build them: a
+// `PubSub` from graphql-subscriptions (an EventEmitter underneath) and one
+// shared `setInterval` per distinct `everyMs`. `clock(everyMs)` subscribers
+// of the same period all get the same ticks with the same `seq` (from 1 when
+// the period's interval starts; the interval is started by its first
+// subscriber and cleared when its last one leaves). `say(room, text)`
+// publishes `{seq, text}` to the room's topic, `seq` counting the room's
+// messages from 1; `room(name)` subscribes to that topic.
+//
 // GET /metrics exposes the gauges the load tool polls: bench_connections,
-// bench_operations (live tick iterators), process_open_fds,
+// bench_operations (live subscriptions of any field), bench_shared_streams
+// (running clock intervals plus rooms with a subscriber), process_open_fds,
 // process_resident_memory_bytes.
 //
 // Usage: node server.mjs [--listen 127.0.0.1:8082]; prints
@@ -24,16 +35,22 @@ import { readdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createServer } from 'node:http';
 import {
+  GraphQLBoolean,
   GraphQLInt,
   GraphQLNonNull,
   GraphQLObjectType,
   GraphQLSchema,
   GraphQLString,
 } from 'graphql';
+import { PubSub } from 'graphql-subscriptions';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 
 const gauges = { connections: 0, operations: 0 };
+
+// One emitter for every topic; thousands of subscribers listen to one topic.
+const pubsub = new PubSub();
+pubsub.ee.setMaxListeners(0);
 
 function parseListen(argv) {
   let listen = '127.0.0.1:8082';
@@ -114,10 +131,90 @@ function ticks({ everyMs, limit, failAt }) {
   };
 }
 
+// Wraps a PubSub iterator so the subscriber is counted while it lives and
+// `onEnd` runs once when it ends (client complete, socket closed).
+function counted(iterator, onEnd) {
+  let finished = false;
+  gauges.operations += 1;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    gauges.operations -= 1;
+    onEnd();
+  };
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    next() {
+      return iterator.next();
+    },
+    return() {
+      finish();
+      return iterator.return();
+    },
+    throw(error) {
+      finish();
+      return iterator.throw(error);
+    },
+  };
+}
+
+// clock: one shared interval per period, started by its first subscriber.
+const clocks = new Map(); // everyMs -> { timer, seq, subscribers }
+function clock({ everyMs }) {
+  const every = Math.max(1, everyMs);
+  const topic = `clock:${every}`;
+  let state = clocks.get(every);
+  if (state === undefined) {
+    state = { timer: null, seq: 0, subscribers: 0 };
+    state.timer = setInterval(() => {
+      state.seq += 1;
+      pubsub.publish(topic, { seq: state.seq });
+    }, every);
+    clocks.set(every, state);
+  }
+  state.subscribers += 1;
+  return counted(pubsub.asyncIterableIterator(topic), () => {
+    state.subscribers -= 1;
+    if (state.subscribers === 0) {
+      clearInterval(state.timer);
+      clocks.delete(every);
+    }
+  });
+}
+
+// room: a topic per room name; say() numbers the room's messages from 1.
+const roomSeqs = new Map(); // name -> last seq
+const roomSubscribers = new Map(); // name -> live subscribers
+function room({ name }) {
+  roomSubscribers.set(name, (roomSubscribers.get(name) ?? 0) + 1);
+  return counted(pubsub.asyncIterableIterator(`room:${name}`), () => {
+    const left = roomSubscribers.get(name) - 1;
+    if (left === 0) roomSubscribers.delete(name);
+    else roomSubscribers.set(name, left);
+  });
+}
+function say({ room: name, text }) {
+  const seq = (roomSeqs.get(name) ?? 0) + 1;
+  roomSeqs.set(name, seq);
+  pubsub.publish(`room:${name}`, { seq, text });
+  return true;
+}
+
 const Tick = new GraphQLObjectType({
   name: 'Tick',
   description: 'One message of the Ticks stream.',
   fields: { seq: { type: new GraphQLNonNull(GraphQLInt) } },
+});
+
+const RoomEvent = new GraphQLObjectType({
+  name: 'RoomEvent',
+  description: 'One message said in a room.',
+  fields: {
+    seq: { type: new GraphQLNonNull(GraphQLInt) },
+    text: { type: new GraphQLNonNull(GraphQLString) },
+  },
 });
 
 const schema = new GraphQLSchema({
@@ -128,6 +225,19 @@ const schema = new GraphQLSchema({
         type: new GraphQLNonNull(GraphQLString),
         args: { name: { type: GraphQLString } },
         resolve: (_root, { name }) => `Hello, ${name || 'world'}!`,
+      },
+    },
+  }),
+  mutation: new GraphQLObjectType({
+    name: 'Mutation',
+    fields: {
+      say: {
+        type: new GraphQLNonNull(GraphQLBoolean),
+        args: {
+          room: { type: new GraphQLNonNull(GraphQLString) },
+          text: { type: new GraphQLNonNull(GraphQLString) },
+        },
+        resolve: (_root, args) => say(args),
       },
     },
   }),
@@ -144,6 +254,18 @@ const schema = new GraphQLSchema({
         subscribe: (_root, args) => ticks(args),
         resolve: (tick) => tick,
       },
+      clock: {
+        type: new GraphQLNonNull(Tick),
+        args: { everyMs: { type: new GraphQLNonNull(GraphQLInt) } },
+        subscribe: (_root, args) => clock(args),
+        resolve: (tick) => tick,
+      },
+      room: {
+        type: new GraphQLNonNull(RoomEvent),
+        args: { name: { type: new GraphQLNonNull(GraphQLString) } },
+        subscribe: (_root, args) => room(args),
+        resolve: (event) => event,
+      },
     },
   }),
 });
@@ -154,6 +276,7 @@ function metrics() {
   return [
     `bench_connections ${gauges.connections}`,
     `bench_operations ${gauges.operations}`,
+    `bench_shared_streams ${clocks.size + roomSubscribers.size}`,
     `process_open_fds ${fds}`,
     `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
     '',

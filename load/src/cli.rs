@@ -58,10 +58,30 @@ pub struct Args {
     pub every_ms: u64,
 
     /// The GraphQL document each subscription sends (default:
-    /// `subscription { ticks(everyMs: <every-ms>) { seq } }`). Latency is
-    /// only measured when results carry `data.ticks.seq`.
+    /// `subscription { ticks(everyMs: <every-ms>) { seq } }`). Repeat it to
+    /// mix documents: connection i uses the (i mod n)-th. `{k}` in a
+    /// document is replaced by (i / n) mod --variants, e.g.
+    /// `room(name: "room-{k}")`. Latency is measured when results carry
+    /// `seq` in the first field of `data` (`data.ticks.seq`,
+    /// `data.clock.seq`, `data.room.seq`).
     #[arg(long)]
-    pub query: Option<String>,
+    pub query: Vec<String>,
+
+    /// How many values `{k}` takes in the documents (connection i of a
+    /// document uses k = (i / number of documents) mod variants).
+    #[arg(long, default_value_t = 1)]
+    pub variants: usize,
+
+    /// Every this often, one extra connection sends the mutation
+    /// `say(room: <--say-room>, text: ...)` for every k < --variants, so
+    /// `room` subscriptions get events (hold and churn modes, from the end
+    /// of the ramp until the stop).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub say_every: Option<Duration>,
+
+    /// The room name `say` posts to; `{k}` is replaced as in --query.
+    #[arg(long, default_value = "room-{k}")]
+    pub say_room: String,
 
     /// Hold and churn modes: the clients subscribe once the whole ramp is
     /// acknowledged, client i of C after i/C of this spread, so ticks are
@@ -219,14 +239,40 @@ impl ProtocolChoice {
 }
 
 impl Args {
-    /// The subscription document.
-    pub fn query(&self) -> String {
-        self.query.clone().unwrap_or_else(|| {
-            format!(
+    /// The subscription documents as given (`{k}` not replaced), or the
+    /// default one.
+    pub fn queries(&self) -> Vec<String> {
+        if self.query.is_empty() {
+            vec![format!(
                 "subscription {{ ticks(everyMs: {}) {{ seq }} }}",
                 self.every_ms
-            )
-        })
+            )]
+        } else {
+            self.query.clone()
+        }
+    }
+
+    /// The subscription documents for the report, joined by " | ".
+    pub fn query(&self) -> String {
+        self.queries().join(" | ")
+    }
+
+    /// The document of connection `index`, `{k}` replaced.
+    pub fn query_for(&self, index: usize) -> String {
+        let queries = self.queries();
+        let n = queries.len();
+        let k = (index / n) % self.variants.max(1);
+        queries[index % n].replace("{k}", &k.to_string())
+    }
+
+    /// The `say` mutation for room variant `k`.
+    pub fn say_document(&self, k: usize, text: &str) -> String {
+        let room = self.say_room.replace("{k}", &k.to_string());
+        format!(
+            "mutation {{ say(room: {}, text: {}) }}",
+            serde_json::Value::String(room),
+            serde_json::Value::String(text.to_owned())
+        )
     }
 
     /// The /metrics URL: given, or derived from the WebSocket URL.
@@ -258,6 +304,15 @@ impl Args {
         }
         if self.every_ms == 0 {
             return Err("--every-ms must be at least 1".into());
+        }
+        if self.variants == 0 {
+            return Err("--variants must be at least 1".into());
+        }
+        if self.say_every.is_some_and(|every| every.is_zero()) {
+            return Err("--say-every must be longer than 0".into());
+        }
+        if self.say_every.is_some() && self.mode == Mode::Reconnect {
+            return Err("--say-every works in hold and churn modes only".into());
         }
         if self.read_buffer < 256 {
             return Err("--read-buffer must be at least 256 bytes".into());
@@ -339,6 +394,37 @@ mod tests {
         );
         assert_eq!(args.protocol.for_connection(1), Subprotocol::GraphqlWs);
         assert!(Args::try_parse_from(["terminus-load", "--expect", "x"]).is_err());
+        let mixed = Args::try_parse_from([
+            "terminus-load",
+            "--query",
+            "subscription { ticks(everyMs: 5) { seq } }",
+            "--query",
+            "subscription { room(name: \"room-{k}\") { seq } }",
+            "--variants",
+            "3",
+        ])
+        .unwrap();
+        mixed.validate().unwrap();
+        assert_eq!(
+            mixed.query_for(0),
+            "subscription { ticks(everyMs: 5) { seq } }"
+        );
+        assert_eq!(
+            mixed.query_for(1),
+            "subscription { room(name: \"room-0\") { seq } }"
+        );
+        assert_eq!(
+            mixed.query_for(3),
+            "subscription { room(name: \"room-1\") { seq } }"
+        );
+        assert_eq!(
+            mixed.query_for(7),
+            "subscription { room(name: \"room-0\") { seq } }"
+        );
+        assert_eq!(
+            mixed.say_document(2, "hi \"you\""),
+            "mutation { say(room: \"room-2\", text: \"hi \\\"you\\\"\") }"
+        );
         assert!(Args::try_parse_from(["terminus-load", "--expect", "x=y"]).is_err());
     }
 

@@ -37,8 +37,6 @@ pub struct ClientPlan {
     pub url: String,
     /// `host:port` to open the TCP connection to.
     pub authority: String,
-    /// The subscription document.
-    pub query: String,
     /// Subscriptions per connection.
     pub subscriptions: usize,
     /// The expected tick period.
@@ -58,10 +56,13 @@ pub struct ClientPlan {
 }
 
 /// Who a client is within the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientSlot {
     /// The subprotocol it speaks.
     pub protocol: Subprotocol,
+    /// The document its subscriptions send (shared by the clients that
+    /// send the same one).
+    pub query: Arc<str>,
     /// How long after the ramp it subscribes (hold and churn modes), so
     /// that subscriptions, and so ticks, are spread over time instead of
     /// arriving in one burst per period.
@@ -125,7 +126,7 @@ pub async fn run_client(
                 }
             }
         };
-        let end = session(&shared, &plan, who, permit).await;
+        let end = session(&shared, &plan, who.clone(), permit).await;
         match (plan.mode, end) {
             (Mode::Reconnect, SessionEnd::Cycle) => continue,
             (Mode::Reconnect, SessionEnd::Failed) => {
@@ -137,6 +138,26 @@ pub async fn run_client(
             _ => return,
         }
     }
+}
+
+/// `seq` of the first field of a result's `data` (`data.ticks.seq`,
+/// `data.clock.seq`, `data.room.seq`).
+pub fn result_seq(payload: &Value) -> Option<i64> {
+    payload
+        .get("data")?
+        .as_object()?
+        .values()
+        .next()?
+        .get("seq")?
+        .as_i64()
+}
+
+/// An error's `extensions.code`, or "(no code)".
+pub fn error_code(error: &Value) -> &str {
+    error
+        .pointer("/extensions/code")
+        .and_then(Value::as_str)
+        .unwrap_or("(no code)")
 }
 
 /// Counts one live thing in a gauge for as long as it exists.
@@ -178,6 +199,7 @@ enum Wake {
 struct Session<'a> {
     shared: &'a Shared,
     plan: &'a ClientPlan,
+    query: Arc<str>,
     client: ClientConnection,
     slots: Vec<Slot>,
     started_us: u64,
@@ -218,6 +240,7 @@ async fn session(
     let mut state = Session {
         shared,
         plan,
+        query: who.query.clone(),
         client: ClientConnection::new(now, protocol, config),
         slots: Vec::with_capacity(plan.subscriptions),
         started_us,
@@ -295,7 +318,7 @@ impl Session<'_> {
     /// Requests every subscription of the plan.
     fn subscribe_all(&mut self, now: Millis) {
         for _ in 0..self.plan.subscriptions {
-            let id = self.client.subscribe(now, &self.plan.query, None, None);
+            let id = self.client.subscribe(now, &self.query, None, None);
             self.slots.push(Slot {
                 id,
                 track: None,
@@ -459,6 +482,9 @@ impl Session<'_> {
             ClientEvent::Next { id, payload } => self.on_next(&id, &payload),
             ClientEvent::Error { id, errors } => {
                 shared.operation_errors.fetch_add(1, Ordering::Relaxed);
+                for error in &errors {
+                    shared.note_error_code(error_code(error));
+                }
                 shared.note_failure(format!("operation error: {}", Value::Array(errors)));
                 self.on_operation_end(&id);
                 None
@@ -483,7 +509,7 @@ impl Session<'_> {
         let now_us = shared.now_us();
         shared.frames.fetch_add(1, Ordering::Relaxed);
         let slot = self.slots.iter_mut().find(|slot| slot.id == id)?;
-        let seq = payload.pointer("/data/ticks/seq").and_then(Value::as_i64);
+        let seq = result_seq(payload);
         if !slot.flowing {
             slot.flowing = true;
             shared.subscriptions_flowing.fetch_add(1, Ordering::Relaxed);
@@ -514,7 +540,7 @@ impl Session<'_> {
                 slot.track = None;
                 shared.subscriptions_flowing.fetch_sub(1, Ordering::Relaxed);
                 self.client.complete(now, &old);
-                slot.id = self.client.subscribe(now, &self.plan.query, None, None);
+                slot.id = self.client.subscribe(now, &self.query, None, None);
                 shared.cycles.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -543,7 +569,7 @@ impl Session<'_> {
             // Keep the slot busy: the server ended this operation first.
             let now = millis(self.shared);
             self.slots.push(Slot {
-                id: self.client.subscribe(now, &self.plan.query, None, None),
+                id: self.client.subscribe(now, &self.query, None, None),
                 track: None,
                 flowing: false,
             });
@@ -600,6 +626,131 @@ impl Session<'_> {
     }
 }
 
+/// The `say` publisher: one extra connection that, every `every`, sends
+/// each of `documents` (mutations) and counts the answers in `shared`
+/// (`says_*`). It starts at once (the caller spawns it at the go signal)
+/// and ends at the stop signal. A round is skipped while more than two
+/// rounds' mutations are still unanswered, so a slow server never makes it
+/// queue without bound.
+pub async fn run_publisher(
+    shared: Arc<Shared>,
+    plan: Arc<ClientPlan>,
+    protocol: Subprotocol,
+    documents: Vec<String>,
+    every: Duration,
+) {
+    let connect = connect(&plan, protocol);
+    let stop = async {
+        shared.stop.wait().await;
+        Err(None)
+    };
+    let mut ws = match connect.or(stop).await {
+        Ok(ws) => ws,
+        Err(None) => return,
+        Err(Some(message)) => {
+            shared.note_failure(format!("say publisher: {message}"));
+            return;
+        }
+    };
+    let config = ClientConfig {
+        ack_timeout: plan.ack_timeout,
+        ..ClientConfig::default()
+    };
+    let now = millis(&shared);
+    let mut client = ClientConnection::new(now, protocol, config);
+    client.handle_opened(now);
+    let mut round = smol::Timer::interval(every);
+    let mut timer = smol::Timer::never();
+    let mut armed: Option<Millis> = None;
+    let mut stop = pin!(shared.stop.wait());
+    loop {
+        while let Some(effect) = client.poll_effect() {
+            match effect {
+                ClientEffect::SendText(text) => {
+                    if let Err(error) = ws.send(Message::text(text)).await {
+                        client.handle_transport_closed(
+                            millis(&shared),
+                            close::ABNORMAL_CLOSURE,
+                            &error.to_string(),
+                        );
+                    }
+                }
+                ClientEffect::Close { code, reason } => {
+                    shared.note_failure(format!("say publisher closed with {code}: {reason}"));
+                    return;
+                }
+                ClientEffect::Event(ClientEvent::Next { payload, .. }) => {
+                    if payload.get("errors").is_some() {
+                        shared.says_failed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        shared.says_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ClientEffect::Event(ClientEvent::Error { errors, .. }) => {
+                    shared.says_failed.fetch_add(1, Ordering::Relaxed);
+                    shared.note_failure(format!("say: {}", Value::Array(errors)));
+                }
+                ClientEffect::Event(ClientEvent::Closed { code, reason }) => {
+                    if !shared.stop.is_set() {
+                        shared.note_failure(format!("say publisher: connection closed: {code} {reason}"));
+                    }
+                    return;
+                }
+                ClientEffect::Event(_) => {}
+            }
+        }
+        let deadline = client.poll_timeout();
+        if deadline != armed {
+            armed = deadline;
+            timer = match deadline {
+                Some(at) => smol::Timer::at(shared.start + Duration::from_millis(at.as_u64())),
+                None => smol::Timer::never(),
+            };
+        }
+        let wake = {
+            let stop = async {
+                (&mut stop).await;
+                Wake::Stop
+            };
+            let frame = async { Wake::Frame(ws.next().await) };
+            let timer = async {
+                (&mut timer).await;
+                Wake::Timer
+            };
+            let round = async {
+                (&mut round).next().await;
+                Wake::Subscribe
+            };
+            stop.or(frame).or(timer).or(round).await
+        };
+        let now = millis(&shared);
+        match wake {
+            Wake::Stop => return,
+            Wake::Subscribe => {
+                if !client.is_ready() || client.active_operations() > 2 * documents.len() {
+                    continue;
+                }
+                for document in &documents {
+                    client.subscribe(now, document, None, None);
+                    shared.says_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Wake::Timer => {
+                armed = None;
+                client.handle_timeout(now);
+            }
+            Wake::Frame(Some(Ok(Message::Text(text)))) => client.handle_text(now, text.as_str()),
+            Wake::Frame(Some(Ok(Message::Close(_)))) | Wake::Frame(None) => {
+                client.handle_transport_closed(now, close::ABNORMAL_CLOSURE, "the socket closed")
+            }
+            Wake::Frame(Some(Ok(_))) | Wake::Go => {}
+            Wake::Frame(Some(Err(error))) => {
+                client.handle_transport_closed(now, close::ABNORMAL_CLOSURE, &error.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,5 +767,20 @@ mod tests {
         );
         assert!(ClientPlan::authority_of("wss://x/graphql").is_err());
         assert!(ClientPlan::authority_of("ws:///graphql").is_err());
+    }
+
+    #[test]
+    fn seq_and_error_codes_are_read_from_any_field() {
+        let tick = serde_json::json!({"data": {"ticks": {"seq": 4}}});
+        let clock = serde_json::json!({"data": {"clock": {"seq": 9}}});
+        let room = serde_json::json!({"data": {"room": {"seq": 2, "text": "hi"}}});
+        assert_eq!(result_seq(&tick), Some(4));
+        assert_eq!(result_seq(&clock), Some(9));
+        assert_eq!(result_seq(&room), Some(2));
+        assert_eq!(result_seq(&serde_json::json!({"data": {"say": true}})), None);
+        assert_eq!(result_seq(&serde_json::json!({"errors": []})), None);
+        let busy = serde_json::json!({"message": "m", "extensions": {"code": "UPSTREAM_BUSY"}});
+        assert_eq!(error_code(&busy), "UPSTREAM_BUSY");
+        assert_eq!(error_code(&serde_json::json!({"message": "m"})), "(no code)");
     }
 }

@@ -73,6 +73,12 @@ pub struct DeliveryReport {
     pub gap_excess: Summary,
     /// Ticks that came before their schedule.
     pub early_ticks: u64,
+    /// `say` mutations the publisher sent (--say-every).
+    pub says_sent: u64,
+    /// ... answered with data.
+    pub says_ok: u64,
+    /// ... answered with an error.
+    pub says_failed: u64,
 }
 
 /// The server's memory.
@@ -162,6 +168,8 @@ pub struct ErrorsReport {
     pub operation_errors: u64,
     /// Operations ended by the server's `complete`.
     pub operation_completes: u64,
+    /// Operation errors by `extensions.code`.
+    pub codes: std::collections::BTreeMap<String, u64>,
     /// /metrics requests that failed.
     pub scrape_failures: u64,
     /// The first distinct failure messages.
@@ -308,6 +316,15 @@ impl Report {
         if self.mode != Mode::Hold {
             row("cycles", format!("{} = {:.1}/s", d.cycles, d.cycles_per_s));
         }
+        if d.says_sent > 0 {
+            row(
+                "say mutations",
+                format!(
+                    "{} sent, {} ok, {} failed",
+                    d.says_sent, d.says_ok, d.says_failed
+                ),
+            );
+        }
         row("lateness vs schedule", summary(&d.lateness));
         row("gap excess", summary(&d.gap_excess));
         let m = &self.memory;
@@ -382,6 +399,16 @@ impl Report {
                 e.scrape_failures
             ),
         );
+        if !e.codes.is_empty() {
+            row(
+                "  error codes",
+                e.codes
+                    .iter()
+                    .map(|(code, n)| format!("{code} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
         for message in &e.messages {
             row("  ", message.clone());
         }

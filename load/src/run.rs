@@ -2,7 +2,7 @@
 //! report it produces.
 
 use crate::cli::{Args, Mode};
-use crate::client::{run_client, ClientPlan, ClientSlot};
+use crate::client::{run_client, run_publisher, ClientPlan, ClientSlot};
 use crate::report::{
     ConnectReport, CpuReport, DeliveryReport, ErrorsReport, ExpectationReport, MemoryReport,
     ReclaimReport, Report, Sample, SeriesReclaim,
@@ -13,6 +13,7 @@ use async_lock::Semaphore;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::FutureExt;
 use smol::Executor;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -131,7 +132,6 @@ fn client_plan(args: &Args, mode: Mode, subscriptions: usize) -> Result<ClientPl
     Ok(ClientPlan {
         url: args.url.clone(),
         authority: ClientPlan::authority_of(&args.url)?,
-        query: args.query(),
         subscriptions,
         period: Duration::from_millis(args.every_ms),
         mode,
@@ -151,6 +151,7 @@ async fn warmup(executor: &Arc<Executor<'static>>, args: &Args) -> Result<(), St
     let permit = pending.acquire_arc().await;
     let who = ClientSlot {
         protocol: args.protocol.for_connection(0),
+        query: args.query_for(0).into(),
         subscribe_after: Duration::ZERO,
     };
     let task = executor.spawn(run_client(shared.clone(), plan, who, pending, permit));
@@ -233,9 +234,14 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let spread = args
         .subscribe_spread
         .unwrap_or(Duration::from_millis(args.every_ms));
+    let mut documents: HashMap<String, Arc<str>> = HashMap::new();
     let ramp_start = Instant::now();
     let ramp_start_us = shared.now_us();
     for index in 0..args.connections {
+        let query = documents
+            .entry(args.query_for(index))
+            .or_insert_with_key(|text| Arc::from(text.as_str()))
+            .clone();
         if args.connect_rate > 0.0 {
             let due = ramp_start + Duration::from_secs_f64(index as f64 / args.connect_rate);
             if due > Instant::now() {
@@ -245,6 +251,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         let permit = pending.acquire_arc().await;
         let who = ClientSlot {
             protocol: args.protocol.for_connection(index),
+            query,
             subscribe_after: spread.mul_f64(index as f64 / args.connections as f64),
         };
         tasks.push(executor.spawn(run_client(
@@ -277,6 +284,18 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let ramp_done = Instant::now();
     // ...then subscribe everywhere at once.
     shared.go.set();
+    let publisher = args.say_every.map(|every| {
+        let says = (0..args.variants)
+            .map(|k| args.say_document(k, "load"))
+            .collect();
+        executor.spawn(run_publisher(
+            shared.clone(),
+            plan.clone(),
+            args.protocol.for_connection(0),
+            says,
+            every,
+        ))
+    });
     if args.mode == Mode::Hold && args.subscriptions > 0 {
         loop {
             let acked = shared.acked.load(Ordering::Relaxed);
@@ -339,6 +358,11 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         smol::Timer::after(bound).await;
         false
     };
+    let publisher_ended = async {
+        if let Some(publisher) = publisher {
+            publisher.await;
+        }
+    };
     if !all_ended.or(expired).await {
         shared.note_failure(format!(
             "{} clients had not ended {bound:?} after the stop; cancelled",
@@ -346,6 +370,11 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         ));
     }
     drop(tasks);
+    // The publisher sees the same stop signal; bounded as the clients are.
+    let bound = async {
+        smol::Timer::after(args.connect_timeout + END_SLACK).await;
+    };
+    publisher_ended.or(bound).await;
     let sockets_closed_s = drop_at.elapsed().as_secs_f64();
 
     // Reclaim: poll until every series is back to its baseline.
@@ -453,6 +482,9 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         lateness: Summary::of(&shared.lateness),
         gap_excess: Summary::of(&shared.gap_excess),
         early_ticks: shared.early_ticks.load(Ordering::Relaxed),
+        says_sent: shared.says_sent.load(Ordering::Relaxed),
+        says_ok: shared.says_ok.load(Ordering::Relaxed),
+        says_failed: shared.says_failed.load(Ordering::Relaxed),
     };
     let cpu = CpuReport {
         server_s: server_cpu_s,
@@ -466,6 +498,11 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         server_closes: shared.server_closes.load(Ordering::Relaxed),
         operation_errors: shared.operation_errors.load(Ordering::Relaxed),
         operation_completes: shared.operation_completes.load(Ordering::Relaxed),
+        codes: shared
+            .error_codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         scrape_failures: recorder.scrape_failures.load(Ordering::Relaxed),
         messages: shared
             .failures

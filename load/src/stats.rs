@@ -7,6 +7,7 @@
 
 use event_listener::Event;
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -98,6 +99,14 @@ pub struct Shared {
     pub handshake: Mutex<Histogram<u64>>,
     /// The first few distinct failure messages, for the report.
     pub failures: Mutex<Vec<String>>,
+    /// Operation errors by `extensions.code` (UPSTREAM_BUSY, ...).
+    pub error_codes: Mutex<BTreeMap<String, u64>>,
+    /// `say` mutations sent by the publisher.
+    pub says_sent: AtomicU64,
+    /// `say` mutations answered with data.
+    pub says_ok: AtomicU64,
+    /// `say` mutations answered with an error.
+    pub says_failed: AtomicU64,
 }
 
 impl Default for Shared {
@@ -137,6 +146,10 @@ impl Shared {
             gap_excess: histogram(),
             handshake: histogram(),
             failures: Mutex::new(Vec::new()),
+            error_codes: Mutex::new(BTreeMap::new()),
+            says_sent: AtomicU64::new(0),
+            says_ok: AtomicU64::new(0),
+            says_failed: AtomicU64::new(0),
         }
     }
 
@@ -162,6 +175,18 @@ impl Shared {
         if failures.len() < 20 && !failures.contains(&message) {
             failures.push(message);
         }
+    }
+
+    /// Counts one operation error with `code`; distinct codes are bounded
+    /// (the first 32 are kept, later new ones count as "(other)").
+    pub fn note_error_code(&self, code: &str) {
+        let mut codes = self.error_codes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if codes.contains_key(code) || codes.len() < 32 {
+            code
+        } else {
+            "(other)"
+        };
+        *codes.entry(key.to_owned()).or_default() += 1;
     }
 
     /// Clears the latency histograms (start of the hold window).

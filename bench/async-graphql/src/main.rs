@@ -1,6 +1,7 @@
-//! A benchmark peer for Terminus: the demo schema (`hello`, `ticks`) served
-//! by async-graphql on axum and tokio, over `graphql-transport-ws` (and the
-//! legacy `graphql-ws`, which async-graphql also speaks) and HTTP POST.
+//! A benchmark peer for Terminus: the demo schema (`hello`, `ticks`, and the
+//! shared fields `clock`, `room`, `say`) served by async-graphql on axum and
+//! tokio, over `graphql-transport-ws` (and the legacy `graphql-ws`, which
+//! async-graphql also speaks) and HTTP POST.
 //!
 //! Ticks come from an in-process tokio timer per subscription on a fixed
 //! schedule (tick n is due n * everyMs after the subscription started; a
@@ -12,9 +13,23 @@
 //! tokio's whole-millisecond timer rounding from accumulating into the
 //! peer's measured lateness.)
 //!
+//! The shared fields are built the way async-graphql users build them: a
+//! `tokio::sync::broadcast` channel per room and per clock period, read
+//! through `tokio_stream`'s `BroadcastStream`. `clock(everyMs)` is one
+//! shared `tokio::time::interval` task per distinct period, started by its
+//! first subscriber and aborted when its last one leaves; every subscriber
+//! of the period gets the same ticks with the same `seq` (from 1 when the
+//! task starts). `say(room, text)` numbers the room's messages from 1 and
+//! sends `{seq, text}` to the room's channel; `room(name)` subscribes to it.
+//! A subscriber that falls more than the channel's capacity behind skips
+//! the events it missed (`RecvError::Lagged`), as `BroadcastStream` users
+//! usually do.
+//!
 //! `/metrics` exposes the gauges the load tool polls to decide that the peer
 //! is back to its baseline: `bench_connections`, `bench_operations` (live
-//! tick streams), `process_open_fds`, `process_resident_memory_bytes`.
+//! subscriptions of any field), `bench_shared_streams` (running clock tasks
+//! plus rooms with a subscriber), `process_open_fds`,
+//! `process_resident_memory_bytes`.
 //!
 //! Usage: `bench-async-graphql [--listen 127.0.0.1:8081]`; it prints
 //! `listening on http://ADDR` once bound and runs until SIGINT/SIGTERM.
@@ -27,14 +42,23 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::Stream;
+use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Events buffered per room and per clock channel; a subscriber further
+/// behind than this skips what it missed.
+const CHANNEL_CAPACITY: usize = 256;
 
 /// Live-object gauges shared by every connection and stream.
 #[derive(Default)]
@@ -60,10 +84,139 @@ impl Drop for Live {
 }
 
 /// One message of the Ticks stream.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 struct Tick {
     /// The tick's sequence number, from 1.
     seq: i32,
+}
+
+/// One message said in a room.
+#[derive(SimpleObject, Clone)]
+struct RoomEvent {
+    /// The room's message number, from 1.
+    seq: i32,
+    /// What was said.
+    text: String,
+}
+
+/// A running shared clock: one interval task per period.
+struct Clock {
+    sender: broadcast::Sender<Tick>,
+    subscribers: usize,
+    task: JoinHandle<()>,
+}
+
+/// A room: its channel and its message counter.
+struct Room {
+    sender: broadcast::Sender<RoomEvent>,
+    seq: i32,
+}
+
+/// The shared streams: clocks by period, rooms by name.
+#[derive(Default)]
+struct Hub {
+    clocks: Mutex<HashMap<u64, Clock>>,
+    rooms: Mutex<HashMap<String, Room>>,
+}
+
+impl Hub {
+    /// Running clocks plus rooms that have a subscriber.
+    fn shared_streams(&self) -> usize {
+        let clocks = self.clocks.lock().expect("clocks lock").len();
+        let rooms = self
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .values()
+            .filter(|room| room.sender.receiver_count() > 0)
+            .count();
+        clocks + rooms
+    }
+
+    /// Joins the clock of period `every_ms`, starting it if needed.
+    fn join_clock(&self, every_ms: u64) -> broadcast::Receiver<Tick> {
+        let mut clocks = self.clocks.lock().expect("clocks lock");
+        let clock = clocks.entry(every_ms).or_insert_with(|| {
+            let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
+            let tx = sender.clone();
+            let every = Duration::from_millis(every_ms);
+            let task = tokio::spawn(async move {
+                let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+                let mut seq = 0;
+                loop {
+                    interval.tick().await;
+                    seq += 1;
+                    let _ = tx.send(Tick { seq });
+                }
+            });
+            Clock {
+                sender,
+                subscribers: 0,
+                task,
+            }
+        });
+        clock.subscribers += 1;
+        clock.sender.subscribe()
+    }
+
+    /// Leaves the clock of period `every_ms`, stopping it after the last.
+    fn leave_clock(&self, every_ms: u64) {
+        let mut clocks = self.clocks.lock().expect("clocks lock");
+        if let Some(clock) = clocks.get_mut(&every_ms) {
+            clock.subscribers -= 1;
+            if clock.subscribers == 0 {
+                clock.task.abort();
+                clocks.remove(&every_ms);
+            }
+        }
+    }
+
+    fn join_room(&self, name: String) -> broadcast::Receiver<RoomEvent> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        rooms
+            .entry(name)
+            .or_insert_with(|| Room {
+                sender: broadcast::channel(CHANNEL_CAPACITY).0,
+                seq: 0,
+            })
+            .sender
+            .subscribe()
+    }
+
+    fn say(&self, name: String, text: String) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let room = rooms.entry(name).or_insert_with(|| Room {
+            sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            seq: 0,
+        });
+        room.seq += 1;
+        // No subscriber: nobody hears it, as in any pub/sub.
+        let _ = room.sender.send(RoomEvent {
+            seq: room.seq,
+            text,
+        });
+    }
+}
+
+/// Leaves a clock when its subscription's stream is dropped.
+struct ClockMember(Arc<Hub>, u64);
+
+impl Drop for ClockMember {
+    fn drop(&mut self) {
+        self.0.leave_clock(self.1);
+    }
+}
+
+/// The events of a broadcast receiver, skipping what a lagging subscriber
+/// missed; `guard` lives as long as the stream.
+fn events<T: Clone + Send + 'static, G: Send + 'static>(
+    receiver: broadcast::Receiver<T>,
+    guard: G,
+) -> impl Stream<Item = T> {
+    BroadcastStream::new(receiver).filter_map(move |event| {
+        let _guard = &guard;
+        std::future::ready(event.ok())
+    })
 }
 
 struct Query;
@@ -77,8 +230,22 @@ impl Query {
     }
 }
 
+struct Mutation {
+    hub: Arc<Hub>,
+}
+
+#[Object]
+impl Mutation {
+    /// Says `text` in `room`: every subscriber of the room gets it once.
+    async fn say(&self, room: String, text: String) -> bool {
+        self.hub.say(room, text);
+        true
+    }
+}
+
 struct SubscriptionRoot {
     gauges: Arc<Gauges>,
+    hub: Arc<Hub>,
 }
 
 #[Subscription]
@@ -102,6 +269,23 @@ impl SubscriptionRoot {
             done: false,
             _live: Live::new(self.gauges.clone(), |g| &g.operations),
         }
+    }
+
+    /// One tick every `everyMs` milliseconds, shared: every subscriber of
+    /// the same period gets the same ticks, with the same `seq`.
+    async fn clock(&self, every_ms: i32) -> impl Stream<Item = Tick> {
+        let every_ms = every_ms.max(1) as u64;
+        let receiver = self.hub.join_clock(every_ms);
+        let member = ClockMember(self.hub.clone(), every_ms);
+        let live = Live::new(self.gauges.clone(), |g| &g.operations);
+        events(receiver, (member, live))
+    }
+
+    /// The messages said in room `name` from now on.
+    async fn room(&self, name: String) -> impl Stream<Item = RoomEvent> {
+        let receiver = self.hub.join_room(name);
+        let live = Live::new(self.gauges.clone(), |g| &g.operations);
+        events(receiver, live)
     }
 }
 
@@ -148,12 +332,13 @@ impl Stream for Ticker {
     }
 }
 
-type DemoSchema = Schema<Query, async_graphql::EmptyMutation, SubscriptionRoot>;
+type DemoSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 #[derive(Clone)]
 struct App {
     schema: DemoSchema,
     gauges: Arc<Gauges>,
+    hub: Arc<Hub>,
 }
 
 async fn graphql_ws(
@@ -186,9 +371,10 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         })
         .unwrap_or(0);
     format!(
-        "bench_connections {}\nbench_operations {}\nprocess_open_fds {}\nprocess_resident_memory_bytes {}\n",
+        "bench_connections {}\nbench_operations {}\nbench_shared_streams {}\nprocess_open_fds {}\nprocess_resident_memory_bytes {}\n",
         app.gauges.connections.load(Ordering::Relaxed),
         app.gauges.operations.load(Ordering::Relaxed),
+        app.hub.shared_streams(),
         fds,
         rss_kb * 1024
     )
@@ -214,17 +400,20 @@ async fn main() {
         }
     }
     let gauges = Arc::new(Gauges::default());
+    let hub = Arc::new(Hub::default());
     let schema = Schema::build(
         Query,
-        async_graphql::EmptyMutation,
+        Mutation { hub: hub.clone() },
         SubscriptionRoot {
             gauges: gauges.clone(),
+            hub: hub.clone(),
         },
     )
     .finish();
     let app = App {
         schema: schema.clone(),
         gauges,
+        hub,
     };
     let router = Router::new()
         .route(
