@@ -16,16 +16,19 @@
 //
 // The shared fields are built the way graphql-ws users build them: a
 // `PubSub` from graphql-subscriptions (an EventEmitter underneath) and one
-// shared `setInterval` per distinct `everyMs`. `clock(everyMs)` subscribers
-// of the same period all get the same ticks with the same `seq` (from 1 when
-// the period's interval starts; the interval is started by its first
-// subscriber and cleared when its last one leaves). `say(room, text)`
-// publishes `{seq, text}` to the room's topic, `seq` counting the room's
-// messages from 1; `room(name)` subscribes to that topic.
+// shared timer per distinct `everyMs`, with Terminus's demo
+// semantics: `clock(everyMs)` ticks at every whole period since the server
+// started, `seq` = the periods elapsed since then, so every subscriber of
+// the same period gets the same ticks with the same `seq` (the timer is
+// started by the period's first subscriber and cleared when its last one
+// leaves). `say(room, text)` publishes `{room, seq, text}` to the room's
+// topic, `seq` counting the room's messages from 1; a room exists while it
+// has subscribers (its count starts again after it emptied); `room(name)`
+// subscribes to that topic.
 //
 // GET /metrics exposes the gauges the load tool polls: bench_connections,
 // bench_operations (live subscriptions of any field), bench_shared_streams
-// (running clock intervals plus rooms with a subscriber), process_open_fds,
+// (running clock timers plus rooms, which exist while they have subscribers), process_open_fds,
 // process_resident_memory_bytes.
 //
 // Usage: node server.mjs [--listen 127.0.0.1:8082]; prints
@@ -160,45 +163,60 @@ function counted(iterator, onEnd) {
   };
 }
 
-// clock: one shared interval per period, started by its first subscriber.
-const clocks = new Map(); // everyMs -> { timer, seq, subscribers }
+// clock: one shared timer per period, started by its first subscriber, at
+// every whole period since the server started.
+const epoch = performance.now();
+const clocks = new Map(); // everyMs -> { timer, subscribers }
 function clock({ everyMs }) {
   const every = Math.max(1, everyMs);
   const topic = `clock:${every}`;
   let state = clocks.get(every);
   if (state === undefined) {
-    state = { timer: null, seq: 0, subscribers: 0 };
-    state.timer = setInterval(() => {
-      state.seq += 1;
-      pubsub.publish(topic, { seq: state.seq });
-    }, every);
+    state = { timer: null, subscribers: 0 };
+    // A timer re-armed for the next whole period at each tick (a plain
+    // setInterval drifts later and later, and would skip a seq).
+    // A timer may fire a little early: never repeat the last seq.
+    const arm = (last) => {
+      const since = performance.now() - epoch;
+      const seq = Math.max(last + 1, Math.floor(since / every) + 1);
+      state.timer = setTimeout(() => {
+        pubsub.publish(topic, { seq });
+        arm(seq);
+      }, Math.max(0, seq * every - since));
+    };
+    arm(0);
     clocks.set(every, state);
   }
   state.subscribers += 1;
   return counted(pubsub.asyncIterableIterator(topic), () => {
     state.subscribers -= 1;
     if (state.subscribers === 0) {
-      clearInterval(state.timer);
+      clearTimeout(state.timer);
       clocks.delete(every);
     }
   });
 }
 
 // room: a topic per room name; say() numbers the room's messages from 1.
-const roomSeqs = new Map(); // name -> last seq
-const roomSubscribers = new Map(); // name -> live subscribers
+const rooms = new Map(); // name -> { seq, subscribers }
 function room({ name }) {
-  roomSubscribers.set(name, (roomSubscribers.get(name) ?? 0) + 1);
+  let state = rooms.get(name);
+  if (state === undefined) {
+    state = { seq: 0, subscribers: 0 };
+    rooms.set(name, state);
+  }
+  state.subscribers += 1;
   return counted(pubsub.asyncIterableIterator(`room:${name}`), () => {
-    const left = roomSubscribers.get(name) - 1;
-    if (left === 0) roomSubscribers.delete(name);
-    else roomSubscribers.set(name, left);
+    state.subscribers -= 1;
+    if (state.subscribers === 0) rooms.delete(name);
   });
 }
 function say({ room: name, text }) {
-  const seq = (roomSeqs.get(name) ?? 0) + 1;
-  roomSeqs.set(name, seq);
-  pubsub.publish(`room:${name}`, { seq, text });
+  const state = rooms.get(name);
+  if (state !== undefined) {
+    state.seq += 1;
+    pubsub.publish(`room:${name}`, { room: name, seq: state.seq, text });
+  }
   return true;
 }
 
@@ -212,6 +230,7 @@ const RoomEvent = new GraphQLObjectType({
   name: 'RoomEvent',
   description: 'One message said in a room.',
   fields: {
+    room: { type: new GraphQLNonNull(GraphQLString) },
     seq: { type: new GraphQLNonNull(GraphQLInt) },
     text: { type: new GraphQLNonNull(GraphQLString) },
   },
@@ -276,7 +295,7 @@ function metrics() {
   return [
     `bench_connections ${gauges.connections}`,
     `bench_operations ${gauges.operations}`,
-    `bench_shared_streams ${clocks.size + roomSubscribers.size}`,
+    `bench_shared_streams ${clocks.size + rooms.size}`,
     `process_open_fds ${fds}`,
     `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
     '',

@@ -15,12 +15,15 @@
 //!
 //! The shared fields are built the way async-graphql users build them: a
 //! `tokio::sync::broadcast` channel per room and per clock period, read
-//! through `tokio_stream`'s `BroadcastStream`. `clock(everyMs)` is one
-//! shared `tokio::time::interval` task per distinct period, started by its
-//! first subscriber and aborted when its last one leaves; every subscriber
-//! of the period gets the same ticks with the same `seq` (from 1 when the
-//! task starts). `say(room, text)` numbers the room's messages from 1 and
-//! sends `{seq, text}` to the room's channel; `room(name)` subscribes to it.
+//! through `tokio_stream`'s `BroadcastStream`, with Terminus's demo
+//! semantics. `clock(everyMs)` is one shared `tokio::time::interval` task
+//! per distinct period, started by its first subscriber and aborted when its
+//! last one leaves; it ticks at every whole period since the server started,
+//! `seq` = the periods elapsed since then, so every subscriber of the period
+//! gets the same ticks with the same `seq`. `say(room, text)` numbers the
+//! room's messages from 1 and sends `{room, seq, text}` to the room's
+//! channel; a room exists while it has subscribers (its count starts again
+//! after it emptied); `room(name)` subscribes to it.
 //! A subscriber that falls more than the channel's capacity behind skips
 //! the events it missed (`RecvError::Lagged`), as `BroadcastStream` users
 //! usually do.
@@ -93,6 +96,8 @@ struct Tick {
 /// One message said in a room.
 #[derive(SimpleObject, Clone)]
 struct RoomEvent {
+    /// The room's name.
+    room: String,
     /// The room's message number, from 1.
     seq: i32,
     /// What was said.
@@ -106,31 +111,34 @@ struct Clock {
     task: JoinHandle<()>,
 }
 
-/// A room: its channel and its message counter.
+/// A room: its channel, its message counter, its subscribers.
 struct Room {
     sender: broadcast::Sender<RoomEvent>,
     seq: i32,
+    subscribers: usize,
 }
 
 /// The shared streams: clocks by period, rooms by name.
-#[derive(Default)]
 struct Hub {
+    /// When the server started: clocks tick at whole periods since then.
+    epoch: Instant,
     clocks: Mutex<HashMap<u64, Clock>>,
     rooms: Mutex<HashMap<String, Room>>,
 }
 
 impl Hub {
-    /// Running clocks plus rooms that have a subscriber.
+    fn new() -> Hub {
+        Hub {
+            epoch: Instant::now(),
+            clocks: Mutex::default(),
+            rooms: Mutex::default(),
+        }
+    }
+
+    /// Running clocks plus rooms (a room exists while it has subscribers).
     fn shared_streams(&self) -> usize {
-        let clocks = self.clocks.lock().expect("clocks lock").len();
-        let rooms = self
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .values()
-            .filter(|room| room.sender.receiver_count() > 0)
-            .count();
-        clocks + rooms
+        self.clocks.lock().expect("clocks lock").len()
+            + self.rooms.lock().expect("rooms lock").len()
     }
 
     /// Joins the clock of period `every_ms`, starting it if needed.
@@ -140,12 +148,15 @@ impl Hub {
             let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
             let tx = sender.clone();
             let every = Duration::from_millis(every_ms);
+            let epoch = self.epoch;
+            let periods = move |at: Instant| (at - epoch).as_millis() / u128::from(every_ms);
+            let first = epoch + every * (periods(Instant::now()) as u32 + 1);
             let task = tokio::spawn(async move {
-                let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-                let mut seq = 0;
+                let mut interval = tokio::time::interval_at(first, every);
                 loop {
-                    interval.tick().await;
-                    seq += 1;
+                    // The instant the tick was due: its period number.
+                    let due = interval.tick().await;
+                    let seq = i32::try_from(periods(due)).unwrap_or(i32::MAX);
                     let _ = tx.send(Tick { seq });
                 }
             });
@@ -171,30 +182,49 @@ impl Hub {
         }
     }
 
+    /// Joins room `name`, opening it if needed.
     fn join_room(&self, name: String) -> broadcast::Receiver<RoomEvent> {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        rooms
-            .entry(name)
-            .or_insert_with(|| Room {
-                sender: broadcast::channel(CHANNEL_CAPACITY).0,
-                seq: 0,
-            })
-            .sender
-            .subscribe()
-    }
-
-    fn say(&self, name: String, text: String) {
         let mut rooms = self.rooms.lock().expect("rooms lock");
         let room = rooms.entry(name).or_insert_with(|| Room {
             sender: broadcast::channel(CHANNEL_CAPACITY).0,
             seq: 0,
+            subscribers: 0,
         });
-        room.seq += 1;
-        // No subscriber: nobody hears it, as in any pub/sub.
-        let _ = room.sender.send(RoomEvent {
-            seq: room.seq,
-            text,
-        });
+        room.subscribers += 1;
+        room.sender.subscribe()
+    }
+
+    /// Leaves room `name`, closing it after the last subscriber.
+    fn leave_room(&self, name: &str) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if let Some(room) = rooms.get_mut(name) {
+            room.subscribers -= 1;
+            if room.subscribers == 0 {
+                rooms.remove(name);
+            }
+        }
+    }
+
+    /// Sends `text` to the subscribers of room `name`, if it has any.
+    fn say(&self, name: String, text: String) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if let Some(room) = rooms.get_mut(&name) {
+            room.seq += 1;
+            let _ = room.sender.send(RoomEvent {
+                room: name,
+                seq: room.seq,
+                text,
+            });
+        }
+    }
+}
+
+/// Leaves a room when its subscription's stream is dropped.
+struct RoomMember(Arc<Hub>, String);
+
+impl Drop for RoomMember {
+    fn drop(&mut self) {
+        self.0.leave_room(&self.1);
     }
 }
 
@@ -283,9 +313,10 @@ impl SubscriptionRoot {
 
     /// The messages said in room `name` from now on.
     async fn room(&self, name: String) -> impl Stream<Item = RoomEvent> {
-        let receiver = self.hub.join_room(name);
+        let receiver = self.hub.join_room(name.clone());
+        let member = RoomMember(self.hub.clone(), name);
         let live = Live::new(self.gauges.clone(), |g| &g.operations);
-        events(receiver, live)
+        events(receiver, (member, live))
     }
 }
 
@@ -400,7 +431,7 @@ async fn main() {
         }
     }
     let gauges = Arc::new(Gauges::default());
-    let hub = Arc::new(Hub::default());
+    let hub = Arc::new(Hub::new());
     let schema = Schema::build(
         Query,
         Mutation { hub: hub.clone() },
@@ -429,7 +460,9 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     println!("listening on http://{addr}");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
