@@ -195,7 +195,7 @@ for bench in $benches; do
     start_server "$system" "$out/$name.server.log"
     # shellcheck disable=SC2046
     ./target/$profile/terminus-load --url "ws://$addr/graphql" --label "$system" \
-      $(scaled $(bench_args "$bench")) $(series_args "$system") --threads "$load_threads" \
+      $(scaled $(bench_args "$bench")) $(series_args "$system") --threads "$load_threads" --ramp-timeout 60s \
       --pid "$server_pid" ${upstream_pid:+--pid "$upstream_pid"} \
       --json "$out/$name.json" --svg "$out/$name.svg" | tee "$out/$name.txt" || true
     stop_server

@@ -692,7 +692,9 @@ pub async fn run_publisher(
                 }
                 ClientEffect::Event(ClientEvent::Closed { code, reason }) => {
                     if !shared.stop.is_set() {
-                        shared.note_failure(format!("say publisher: connection closed: {code} {reason}"));
+                        shared.note_failure(format!(
+                            "say publisher: connection closed: {code} {reason}"
+                        ));
                     }
                     return;
                 }
@@ -777,10 +779,16 @@ mod tests {
         assert_eq!(result_seq(&tick), Some(4));
         assert_eq!(result_seq(&clock), Some(9));
         assert_eq!(result_seq(&room), Some(2));
-        assert_eq!(result_seq(&serde_json::json!({"data": {"say": true}})), None);
+        assert_eq!(
+            result_seq(&serde_json::json!({"data": {"say": true}})),
+            None
+        );
         assert_eq!(result_seq(&serde_json::json!({"errors": []})), None);
         let busy = serde_json::json!({"message": "m", "extensions": {"code": "UPSTREAM_BUSY"}});
         assert_eq!(error_code(&busy), "UPSTREAM_BUSY");
-        assert_eq!(error_code(&serde_json::json!({"message": "m"})), "(no code)");
+        assert_eq!(
+            error_code(&serde_json::json!({"message": "m"})),
+            "(no code)"
+        );
     }
 }

@@ -300,7 +300,11 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         loop {
             let acked = shared.acked.load(Ordering::Relaxed);
             let flowing = shared.subscriptions_flowing.load(Ordering::Relaxed);
-            if flowing >= acked * args.subscriptions {
+            // Operations the server already ended (an error such as
+            // UPSTREAM_BUSY) will never flow: do not wait for them.
+            let ended = shared.operation_errors.load(Ordering::Relaxed)
+                + shared.operation_completes.load(Ordering::Relaxed);
+            if flowing as u64 + ended >= (acked * args.subscriptions) as u64 {
                 break;
             }
             if Instant::now() >= deadline.max(ramp_done + args.ramp_timeout) {
