@@ -720,7 +720,7 @@ pub async fn run_publisher(
                 Wake::Timer
             };
             let round = async {
-                (&mut round).next().await;
+                round.next().await;
                 Wake::Subscribe
             };
             stop.or(frame).or(timer).or(round).await
