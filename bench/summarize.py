@@ -16,6 +16,7 @@ run's own checks failed (reclaim, connection or operation errors); the
 number is what was measured anyway.
 """
 
+import datetime
 import json
 import os
 import re
@@ -43,8 +44,12 @@ def dig(report, *keys):
     return value
 
 
-def log_count(folder, bench, system, pattern):
-    """Lines of a server's log (and its upstream's) matching pattern."""
+STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+
+
+def log_count(folder, bench, system, pattern, before_ms=None):
+    """Lines of a server's log (and its upstream's) matching pattern; with
+    before_ms, only those stamped before that Unix time in milliseconds."""
     count = 0
     found = False
     for suffix in ("server.log", "server.log.upstream"):
@@ -52,8 +57,26 @@ def log_count(folder, bench, system, pattern):
         if os.path.exists(path):
             found = True
             with open(path, errors="replace") as f:
-                count += sum(1 for line in f if re.search(pattern, line))
+                for line in f:
+                    if not re.search(pattern, line):
+                        continue
+                    if before_ms is not None:
+                        stamp = STAMP.search(line)
+                        if stamp is None:
+                            continue
+                        at = datetime.datetime.fromisoformat(stamp.group(1)).replace(
+                            tzinfo=datetime.timezone.utc)
+                        if at.timestamp() * 1000 >= before_ms:
+                            continue
+                    count += 1
     return count if found else None
+
+
+def grpc_lost(folder, bench, report):
+    """Terminus's gRPC connections lost before the clients were dropped
+    (the gateway logs "gRPC connection ended" for each)."""
+    return log_count(folder, bench, "terminus", r"gRPC connection ended",
+                     dig(report, "drop_at_unix_ms"))
 
 
 def fmt_num(value, fmt):
@@ -99,9 +122,9 @@ def lost_text(folder, bench, system, report):
     failures = dig(report, "errors", "connect_failures") or 0
     text = f"{closes} conns closed by the server, {failures} connect failures"
     if system == "terminus":
-        grpc = log_count(folder, bench, system, r"gRPC connection ended")
+        grpc = grpc_lost(folder, bench, report)
         if grpc is not None:
-            text += f", {grpc} gRPC connections lost"
+            text += f", {grpc} gRPC connections lost before the drop"
     return text
 
 
@@ -168,7 +191,7 @@ def targets(folder):
         t = reports["terminus"]
         codes = dig(t, "errors", "codes") or {}
         lost = (dig(t, "errors", "server_closes") or 0) + \
-            (log_count(folder, "frames", "terminus", r"gRPC connection ended") or 0)
+            (grpc_lost(folder, "frames", t) or 0)
         ok = lost == 0 and codes.get("UPSTREAM_UNAVAILABLE", 0) == 0 and mine >= best
         verdict = f"{'met' if ok else 'missed'} ({mine / best:.2f}x the better peer)" if best > 0 \
             else ("met" if ok else "missed")

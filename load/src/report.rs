@@ -201,6 +201,9 @@ pub struct Report {
     pub threads: usize,
     /// Wall clock at the start, Unix seconds.
     pub started_at_unix: u64,
+    /// Wall clock when every client was told to end, Unix milliseconds
+    /// (to tell a server log's events during the hold from those after).
+    pub drop_at_unix_ms: u64,
     /// /proc/loadavg when the run started and when it ended: how busy the
     /// machine was (other work shares its cores).
     pub loadavg: [Option<String>; 2],

@@ -350,6 +350,10 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     // End.
     recorder.set_phase("end");
     let drop_at = Instant::now();
+    let drop_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
     shared.stop.set();
     let all_ended = async {
         for task in tasks.drain(..) {
@@ -531,6 +535,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         hold_s: args.hold.as_secs_f64(),
         threads: args.threads,
         started_at_unix,
+        drop_at_unix_ms,
         loadavg: [loadavg_start, loadavg()],
         connect,
         delivery,
