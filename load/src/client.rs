@@ -626,12 +626,13 @@ impl Session<'_> {
     }
 }
 
-/// The `say` publisher: one extra connection that, every `every`, sends
-/// each of `documents` (mutations) and counts the answers in `shared`
-/// (`says_*`). It starts at once (the caller spawns it at the go signal)
-/// and ends at the stop signal. A round is skipped while more than two
-/// rounds' mutations are still unanswered, so a slow server never makes it
-/// queue without bound.
+/// The `say` publisher: one extra connection, opened before the clients'
+/// ramp (so a server busy with the ramp does not delay it), that from the
+/// go signal on sends each of `documents` (mutations) every `every` and
+/// counts the answers in `shared` (`says_*`); it ends at the stop signal
+/// and connects again (after a pause) when its connection fails. A round
+/// is skipped while more than two rounds' mutations are still unanswered,
+/// so a slow server never makes it queue without bound.
 pub async fn run_publisher(
     shared: Arc<Shared>,
     plan: Arc<ClientPlan>,
@@ -639,7 +640,24 @@ pub async fn run_publisher(
     documents: Vec<String>,
     every: Duration,
 ) {
-    let connect = connect(&plan, protocol);
+    while !shared.stop.is_set() {
+        publish(&shared, &plan, protocol, &documents, every).await;
+        let backoff = async {
+            smol::Timer::after(RECONNECT_BACKOFF).await;
+        };
+        backoff.or(shared.stop.wait()).await;
+    }
+}
+
+/// One connection of the publisher, until it fails or the stop signal.
+async fn publish(
+    shared: &Shared,
+    plan: &ClientPlan,
+    protocol: Subprotocol,
+    documents: &[String],
+    every: Duration,
+) {
+    let connect = connect(plan, protocol);
     let stop = async {
         shared.stop.wait().await;
         Err(None)
@@ -656,10 +674,12 @@ pub async fn run_publisher(
         ack_timeout: plan.ack_timeout,
         ..ClientConfig::default()
     };
-    let now = millis(&shared);
+    let now = millis(shared);
     let mut client = ClientConnection::new(now, protocol, config);
     client.handle_opened(now);
-    let mut round = smol::Timer::interval(every);
+    let mut round = smol::Timer::never();
+    let mut waiting_for_go = true;
+    let mut go = pin!(shared.go.wait());
     let mut timer = smol::Timer::never();
     let mut armed: Option<Millis> = None;
     let mut stop = pin!(shared.stop.wait());
@@ -669,7 +689,7 @@ pub async fn run_publisher(
                 ClientEffect::SendText(text) => {
                     if let Err(error) = ws.send(Message::text(text)).await {
                         client.handle_transport_closed(
-                            millis(&shared),
+                            millis(shared),
                             close::ABNORMAL_CLOSURE,
                             &error.to_string(),
                         );
@@ -723,16 +743,28 @@ pub async fn run_publisher(
                 round.next().await;
                 Wake::Subscribe
             };
-            stop.or(frame).or(timer).or(round).await
+            let go = async {
+                if waiting_for_go {
+                    (&mut go).await;
+                    Wake::Go
+                } else {
+                    std::future::pending().await
+                }
+            };
+            stop.or(frame).or(timer).or(round).or(go).await
         };
-        let now = millis(&shared);
+        let now = millis(shared);
         match wake {
             Wake::Stop => return,
+            Wake::Go => {
+                waiting_for_go = false;
+                round = smol::Timer::interval(every);
+            }
             Wake::Subscribe => {
                 if !client.is_ready() || client.active_operations() > 2 * documents.len() {
                     continue;
                 }
-                for document in &documents {
+                for document in documents {
                     client.subscribe(now, document, None, None);
                     shared.says_sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -745,7 +777,7 @@ pub async fn run_publisher(
             Wake::Frame(Some(Ok(Message::Close(_)))) | Wake::Frame(None) => {
                 client.handle_transport_closed(now, close::ABNORMAL_CLOSURE, "the socket closed")
             }
-            Wake::Frame(Some(Ok(_))) | Wake::Go => {}
+            Wake::Frame(Some(Ok(_))) => {}
             Wake::Frame(Some(Err(error))) => {
                 client.handle_transport_closed(now, close::ABNORMAL_CLOSURE, &error.to_string())
             }

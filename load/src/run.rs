@@ -234,6 +234,20 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let spread = args
         .subscribe_spread
         .unwrap_or(Duration::from_millis(args.every_ms));
+    // The say publisher connects before the clients; it says from the go
+    // signal on.
+    let publisher = args.say_every.map(|every| {
+        let says: Vec<String> = (0..args.variants)
+            .map(|k| args.say_document(k, "load"))
+            .collect();
+        executor.spawn(run_publisher(
+            shared.clone(),
+            plan.clone(),
+            args.protocol.for_connection(0),
+            says,
+            every,
+        ))
+    });
     let mut documents: HashMap<String, Arc<str>> = HashMap::new();
     let ramp_start = Instant::now();
     let ramp_start_us = shared.now_us();
@@ -284,18 +298,6 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let ramp_done = Instant::now();
     // ...then subscribe everywhere at once.
     shared.go.set();
-    let publisher = args.say_every.map(|every| {
-        let says = (0..args.variants)
-            .map(|k| args.say_document(k, "load"))
-            .collect();
-        executor.spawn(run_publisher(
-            shared.clone(),
-            plan.clone(),
-            args.protocol.for_connection(0),
-            says,
-            every,
-        ))
-    });
     if args.mode == Mode::Hold && args.subscriptions > 0 {
         loop {
             let acked = shared.acked.load(Ordering::Relaxed);
