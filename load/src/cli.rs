@@ -184,8 +184,9 @@ pub struct Args {
     pub svg: Option<PathBuf>,
 
     /// Exit with status 1 when the reclaim did not happen within its bound,
-    /// an expectation failed, a connection failed or was closed by the
-    /// server, or an operation ended with an error.
+    /// an expectation failed, the ramp did not complete within its bound, a
+    /// connection failed or was closed by the server, or an operation ended
+    /// with an error.
     #[arg(long)]
     pub fail_on_leak: bool,
 }

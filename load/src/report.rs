@@ -172,6 +172,9 @@ pub struct ErrorsReport {
     pub codes: std::collections::BTreeMap<String, u64>,
     /// /metrics requests that failed.
     pub scrape_failures: u64,
+    /// Not every connection was acknowledged, or not every subscription
+    /// had a result (or an error), within --ramp-timeout.
+    pub ramp_incomplete: bool,
     /// The first distinct failure messages.
     pub messages: Vec<String>,
 }
@@ -221,8 +224,8 @@ pub struct Report {
     pub expectations: Vec<ExpectationReport>,
     /// Failures.
     pub errors: ErrorsReport,
-    /// Reclaimed, expectations met, no connection failed, no operation
-    /// ended with an error.
+    /// Reclaimed, expectations met, the ramp complete, no connection
+    /// failed, no operation ended with an error.
     pub passed: bool,
     /// The time series.
     pub samples: Vec<Sample>,

@@ -277,6 +277,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         )));
     }
     let deadline = ramp_start + args.ramp_timeout;
+    let mut ramp_incomplete = false;
     if args.mode != Mode::Reconnect {
         // Every connection acknowledged (or failed)...
         while shared.acked_total.load(Ordering::Relaxed)
@@ -284,6 +285,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             < args.connections as u64
         {
             if Instant::now() >= deadline {
+                ramp_incomplete = true;
                 shared.note_failure(format!(
                     "ramp: {} of {} connections acknowledged within {:?}",
                     shared.acked_total.load(Ordering::Relaxed),
@@ -310,6 +312,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
                 break;
             }
             if Instant::now() >= deadline.max(ramp_done + args.ramp_timeout) {
+                ramp_incomplete = true;
                 shared.note_failure(format!(
                     "ramp: {flowing} of {} subscriptions had a result within {:?}",
                     acked * args.subscriptions,
@@ -514,6 +517,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
         scrape_failures: recorder.scrape_failures.load(Ordering::Relaxed),
+        ramp_incomplete,
         messages: shared
             .failures
             .lock()
@@ -522,6 +526,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     };
     let passed = reclaim.reclaimed
         && expectations.iter().all(|e| e.ok)
+        && !errors.ramp_incomplete
         && errors.connect_failures == 0
         && errors.server_closes == 0
         && errors.operation_errors == 0;
