@@ -2,7 +2,7 @@
 //! upstream its connections and streams against their bounds, and per
 //! pooled connection its streams against its limit.
 
-use super::PoolStats;
+use super::{ConnectionStats, PoolStats};
 use std::fmt::Write as _;
 
 /// Prometheus label value escaping (`\`, `"`, newline).
@@ -74,7 +74,8 @@ pub fn write_prometheus(upstreams: &[(&str, PoolStats)], out: &mut String) {
             );
         }
     }
-    let per_connection: [(&str, &str, fn(&super::ConnectionStats) -> usize); 2] = [
+    type PerConnection = (&'static str, &'static str, fn(&ConnectionStats) -> usize);
+    let per_connection: [PerConnection; 2] = [
         (
             "terminus_grpc_connection_streams",
             "Streams on one pooled HTTP/2 connection.",
@@ -105,7 +106,6 @@ pub fn write_prometheus(upstreams: &[(&str, PoolStats)], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::ConnectionStats;
 
     #[test]
     fn series_are_labelled_by_upstream_and_connection() {
