@@ -50,13 +50,14 @@ impl Connection {
         ours.min(self.server_limit.load(Ordering::Relaxed))
     }
 
-    fn claim(&self) -> (SendRequest<Full<Bytes>>, StreamSlot) {
+    fn claim(&self, pool: &Arc<std::sync::Mutex<Pool>>) -> (SendRequest<Full<Bytes>>, StreamSlot) {
         self.streams.fetch_add(1, Ordering::Relaxed);
         (
             self.sender.clone(),
             StreamSlot {
                 connection: self.id,
                 streams: self.streams.clone(),
+                pool: Arc::downgrade(pool),
             },
         )
     }
@@ -67,11 +68,26 @@ impl Connection {
 pub(super) struct StreamSlot {
     pub(super) connection: u64,
     streams: Arc<AtomicUsize>,
+    pool: std::sync::Weak<std::sync::Mutex<Pool>>,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.streams.fetch_sub(1, Ordering::Relaxed);
+        let Some(pool) = self.pool.upgrade() else {
+            self.streams.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        // Under the pool's lock, so no call claims a place on a connection
+        // being closed here.
+        let mut pool = pool.lock().unwrap_or_else(|poison| poison.into_inner());
+        if self.streams.fetch_sub(1, Ordering::Relaxed) == 1 && pool.connections.len() > 1 {
+            // The last stream of a connection beside others: close it, so
+            // the pool shrinks back after load (the first one stays).
+            let id = self.connection;
+            if pool.connections.first().is_some_and(|first| first.id != id) {
+                pool.connections.retain(|connection| connection.id != id);
+            }
+        }
     }
 }
 
@@ -134,7 +150,7 @@ impl GrpcUpstream {
             .iter()
             .find(|c| c.streams.load(Ordering::Relaxed) < c.stream_limit(ours))
         {
-            let (sender, slot) = connection.claim();
+            let (sender, slot) = connection.claim(&self.connection_pool);
             return Found::Room(sender, slot);
         }
         if pool.connections.len() >= self.config.max_connections {
@@ -202,7 +218,7 @@ impl GrpcUpstream {
                     _driver: driver,
                 };
                 tracing::info!(upstream = %self.name, endpoint = %self.config.endpoint, connection = connection.id, open = pool.connections.len() + 1, "gRPC connection open");
-                let claimed = connection.claim();
+                let claimed = connection.claim(&self.connection_pool);
                 pool.connections.push(connection);
                 pool.retry_at = None;
                 pool.next_backoff = Duration::ZERO;

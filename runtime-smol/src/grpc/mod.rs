@@ -85,7 +85,7 @@ pub struct GrpcUpstream {
     )>,
     pool: DescriptorPool,
     /// The connections and the reconnect backoff (connection.rs).
-    connection_pool: std::sync::Mutex<Pool>,
+    connection_pool: Arc<std::sync::Mutex<Pool>>,
     /// Held while a connection is being made, so concurrent calls that
     /// find every connection full make one more, not many.
     connecting: Mutex<()>,
@@ -224,7 +224,7 @@ impl GrpcUpstream {
             scheme,
             tls,
             pool,
-            connection_pool: std::sync::Mutex::new(Pool::default()),
+            connection_pool: Arc::new(std::sync::Mutex::new(Pool::default())),
             connecting: Mutex::new(()),
             executor: OwnedExecutor::new(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_streams)),
