@@ -332,8 +332,9 @@ impl Args {
 }
 
 fn parse_expectation(text: &str) -> Result<(String, f64), String> {
+    // The value follows the last `=`: a labelled series name holds others.
     let (name, value) = text
-        .split_once('=')
+        .rsplit_once('=')
         .ok_or_else(|| format!("{text}: expected NAME=VALUE"))?;
     let value: f64 = value
         .trim()
@@ -427,6 +428,19 @@ mod tests {
             "mutation { say(room: \"room-2\", text: \"hi \\\"you\\\"\") }"
         );
         assert!(Args::try_parse_from(["terminus-load", "--expect", "x=y"]).is_err());
+        let labelled = Args::try_parse_from([
+            "terminus-load",
+            "--expect",
+            "terminus_grpc_busy_total{upstream=\"demo\"}=0",
+        ])
+        .unwrap();
+        assert_eq!(
+            labelled.expectations,
+            vec![(
+                "terminus_grpc_busy_total{upstream=\"demo\"}".to_owned(),
+                0.0
+            )]
+        );
     }
 
     #[test]

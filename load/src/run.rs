@@ -498,6 +498,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         says_sent: shared.says_sent.load(Ordering::Relaxed),
         says_ok: shared.says_ok.load(Ordering::Relaxed),
         says_failed: shared.says_failed.load(Ordering::Relaxed),
+        skipped_ticks: shared.skipped_ticks.load(Ordering::Relaxed),
     };
     let cpu = CpuReport {
         server_s: server_cpu_s,
