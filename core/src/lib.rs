@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod operation;
 pub mod protocol;
 pub mod server;
+pub mod share;
 #[cfg(feature = "testkit")]
 pub mod sim;
 pub mod time;

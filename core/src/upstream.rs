@@ -26,6 +26,10 @@ pub enum UpstreamCall {
         /// The operation's [`RequestContext`], from which the host picks
         /// the gRPC metadata each upstream is configured to send.
         context: RequestContext,
+        /// The field is `@shared`: the host runs one upstream stream per
+        /// [`crate::share::ShareKey`] for all the operations whose call
+        /// would be identical (docs/schema.md, "`@shared`").
+        shared: bool,
     },
     /// One SQL statement on a configured database, run as a prepared
     /// statement. `:name` placeholders of the schema have already become `?`

@@ -124,6 +124,7 @@ async fn run_call(
             streaming,
             timeouts,
             context,
+            shared: _,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;

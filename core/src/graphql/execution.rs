@@ -476,6 +476,7 @@ impl Running {
                 method,
                 timeouts,
                 request,
+                shared,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
@@ -484,6 +485,7 @@ impl Running {
                 streaming,
                 timeouts,
                 context: self.context.clone(),
+                shared: shared && streaming,
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
