@@ -143,6 +143,37 @@ pub enum StreamEnd {
     Failed(UpstreamFailure),
 }
 
+/// One input of the table, for hosts that keep a log of them (the
+/// simulator, the fuzz target, [`crate::ledger::AuditedShare`]): the
+/// `handle_*` methods as data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareInput {
+    /// [`ShareTable::handle_subscribe`].
+    Subscribe {
+        /// The subscriber.
+        subscriber: SubscriberId,
+        /// Its key.
+        key: ShareKey,
+    },
+    /// [`ShareTable::handle_unsubscribe`].
+    Unsubscribe {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// [`ShareTable::handle_item`].
+    Item {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// [`ShareTable::handle_stream_end`].
+    StreamEnd {
+        /// The stream.
+        stream: StreamId,
+        /// How it ended.
+        outcome: StreamEnd,
+    },
+}
+
 /// What the host does for the table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShareEffect {
@@ -322,6 +353,24 @@ impl ShareTable {
         }
     }
 
+    /// Feeds one [`ShareInput`]; a subscribe that the table refuses
+    /// ([`ShareError`]) changes nothing.
+    pub fn handle(&mut self, now: Millis, input: ShareInput) -> Result<(), ShareError> {
+        match input {
+            ShareInput::Subscribe { subscriber, key } => {
+                self.handle_subscribe(now, subscriber, key)?;
+            }
+            ShareInput::Unsubscribe { subscriber } => self.handle_unsubscribe(now, subscriber),
+            ShareInput::Item { stream } => {
+                self.handle_item(now, stream);
+            }
+            ShareInput::StreamEnd { stream, outcome } => {
+                self.handle_stream_end(now, stream, outcome)
+            }
+        }
+        Ok(())
+    }
+
     /// The next effect, if any. Drain after every input.
     pub fn poll_effect(&mut self) -> Option<ShareEffect> {
         self.effects.pop_front()
@@ -367,5 +416,304 @@ impl ShareTable {
     /// Whether nothing is live and no effect is pending.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty() && self.subscribers.is_empty() && self.effects.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::AuditedShare;
+    use crate::upstream::FailureKind;
+    use serde_json::json;
+
+    fn key(every: u64) -> ShareKey {
+        ShareKey::new(
+            "demo",
+            "terminus.demo.v1.Demo/Ticks",
+            &json!({ "everyMs": every }),
+            &BTreeMap::new(),
+            &CallTimeouts::default(),
+        )
+    }
+
+    fn sub(table: &mut AuditedShare, now: u64, id: u64, every: u64) -> Vec<ShareEffect> {
+        table.handle(
+            Millis(now),
+            ShareInput::Subscribe {
+                subscriber: SubscriberId(id),
+                key: key(every),
+            },
+        )
+    }
+
+    fn unsub(table: &mut AuditedShare, now: u64, id: u64) -> Vec<ShareEffect> {
+        table.handle(
+            Millis(now),
+            ShareInput::Unsubscribe {
+                subscriber: SubscriberId(id),
+            },
+        )
+    }
+
+    #[test]
+    fn the_key_ignores_argument_order_and_separates_metadata_and_timeouts() {
+        let a = ShareKey::new(
+            "u",
+            "p.S/M",
+            &json!({"a": 1, "b": {"x": 1, "y": 2}}),
+            &BTreeMap::new(),
+            &CallTimeouts::default(),
+        );
+        let b = ShareKey::new(
+            "u",
+            "p.S/M",
+            &json!({"b": {"y": 2, "x": 1}, "a": 1}),
+            &BTreeMap::new(),
+            &CallTimeouts::default(),
+        );
+        assert_eq!(a, b);
+        let alice = BTreeMap::from([("claim:sub".to_string(), "alice".to_string())]);
+        let bob = BTreeMap::from([("claim:sub".to_string(), "bob".to_string())]);
+        let with = |m: &BTreeMap<String, String>| {
+            ShareKey::new("u", "p.S/M", &json!({"a": 1}), m, &CallTimeouts::default())
+        };
+        assert_ne!(with(&alice), with(&bob));
+        assert_eq!(with(&alice), with(&alice.clone()));
+        let idle = CallTimeouts {
+            idle: Some(std::time::Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert_ne!(
+            ShareKey::new("u", "p.S/M", &json!({"a": 1}), &BTreeMap::new(), &idle),
+            ShareKey::new(
+                "u",
+                "p.S/M",
+                &json!({"a": 1}),
+                &BTreeMap::new(),
+                &CallTimeouts::default()
+            )
+        );
+        assert_ne!(key(1), key(2));
+        assert_ne!(
+            ShareKey::new(
+                "u",
+                "p.S/M",
+                &json!({}),
+                &BTreeMap::new(),
+                &CallTimeouts::default()
+            ),
+            ShareKey::new(
+                "v",
+                "p.S/M",
+                &json!({}),
+                &BTreeMap::new(),
+                &CallTimeouts::default()
+            )
+        );
+    }
+
+    #[test]
+    fn of_call_forwards_only_the_configured_context_entries() {
+        let context = std::sync::Arc::new(BTreeMap::from([
+            ("claim:sub".to_string(), "alice".to_string()),
+            ("header:user-agent".to_string(), "curl".to_string()),
+        ]));
+        let call = |shared: bool, context: crate::RequestContext| UpstreamCall::Grpc {
+            upstream: "u".into(),
+            method: "p.S/M".into(),
+            request: json!({"a": 1}),
+            streaming: true,
+            timeouts: CallTimeouts::default(),
+            context,
+            shared,
+        };
+        assert_eq!(
+            ShareKey::of_call(&call(false, context.clone()), |_| true),
+            None
+        );
+        let other_agent = std::sync::Arc::new(BTreeMap::from([
+            ("claim:sub".to_string(), "alice".to_string()),
+            ("header:user-agent".to_string(), "wget".to_string()),
+        ]));
+        let claim_only = |k: &str| k == "claim:sub";
+        assert_eq!(
+            ShareKey::of_call(&call(true, context.clone()), claim_only),
+            ShareKey::of_call(&call(true, other_agent.clone()), claim_only)
+        );
+        assert_ne!(
+            ShareKey::of_call(&call(true, context), |_| true),
+            ShareKey::of_call(&call(true, other_agent), |_| true)
+        );
+    }
+
+    #[test]
+    fn joiners_share_one_stream_and_the_last_leaving_resets_it_at_once() {
+        let mut t = AuditedShare::new();
+        let start = sub(&mut t, 0, 1, 20);
+        assert!(matches!(
+            &start[..],
+            [ShareEffect::Start {
+                stream: StreamId(0),
+                ..
+            }]
+        ));
+        assert_eq!(sub(&mut t, 1, 2, 20), vec![]);
+        assert!(matches!(
+            &sub(&mut t, 1, 3, 50)[..],
+            [ShareEffect::Start {
+                stream: StreamId(1),
+                ..
+            }]
+        ));
+        assert_eq!(t.table().stream_count(), 2);
+        assert_eq!(
+            t.handle(
+                Millis(2),
+                ShareInput::Item {
+                    stream: StreamId(0)
+                }
+            ),
+            vec![ShareEffect::Deliver {
+                stream: StreamId(0)
+            }]
+        );
+        assert_eq!(
+            t.table().subscribers(StreamId(0)).collect::<Vec<_>>(),
+            vec![SubscriberId(1), SubscriberId(2)]
+        );
+        assert_eq!(unsub(&mut t, 3, 1), vec![]);
+        assert_eq!(
+            unsub(&mut t, 4, 2),
+            vec![ShareEffect::Reset {
+                stream: StreamId(0)
+            }]
+        );
+        // A late item of the reset stream goes nowhere.
+        assert_eq!(
+            t.handle(
+                Millis(5),
+                ShareInput::Item {
+                    stream: StreamId(0)
+                }
+            ),
+            vec![]
+        );
+        // The same key again starts a new stream.
+        assert!(matches!(
+            &sub(&mut t, 6, 4, 20)[..],
+            [ShareEffect::Start {
+                stream: StreamId(2),
+                ..
+            }]
+        ));
+        assert_eq!(
+            unsub(&mut t, 7, 4),
+            vec![ShareEffect::Reset {
+                stream: StreamId(2)
+            }]
+        );
+        assert_eq!(
+            unsub(&mut t, 7, 3),
+            vec![ShareEffect::Reset {
+                stream: StreamId(1)
+            }]
+        );
+        assert!(t.check_end().is_empty());
+        assert!(t.table().is_empty());
+        assert_eq!(t.ledger().live_streams(), 0);
+    }
+
+    #[test]
+    fn an_upstream_end_or_failure_ends_every_subscriber_with_it() {
+        let mut t = AuditedShare::new();
+        for id in 0..3 {
+            sub(&mut t, 0, id, 20);
+        }
+        let failure = UpstreamFailure::new(FailureKind::Failed, "tick 3 failed");
+        let ends = t.handle(
+            Millis(1),
+            ShareInput::StreamEnd {
+                stream: StreamId(0),
+                outcome: StreamEnd::Failed(failure.clone()),
+            },
+        );
+        assert_eq!(ends.len(), 3);
+        assert!(ends.iter().all(
+            |e| matches!(e, ShareEffect::End { outcome: StreamEnd::Failed(f), .. } if *f == failure)
+        ));
+        // Their later unsubscribes, and a late end, are no-ops: no Reset.
+        assert_eq!(unsub(&mut t, 2, 0), vec![]);
+        assert_eq!(
+            t.handle(
+                Millis(2),
+                ShareInput::StreamEnd {
+                    stream: StreamId(0),
+                    outcome: StreamEnd::Complete
+                }
+            ),
+            vec![]
+        );
+        assert!(t.table().is_empty());
+        assert!(t.check_end().is_empty());
+    }
+
+    #[test]
+    fn a_second_subscribe_of_a_live_subscriber_is_refused() {
+        let mut table = ShareTable::new();
+        table
+            .handle_subscribe(Millis(0), SubscriberId(1), key(1))
+            .unwrap();
+        assert_eq!(
+            table.handle_subscribe(Millis(0), SubscriberId(1), key(2)),
+            Err(ShareError::AlreadySubscribed(SubscriberId(1)))
+        );
+        assert_eq!(table.stream_count(), 1);
+    }
+
+    #[test]
+    fn the_ledger_catches_a_stream_that_outlives_its_last_subscriber() {
+        use crate::ledger::{ShareLedger, ShareViolation, Violation};
+        let mut ledger = ShareLedger::new();
+        let input = ShareInput::Subscribe {
+            subscriber: SubscriberId(1),
+            key: key(1),
+        };
+        ledger.observe_input(&input, true);
+        ledger.observe_effect(&ShareEffect::Start {
+            stream: StreamId(0),
+            key: key(1),
+        });
+        ledger.observe_input(
+            &ShareInput::Unsubscribe {
+                subscriber: SubscriberId(1),
+            },
+            true,
+        );
+        // No Reset in this step.
+        ledger.check_end();
+        assert!(ledger.violations().contains(&Violation::Share(
+            ShareViolation::OutlivedLastSubscriber {
+                stream: StreamId(0)
+            }
+        )));
+        assert!(ledger
+            .violations()
+            .contains(&Violation::Share(ShareViolation::NeverEnded {
+                stream: StreamId(0)
+            })));
+    }
+
+    #[test]
+    fn seeded_runs_break_no_rule_and_leave_nothing_alive() {
+        for seed in 0..200 {
+            let report = crate::sim::run_shared(seed, 400, 1 + (seed as usize % 5));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert_eq!(report.left_alive, (0, 0), "seed {seed}");
+            assert!(report.streams_started > 0, "seed {seed}");
+        }
     }
 }

@@ -10,9 +10,11 @@
 //! matters most: nothing is left alive.
 
 mod rng;
+mod shared;
 mod upstream;
 
 pub use rng::SplitMix64;
+pub use shared::{run_shared, run_shared_ops, SharedReport};
 pub use upstream::{OpKey, ScriptConfig, ScriptedUpstream, Upstream};
 
 use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
