@@ -135,6 +135,10 @@ pub enum FailureKind {
     /// SQL: a value does not fit its column (out of range, too long,
     /// malformed; SQLSTATE class 22).
     DataError,
+    /// A subscriber of a `@shared` stream could not keep up: its own
+    /// queue overflowed, so the gateway ended it while the stream goes on
+    /// for the others.
+    SlowSubscriber,
 }
 
 impl FailureKind {
@@ -160,6 +164,7 @@ impl FailureKind {
             FailureKind::LockTimeout => "UPSTREAM_LOCK_TIMEOUT",
             FailureKind::Deadlock => "UPSTREAM_DEADLOCK",
             FailureKind::DataError => "UPSTREAM_DATA_ERROR",
+            FailureKind::SlowSubscriber => "SLOW_SUBSCRIBER",
         }
     }
 }

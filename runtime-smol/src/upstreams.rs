@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
+use crate::share::ShareHub;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,13 +18,18 @@ use terminus_core::{FailureKind, UpstreamFailure};
 pub struct Upstreams {
     grpc: BTreeMap<String, Arc<GrpcUpstream>>,
     mysql: BTreeMap<String, Arc<MysqlPool>>,
+    /// The `@shared` streams (runtime-smol/src/share.rs).
+    shared: ShareHub,
 }
 
 impl Upstreams {
     /// Builds the clients the config names. gRPC .proto files are compiled
     /// here, so a bad one stops start-up with its file and line.
     pub fn from_config(config: &Config) -> Result<Upstreams, String> {
-        let mut upstreams = Upstreams::default();
+        let mut upstreams = Upstreams {
+            shared: ShareHub::new(config.limits.shared_subscriber_queue),
+            ..Upstreams::default()
+        };
         // `[auth.jwt] claims_metadata` goes to every gRPC upstream as
         // `claim:<name>` context keys (grpc/metadata.rs); an upstream's own
         // `forward_context` entry for the same claim takes precedence.
@@ -71,6 +77,11 @@ impl Upstreams {
     /// The database `name`, if configured.
     pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
         self.mysql.get(name)
+    }
+
+    /// The hub of the `@shared` streams.
+    pub fn shared(&self) -> &ShareHub {
+        &self.shared
     }
 
     /// The gRPC upstream `name`, if configured.
