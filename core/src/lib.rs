@@ -23,6 +23,6 @@ pub mod sim;
 pub mod time;
 pub mod upstream;
 
-pub use operation::{OpId, OperationRequest, UpstreamEvent};
+pub use operation::{EncodedPayload, OpId, OperationRequest, UpstreamEvent};
 pub use time::Millis;
 pub use upstream::{CallTimeouts, FailureKind, RequestContext, UpstreamCall, UpstreamFailure};

@@ -25,12 +25,73 @@
 //! end), and never outlives its last subscriber; `core/src/ledger.rs`
 //! ([`crate::ledger::ShareLedger`], feature `testkit`) checks it.
 
+use crate::operation::EncodedPayload;
 use crate::time::Millis;
 use crate::upstream::{CallTimeouts, UpstreamCall, UpstreamFailure};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// One message of a shared stream, handed to every subscriber
+/// (`CallEvent::Shared`). The first subscriber of each distinct selection
+/// that shapes it records its serialised result here, and every other
+/// subscriber with that selection reuses those bytes: a shared message is
+/// encoded once per distinct selection, not once per subscriber. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct SharedItem(Arc<SharedItemInner>);
+
+#[derive(Debug)]
+struct SharedItemInner {
+    value: Value,
+    /// (selection signature, its serialised result). A few entries: one
+    /// per distinct selection among the subscribers.
+    encoded: Mutex<Vec<(Arc<str>, EncodedPayload)>>,
+}
+
+impl SharedItem {
+    /// The message `value`, not yet encoded for anyone.
+    pub fn new(value: Value) -> Self {
+        SharedItem(Arc::new(SharedItemInner {
+            value,
+            encoded: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The upstream's message.
+    pub fn value(&self) -> &Value {
+        &self.0.value
+    }
+
+    /// The result already encoded for selection `shape`, if any.
+    pub(crate) fn encoded(&self, shape: &str) -> Option<EncodedPayload> {
+        let encoded = self.0.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        encoded
+            .iter()
+            .find(|(s, _)| &**s == shape)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Records the result encoded for selection `shape`.
+    pub(crate) fn remember(&self, shape: Arc<str>, payload: EncodedPayload) {
+        let mut encoded = self.0.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if !encoded.iter().any(|(s, _)| *s == shape) {
+            encoded.push((shape, payload));
+        }
+    }
+
+    /// How many distinct selections have encoded this message so far.
+    pub fn encodings(&self) -> usize {
+        self.0.encoded.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+impl PartialEq for SharedItem {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.value == other.0.value
+    }
+}
 
 /// What makes two upstream calls the same stream: two live operations share
 /// one upstream stream iff their keys are equal. The key is the upstream's
@@ -714,6 +775,85 @@ mod tests {
             );
             assert_eq!(report.left_alive, (0, 0), "seed {seed}");
             assert!(report.streams_started > 0, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_shared_message_is_encoded_once_per_distinct_selection() {
+        use crate::graphql::{CallEvent, Execution, Limits, Schema};
+        use crate::server::{ConnectionConfig, Effect, Input, ServerConnection, Subprotocol};
+        use crate::{OperationRequest, UpstreamEvent};
+        let schema = Schema::parse(crate::graphql::demo::SCHEMA_SDL, "demo.graphql").unwrap();
+        let run = |query: &str| {
+            let request = OperationRequest {
+                id: "x".into(),
+                query: query.into(),
+                operation_name: None,
+                variables: Default::default(),
+                extensions: Default::default(),
+            };
+            let mut exec = Execution::start(&schema, &request, &Limits::default());
+            let (call, _) = exec.poll_call().expect("a call");
+            (exec, call)
+        };
+        let item = SharedItem::new(json!({"seq": 7}));
+        let mut outputs = Vec::new();
+        for query in [
+            "subscription { ticks(everyMs: 5) { seq } }",
+            "subscription   {  ticks(everyMs: 5) { seq } }",
+            "subscription { t: ticks(everyMs: 5) { seq __typename } }",
+        ] {
+            let (mut exec, call) = run(query);
+            exec.handle_call_event(call, CallEvent::Shared(item.clone()));
+            outputs.push(exec.poll_output().expect("a result"));
+        }
+        let [UpstreamEvent::NextEncoded(a), UpstreamEvent::NextEncoded(b), UpstreamEvent::NextEncoded(c)] =
+            &outputs[..]
+        else {
+            panic!("{outputs:?}");
+        };
+        assert!(a.same_bytes(b), "the same selection reuses the bytes");
+        assert!(!a.same_bytes(c));
+        assert_eq!(a.as_str(), r#"{"data":{"ticks":{"seq":7}}}"#);
+        assert_eq!(
+            c.as_str(),
+            r#"{"data":{"t":{"seq":7,"__typename":"Tick"}}}"#
+        );
+        assert_eq!(item.encodings(), 2);
+
+        // The connection writes the shared bytes around each id, for both
+        // subprotocols, exactly as it would encode the value itself.
+        for protocol in [Subprotocol::GraphqlTransportWs, Subprotocol::GraphqlWs] {
+            let frames: Vec<String> = [UpstreamEvent::NextEncoded(a.clone()), UpstreamEvent::Next(serde_json::from_str(a.as_str()).unwrap())]
+                .into_iter()
+                .map(|event| {
+                    let mut conn = ServerConnection::new(Millis(0), protocol, ConnectionConfig::default());
+                    let init = r#"{"type":"connection_init"}"#;
+                    conn.handle(Millis(0), Input::Text(init.into()));
+                    conn.handle(Millis(0), Input::Auth(crate::server::AuthVerdict::Accept { ack_payload: None }));
+                    let start = match protocol {
+                        Subprotocol::GraphqlTransportWs => r#"{"type":"subscribe","id":"q\"1","payload":{"query":"subscription { ticks(everyMs: 5) { seq } }"}}"#,
+                        Subprotocol::GraphqlWs => r#"{"type":"start","id":"q\"1","payload":{"query":"subscription { ticks(everyMs: 5) { seq } }"}}"#,
+                    };
+                    conn.handle(Millis(0), Input::Text(start.into()));
+                    let mut op = None;
+                    while let Some(effect) = conn.poll_effect() {
+                        if let Effect::Start { op: o, .. } = effect {
+                            op = Some(o);
+                        }
+                    }
+                    conn.handle(Millis(1), Input::Upstream { op: op.expect("started"), event });
+                    let mut frame = None;
+                    while let Some(effect) = conn.poll_effect() {
+                        if let Effect::SendText(text) = effect {
+                            frame = Some(text);
+                        }
+                    }
+                    frame.expect("a frame")
+                })
+                .collect();
+            assert_eq!(frames[0], frames[1]);
+            assert!(frames[0].contains(r#""id":"q\"1""#), "{}", frames[0]);
         }
     }
 }

@@ -156,7 +156,7 @@ async fn run_call(
                 loop {
                     match subscription.next().await {
                         Some(SharedEvent::Item(message)) => {
-                            if !report(CallEvent::Item(Value::clone(&message))).await {
+                            if !report(CallEvent::Shared(message)).await {
                                 return;
                             }
                         }

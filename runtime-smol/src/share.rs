@@ -26,7 +26,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
-use terminus_core::share::{ShareEffect, ShareKey, ShareTable, StreamEnd, StreamId, SubscriberId};
+use terminus_core::share::{
+    ShareEffect, ShareKey, ShareTable, SharedItem, StreamEnd, StreamId, SubscriberId,
+};
 use terminus_core::{FailureKind, Millis, UpstreamFailure};
 
 /// The default of `limits.shared_subscriber_queue`.
@@ -36,8 +38,8 @@ pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 64;
 #[derive(Debug, Clone)]
 pub enum SharedEvent {
     /// One stream message, shared by every subscriber (never copied by
-    /// the hub).
-    Item(Arc<Value>),
+    /// the hub; its result is encoded once per distinct selection).
+    Item(SharedItem),
     /// The stream ended; nothing follows.
     End(StreamEnd),
 }
@@ -52,7 +54,7 @@ impl StreamReport {
     /// The upstream sent `item`: it goes to every current subscriber.
     pub fn item(&self, item: Value) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.item(self.stream, Arc::new(item));
+            hub.item(self.stream, SharedItem::new(item));
         }
     }
 
@@ -268,7 +270,7 @@ impl HubShared {
         drop(dropped);
     }
 
-    fn item(&self, stream: StreamId, item: Arc<Value>) {
+    fn item(&self, stream: StreamId, item: SharedItem) {
         let mut state = self.lock();
         let now = self.now();
         state.table.handle_item(now, stream);
@@ -301,7 +303,7 @@ impl HubShared {
     fn run_effects(
         &self,
         state: &mut HubState,
-        item: Option<&Arc<Value>>,
+        item: Option<&SharedItem>,
         dropped: &mut Vec<HubStream>,
         mut start: impl FnMut(StreamId) -> (String, Option<StreamFuture>),
     ) {
@@ -351,5 +353,108 @@ impl HubShared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use terminus_core::CallTimeouts;
+
+    fn key(n: u64) -> ShareKey {
+        ShareKey::new(
+            "demo",
+            "terminus.demo.v1.Demo/Ticks",
+            &json!({ "everyMs": n }),
+            &BTreeMap::new(),
+            &CallTimeouts::default(),
+        )
+    }
+
+    /// A stream whose items the test pushes through the report it hands
+    /// back; it never ends by itself.
+    fn manual(slot: Arc<Mutex<Option<StreamReport>>>) -> impl FnOnce(StreamReport) -> StreamFuture {
+        move |report| {
+            *slot.lock().unwrap() = Some(report);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_ended_alone_and_the_last_leaving_resets() {
+        smol::block_on(async {
+            let hub = ShareHub::new(4);
+            let slot = Arc::new(Mutex::new(None));
+            let fast = hub.subscribe(key(1), "f", manual(slot.clone()));
+            let slow = hub.subscribe(key(1), "f", |_| unreachable!("joins the running stream"));
+            assert_eq!(hub.counts(), (1, 2));
+            let report = slot.lock().unwrap().take().unwrap();
+            for n in 0..10 {
+                report.item(json!({ "seq": n }));
+                // The fast one keeps up.
+                match fast.next().await {
+                    Some(SharedEvent::Item(v)) => assert_eq!(v.value()["seq"], n),
+                    other => panic!("{other:?}"),
+                }
+            }
+            // The slow one got its 4 queued items, then its end.
+            for n in 0..4 {
+                assert!(
+                    matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n)
+                );
+            }
+            assert!(slow.next().await.is_none());
+            assert_eq!(hub.counts(), (1, 1));
+            drop(slow);
+            assert_eq!(hub.counts(), (1, 1));
+            report.end(StreamEnd::Complete);
+            assert!(matches!(
+                fast.next().await,
+                Some(SharedEvent::End(StreamEnd::Complete))
+            ));
+            assert_eq!(hub.counts(), (0, 0));
+            drop(fast);
+            assert!(hub.rows().is_empty());
+        });
+    }
+
+    #[test]
+    fn dropping_the_last_subscription_drops_the_stream_task() {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        smol::block_on(async {
+            let hub = ShareHub::new(4);
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Flag(dropped.clone());
+            let a = hub.subscribe(key(2), "f", move |_| {
+                Box::pin(async move {
+                    let _flag = flag;
+                    std::future::pending::<()>().await
+                })
+            });
+            let b = hub.subscribe(key(2), "f", |_| unreachable!());
+            smol::Timer::after(std::time::Duration::from_millis(10)).await;
+            drop(a);
+            assert_eq!(hub.counts(), (1, 1));
+            assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+            drop(b);
+            assert_eq!(hub.counts(), (0, 0));
+            for _ in 0..100 {
+                if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                smol::Timer::after(std::time::Duration::from_millis(5)).await;
+            }
+            assert!(
+                dropped.load(std::sync::atomic::Ordering::SeqCst),
+                "the stream's future is dropped"
+            );
+        });
     }
 }

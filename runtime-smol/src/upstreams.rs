@@ -26,10 +26,7 @@ impl Upstreams {
     /// Builds the clients the config names. gRPC .proto files are compiled
     /// here, so a bad one stops start-up with its file and line.
     pub fn from_config(config: &Config) -> Result<Upstreams, String> {
-        let mut upstreams = Upstreams {
-            shared: ShareHub::new(config.limits.shared_subscriber_queue),
-            ..Upstreams::default()
-        };
+        let mut upstreams = Upstreams::default();
         // `[auth.jwt] claims_metadata` goes to every gRPC upstream as
         // `claim:<name>` context keys (grpc/metadata.rs); an upstream's own
         // `forward_context` entry for the same claim takes precedence.
@@ -77,6 +74,13 @@ impl Upstreams {
     /// The database `name`, if configured.
     pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
         self.mysql.get(name)
+    }
+
+    /// Bounds each `@shared` subscriber's queue to `queue` items
+    /// (`limits.shared_subscriber_queue`); done by the server at start-up,
+    /// before any operation runs.
+    pub fn set_shared_queue(&mut self, queue: usize) {
+        self.shared = ShareHub::new(queue);
     }
 
     /// The hub of the `@shared` streams.

@@ -728,7 +728,7 @@ impl<U: Upstream> Sim<U> {
                 match event {
                     UpstreamEvent::Complete => self.stats.ended_by_complete += 1,
                     UpstreamEvent::Error(_) => self.stats.ended_by_error += 1,
-                    UpstreamEvent::Next(_) => {}
+                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {}
                 }
             }
         }
