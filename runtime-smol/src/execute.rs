@@ -66,7 +66,7 @@ pub async fn run_operation(
         let Ok((call_id, event)) = call_rx.recv().await else {
             return;
         };
-        if !matches!(event, CallEvent::Item(_)) {
+        if event.is_terminal() {
             calls.remove(&call_id);
         }
         execution.handle_call_event(call_id, event);

@@ -59,6 +59,14 @@ pub enum CallEvent {
     Shared(SharedItem),
 }
 
+impl CallEvent {
+    /// Whether this event ends its call (`Failed`, `End`); items
+    /// (`Item`, `Shared`) do not.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, CallEvent::Failed(_) | CallEvent::End)
+    }
+}
+
 /// Where a root field stands.
 #[derive(Debug)]
 enum FieldState {
