@@ -339,3 +339,99 @@ fn admin_lists_shared_streams_with_their_subscriber_counts() {
         assert_eq!(state["now"]["shared_subscribers"], 3);
     });
 }
+
+#[test]
+fn two_thousand_clients_in_twenty_rooms_each_get_their_rooms_say_once_and_leave_no_room() {
+    const ROOMS: usize = 20;
+    const CLIENTS: usize = 2_000;
+    smol::block_on(async {
+        let gw = DemoGateway::start(|_| {}).await;
+        let addr = gw.addr();
+        let mut pending = Vec::with_capacity(CLIENTS);
+        for i in 0..CLIENTS {
+            pending.push(smol::spawn(async move {
+                let room = i % ROOMS;
+                let query =
+                    format!("subscription {{ room(name: \"r{room}\") {{ room seq text }} }}");
+                (room, subscriber(addr, protocol(i), "r", &query).await)
+            }));
+        }
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for task in pending {
+            clients.push(within(WAIT * 6, "2,000 subscriptions", task).await);
+        }
+        let (n, all) = wait_metric(addr, "terminus_shared_subscribers", WAIT * 6, |v| {
+            v == CLIENTS as f64
+        })
+        .await;
+        assert!(all, "{n} shared subscribers");
+        eventually("one upstream stream per room", || {
+            gw.upstream.rooms() == ROOMS
+        })
+        .await;
+        assert_eq!(metric(addr, "terminus_shared_streams").await, ROOMS as f64);
+        assert_eq!(gw.upstream.live_streams(), ROOMS);
+
+        for room in 0..ROOMS {
+            let body = serde_json::json!({
+                "query": format!("mutation {{ say(room: \"r{room}\", text: \"hello {room}\") }}")
+            })
+            .to_string();
+            let (status, answer) = http(
+                addr,
+                "POST",
+                "/graphql",
+                &[("Content-Type", "application/json")],
+                &body,
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            assert!(answer.contains("\"say\":true"), "{answer}");
+        }
+        // Each member gets its room's message, once, and nothing else.
+        let mut checks = Vec::with_capacity(CLIENTS);
+        for (room, mut client) in clients {
+            checks.push(smol::spawn(async move {
+                let message = within(WAIT * 3, "the room's message", client.recv()).await;
+                let data = &message["payload"]["data"]["room"];
+                assert_eq!(data["room"], format!("r{room}"), "{message}");
+                assert_eq!(data["text"], format!("hello {room}"), "{message}");
+                assert_eq!(data["seq"], 1, "{message}");
+                let more =
+                    futures_lite::future::or(async { Some(client.next_message().await) }, async {
+                        smol::Timer::after(Duration::from_millis(300)).await;
+                        None
+                    })
+                    .await;
+                assert!(more.is_none(), "a second message: {more:?}");
+                client
+            }));
+        }
+        let mut clients = Vec::with_capacity(CLIENTS);
+        for check in checks {
+            clients.push(within(WAIT * 6, "every member's message", check).await);
+        }
+        for client in clients {
+            client.drop_abruptly();
+        }
+        let dropped = Instant::now();
+        eventually("no room left", || {
+            gw.upstream.rooms() == 0 && gw.upstream.room_subscribers() == 0
+        })
+        .await;
+        eventually("no upstream stream left", || {
+            gw.upstream.live_streams() == 0
+        })
+        .await;
+        for series in [
+            "terminus_shared_streams",
+            "terminus_shared_subscribers",
+            "terminus_operations",
+            "terminus_upstream_streams",
+        ] {
+            let (left, zero) = wait_metric(addr, series, WAIT, |v| v == 0.0).await;
+            assert!(zero, "{left} {series} left");
+        }
+        eprintln!("2,000 clients gone, 0 rooms after {:?}", dropped.elapsed());
+    });
+}
