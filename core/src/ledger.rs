@@ -1148,7 +1148,7 @@ impl ShareLedger {
                 }
             }
             ShareEffect::Deliver { stream } => {
-                if !self.streams.get(stream).is_some_and(|r| !r.ended) {
+                if self.streams.get(stream).is_none_or(|r| r.ended) {
                     self.violation(ShareViolation::DeliverToEnded { stream: *stream });
                 }
             }

@@ -37,8 +37,7 @@ pub struct SharedReport {
 /// input through [`run_shared_ops`]).
 fn step(
     audited: &mut AuditedShare,
-    rng_byte: u8,
-    arg: u8,
+    (rng_byte, arg): (u8, u8),
     now: Millis,
     keys: usize,
     live: &mut BTreeSet<SubscriberId>,
@@ -130,8 +129,7 @@ pub fn run_shared_ops(ops: &[u8], keys: usize) -> SharedReport {
         let (choice, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
         step(
             &mut audited,
-            choice,
-            arg,
+            (choice, arg),
             now,
             keys,
             &mut live,
