@@ -245,7 +245,7 @@ const ROOM_SAYS: &[&str] = &[
 /// How many events each member gets.
 const ROOM_EXPECTED: &[(u64, usize)] = &[(1, 2), (2, 2), (3, 1)];
 
-/// Per say: (its time, the events), and every subscriber's events.
+/// Each member's events by op, and each say's events in order.
 type RoomRun = (Vec<(u64, Vec<UpstreamEvent>)>, Vec<Vec<UpstreamEvent>>);
 
 fn room_simulated() -> RoomRun {
