@@ -178,11 +178,16 @@ impl Gateway {
 
     /// Values read from their owners, for `/metrics` and `/admin`.
     pub fn sampled(&self) -> Sampled {
-        Sampled::process(
-            self.open_connections(),
-            self.upstreams.open_streams(),
-            self.upstreams.open_connections(),
-        )
+        let (shared_streams, shared_subscribers) = self.upstreams.shared().counts();
+        Sampled {
+            shared_streams,
+            shared_subscribers,
+            ..Sampled::process(
+                self.open_connections(),
+                self.upstreams.open_streams(),
+                self.upstreams.open_connections(),
+            )
+        }
     }
 
     /// `/readyz`: false from the moment a drain begins.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod request;
 pub mod run;
 pub mod server;
+pub mod share;
 pub mod streaming;
 pub mod timeout;
 pub mod upstream_config;

@@ -129,8 +129,9 @@ impl Server {
     pub async fn start_with(
         config: Config,
         schema: Schema,
-        upstreams: Upstreams,
+        mut upstreams: Upstreams,
     ) -> Result<Running, StartError> {
+        upstreams.set_shared_queue(config.limits.shared_subscriber_queue);
         let names = schema.upstream_names();
         for name in &names.grpc {
             if upstreams.grpc(name).is_none() {
