@@ -109,6 +109,16 @@ async fn serve_http(
     surface: Surface,
 ) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
+    let send_buffer = gateway.config.limits.socket_send_buffer_bytes;
+    if send_buffer > 0 {
+        // What the client does not read waits in the gateway, counted by
+        // `max_outbound_bytes`, not in a kernel buffer that autotunes to
+        // megabytes.
+        if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, send_buffer)
+        {
+            tracing::debug!(%peer, %error, "cannot set SO_SNDBUF");
+        }
+    }
     let stream = match acceptor.accept(stream).await {
         Ok(stream) => stream,
         Err(error) => {

@@ -46,9 +46,11 @@ type Socket = WebSocketStream<Conn>;
 /// An event of one operation, on its way to the connection task.
 type OpEvent = (OpId, UpstreamEvent);
 
-/// The read buffer of each socket: small, because memory per idle
-/// connection matters more than syscalls per large message.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The read buffer of each socket, held for the connection's life (the
+/// WebSocket layer allocates it up front) and the most read in one call:
+/// small, because memory per idle connection matters more than syscalls
+/// per large message (a 64 KiB message takes 128 reads).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// The WebSocket layer's own cap on a frame or message, given the core's
 /// `max_frame_bytes`: above it, so that the core's size rule decides (and

@@ -406,7 +406,12 @@ impl ServerConnection {
 
     /// The next thing the host must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        let effect = self.effects.pop_front();
+        if effect.is_none() && self.effects.capacity() > 0 {
+            // Drained: an idle connection holds no queue.
+            self.effects = VecDeque::new();
+        }
+        effect
     }
 
     /// When to call [`Self::handle_timeout`] next: the end of the linger
