@@ -332,7 +332,8 @@ fn clients_that_stop_reading_are_closed_1013_and_nobody_else_notices() {
         let mut last_seq = None;
         let alone = count_ticks(&mut bystander, &mut last_seq, ALONE_FOR).await;
         let counting = smol::spawn(async move {
-            count_ticks(&mut bystander, &mut last_seq, SLOW_READERS_FOR).await
+            let seen = count_ticks(&mut bystander, &mut last_seq, SLOW_READERS_FOR).await;
+            (seen, bystander)
         });
 
         // Ten clients that subscribe ten times to the fastest ticks there
@@ -381,7 +382,7 @@ fn clients_that_stop_reading_are_closed_1013_and_nobody_else_notices() {
             started.elapsed()
         );
 
-        let seen = counting.await;
+        let (seen, _bystander) = counting.await;
         let alone_rate = alone as f64 / ALONE_FOR.as_secs_f64();
         let rate = seen as f64 / SLOW_READERS_FOR.as_secs_f64();
         eprintln!("bystander: {alone_rate:.1} ticks/s alone, {rate:.1} ticks/s next to the slow readers");
