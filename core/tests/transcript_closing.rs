@@ -190,12 +190,18 @@ fn a_zero_linger_ends_at_the_next_timer() {
 fn a_frame_violation_closes_1007_or_1002_and_cancels_every_operation() {
     use terminus_core::server::FrameViolation;
     let cases = [
-        (FrameViolation::InvalidUtf8, close::INVALID_FRAME_PAYLOAD_DATA),
+        (
+            FrameViolation::InvalidUtf8,
+            close::INVALID_FRAME_PAYLOAD_DATA,
+        ),
         (FrameViolation::Unmasked, close::PROTOCOL_ERROR),
         (FrameViolation::ReservedBits, close::PROTOCOL_ERROR),
         (FrameViolation::UnknownOpcode, close::PROTOCOL_ERROR),
         (FrameViolation::ControlFrameTooBig, close::PROTOCOL_ERROR),
-        (FrameViolation::FragmentedControlFrame, close::PROTOCOL_ERROR),
+        (
+            FrameViolation::FragmentedControlFrame,
+            close::PROTOCOL_ERROR,
+        ),
         (FrameViolation::BadContinuation, close::PROTOCOL_ERROR),
         (FrameViolation::Malformed, close::PROTOCOL_ERROR),
     ];

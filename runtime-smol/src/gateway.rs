@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use terminus_core::graphql::persisted::PersistedQueries;
 use terminus_core::graphql::{Limits as GraphqlLimits, Schema};
 use terminus_core::server::{Admission, ConnectionConfig, Drain, DrainConfig};
 use terminus_core::Millis;
@@ -69,6 +70,9 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// The `/admin` chart's history.
     pub history: History,
+    /// Persisted queries (APQ cache, trusted-documents manifest): every
+    /// transport resolves through it (`request::start_execution`).
+    pub persisted: Mutex<PersistedQueries>,
     /// Admission and drain: the core's machine (connection cap, readiness,
     /// the drain's deadline and its end).
     drain: Mutex<Drain>,
@@ -124,6 +128,10 @@ impl Gateway {
                 .filter_map(|name| upstreams.grpc(name))
                 .flat_map(|upstream| upstream.context_keys()),
         );
+        let persisted = Mutex::new(PersistedQueries::new(
+            config.persisted_queries.core(),
+            config.persisted_queries.loaded.clone(),
+        ));
         Gateway {
             config,
             schema,
@@ -133,6 +141,7 @@ impl Gateway {
             jwt,
             metrics: Metrics::default(),
             history: History::new(history_len),
+            persisted,
             drain: Mutex::new(drain),
             shutdown,
             admin_addr: Mutex::new(None),

@@ -17,6 +17,7 @@
 use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
 use crate::execute;
 use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
+use crate::request::start_execution;
 use crate::tasks;
 use crate::timeout::timeout;
 use crate::tls::Conn;
@@ -29,14 +30,13 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
-use terminus_core::graphql::Execution;
 use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, FrameViolation, ServerConnection, Subprotocol};
 use terminus_core::{OpId, RequestContext, UpstreamEvent};
@@ -458,13 +458,11 @@ async fn drive(
                         .as_ref()
                         .map(|claims| claims.as_ref().clone())
                         .unwrap_or_default();
-                    let mut execution = Execution::start_with(
-                        &gateway.schema,
-                        &request,
-                        &gateway.graphql_limits,
-                        claims,
-                        shared_context.clone(),
-                    );
+                    let panic_for_test = config.testing.panic_trigger
+                        && request.operation_name.as_deref() == Some(PANIC_TRIGGER_OPERATION_TASK);
+                    // Persisted queries resolve here, as on every transport.
+                    let mut execution =
+                        start_execution(gateway, request, claims, shared_context.clone());
                     // What is ready at once (a request that did not prepare
                     // ends here with its errors) goes to the connection now.
                     while let Some(event) = execution.poll_output() {
@@ -472,9 +470,6 @@ async fn drive(
                     }
                     if !execution.is_finished() {
                         let field = execution.root_keys().join(", ");
-                        let panic_for_test = config.testing.panic_trigger
-                            && request.operation_name.as_deref()
-                                == Some(PANIC_TRIGGER_OPERATION_TASK);
                         let (events_tx, _) = events.get_or_insert_with(|| {
                             async_channel::bounded(config.limits.operation_queue)
                         });
@@ -609,7 +604,9 @@ async fn drive(
                 let mut next = Some((op, event));
                 let mut ended = false;
                 for _ in 0..EVENTS_PER_TURN {
-                    let Some((op, event)) = next.take() else { break };
+                    let Some((op, event)) = next.take() else {
+                        break;
+                    };
                     ended |= event.is_terminal() && operations.remove(&op).is_some();
                     connection.handle_upstream(now, op, event);
                     next = events.as_ref().and_then(|(_, rx)| rx.try_recv().ok());

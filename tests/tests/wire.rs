@@ -240,9 +240,11 @@ fn every_rfc6455_violation_gets_its_close_code() {
                 stream.write_all(bytes).await.expect("write");
                 let started = Instant::now();
                 let got = close_frame(&mut stream, WAIT).await;
-                let (got_code, reason) =
-                    got.unwrap_or_else(|| panic!("{what}: no close frame"));
-                assert_eq!(got_code, *code, "{what} (initialised: {initialised}): {reason}");
+                let (got_code, reason) = got.unwrap_or_else(|| panic!("{what}: no close frame"));
+                assert_eq!(
+                    got_code, *code,
+                    "{what} (initialised: {initialised}): {reason}"
+                );
                 assert!(!reason.is_empty(), "{what}: a close reason");
                 // Then the socket ends, at the linger's deadline at the latest.
                 let mut rest = [0u8; 256];
@@ -261,16 +263,19 @@ fn every_rfc6455_violation_gets_its_close_code() {
             }
         }
         for (code, count) in expected {
-            let (got, all) =
-                wait_metric(addr, &closed_series(code), WAIT, |v| v == count).await;
-            assert!(all, "{got} connections counted as closed with {code}, want {count}");
+            let (got, all) = wait_metric(addr, &closed_series(code), WAIT, |v| v == count).await;
+            assert!(
+                all,
+                "{got} connections counted as closed with {code}, want {count}"
+            );
         }
-        let (operations, none) =
-            wait_metric(addr, "terminus_operations", WAIT, |v| v == 0.0).await;
+        let (operations, none) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 0.0).await;
         assert!(none, "terminus_operations stayed at {operations}");
         // The wire is still fine for a client that keeps the rules.
         let mut client = Client::ready(addr, TRANSPORT_WS).await;
-        client.send(subscribe("q", r#"{ hello(name: "Ada") }"#)).await;
+        client
+            .send(subscribe("q", r#"{ hello(name: "Ada") }"#))
+            .await;
         assert_eq!(
             client.recv().await["payload"]["data"]["hello"],
             "Hello, Ada!"
@@ -327,7 +332,10 @@ fn clients_that_stop_reading_are_closed_1013_and_nobody_else_notices() {
         // first alone, for its full rate here and now.
         let mut bystander = Client::ready(addr, TRANSPORT_WS).await;
         bystander
-            .send(subscribe("b", "subscription { ticks(everyMs: 20) { seq } }"))
+            .send(subscribe(
+                "b",
+                "subscription { ticks(everyMs: 20) { seq } }",
+            ))
             .await;
         let mut last_seq = None;
         let alone = count_ticks(&mut bystander, &mut last_seq, ALONE_FOR).await;
@@ -385,7 +393,9 @@ fn clients_that_stop_reading_are_closed_1013_and_nobody_else_notices() {
         let (seen, _bystander) = counting.await;
         let alone_rate = alone as f64 / ALONE_FOR.as_secs_f64();
         let rate = seen as f64 / SLOW_READERS_FOR.as_secs_f64();
-        eprintln!("bystander: {alone_rate:.1} ticks/s alone, {rate:.1} ticks/s next to the slow readers");
+        eprintln!(
+            "bystander: {alone_rate:.1} ticks/s alone, {rate:.1} ticks/s next to the slow readers"
+        );
         // The slow readers' hundred streams run in this same process and
         // executor (a debug build) until their 1013, which costs the
         // bystander's scheduling a little; a stall would cost far more.
@@ -399,10 +409,11 @@ fn clients_that_stop_reading_are_closed_1013_and_nobody_else_notices() {
         assert_eq!(upstream, 1.0, "upstream connections");
         // Every slow reader's operations were cancelled: only the
         // bystander's is left.
-        let (operations, one) =
-            wait_metric(addr, "terminus_operations", WAIT, |v| v == 1.0).await;
-        assert!(one, "terminus_operations is {operations}, want the bystander's 1");
+        let (operations, one) = wait_metric(addr, "terminus_operations", WAIT, |v| v == 1.0).await;
+        assert!(
+            one,
+            "terminus_operations is {operations}, want the bystander's 1"
+        );
         drop(slow);
     });
 }
-
