@@ -337,7 +337,7 @@ fn poll_io(
             }
         }
         // A flush made room: write what queued up behind it.
-        if !(progressed && !writer.queue.is_empty()) {
+        if !progressed || writer.queue.is_empty() {
             break;
         }
     }
