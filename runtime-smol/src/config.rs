@@ -139,8 +139,13 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Live operations per WebSocket connection.
     pub max_operations_per_connection: usize,
-    /// Bytes sent to a client but not yet written to its socket.
+    /// Bytes of frames for a client queued or handed to the WebSocket
+    /// layer and not yet flushed to its socket (1013 beyond).
     pub max_outbound_bytes: usize,
+    /// The kernel send buffer of each accepted socket (`SO_SNDBUF`), so
+    /// that what a client does not read waits in the gateway, where
+    /// `max_outbound_bytes` counts it; 0 leaves the kernel's autotuning.
+    pub socket_send_buffer_bytes: usize,
     /// Largest HTTP POST body accepted on `/graphql` (413 beyond).
     pub max_http_body_bytes: usize,
     /// Upstream events an operation may queue towards its connection before
@@ -182,6 +187,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             max_operations_per_connection: 100,
             max_outbound_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: 256 * 1024,
             max_http_body_bytes: 64 * 1024,
             operation_queue: 16,
             shared_subscriber_queue: crate::share::DEFAULT_SUBSCRIBER_QUEUE,

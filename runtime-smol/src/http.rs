@@ -70,7 +70,55 @@ pub(crate) async fn serve_tcp_on(
     peer: SocketAddr,
     surface: Surface,
 ) {
+    // Boxed: the TLS handshake and hyper's connection are large futures
+    // that end at the upgrade; the task that goes on to serve the
+    // WebSocket keeps none of their memory.
+    let upgraded = Box::pin(serve_http(gateway.clone(), acceptor, stream, peer, surface)).await;
+    if let Some(upgraded) = upgraded {
+        ws::serve_websocket(
+            gateway,
+            upgraded.stream,
+            upgraded.already_read,
+            upgraded.protocol,
+            peer,
+            upgraded.slot,
+            upgraded.context,
+        )
+        .await
+    }
+}
+
+/// A connection that upgraded to WebSocket, as hyper handed it back.
+struct Upgraded {
+    stream: Conn,
+    /// Bytes of the WebSocket that hyper read past the upgrade request.
+    already_read: Vec<u8>,
+    protocol: Subprotocol,
+    slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
+}
+
+/// The HTTP/1 part of a connection: TLS, then hyper until the connection
+/// ends or upgrades. Everything hyper held (its read and write buffers)
+/// is dropped before this returns the upgraded socket.
+async fn serve_http(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    surface: Surface,
+) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
+    let send_buffer = gateway.config.limits.socket_send_buffer_bytes;
+    if send_buffer > 0 {
+        // What the client does not read waits in the gateway, counted by
+        // `max_outbound_bytes`, not in a kernel buffer that autotunes to
+        // megabytes.
+        if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, send_buffer)
+        {
+            tracing::debug!(%peer, %error, "cannot set SO_SNDBUF");
+        }
+    }
     let stream = match acceptor.accept(stream).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -79,7 +127,7 @@ pub(crate) async fn serve_tcp_on(
                 .tls_handshake_failures_total
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
+            return None;
         }
     };
     let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::new(Mutex::new(None));
@@ -118,27 +166,30 @@ pub(crate) async fn serve_tcp_on(
     if let Err(error) = connection.await {
         tracing::debug!(%peer, %error, "HTTP connection ended with an error");
     }
-    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(pending) = pending {
-        match pending.on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
-                Ok(parts) => {
-                    ws::serve_websocket(
-                        gateway,
-                        parts.io.into_inner(),
-                        parts.read_buf.to_vec(),
-                        pending.protocol,
-                        peer,
-                        pending.slot,
-                        pending.context,
-                    )
-                    .await
-                }
-                Err(_) => {
-                    tracing::error!(%peer, "upgraded connection is not the TCP stream we served")
-                }
-            },
-            Err(error) => tracing::debug!(%peer, %error, "WebSocket upgrade did not complete"),
+    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    match pending.on_upgrade.await {
+        Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
+            Ok(parts) => {
+                // `read_buf` may share hyper's 8 KiB read buffer: copy what
+                // it holds and let the buffer go with it.
+                let already_read = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                Some(Upgraded {
+                    stream: parts.io.into_inner(),
+                    already_read,
+                    protocol: pending.protocol,
+                    slot: pending.slot,
+                    context: pending.context,
+                })
+            }
+            Err(_) => {
+                tracing::error!(%peer, "upgraded connection is not the TCP stream we served");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::debug!(%peer, %error, "WebSocket upgrade did not complete");
+            None
         }
     }
 }

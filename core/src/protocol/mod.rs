@@ -58,6 +58,12 @@ pub mod close {
     /// 7.1.5). Hosts pass it to `handle_transport_closed` when the socket
     /// died or a read or write failed.
     pub const ABNORMAL_CLOSURE: u16 = 1006;
+    /// The peer broke the WebSocket framing rules (RFC 6455 7.4.1): an
+    /// unmasked client frame, reserved bits set, an unknown opcode, a
+    /// control frame over 125 bytes or fragmented, an orphan continuation.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not valid UTF-8 (RFC 6455 8.1).
+    pub const INVALID_FRAME_PAYLOAD_DATA: u16 = 1007;
     /// A frame exceeded `max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Try again later: connection cap reached, or the client reads too slowly
