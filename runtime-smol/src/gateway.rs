@@ -117,6 +117,8 @@ impl Gateway {
         let drain = Drain::new(DrainConfig {
             max_connections: config.limits.max_connections,
             timeout: config.timeouts.drain,
+            unready_delay: config.timeouts.drain_unready,
+            unready_at_capacity: config.limits.unready_at_capacity,
         });
         let context_capture = ContextCapture::from_keys(
             upstreams
@@ -176,7 +178,8 @@ impl Gateway {
         )
     }
 
-    /// `/readyz`: false from the moment a drain begins.
+    /// `/readyz`: false from the moment a drain begins, and at the
+    /// connection cap when `limits.unready_at_capacity`.
     pub fn is_ready(&self) -> bool {
         self.drain().is_ready()
     }
@@ -225,5 +228,30 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let now = self.gateway.now();
         self.gateway.drain().handle_connection_closed(now);
+    }
+}
+
+/// One HTTP request that runs an operation (POST `/graphql`), held while it
+/// runs: a drain waits for it to be answered (core `Drain`).
+#[derive(Debug)]
+pub struct RequestSlot {
+    gateway: Arc<Gateway>,
+}
+
+impl RequestSlot {
+    /// Counts a request in flight until the slot is dropped.
+    pub fn new(gateway: &Arc<Gateway>) -> RequestSlot {
+        let now = gateway.now();
+        gateway.drain().handle_request_started(now);
+        RequestSlot {
+            gateway: gateway.clone(),
+        }
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        let now = self.gateway.now();
+        self.gateway.drain().handle_request_ended(now);
     }
 }

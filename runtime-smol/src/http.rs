@@ -192,8 +192,14 @@ async fn route(
         (&Method::GET, "/readyz") => {
             if gateway.is_ready() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            } else if gateway.is_draining() {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "full: limits.max_connections are open\n",
+                )
             }
         }
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
@@ -439,6 +445,8 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    // A drain answers this request before it ends (core `Drain`).
+    let _in_flight = crate::gateway::RequestSlot::new(gateway);
     let claims = match authorize_post(gateway, &request).await {
         Ok(claims) => claims,
         Err(response) => {

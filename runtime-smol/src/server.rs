@@ -250,19 +250,28 @@ async fn serve(
                     tracing::info!(
                         connections = gateway.open_connections(),
                         operations = gateway.metrics.operations.load(Ordering::Relaxed),
-                        close = close::GOING_AWAY,
-                        "draining: readiness false, closing every connection"
+                        unready_ms = gateway.config.timeouts.drain_unready.as_millis() as u64,
+                        "draining: readiness false"
                     );
                 }
                 Some(DrainEffect::ShutdownConnections) => {
+                    tracing::info!(
+                        connections = gateway.open_connections(),
+                        close = close::GOING_AWAY,
+                        "draining: closing every connection"
+                    );
                     // Closing the channel wakes every connection task at once.
                     shutdown.take();
                 }
-                Some(DrainEffect::Done { forced_connections }) => {
-                    if forced_connections > 0 {
+                Some(DrainEffect::Done {
+                    forced_connections,
+                    forced_requests,
+                }) => {
+                    if forced_connections > 0 || forced_requests > 0 {
                         tracing::warn!(
                             forced_connections,
-                            "drain timeout: dropping the connections still open"
+                            forced_requests,
+                            "drain timeout: dropping the connections and requests still open"
                         );
                     }
                     let started = drain_started.unwrap_or_else(Instant::now);

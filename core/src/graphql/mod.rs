@@ -53,6 +53,8 @@ mod names;
 pub use names::lower_camel;
 mod plan;
 mod prepare;
+mod reload;
+pub use reload::SCHEMA_RELOADED;
 mod scalars;
 mod schema;
 mod shape;
