@@ -185,7 +185,8 @@ async fn route(
         ),
         (&Method::GET, "/metrics") => {
             let mut text = gateway.metrics.render(gateway.sampled());
-            gateway.upstreams.write_prometheus(&mut text);
+            gateway.live().upstreams.write_prometheus(&mut text);
+            crate::metrics::write_capacity(&mut text, &gateway.capacity());
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
@@ -205,6 +206,23 @@ async fn route(
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
             respond(StatusCode::OK, "text/html; charset=utf-8", admin::PAGE)
         }
+        (&Method::POST, "/admin/reload") => {
+            if gateway.config.admin.token.is_none() {
+                return respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "forbidden: POST /admin/reload needs admin.token (or send SIGHUP)\n",
+                );
+            }
+            match crate::reload::reload(gateway).await {
+                Ok(summary) => respond(StatusCode::OK, "text/plain", format!("reloaded: {summary}\n")),
+                Err(why) => respond(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "text/plain",
+                    format!("reload failed, nothing changed: {why}\n"),
+                ),
+            }
+        }
         (&Method::GET, "/admin/state") => {
             let state = admin::state(gateway);
             respond(StatusCode::OK, "application/json", state.to_string())
@@ -222,7 +240,10 @@ async fn route(
 }
 
 fn is_admin_path(path: &str) -> bool {
-    matches!(path, "/admin" | "/admin/" | "/admin/state" | "/metrics")
+    matches!(
+        path,
+        "/admin" | "/admin/" | "/admin/state" | "/admin/reload" | "/metrics"
+    )
 }
 
 /// The admin surface's rules (`[admin]`, docs/security.md): on the admin
@@ -418,6 +439,7 @@ fn websocket_upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
@@ -459,9 +481,11 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let limit_time = gateway.config.timeouts.http_request;
@@ -491,8 +515,10 @@ async fn run_post(
     claims: Map<String, Value>,
     context: RequestContext,
 ) -> Response<Body> {
+    // One snapshot of the schema and upstreams for the whole operation.
+    let live = gateway.live();
     let execution = Execution::start_with(
-        &gateway.schema,
+        &live.schema,
         &request,
         &gateway.graphql_limits,
         claims,
@@ -518,10 +544,11 @@ async fn run_post(
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
         execution,
-        gateway.upstreams.clone(),
+        live.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
+        Some(gateway.clone()),
     ));
     let mut result: Option<Value> = None;
     loop {

@@ -270,6 +270,7 @@ async fn drive(
                 }
                 Effect::Authenticate { payload } => {
                     gateway
+                        .live()
                         .context_capture
                         .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
@@ -283,6 +284,7 @@ async fn drive(
                     };
                     if let Some(claims) = &claims {
                         gateway
+                            .live()
                             .context_capture
                             .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
                     }
@@ -310,7 +312,7 @@ async fn drive(
                         .map(|claims| claims.as_ref().clone())
                         .unwrap_or_default();
                     let mut execution = Execution::start_with(
-                        &gateway.schema,
+                        &gateway.live().schema,
                         &request,
                         &gateway.graphql_limits,
                         claims,
