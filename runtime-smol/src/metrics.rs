@@ -276,7 +276,10 @@ pub fn write_capacity(out: &mut String, capacity: &Capacity) {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     let _ = writeln!(
         out,

@@ -95,9 +95,8 @@ async fn reload_once(gateway: &Arc<Gateway>) -> Result<String, String> {
 /// The sections of `new` that differ from the running `old` and that a
 /// reload does not apply.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
-        format!("{a:?}") != format!("{b:?}")
-    };
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut sections = Vec::new();
     if old.listen != new.listen {
         sections.push("listen");

@@ -80,7 +80,14 @@ async fn real_face(upstreams: &Arc<Upstreams>, query: &str) -> (Vec<UpstreamEven
     let started = Instant::now();
     let execution = Execution::start(&schema(), &request(query), &Limits::default());
     let (tx, rx) = async_channel::bounded(16);
-    let _task = smol::spawn(run_operation(execution, upstreams.clone(), OpId(1), 16, tx));
+    let _task = smol::spawn(run_operation(
+        execution,
+        upstreams.clone(),
+        OpId(1),
+        16,
+        tx,
+        None,
+    ));
     let mut events = Vec::new();
     loop {
         let event = futures_lite::future::or(async { rx.recv().await.ok() }, async {
