@@ -1,9 +1,13 @@
 //! The demo upstream: a real gRPC server over HTTP/2 (hyper's server on
-//! smol) implementing `terminus.demo.v1.Demo` with the prost types of
-//! `terminus-proto`. What the service answers (the greeting, the ticks, their
-//! bounds and failures) is the core's model, `core/src/demo_service.rs`,
-//! which the browser simulator's offline upstream drives too; this module
-//! carries it over HTTP/2 on the wall clock.
+//! smol) implementing `terminus.demo.v1.Demo` and `terminus.demo.v1.Rooms`
+//! with the prost types of `terminus-proto`. What the services answer (the
+//! greeting, the ticks, the shared clock, the rooms, their bounds and
+//! failures) is the core's model, `core/src/demo_service.rs`, which the
+//! browser simulator's offline upstream drives too; this module carries it
+//! over HTTP/2 on the wall clock. The clock's epoch is the instant the
+//! server started; the rooms live in one [`Rooms`] behind a mutex, and each
+//! `Events` stream leaves its room when its body is dropped (the client
+//! reset it, the call ended, or the server stopped).
 //!
 //! `terminus demo` embeds it, and the tests use it as the upstream they can
 //! stop and restart. Every task it runs is owned: the accept loop by the
@@ -24,18 +28,24 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use prost::Message;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use terminus_core::demo_service::{self, TickStep, Ticks};
+use terminus_core::demo_service::{
+    self, Clock, DemoError, RoomLimits, RoomStep, Rooms, SubscriberId, TickStep, Ticks,
+};
 use terminus_core::Millis;
-use terminus_proto::demo::v1::{HelloReply, HelloRequest, Tick, TicksRequest};
+use terminus_proto::demo::v1::{
+    ClockRequest, HelloReply, HelloRequest, RoomEvent, RoomRequest, SayReply, SayRequest, Tick,
+    TicksRequest,
+};
 
 /// The largest request the demo accepts.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -45,14 +55,50 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// gateway opens, so the gateway's own bound is the one tests see.
 const MAX_STREAMS_PER_CONNECTION: u32 = 10_000;
 
-/// Counters shared by the server's tasks.
-#[derive(Default)]
+/// Counters and state shared by the server's tasks.
 struct Shared {
     live_streams: AtomicUsize,
     cancelled_streams: AtomicUsize,
     accepted_connections: AtomicUsize,
     /// Set by `stop`: streams ended by stopping are not client cancellations.
     stopping: AtomicBool,
+    /// The clock's epoch: `Clock` seqs count periods since this instant.
+    epoch: Instant,
+    rooms: Mutex<RoomsState>,
+}
+
+impl Shared {
+    fn new(limits: RoomLimits) -> Shared {
+        Shared {
+            live_streams: AtomicUsize::new(0),
+            cancelled_streams: AtomicUsize::new(0),
+            accepted_connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            epoch: Instant::now(),
+            rooms: Mutex::new(RoomsState {
+                model: Rooms::new(limits),
+                wakers: HashMap::new(),
+            }),
+        }
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, RoomsState> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Milliseconds since the epoch.
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The rooms model and the waker of each subscriber waiting for an event
+/// (at most one per open `Events` stream, removed when it leaves).
+struct RoomsState {
+    model: Rooms,
+    wakers: HashMap<SubscriberId, Waker>,
 }
 
 /// The descriptors of the demo service (`terminus.demo.v1.Demo`), for
@@ -80,11 +126,16 @@ impl std::fmt::Debug for DemoUpstream {
 
 impl DemoUpstream {
     /// Listens on `addr` (port 0 for any free port) and serves the demo
-    /// service until stopped.
+    /// service until stopped, with the default [`RoomLimits`].
     pub async fn start(addr: SocketAddr) -> io::Result<DemoUpstream> {
+        DemoUpstream::start_with(addr, RoomLimits::default()).await
+    }
+
+    /// [`DemoUpstream::start`] with these bounds for the rooms service.
+    pub async fn start_with(addr: SocketAddr, limits: RoomLimits) -> io::Result<DemoUpstream> {
         let listener = smol::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(limits));
         let executor = OwnedExecutor::new();
         let accept_loop =
             crate::tasks::spawn(accept_loop(listener, shared.clone(), executor.clone()));
@@ -132,6 +183,27 @@ impl DemoUpstream {
     /// TCP connections accepted since start.
     pub fn accepted_connections(&self) -> usize {
         self.shared.accepted_connections.load(Ordering::SeqCst)
+    }
+
+    /// Rooms that exist now (a room exists while it has subscribers).
+    pub fn rooms(&self) -> usize {
+        self.shared.rooms().model.rooms()
+    }
+
+    /// Open `Rooms.Events` streams, over all rooms.
+    pub fn room_subscribers(&self) -> usize {
+        self.shared.rooms().model.subscribers()
+    }
+
+    /// Every room with its subscriber count, by name.
+    pub fn room_counts(&self) -> Vec<(String, usize)> {
+        self.shared.rooms().model.room_counts()
+    }
+
+    /// Milliseconds since the clock's epoch (the server's start): `Clock`
+    /// streams of period `p` carry seq `now / p` at this instant.
+    pub fn clock_now(&self) -> Millis {
+        self.shared.now()
     }
 
     fn take_accept_loop(&self) -> Option<smol::Task<()>> {
@@ -227,7 +299,7 @@ const DEADLINE_MESSAGE: &str = "Deadline Exceeded";
 
 /// Answers one gRPC request.
 async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<DemoBody> {
-    let guard = StreamGuard::new(shared);
+    let guard = StreamGuard::new(shared.clone());
     let path = request.uri().path().to_owned();
     let mut deadline = match request.headers().get("grpc-timeout") {
         None => None,
@@ -280,12 +352,92 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
                     limit: ticks.limit,
                     fail_at: ticks.fail_at,
                 });
-                grpc_response(DemoBody::new(guard, Some(ticker), deadline))
+                grpc_response(DemoBody::new(guard, Some(Stream::Ticks(ticker)), deadline))
             }
             Err(error) => trailers_only(
                 guard,
                 code::INVALID_ARGUMENT,
                 &format!("invalid TicksRequest: {error}"),
+            ),
+        },
+        "/terminus.demo.v1.Demo/Clock" => match ClockRequest::decode(message) {
+            Ok(clock) => {
+                let request = demo_service::ClockRequest {
+                    every_ms: clock.every_ms,
+                };
+                match Clock::start(shared.now(), request) {
+                    Ok(clock) => {
+                        let stream = Stream::Clock {
+                            clock,
+                            shared,
+                            timer: smol::Timer::never(),
+                        };
+                        grpc_response(DemoBody::new(guard, Some(stream), deadline))
+                    }
+                    Err(error) => demo_error(guard, &error),
+                }
+            }
+            Err(error) => trailers_only(
+                guard,
+                code::INVALID_ARGUMENT,
+                &format!("invalid ClockRequest: {error}"),
+            ),
+        },
+        "/terminus.demo.v1.Rooms/Events" => match RoomRequest::decode(message) {
+            Ok(room) => {
+                let joined = shared.rooms().model.join(&room.name);
+                match joined {
+                    Ok(id) => {
+                        let stream = Stream::Room(RoomMember { shared, id });
+                        grpc_response(DemoBody::new(guard, Some(stream), deadline))
+                    }
+                    Err(error) => demo_error(guard, &error),
+                }
+            }
+            Err(error) => trailers_only(
+                guard,
+                code::INVALID_ARGUMENT,
+                &format!("invalid RoomRequest: {error}"),
+            ),
+        },
+        "/terminus.demo.v1.Rooms/Say" => match SayRequest::decode(message) {
+            Ok(say) => {
+                let (said, wakers) = {
+                    let mut rooms = shared.rooms();
+                    match rooms.model.say(&say.room, &say.text) {
+                        Ok(said) => {
+                            let wakers: Vec<Waker> = said
+                                .notify
+                                .iter()
+                                .filter_map(|id| rooms.wakers.remove(id))
+                                .collect();
+                            (Ok(said), wakers)
+                        }
+                        Err(error) => (Err(error), Vec::new()),
+                    }
+                };
+                // Woken outside the lock: their polls take it.
+                wakers.into_iter().for_each(Waker::wake);
+                match said {
+                    Ok(said) => {
+                        let reply = SayReply {
+                            ok: true,
+                            delivered: i32::try_from(said.delivered).unwrap_or(i32::MAX),
+                        };
+                        let mut body = DemoBody::new(guard, None, deadline);
+                        body.pending
+                            .push(Frame::data(frame(&reply.encode_to_vec())));
+                        body.pending
+                            .push(Frame::trailers(status_headers(code::OK, "")));
+                        grpc_response(body)
+                    }
+                    Err(error) => demo_error(guard, &error),
+                }
+            }
+            Err(error) => trailers_only(
+                guard,
+                code::INVALID_ARGUMENT,
+                &format!("invalid SayRequest: {error}"),
             ),
         },
         other => trailers_only(
@@ -342,6 +494,11 @@ fn grpc_response(body: DemoBody) -> Response<DemoBody> {
     response
 }
 
+/// The model's refusal, answered trailers-only.
+fn demo_error(guard: StreamGuard, error: &DemoError) -> Response<DemoBody> {
+    trailers_only(guard, error.code, &error.message)
+}
+
 /// An error answered with the status in the headers and no body.
 fn trailers_only(mut guard: StreamGuard, status: u32, message: &str) -> Response<DemoBody> {
     guard.finished = true;
@@ -377,27 +534,140 @@ impl Ticker {
     }
 }
 
-/// A response body: frames ready to send, then the ticks if any.
+/// A server stream's source of messages.
+enum Stream {
+    /// `Ticks`: the call's own ticks.
+    Ticks(Ticker),
+    /// `Clock`: the shared clock, on the server's epoch.
+    Clock {
+        clock: Clock,
+        shared: Arc<Shared>,
+        /// Fires when the next tick is due.
+        timer: smol::Timer,
+    },
+    /// `Rooms.Events`: one subscriber of a room.
+    Room(RoomMember),
+}
+
+/// A subscriber of a room; dropping it leaves the room (and forgets the
+/// room when it was the last subscriber).
+struct RoomMember {
+    shared: Arc<Shared>,
+    id: SubscriberId,
+}
+
+impl Drop for RoomMember {
+    fn drop(&mut self) {
+        let mut rooms = self.shared.rooms();
+        rooms.model.leave(self.id);
+        rooms.wakers.remove(&self.id);
+    }
+}
+
+/// What a stream has next.
+enum StreamStep {
+    Message(Bytes),
+    End(u32, String),
+    Pending,
+}
+
+impl Stream {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> StreamStep {
+        match self {
+            Stream::Ticks(ticker) => loop {
+                match ticker.ticks.poll(ticker.now()) {
+                    Some(TickStep::Tick(seq)) => {
+                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
+                    }
+                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
+                    Some(TickStep::Failed(message)) => {
+                        return StreamStep::End(code::INTERNAL, message)
+                    }
+                    None => {
+                        let Some(due) = ticker.ticks.poll_timeout() else {
+                            return StreamStep::End(code::OK, String::new());
+                        };
+                        match ticker.epoch.checked_add(Duration::from_millis(due.0)) {
+                            Some(at) => ticker.timer.set_at(at),
+                            // Beyond what the clock can represent: never due.
+                            None => return StreamStep::Pending,
+                        }
+                        if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
+                            return StreamStep::Pending;
+                        }
+                    }
+                }
+            },
+            Stream::Clock {
+                clock,
+                shared,
+                timer,
+            } => loop {
+                match clock.poll(shared.now()) {
+                    Some(TickStep::Tick(seq)) => {
+                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
+                    }
+                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
+                    Some(TickStep::Failed(message)) => {
+                        return StreamStep::End(code::INTERNAL, message)
+                    }
+                    None => {
+                        let Some(due) = clock.poll_timeout() else {
+                            return StreamStep::End(code::OK, String::new());
+                        };
+                        match shared.epoch.checked_add(Duration::from_millis(due.0)) {
+                            Some(at) => timer.set_at(at),
+                            None => return StreamStep::Pending,
+                        }
+                        if Pin::new(&mut *timer).poll(cx).is_pending() {
+                            return StreamStep::Pending;
+                        }
+                    }
+                }
+            },
+            Stream::Room(member) => {
+                let mut rooms = member.shared.rooms();
+                match rooms.model.poll(member.id) {
+                    Some(RoomStep::Event(event)) => {
+                        let message = RoomEvent {
+                            room: event.room.to_string(),
+                            seq: event.seq,
+                            text: event.text.to_string(),
+                        };
+                        StreamStep::Message(frame(&message.encode_to_vec()))
+                    }
+                    Some(RoomStep::Failed(error)) => StreamStep::End(error.code, error.message),
+                    None => {
+                        rooms.wakers.insert(member.id, cx.waker().clone());
+                        StreamStep::Pending
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response body: frames ready to send, then the stream's messages if any.
 struct DemoBody {
     pending: Vec<Frame<Bytes>>,
-    ticker: Option<Ticker>,
+    stream: Option<Stream>,
     guard: StreamGuard,
     /// The call's `grpc-timeout`, if the client sent one.
     deadline: Option<smol::Timer>,
 }
 
 impl DemoBody {
-    fn new(guard: StreamGuard, ticker: Option<Ticker>, deadline: Option<smol::Timer>) -> Self {
+    fn new(guard: StreamGuard, stream: Option<Stream>, deadline: Option<smol::Timer>) -> Self {
         DemoBody {
             pending: Vec::new(),
-            ticker,
+            stream,
             guard,
             deadline,
         }
     }
 
     fn trailers(&mut self, status: u32, message: &str) -> Frame<Bytes> {
-        self.ticker = None;
+        self.stream = None;
         self.guard.finished = true;
         Frame::trailers(status_headers(status, message))
     }
@@ -419,7 +689,7 @@ impl Body for DemoBody {
             }
             return Poll::Ready(Some(Ok(next)));
         }
-        if this.ticker.is_some()
+        if this.stream.is_some()
             && this
                 .deadline
                 .as_mut()
@@ -429,36 +699,19 @@ impl Body for DemoBody {
                 this.trailers(code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
             )));
         }
-        let Some(ticker) = this.ticker.as_mut() else {
+        let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
-        loop {
-            match ticker.ticks.poll(ticker.now()) {
-                Some(TickStep::Tick(seq)) => {
-                    return Poll::Ready(Some(Ok(Frame::data(frame(&Tick { seq }.encode_to_vec())))))
-                }
-                Some(TickStep::End) => return Poll::Ready(Some(Ok(this.trailers(code::OK, "")))),
-                Some(TickStep::Failed(message)) => {
-                    return Poll::Ready(Some(Ok(this.trailers(code::INTERNAL, &message))))
-                }
-                None => {
-                    let Some(due) = ticker.ticks.poll_timeout() else {
-                        return Poll::Ready(Some(Ok(this.trailers(code::OK, ""))));
-                    };
-                    match ticker.epoch.checked_add(Duration::from_millis(due.0)) {
-                        Some(at) => ticker.timer.set_at(at),
-                        // Beyond what the clock can represent: never due.
-                        None => return Poll::Pending,
-                    }
-                    if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
+        match stream.poll_next(cx) {
+            StreamStep::Message(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            StreamStep::End(status, message) => {
+                Poll::Ready(Some(Ok(this.trailers(status, &message))))
             }
+            StreamStep::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_empty() && self.ticker.is_none() && self.guard.finished
+        self.pending.is_empty() && self.stream.is_none() && self.guard.finished
     }
 }

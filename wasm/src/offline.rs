@@ -15,13 +15,17 @@ use terminus_core::sim::{Faults, Sim, SimConfig, TraceFrame};
 pub const MAX_CLIENTS: usize = 20_000;
 
 /// The documents simulated clients subscribe to: every field of the demo
-/// schema, a stream that never ends by itself, one that does, and queries.
-pub const QUERIES: [&str; 5] = [
+/// schema, a stream that never ends by itself, one that does, queries, the
+/// shared clock, a room and the mutation that posts to it.
+pub const QUERIES: [&str; 8] = [
     "subscription { ticks(everyMs: 250) { seq } }",
     "subscription Countdown { ticks(everyMs: 100, limit: 10) { seq __typename } }",
     "subscription Slow { ticks(everyMs: 1000) { seq } }",
     "{ hello(name: \"simulator\") }",
     "query Greeting { greeting: hello(name: \"browser\") __typename }",
+    "subscription Clock { clock(everyMs: 500) { seq } }",
+    "subscription Lobby { room(name: \"lobby\") { seq text } }",
+    "mutation Say { say(room: \"lobby\", text: \"hello from the simulator\") }",
 ];
 
 /// The fault knobs, each a probability per client in `0..=1`.

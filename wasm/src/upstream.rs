@@ -6,11 +6,16 @@
 //! (`core/src/demo_service.rs`), which the embedded demo upstream of
 //! `terminus demo` drives too: `Hello` answers `Hello, <name>!`, `Ticks`
 //! streams `{seq: 1}, {seq: 2}, ...` every `everyMs`, ends after `limit` and
-//! fails at `failAt`. What is the simulator's own is the fault injection
+//! fails at `failAt`; `Clock` ticks on the virtual clock's zero as its
+//! epoch; `Rooms.Events` and `Rooms.Say` share one [`Rooms`] across every
+//! simulated operation. What is the simulator's own is the fault injection
 //! and the latency of accepting a call.
 
 use std::collections::{BTreeMap, VecDeque};
-use terminus_core::demo_service::{self, TickStep, Ticks, TicksRequest};
+use terminus_core::demo_service::{
+    self, Clock, ClockRequest, DemoError, RoomLimits, RoomRequest, RoomStep, Rooms, SayRequest,
+    SubscriberId, TickStep, Ticks, TicksRequest,
+};
 use terminus_core::graphql::{demo, CallEvent, CallId, Execution, Limits, Schema, Step};
 use terminus_core::sim::{OpKey, SplitMix64, Upstream};
 use terminus_core::{
@@ -41,7 +46,8 @@ impl Default for DemoServiceConfig {
 /// One gRPC call in flight on the simulated service.
 #[derive(Debug)]
 struct SimCall {
-    due: Millis,
+    /// When it runs next; `None` for a room subscriber waiting for an event.
+    due: Option<Millis>,
     kind: CallKind,
 }
 
@@ -55,6 +61,19 @@ enum CallKind {
         ticks: Ticks,
         injected_failure_at: Option<i32>,
     },
+    /// A `Clock` stream, started when accepted; an injected outage fails
+    /// it after `injected_failure_after` ticks.
+    Clock {
+        request: ClockRequest,
+        clock: Option<Clock>,
+        injected_failure_after: Option<u32>,
+    },
+    /// A `Rooms.Events` call: joins room `name` when accepted.
+    JoinRoom { name: String },
+    /// A subscriber of a room, reading its events.
+    Room { id: SubscriberId },
+    /// A `Rooms.Say` call, run when accepted.
+    Say(SayRequest),
     /// Fails when due.
     Fail(UpstreamFailure),
 }
@@ -79,6 +98,10 @@ pub struct DemoGraphqlUpstream {
     calls_cancelled: u64,
     /// The latest instant the driver reported.
     now: Millis,
+    /// The rooms service, shared by every operation.
+    rooms: Rooms,
+    /// Which call each room subscriber is.
+    members: BTreeMap<SubscriberId, (OpKey, CallId)>,
 }
 
 impl DemoGraphqlUpstream {
@@ -96,6 +119,27 @@ impl DemoGraphqlUpstream {
             calls_started: 0,
             calls_cancelled: 0,
             now: Millis::ZERO,
+            rooms: Rooms::new(RoomLimits::default()),
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// Rooms that exist now (a room exists while it has subscribers).
+    pub fn rooms(&self) -> usize {
+        self.rooms.rooms()
+    }
+
+    /// Room subscribers (open `Rooms.Events` calls), over all rooms.
+    pub fn room_subscribers(&self) -> usize {
+        self.rooms.subscribers()
+    }
+
+    /// A call is gone (ended, given up, or its operation is): a room
+    /// subscriber leaves its room.
+    fn release(&mut self, call: &SimCall) {
+        if let CallKind::Room { id } = call.kind {
+            self.rooms.leave(id);
+            self.members.remove(&id);
         }
     }
 
@@ -123,6 +167,10 @@ impl DemoGraphqlUpstream {
     /// Turns a planned call into a simulated one.
     fn plan(&mut self, now: Millis, call: UpstreamCall) -> SimCall {
         let due = Millis(now.0 + self.latency());
+        let at = |kind| SimCall {
+            due: Some(due),
+            kind,
+        };
         let (method, request) = match call {
             UpstreamCall::Grpc {
                 upstream,
@@ -135,10 +183,7 @@ impl DemoGraphqlUpstream {
                     FailureKind::Unavailable,
                     format!("the simulator has no upstream for {other:?}"),
                 );
-                return SimCall {
-                    due,
-                    kind: CallKind::Fail(failure),
-                };
+                return at(CallKind::Fail(failure));
             }
         };
         let injected = self.rng.chance(self.config.error_probability);
@@ -164,6 +209,25 @@ impl DemoGraphqlUpstream {
                     CallKind::Fail(UpstreamFailure::new(FailureKind::BadInput, message))
                 }
             },
+            demo_service::CLOCK_METHOD => match ClockRequest::from_json(&request) {
+                Ok(request) => CallKind::Clock {
+                    request,
+                    clock: None,
+                    injected_failure_after: injected.then(|| 1 + self.rng.below(20) as u32),
+                },
+                Err(error) => CallKind::Fail(failure_of(&error)),
+            },
+            demo_service::ROOM_EVENTS_METHOD | demo_service::SAY_METHOD if injected => {
+                CallKind::Fail(simulated_outage())
+            }
+            demo_service::ROOM_EVENTS_METHOD => match RoomRequest::from_json(&request) {
+                Ok(request) => CallKind::JoinRoom { name: request.name },
+                Err(error) => CallKind::Fail(failure_of(&error)),
+            },
+            demo_service::SAY_METHOD => match SayRequest::from_json(&request) {
+                Ok(request) => CallKind::Say(request),
+                Err(error) => CallKind::Fail(failure_of(&error)),
+            },
             other => CallKind::Fail(UpstreamFailure::new(
                 FailureKind::Failed,
                 format!("unknown method {other}"),
@@ -173,7 +237,10 @@ impl DemoGraphqlUpstream {
             CallKind::Ticks { ticks, .. } => ticks.poll_timeout().unwrap_or(due),
             _ => due,
         };
-        SimCall { due, kind }
+        SimCall {
+            due: Some(due),
+            kind,
+        }
     }
 
     /// Hands the engine's new calls to the service, drops the calls it gave
@@ -190,7 +257,8 @@ impl DemoGraphqlUpstream {
                     op.calls.insert(id, call);
                 }
                 Step::Cancel(id) => {
-                    if op.calls.remove(&id).is_some() {
+                    if let Some(call) = op.calls.remove(&id) {
+                        self.release(&call);
                         self.calls_cancelled += 1;
                     }
                 }
@@ -199,6 +267,9 @@ impl DemoGraphqlUpstream {
         }
         if op.execution.is_finished() {
             self.calls_cancelled += op.calls.len() as u64;
+            for call in op.calls.values() {
+                self.release(call);
+            }
         } else {
             self.operations.insert(key, op);
         }
@@ -214,6 +285,8 @@ impl DemoGraphqlUpstream {
         };
         let mut events = Vec::new();
         let mut finished = false;
+        // Room subscribers with something new to read after a `Say`.
+        let mut notify = Vec::new();
         match &mut call.kind {
             CallKind::Hello { reply } => {
                 events.push(CallEvent::Item(reply.clone()));
@@ -253,18 +326,133 @@ impl DemoGraphqlUpstream {
                     None => {}
                 }
                 if let Some(due) = ticks.poll_timeout() {
-                    call.due = due;
+                    call.due = Some(due);
+                }
+            }
+            CallKind::Clock {
+                request,
+                clock,
+                injected_failure_after,
+            } => {
+                // The stream starts once the call is accepted.
+                let clock = match clock {
+                    Some(clock) => clock,
+                    None => match Clock::start(now, *request) {
+                        Ok(started) => clock.insert(started),
+                        Err(error) => {
+                            events.push(CallEvent::Failed(failure_of(&error)));
+                            finished = true;
+                            call.due = None;
+                            return self.deliver(now, key, id, events, finished, notify);
+                        }
+                    },
+                };
+                match clock.poll(now) {
+                    Some(TickStep::Tick(_)) if *injected_failure_after == Some(0) => {
+                        events.push(CallEvent::Failed(simulated_outage()));
+                        finished = true;
+                    }
+                    Some(TickStep::Tick(seq)) => {
+                        if let Some(left) = injected_failure_after.as_mut() {
+                            *left -= 1;
+                        }
+                        events.push(CallEvent::Item(demo_service::tick_json(seq)));
+                    }
+                    Some(TickStep::End) => {
+                        events.push(CallEvent::End);
+                        finished = true;
+                    }
+                    Some(TickStep::Failed(message)) => {
+                        events.push(CallEvent::Failed(UpstreamFailure::new(
+                            FailureKind::Failed,
+                            message,
+                        )));
+                        finished = true;
+                    }
+                    None => {}
+                }
+                call.due = clock.poll_timeout();
+            }
+            CallKind::JoinRoom { name } => match self.rooms.join(name) {
+                Ok(member) => {
+                    call.kind = CallKind::Room { id: member };
+                    call.due = None;
+                    self.members.insert(member, (key, id));
+                }
+                Err(error) => {
+                    events.push(CallEvent::Failed(failure_of(&error)));
+                    finished = true;
+                }
+            },
+            CallKind::Room { id: member } => match self.rooms.poll(*member) {
+                Some(RoomStep::Event(event)) => {
+                    events.push(CallEvent::Item(event.to_json()));
+                }
+                Some(RoomStep::Failed(error)) => {
+                    events.push(CallEvent::Failed(failure_of(&error)));
+                    finished = true;
+                }
+                None => call.due = None,
+            },
+            CallKind::Say(request) => {
+                match self.rooms.say(&request.room, &request.text) {
+                    Ok(said) => {
+                        events.push(CallEvent::Item(said.reply_json()));
+                        events.push(CallEvent::End);
+                        notify = said.notify;
+                    }
+                    Err(error) => events.push(CallEvent::Failed(failure_of(&error))),
+                }
+                finished = true;
+            }
+        }
+        self.deliver(now, key, id, events, finished, notify);
+    }
+
+    /// Hands a call's events to its operation (forgetting the call when
+    /// `finished`), wakes the room subscribers in `notify`, and pumps.
+    fn deliver(
+        &mut self,
+        now: Millis,
+        key: OpKey,
+        id: CallId,
+        events: Vec<CallEvent>,
+        finished: bool,
+        notify: Vec<SubscriberId>,
+    ) {
+        for member in notify {
+            if let Some((op_key, call_id)) = self.members.get(&member).copied() {
+                if let Some(call) = self
+                    .operations
+                    .get_mut(&op_key)
+                    .and_then(|op| op.calls.get_mut(&call_id))
+                {
+                    call.due = Some(now);
                 }
             }
         }
+        let Some(op) = self.operations.get_mut(&key) else {
+            return;
+        };
         if finished {
-            op.calls.remove(&id);
+            if let Some(call) = op.calls.remove(&id) {
+                self.release(&call);
+            }
         }
+        let Some(op) = self.operations.get_mut(&key) else {
+            return;
+        };
         for event in events {
             op.execution.handle_call_event(id, event);
         }
         self.pump(now, key);
     }
+}
+
+/// What the gateway makes of the model's error status.
+fn failure_of(error: &DemoError) -> UpstreamFailure {
+    UpstreamFailure::new(error.failure_kind(), error.message.clone())
+        .with_extension("grpcStatus", error.status_name().into())
 }
 
 fn simulated_outage() -> UpstreamFailure {
@@ -293,6 +481,9 @@ impl Upstream for DemoGraphqlUpstream {
         self.ready.retain(|(k, _)| *k != key);
         if let Some(op) = self.operations.remove(&key) {
             self.calls_cancelled += op.calls.len() as u64;
+            for call in op.calls.values() {
+                self.release(call);
+            }
         }
     }
 
@@ -303,7 +494,7 @@ impl Upstream for DemoGraphqlUpstream {
         }
         self.operations
             .values()
-            .flat_map(|op| op.calls.values().map(|c| c.due))
+            .flat_map(|op| op.calls.values().filter_map(|c| c.due))
             .min()
     }
 
@@ -316,7 +507,11 @@ impl Upstream for DemoGraphqlUpstream {
             let (key, id) = self
                 .operations
                 .iter()
-                .flat_map(|(key, op)| op.calls.iter().map(move |(id, c)| (c.due, *key, *id)))
+                .flat_map(|(key, op)| {
+                    op.calls
+                        .iter()
+                        .filter_map(move |(id, c)| c.due.map(|due| (due, *key, *id)))
+                })
                 .filter(|(due, _, _)| *due <= now)
                 .min()
                 .map(|(_, key, id)| (key, id))?;

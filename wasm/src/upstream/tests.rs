@@ -164,3 +164,113 @@ fn cancel_releases_the_stream_and_nothing_follows() {
     assert_eq!(upstream.poll_timeout(), None);
     assert!(upstream.poll_event(Millis(u64::MAX)).is_none());
 }
+
+/// Runs every operation of the upstream up to `until`: the events by key.
+fn run_until(upstream: &mut DemoGraphqlUpstream, until: u64) -> Vec<(OpKey, UpstreamEvent)> {
+    let mut events = Vec::new();
+    while let Some(at) = upstream.poll_timeout().filter(|at| at.0 <= until) {
+        while let Some(event) = upstream.poll_event(at) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[test]
+fn say_reaches_each_member_of_the_room_once_and_the_room_goes_with_its_last_member() {
+    let config = DemoServiceConfig {
+        latency_ms: (0, 0),
+        error_probability: 0.0,
+    };
+    let mut upstream = DemoGraphqlUpstream::new(7, config);
+    for op in 1..=2 {
+        upstream.start(
+            Millis(0),
+            key(op),
+            &request("subscription { room(name: \"a\") { seq text } }"),
+        );
+    }
+    upstream.start(
+        Millis(0),
+        key(3),
+        &request("subscription { room(name: \"b\") { seq } }"),
+    );
+    assert!(run_until(&mut upstream, 0).is_empty());
+    assert_eq!((upstream.rooms(), upstream.room_subscribers()), (2, 3));
+    upstream.start(
+        Millis(5),
+        key(4),
+        &request("mutation { say(room: \"a\", text: \"hi\") }"),
+    );
+    let mut events = run_until(&mut upstream, 5);
+    events.sort_by_key(|(k, _)| k.op);
+    let next = |text: Value| UpstreamEvent::Next(json!({"data": text}));
+    assert_eq!(
+        events,
+        vec![
+            (key(1), next(json!({"room": {"seq": 1, "text": "hi"}}))),
+            (key(2), next(json!({"room": {"seq": 1, "text": "hi"}}))),
+            (key(4), next(json!({"say": true}))),
+            (key(4), UpstreamEvent::Complete),
+        ]
+    );
+    for op in 1..=3 {
+        upstream.cancel(Millis(6), key(op));
+    }
+    assert_eq!((upstream.rooms(), upstream.room_subscribers()), (0, 0));
+    assert_eq!(upstream.poll_timeout(), None);
+}
+
+#[test]
+fn clocks_of_one_period_tick_together_and_bad_input_is_refused() {
+    let config = DemoServiceConfig {
+        latency_ms: (0, 0),
+        error_probability: 0.0,
+    };
+    let mut upstream = DemoGraphqlUpstream::new(7, config);
+    upstream.start(
+        Millis(10),
+        key(1),
+        &request("subscription { clock(everyMs: 50) { seq } }"),
+    );
+    upstream.start(
+        Millis(70),
+        key(2),
+        &request("subscription { clock(everyMs: 50) { seq } }"),
+    );
+    upstream.start(
+        Millis(70),
+        key(3),
+        &request("subscription { clock(everyMs: 0) { seq } }"),
+    );
+    upstream.start(
+        Millis(70),
+        key(4),
+        &request("mutation { say(room: \"\", text: \"x\") }"),
+    );
+    let events = run_until(&mut upstream, 150);
+    let of = |op: u64| -> Vec<UpstreamEvent> {
+        events
+            .iter()
+            .filter(|(k, _)| *k == key(op))
+            .map(|(_, e)| e.clone())
+            .collect()
+    };
+    let tick = |seq: i32| UpstreamEvent::Next(json!({"data": {"clock": {"seq": seq}}}));
+    assert_eq!(of(1), vec![tick(1), tick(2), tick(3)]);
+    assert_eq!(of(2), vec![tick(2), tick(3)]);
+    for (op, message) in [
+        (3, "clock everyMs must be at least 1, got 0"),
+        (4, "room name must not be empty"),
+    ] {
+        let errors = match of(op).as_slice() {
+            [UpstreamEvent::Error(errors)] => errors.clone(),
+            [UpstreamEvent::Next(result), UpstreamEvent::Complete] => {
+                result["errors"].as_array().unwrap().clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(errors[0]["message"], message);
+        assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+}
