@@ -52,6 +52,8 @@ const TOTAL_MS = num('DEPLOY_TOTAL_MS', 300000);
 /** Slack per client in the missed-messages bound. */
 const MISSED_SLACK = num('DEPLOY_MISSED_SLACK', 3);
 
+/** The gateways' admin.token (/metrics needs it once a token is set). */
+const ADMIN_TOKEN = 'deploy-test';
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (...args) => console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
 const failures = [];
@@ -94,7 +96,10 @@ async function until(ms, what, predicate, every = 50) {
 
 async function get(port, pathname) {
   try {
-    const r = await fetch(`http://127.0.0.1:${port}${pathname}`, { signal: AbortSignal.timeout(5000) });
+    const r = await fetch(`http://127.0.0.1:${port}${pathname}`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      signal: AbortSignal.timeout(5000),
+    });
     return { status: r.status, body: await r.text() };
   } catch (e) {
     return { status: 0, body: String(e) };
@@ -126,7 +131,8 @@ function run(cmd, args, name) {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
   const proc = { child, name, out: '', exited: null };
   const keep = (chunk) => {
-    proc.out += chunk.toString();
+    // Without the log's colours, so its fields can be matched.
+    proc.out += chunk.toString().replace(/\x1b\[[0-9;]*m/g, '');
     if (proc.out.length > 200000) proc.out = proc.out.slice(-100000);
   };
   child.stdout.on('data', keep);
@@ -197,7 +203,7 @@ async function main() {
         `drain_unready = "${UNREADY_MS}ms"`,
         'drain = "15s"',
         '[admin]',
-        'token = "deploy-test"',
+        `token = "${ADMIN_TOKEN}"`,
         '[grpc.demo]',
         `endpoint = "http://127.0.0.1:${upstreamPort}"`,
         `protos = [${JSON.stringify(path.join(REPO, 'examples', 'demo.proto'))}]`,
@@ -311,18 +317,25 @@ async function main() {
     log(`${CLIENTS} clients connected and subscribed through HAProxy; per instance: ${spread.join(', ')}`);
 
     // The steady poster: round-robin over the rooms, through HAProxy.
+    // Per room, the numbers n of the messages (`m<n>`) said in it.
     const posted = {};
     let sayFailures = 0;
     let posting = true;
+    let n = 0;
+    const say = async (room) => {
+      const mine = n;
+      n += 1;
+      if (await postSay(frontPort, room, `m${mine}`)) (posted[room] = posted[room] || []).push(mine);
+      else sayFailures += 1;
+      return mine;
+    };
     const poster = (async () => {
-      let n = 0;
       const t0 = Date.now();
+      let k = 0;
       while (posting) {
-        const room = `r${n % ROOMS}`;
-        if (await postSay(frontPort, room, `m${n}`)) posted[room] = (posted[room] || 0) + 1;
-        else sayFailures += 1;
-        n += 1;
-        const due = t0 + (n * 1000) / SAY_PER_SEC;
+        await say(`r${k % ROOMS}`);
+        k += 1;
+        const due = t0 + (k * 1000) / SAY_PER_SEC;
         if (due > Date.now()) await sleep(due - Date.now());
       }
     })();
@@ -334,8 +347,12 @@ async function main() {
       g.child.kill('SIGTERM');
       // Readiness turns false first: /readyz answers 503 while the
       // connections are still open.
-      const early = await get(ports[i], '/readyz');
-      check(early.status === 503, `instance ${i}: /readyz right after SIGTERM is ${early.status}, not 503`);
+      let early = 0;
+      await until(1000, `instance ${i}: /readyz 503 after SIGTERM`, async () => {
+        early = (await get(ports[i], '/readyz')).status;
+        return early !== 200;
+      }, 10).catch(() => {});
+      check(early === 503, `instance ${i}: /readyz after SIGTERM is ${early}, not 503, while its connections are still open`);
       const exited = await Promise.race([g.exit, sleep(WAIT_MS).then(() => null)]);
       check(exited && exited.code === 0, `instance ${i}: exit ${JSON.stringify(exited)}`);
       const finalLine = g.out.trim().split('\n').filter((l) => l.includes('terminus stopped')).pop() || '';
@@ -358,14 +375,11 @@ async function main() {
     posting = false;
     await poster;
     // A final round: one more message per room proves every subscription is live.
-    for (let r = 0; r < ROOMS; r += 1) {
-      const room = `r${r}`;
-      check(await postSay(frontPort, room, 'final'), `final say in ${room}`);
-      posted[room] = (posted[room] || 0) + 1;
-    }
+    const finals = {};
+    for (let r = 0; r < ROOMS; r += 1) finals[`r${r}`] = await say(`r${r}`);
     await until(WAIT_MS, 'every client got its room\'s final message', async () => {
       const all = await Promise.all(workers.map((w) => ask(w, { cmd: 'report' })));
-      return all.every((rep) => rep.clients.every((c) => c.seqs.includes(posted[c.room])));
+      return all.every((rep) => rep.clients.every((c) => c.seqs.includes(finals[c.room])));
     }, 500).catch((e) => check(false, e.message));
 
     const reports = (await Promise.all(workers.map((w) => ask(w, { cmd: 'report' })))).flatMap((r) => r.clients);
@@ -376,9 +390,11 @@ async function main() {
     let notConnected = 0;
     let closes1001 = 0;
     for (const c of reports) {
-      const total = posted[c.room] || 0;
-      const got = c.seqs.filter((s) => s >= 1 && s <= total).length;
-      const m = total - got;
+      const said = posted[c.room] || [];
+      const have = new Set(c.seqs);
+      const lost = said.filter((x) => !have.has(x));
+      const total = said.length;
+      const m = lost.length;
       missed.push(m);
       reconnects.push(...c.reconnects);
       closes1001 += c.closeCodes['1001'] || 0;
@@ -388,7 +404,9 @@ async function main() {
       const bound = Math.ceil(perSecPerRoom * (c.downMs + 1000) / 1000) + MISSED_SLACK;
       if (m > bound) {
         overBound += 1;
-        if (overBound <= 5) log(`client ${c.index} (${c.room}) missed ${m} > bound ${bound} (down ${c.downMs} ms, reconnects ${c.reconnects}, errors ${c.errors})`);
+        if (overBound <= 5) {
+          log(`client ${c.index} (${c.room}) missed ${m} > bound ${bound} (down ${c.downMs} ms, reconnects ${c.reconnects}, posted ${total}, missing ${lost.slice(0, 30)}, errors ${c.errors})`);
+        }
       }
     }
     check(notConnected === 0, `${notConnected} clients not connected and subscribed at the end`);
@@ -396,7 +414,11 @@ async function main() {
     check(sayFailures === 0, `${sayFailures} says through HAProxy failed during the rolling deploy`);
 
     // Stop everything: the final drains report zero leaks too.
-    for (const w of workers) await ask(w, { cmd: 'stop' }).catch(() => {});
+    await Promise.all(workers.map((w) => new Promise((resolve) => {
+      const timer = setTimeout(() => { w.kill('SIGKILL'); resolve(); }, WAIT_MS);
+      w.on('exit', () => { clearTimeout(timer); resolve(); });
+      w.send({ cmd: 'stop' });
+    })));
     for (let i = 0; i < INSTANCES; i += 1) {
       const exited = await stop(gateways[i], WAIT_MS);
       const finalLine = gateways[i].out.trim().split('\n').filter((l) => l.includes('terminus stopped')).pop() || '';
@@ -405,7 +427,7 @@ async function main() {
     await stop(haproxy, 5000);
     await stop(upstream, WAIT_MS);
 
-    const messages = Object.values(posted).reduce((a, b) => a + b, 0);
+    const messages = Object.values(posted).reduce((a, b) => a + b.length, 0);
     const summary = {
       clients: CLIENTS,
       instances: INSTANCES,
