@@ -75,8 +75,18 @@ class Tracked {
   }
 }
 
+/** New clients per second from this worker (the ramp). */
+const RAMP_PER_SEC = Number(process.env.DEPLOY_RAMP_PER_SEC || 100);
+
 const clients = [];
-for (let i = 0; i < COUNT; i += 1) clients.push(new Tracked(FIRST + i));
+const ramp = (async () => {
+  const t0 = Date.now();
+  for (let i = 0; i < COUNT; i += 1) {
+    clients.push(new Tracked(FIRST + i));
+    const due = t0 + ((i + 1) * 1000) / RAMP_PER_SEC;
+    if (due > Date.now()) await sleep(due - Date.now());
+  }
+})();
 
 process.on('message', async (message) => {
   if (message.cmd === 'status') {
@@ -102,6 +112,7 @@ process.on('message', async (message) => {
       })),
     });
   } else if (message.cmd === 'stop') {
+    await ramp;
     for (const c of clients) {
       c.unsubscribe();
       await c.client.dispose();

@@ -51,6 +51,8 @@ const WAIT_MS = num('DEPLOY_WAIT_MS', 60000);
 const TOTAL_MS = num('DEPLOY_TOTAL_MS', 300000);
 /** Slack per client in the missed-messages bound. */
 const MISSED_SLACK = num('DEPLOY_MISSED_SLACK', 3);
+/** Clients opened per second in all (spread over the workers). */
+const RAMP_PER_SEC = num('DEPLOY_RAMP_PER_SEC', 300);
 
 /** The gateways' admin.token (/metrics needs it once a token is set). */
 const ADMIN_TOKEN = 'deploy-test';
@@ -296,7 +298,7 @@ async function main() {
       const first = k * per;
       const count = Math.max(0, Math.min(per, CLIENTS - first));
       const w = fork(path.join(__dirname, 'clients.js'), [], {
-        env: { ...process.env, DEPLOY_URL: `ws://127.0.0.1:${frontPort}/graphql`, DEPLOY_FIRST: first, DEPLOY_COUNT: count, DEPLOY_ROOMS: ROOMS },
+        env: { ...process.env, DEPLOY_URL: `ws://127.0.0.1:${frontPort}/graphql`, DEPLOY_FIRST: first, DEPLOY_COUNT: count, DEPLOY_ROOMS: ROOMS, DEPLOY_RAMP_PER_SEC: RAMP_PER_SEC / WORKERS },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       w.on('message', (m) => { const r = replies.get(w); if (r && m.cmd !== 'started') { replies.delete(w); r(m); } });
