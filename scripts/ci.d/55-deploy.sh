@@ -21,9 +21,14 @@ if [ "$node_major" -lt 20 ]; then
   echo "tests/interop/deploy needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
-cargo build -p terminus
 cargo test -p terminus-tests --test reload
-export TERMINUS_BIN="$PWD/target/debug/terminus"
+# 3,000 clients, HAProxy and three gateways share two cores with the Node
+# clients: the rolling deploy runs the release gateway (the soak stage,
+# 80-soak.sh, builds it too; cargo builds it once). A debug gateway with
+# about 2,000 connections on a busy two-core machine answers /readyz too
+# late for HAProxy's checks; DEPLOY_CLIENTS=1000 runs with a debug build.
+cargo build --release -p terminus
+export TERMINUS_BIN="${TERMINUS_BIN:-$PWD/target/release/terminus}"
 cd tests/interop
 npm ci --cache "$OLDPWD/.cache/npm" --no-audit --no-fund --loglevel=error
 # Many sockets: the clients, HAProxy's two sides and the gateways.
