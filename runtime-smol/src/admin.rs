@@ -71,6 +71,8 @@ pub fn state(gateway: &Gateway) -> Value {
             "operations": metrics.operations.load(Ordering::Relaxed),
             "upstream_streams": sampled.upstream_streams,
             "upstream_connections": sampled.upstream_connections,
+            "shared_streams": sampled.shared_streams,
+            "shared_subscribers": sampled.shared_subscribers,
             "tasks": sampled.tasks,
             "open_fds": sampled.open_fds,
             "resident_memory_bytes": sampled.resident_memory_bytes,
@@ -81,6 +83,7 @@ pub fn state(gateway: &Gateway) -> Value {
         "websockets_listed": connection_count,
         "history": gateway.history.snapshot(),
         "operations": operations,
+        "shared": gateway.live().upstreams.shared().rows(),
         "mysql": mysql,
     })
 }
@@ -116,6 +119,8 @@ pub const PAGE: &str = r##"<!doctype html>
 <div class="cards" id="cards"></div>
 <div class="legend"><span style="color:#2f6fde">■ connections</span><span style="color:#d9480f">■ operations</span><span style="color:#2b8a3e">■ upstream streams</span><span style="color:#7048e8">■ tasks</span> <span id="range"></span></div>
 <svg id="chart" viewBox="0 0 600 180" preserveAspectRatio="none"></svg>
+<h2 style="font-size:1.1rem">Shared streams <span id="sharedcount"></span></h2>
+<table><thead><tr><th>upstream method</th><th>key (request, metadata, timeouts)</th><th>subscribers</th><th>messages</th><th>age</th></tr></thead><tbody id="shared"></tbody></table>
 <h2 style="font-size:1.1rem">Live operations <span id="opcount"></span></h2>
 <table><thead><tr><th>connection</th><th>peer</th><th>protocol</th><th>id</th><th>field</th><th>age</th></tr></thead><tbody id="ops"></tbody></table>
 <script>
@@ -123,6 +128,7 @@ pub const PAGE: &str = r##"<!doctype html>
 const cards = [
   ["connections", "connections"], ["operations", "live operations"],
   ["upstream_streams", "upstream streams"], ["upstream_connections", "upstream connections"],
+  ["shared_streams", "shared streams"], ["shared_subscribers", "shared subscribers"],
   ["tasks", "tasks"], ["open_fds", "open fds"], ["resident_memory_bytes", "memory (MiB)"],
   ["operations_started_total", "operations started"], ["operations_cancelled_total", "operations cancelled"],
   ["panics_total", "panics"],
@@ -175,6 +181,13 @@ async function tick() {
       "schema generation " + rl.generation + "; last reload " + (rl.last_ok ? "ok: " : "FAILED, nothing changed: ") + rl.last;
     re.className = rl.last_ok === false ? "err" : "";
     draw(s.history);
+    const shared = s.shared || [];
+    document.getElementById("sharedcount").textContent = "(" + shared.length + ")";
+    document.getElementById("shared").replaceChildren(...shared.slice(0, 500).map(x => {
+      const tr = document.createElement("tr");
+      tr.append(text("td", x.field), text("td", x.key), text("td", x.subscribers), text("td", x.items), text("td", age(Math.round(x.age_seconds * 1000))));
+      return tr;
+    }));
     document.getElementById("opcount").textContent = "(" + s.operations.length + ")";
     const rows = s.operations.slice(0, 500).map(o => {
       const tr = document.createElement("tr");

@@ -71,6 +71,9 @@ pub struct Limits {
     /// Upstream events an operation may queue towards its connection before
     /// it waits (backpressure from a slow client reaches the upstream).
     pub operation_queue: usize,
+    /// Items one subscriber of a `@shared` stream may have queued before
+    /// the gateway ends it with `SLOW_SUBSCRIBER` (runtime-smol/src/share.rs).
+    pub shared_subscriber_queue: usize,
     /// Deepest selection-set nesting of a GraphQL document.
     pub max_query_depth: usize,
     /// Most field selections in a document, fragments expanded.
@@ -110,6 +113,7 @@ impl Default for Limits {
             max_outbound_bytes: 1024 * 1024,
             max_http_body_bytes: 64 * 1024,
             operation_queue: 16,
+            shared_subscriber_queue: crate::share::DEFAULT_SUBSCRIBER_QUEUE,
             max_query_depth: 20,
             max_query_fields: 1000,
             max_query_aliases: 50,
@@ -444,6 +448,10 @@ impl Config {
                 self.limits.max_http_body_bytes,
             ),
             ("limits.operation_queue", self.limits.operation_queue),
+            (
+                "limits.shared_subscriber_queue",
+                self.limits.shared_subscriber_queue,
+            ),
             ("limits.max_query_depth", self.limits.max_query_depth),
             ("limits.max_query_fields", self.limits.max_query_fields),
             ("limits.max_query_bytes", self.limits.max_query_bytes),

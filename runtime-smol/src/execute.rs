@@ -8,10 +8,13 @@
 //! which resets gRPC streams and kills SQL queries at once.
 
 use crate::gateway::Gateway;
+use crate::grpc::GrpcUpstream;
+use crate::share::{slow_subscriber, SharedEvent, StreamReport};
 use crate::tasks;
 use crate::upstreams::{unavailable, Upstreams};
 use async_channel::Sender;
 use futures_lite::{FutureExt, StreamExt};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -19,7 +22,8 @@ use std::sync::Arc;
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, GraphQLError, Step, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{OpId, UpstreamCall, UpstreamEvent};
+use terminus_core::share::{ShareKey, StreamEnd};
+use terminus_core::{CallTimeouts, OpId, RequestContext, UpstreamCall, UpstreamEvent};
 
 /// Runs `execution` to its end, sending every event for `op` to `out`.
 ///
@@ -148,11 +152,53 @@ async fn run_call(
             streaming,
             timeouts,
             context,
+            shared,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
                 return;
             };
+            if shared && streaming {
+                let key = ShareKey::new(
+                    &upstream,
+                    &method,
+                    &request,
+                    &client
+                        .context_keys()
+                        .filter_map(|k| context.get(k).map(|v| (k.to_string(), v.clone())))
+                        .collect(),
+                    &timeouts,
+                );
+                let field = format!("{upstream} {method}");
+                let client = client.clone();
+                let subscription = upstreams.shared().subscribe(key, &field, move |report| {
+                    Box::pin(run_shared_stream(
+                        client, method, request, timeouts, context, report,
+                    ))
+                });
+                let queue = upstreams.shared().queue();
+                loop {
+                    match subscription.next().await {
+                        Some(SharedEvent::Item(message)) => {
+                            if !report(CallEvent::Shared(message)).await {
+                                return;
+                            }
+                        }
+                        Some(SharedEvent::End(StreamEnd::Complete)) => {
+                            report(CallEvent::End).await;
+                            return;
+                        }
+                        Some(SharedEvent::End(StreamEnd::Failed(failure))) => {
+                            report(CallEvent::Failed(failure)).await;
+                            return;
+                        }
+                        None => {
+                            report(CallEvent::Failed(slow_subscriber(queue))).await;
+                            return;
+                        }
+                    }
+                }
+            }
             if streaming {
                 let mut stream = match client
                     .server_streaming_in(&method, request, timeouts, &context)
@@ -240,4 +286,38 @@ async fn run_call(
             }
         }
     }
+}
+
+/// The task of one `@shared` upstream stream, owned by the hub
+/// (runtime-smol/src/share.rs): reports each message, then the stream's
+/// end or failure. The hub drops it when its last subscriber leaves, which
+/// resets the stream.
+async fn run_shared_stream(
+    client: Arc<GrpcUpstream>,
+    method: String,
+    request: Value,
+    timeouts: CallTimeouts,
+    context: RequestContext,
+    report: StreamReport,
+) {
+    let mut stream = match client
+        .server_streaming_in(&method, request, timeouts, &context)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(failure) => {
+            report.end(StreamEnd::Failed(failure));
+            return;
+        }
+    };
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(message) => report.item(message),
+            Err(failure) => {
+                report.end(StreamEnd::Failed(failure));
+                return;
+            }
+        }
+    }
+    report.end(StreamEnd::Complete);
 }

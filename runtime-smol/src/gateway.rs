@@ -259,11 +259,16 @@ impl Gateway {
     /// Values read from their owners, for `/metrics` and `/admin`.
     pub fn sampled(&self) -> Sampled {
         let live = self.live();
-        Sampled::process(
-            self.open_connections(),
-            live.upstreams.open_streams(),
-            live.upstreams.open_connections(),
-        )
+        let (shared_streams, shared_subscribers) = live.upstreams.shared().counts();
+        Sampled {
+            shared_streams,
+            shared_subscribers,
+            ..Sampled::process(
+                self.open_connections(),
+                live.upstreams.open_streams(),
+                live.upstreams.open_connections(),
+            )
+        }
     }
 
     /// The capacity, readiness and reload series of `/metrics`.

@@ -557,6 +557,11 @@ async fn run_post(
                 // A query or mutation has one result; keep the first.
                 result.get_or_insert(value);
             }
+            Ok((_, event @ UpstreamEvent::NextEncoded(_))) => {
+                if let Some(value) = event.next_value() {
+                    result.get_or_insert(value);
+                }
+            }
             Ok((_, UpstreamEvent::Error(errors))) => {
                 return json_response(StatusCode::OK, &json!({ "errors": errors }));
             }

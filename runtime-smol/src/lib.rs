@@ -17,6 +17,7 @@ pub mod reload;
 pub mod request;
 pub mod run;
 pub mod server;
+pub mod share;
 pub mod streaming;
 pub mod timeout;
 pub mod upstream_config;

@@ -55,6 +55,10 @@ pub struct Sampled {
     pub open_fds: usize,
     /// Resident memory of the process in bytes.
     pub resident_memory_bytes: u64,
+    /// Live `@shared` upstream streams (runtime-smol/src/share.rs).
+    pub shared_streams: usize,
+    /// Subscribers of those streams.
+    pub shared_subscribers: usize,
 }
 
 impl Sampled {
@@ -72,6 +76,8 @@ impl Sampled {
             tasks: crate::tasks::live_tasks(),
             open_fds: open_fds(),
             resident_memory_bytes: resident_memory_bytes(),
+            shared_streams: 0,
+            shared_subscribers: 0,
         }
     }
 }
@@ -153,6 +159,16 @@ impl Metrics {
             "terminus_upstream_streams",
             "Open gRPC streams to upstreams.",
             sampled.upstream_streams.to_string(),
+        );
+        gauge(
+            "terminus_shared_streams",
+            "Live @shared upstream streams (one per sharing key).",
+            sampled.shared_streams.to_string(),
+        );
+        gauge(
+            "terminus_shared_subscribers",
+            "Operations subscribed to @shared upstream streams.",
+            sampled.shared_subscribers.to_string(),
         );
         gauge(
             "terminus_upstream_connections",
@@ -371,6 +387,8 @@ mod tests {
             "terminus_connections",
             "terminus_operations",
             "terminus_upstream_streams",
+            "terminus_shared_streams",
+            "terminus_shared_subscribers",
             "terminus_upstream_connections",
             "terminus_tasks",
             "terminus_operations_started_total",

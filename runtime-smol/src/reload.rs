@@ -20,7 +20,9 @@
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Live};
+use crate::upstreams::Upstreams;
 use std::sync::Arc;
+use terminus_core::graphql::Schema;
 
 /// Reloads `gateway` from the config file it was started with. Returns a
 /// one-line summary, or why nothing changed.
@@ -54,10 +56,14 @@ async fn reload_once(gateway: &Arc<Gateway>) -> Result<String, String> {
         .clone()
         .ok_or("this gateway was not started from a config file (terminus serve --config FILE): nothing to reload")?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let (schema, mut upstreams) = crate::server::load(&config)?;
+    let (schema, mut upstreams) = load(&config)?;
+    // A new hub for `@shared` streams (limits are not reloaded): new
+    // subscribers share new streams; the old hub's streams end with their
+    // last subscriber.
+    upstreams.set_shared_queue(gateway.config.limits.shared_subscriber_queue);
     let old = gateway.live();
     let (kept, changed) = upstreams.keep_unchanged(&config, &old.config, &old.upstreams);
-    crate::server::check(&config, &schema, &upstreams).await?;
+    check(&config, &schema, &upstreams).await?;
     let restart = needs_restart(&gateway.config, &config);
     let removed: Vec<String> = old
         .upstream_names
@@ -120,4 +126,59 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         sections.push("testing");
     }
     sections
+}
+
+/// Reads and parses `config.schema`, builds the upstreams `config` names
+/// and checks every `@grpc` field against its upstream's descriptors: what
+/// start-up (runtime-smol/src/server.rs) and a reload both do first. Errors
+/// name the file and line where there is one.
+pub(crate) fn load(config: &Config) -> Result<(Schema, Upstreams), String> {
+    let file = config.schema.display().to_string();
+    let sdl = std::fs::read_to_string(&config.schema)
+        .map_err(|e| format!("{file}: cannot read the schema: {e}"))?;
+    let schema = Schema::parse(&sdl, &file).map_err(|e| e.to_string())?;
+    let upstreams = Upstreams::from_config(config)?;
+    // Every @grpc field against its upstream's compiled descriptors: a
+    // mismatch refuses to start, with file:line:col and the fix.
+    crate::grpc::check::check_schema(&sdl, &file, &|name| {
+        upstreams
+            .grpc(name)
+            .map(|upstream| upstream.descriptors().clone())
+    })
+    .map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok((schema, upstreams))
+}
+
+/// Checks that every upstream `schema` names is configured and that its SQL
+/// fields match their statements' columns: start-up and reload.
+pub(crate) async fn check(
+    config: &Config,
+    schema: &Schema,
+    upstreams: &Upstreams,
+) -> Result<(), String> {
+    let names = schema.upstream_names();
+    for name in &names.grpc {
+        if upstreams.grpc(name).is_none() {
+            return Err(format!(
+                "{}: the schema uses gRPC upstream {name:?}, but the config has no [grpc.{name}]",
+                config.schema.display()
+            ));
+        }
+    }
+    for name in &names.sql {
+        if upstreams.mysql(name).is_none() {
+            return Err(format!(
+                "{}: the schema uses MySQL database {name:?}, but the config has no [mysql.{name}]",
+                config.schema.display()
+            ));
+        }
+    }
+    // SQL fields against their statements' columns (upstreams.rs).
+    upstreams.check_columns(schema, &config.schema).await
 }

@@ -96,7 +96,7 @@ impl Server {
     /// Loads the schema and builds the upstreams that `config` names, then
     /// starts serving. Errors name the file and line where there is one.
     pub async fn start(config: Config) -> Result<Running, StartError> {
-        let (schema, upstreams) = load(&config).map_err(StartError)?;
+        let (schema, upstreams) = crate::reload::load(&config).map_err(StartError)?;
         Server::start_with(config, schema, upstreams).await
     }
 
@@ -105,9 +105,10 @@ impl Server {
     pub async fn start_with(
         config: Config,
         schema: Schema,
-        upstreams: Upstreams,
+        mut upstreams: Upstreams,
     ) -> Result<Running, StartError> {
-        check(&config, &schema, &upstreams)
+        upstreams.set_shared_queue(config.limits.shared_subscriber_queue);
+        crate::reload::check(&config, &schema, &upstreams)
             .await
             .map_err(StartError)?;
         let jwt = match &config.auth.jwt {
@@ -163,61 +164,6 @@ impl Server {
             task,
         })
     }
-}
-
-/// Reads and parses `config.schema`, builds the upstreams `config` names
-/// and checks every `@grpc` field against its upstream's descriptors: what
-/// start-up and a reload (runtime-smol/src/reload.rs) both do first. Errors
-/// name the file and line where there is one.
-pub(crate) fn load(config: &Config) -> Result<(Schema, Upstreams), String> {
-    let file = config.schema.display().to_string();
-    let sdl = std::fs::read_to_string(&config.schema)
-        .map_err(|e| format!("{file}: cannot read the schema: {e}"))?;
-    let schema = Schema::parse(&sdl, &file).map_err(|e| e.to_string())?;
-    let upstreams = Upstreams::from_config(config)?;
-    // Every @grpc field against its upstream's compiled descriptors: a
-    // mismatch refuses to start, with file:line:col and the fix.
-    crate::grpc::check::check_schema(&sdl, &file, &|name| {
-        upstreams
-            .grpc(name)
-            .map(|upstream| upstream.descriptors().clone())
-    })
-    .map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
-    Ok((schema, upstreams))
-}
-
-/// Checks that every upstream `schema` names is configured and that its SQL
-/// fields match their statements' columns: start-up and reload.
-pub(crate) async fn check(
-    config: &Config,
-    schema: &Schema,
-    upstreams: &Upstreams,
-) -> Result<(), String> {
-    let names = schema.upstream_names();
-    for name in &names.grpc {
-        if upstreams.grpc(name).is_none() {
-            return Err(format!(
-                "{}: the schema uses gRPC upstream {name:?}, but the config has no [grpc.{name}]",
-                config.schema.display()
-            ));
-        }
-    }
-    for name in &names.sql {
-        if upstreams.mysql(name).is_none() {
-            return Err(format!(
-                "{}: the schema uses MySQL database {name:?}, but the config has no [mysql.{name}]",
-                config.schema.display()
-            ));
-        }
-    }
-    // SQL fields against their statements' columns (upstreams.rs).
-    upstreams.check_columns(schema, &config.schema).await
 }
 
 enum Event {

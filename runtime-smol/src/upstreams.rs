@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
+use crate::share::ShareHub;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +18,8 @@ use terminus_core::{FailureKind, UpstreamFailure};
 pub struct Upstreams {
     grpc: BTreeMap<String, Arc<GrpcUpstream>>,
     mysql: BTreeMap<String, Arc<MysqlPool>>,
+    /// The `@shared` streams (runtime-smol/src/share.rs).
+    shared: ShareHub,
 }
 
 impl Upstreams {
@@ -104,6 +107,18 @@ impl Upstreams {
     /// The database `name`, if configured.
     pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
         self.mysql.get(name)
+    }
+
+    /// Bounds each `@shared` subscriber's queue to `queue` items
+    /// (`limits.shared_subscriber_queue`); done by the server at start-up,
+    /// before any operation runs.
+    pub fn set_shared_queue(&mut self, queue: usize) {
+        self.shared = ShareHub::new(queue);
+    }
+
+    /// The hub of the `@shared` streams.
+    pub fn shared(&self) -> &ShareHub {
+        &self.shared
     }
 
     /// The gRPC upstream `name`, if configured.

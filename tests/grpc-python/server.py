@@ -1,4 +1,4 @@
-"""The demo service (terminus.demo.v1.Demo) on Python grpcio.
+"""The demo services (terminus.demo.v1.Demo and Rooms) on Python grpcio.
 
 A gRPC server that Terminus did not write, used by tests/tests/grpc_python.rs
 as a foreign upstream. The Python stubs are generated at start-up from the
@@ -14,6 +14,7 @@ standard input closes (the test that started it is gone) or after
 import argparse
 import importlib
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -27,6 +28,18 @@ PROTO = "terminus/demo/v1/demo.proto"
 
 # Calls run on many threads; one lock keeps their stdout lines whole.
 STDOUT_LOCK = threading.Lock()
+
+# The Clock's epoch: seqs count whole periods since the server started
+# (the rules of core/src/demo_service.rs).
+EPOCH = time.monotonic()
+
+# The rooms service's bounds, as RoomLimits' defaults in
+# core/src/demo_service.rs (docs/schema.md, "The demo's fields").
+MAX_ROOMS = 1000
+MAX_SUBSCRIBERS = 100000
+MAX_ROOM_NAME_BYTES = 64
+MAX_TEXT_BYTES = 1024
+SUBSCRIBER_QUEUE = 256
 
 
 def say(line):
@@ -93,7 +106,120 @@ def make_servicer(messages, services):
                 seq += 1
             finished.set()
 
+        def Clock(self, request, context):
+            if request.every_ms < 1:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"clock everyMs must be at least 1, got {request.every_ms}",
+                )
+            period = request.every_ms
+            now = int((time.monotonic() - EPOCH) * 1000)
+            due = (now // period + 1) * period
+            while context.is_active():
+                wait = EPOCH + due / 1000.0 - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                seq = int((time.monotonic() - EPOCH) * 1000) // period
+                if seq > 2**31 - 1:
+                    return
+                yield messages.Tick(seq=seq)
+                due = (seq + 1) * period
+
     return Demo()
+
+
+class Subscriber:
+    """One Events stream: its queue of unread events, or why it failed."""
+
+    def __init__(self):
+        self.queue = queue.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self.failed = None
+
+
+def check_room_name(name, context):
+    size = len(name.encode("utf-8"))
+    if size == 0:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "room name must not be empty")
+    if size > MAX_ROOM_NAME_BYTES:
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"room name is {size} bytes, more than the {MAX_ROOM_NAME_BYTES} allowed",
+        )
+
+
+def make_rooms_servicer(messages, services):
+    lock = threading.Lock()
+    # room name -> [next seq, {subscribers}]
+    rooms = {}
+    counts = {"subscribers": 0}
+
+    class Rooms(services.RoomsServicer):
+        def Events(self, request, context):
+            check_room_name(request.name, context)
+            me = Subscriber()
+            with lock:
+                if counts["subscribers"] >= MAX_SUBSCRIBERS:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the rooms service holds its maximum of {MAX_SUBSCRIBERS} subscribers",
+                    )
+                if request.name not in rooms and len(rooms) >= MAX_ROOMS:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the rooms service holds its maximum of {MAX_ROOMS} rooms",
+                    )
+                rooms.setdefault(request.name, [1, set()])[1].add(me)
+                counts["subscribers"] += 1
+            # Headers now: the caller knows it is in the room.
+            context.send_initial_metadata(())
+            try:
+                while context.is_active():
+                    try:
+                        event = me.queue.get(timeout=0.2)
+                    except queue.Empty:
+                        if me.failed:
+                            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, me.failed)
+                        continue
+                    yield event
+            finally:
+                with lock:
+                    counts["subscribers"] -= 1
+                    room = rooms.get(request.name)
+                    if room is not None:
+                        room[1].discard(me)
+                        if not room[1]:
+                            del rooms[request.name]
+
+        def Say(self, request, context):
+            check_room_name(request.room, context)
+            size = len(request.text.encode("utf-8"))
+            if size > MAX_TEXT_BYTES:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"text is {size} bytes, more than the {MAX_TEXT_BYTES} allowed",
+                )
+            delivered = 0
+            with lock:
+                room = rooms.get(request.room)
+                if room is None:
+                    return messages.SayReply(ok=True, delivered=0)
+                event = messages.RoomEvent(room=request.room, seq=room[0], text=request.text)
+                room[0] += 1
+                for member in list(room[1]):
+                    try:
+                        member.queue.put_nowait(event)
+                        delivered += 1
+                    except queue.Full:
+                        # Too slow: it fails alone and leaves the room.
+                        member.failed = f"room subscriber fell {SUBSCRIBER_QUEUE} events behind"
+                        while not member.queue.empty():
+                            member.queue.get_nowait()
+                        room[1].discard(member)
+                if not room[1]:
+                    del rooms[request.room]
+            return messages.SayReply(ok=True, delivered=delivered)
+
+    return Rooms()
 
 
 def main():
@@ -111,6 +237,7 @@ def main():
         messages, services = generate_stubs(os.path.abspath(args.proto_root), out_dir)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))
         services.add_DemoServicer_to_server(make_servicer(messages, services), server)
+        services.add_RoomsServicer_to_server(make_rooms_servicer(messages, services), server)
         address = f"127.0.0.1:{args.port}"
         if args.tls_cert:
             with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:

@@ -526,3 +526,122 @@ includes = ["{root}"]
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The rooms service and the shared clock of the demo (docs/schema.md,
+/// "The demo's fields") on grpcio: the same rules as the Rust demo
+/// upstream, read through the gateway's gRPC client.
+#[test]
+fn rooms_and_the_shared_clock_on_python_grpcio_follow_the_demo_rules() {
+    let server = PythonServer::start();
+    let config = GrpcUpstreamConfig {
+        endpoint: format!("http://127.0.0.1:{}", server.port),
+        protos: vec![repo_root().join("proto/proto/terminus/demo/v1/demo.proto")],
+        includes: vec![repo_root().join("proto/proto")],
+        call_timeout: Duration::from_secs(10),
+        ..GrpcUpstreamConfig::default()
+    };
+    let upstream = GrpcUpstream::new("python", &config).unwrap();
+    const EVENTS: &str = "terminus.demo.v1.Rooms/Events";
+    const SAY: &str = "terminus.demo.v1.Rooms/Say";
+    smol::block_on(async {
+        // Its headers come once it has joined the room.
+        let mut a = upstream
+            .server_streaming(EVENTS, json!({"name": "py"}))
+            .await
+            .unwrap();
+        let mut b = upstream
+            .server_streaming(EVENTS, json!({"name": "py"}))
+            .await
+            .unwrap();
+        let mut other = upstream
+            .server_streaming(EVENTS, json!({"name": "elsewhere"}))
+            .await
+            .unwrap();
+        let reply = upstream
+            .unary(SAY, json!({"room": "py", "text": "hi"}))
+            .await
+            .unwrap();
+        assert_eq!(reply, json!({"ok": true, "delivered": 2}));
+        let reply = upstream
+            .unary(SAY, json!({"room": "elsewhere", "text": "yo"}))
+            .await
+            .unwrap();
+        assert_eq!(reply["delivered"], 1);
+        for stream in [&mut a, &mut b] {
+            assert_eq!(
+                stream.next().await.unwrap().unwrap(),
+                json!({"room": "py", "seq": 1, "text": "hi"})
+            );
+        }
+        assert_eq!(
+            other.next().await.unwrap().unwrap(),
+            json!({"room": "elsewhere", "seq": 1, "text": "yo"})
+        );
+        let empty = upstream
+            .unary(SAY, json!({"room": "", "text": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(empty.kind, FailureKind::BadInput);
+        assert_eq!(empty.message, "room name must not be empty");
+        let long = upstream
+            .unary(SAY, json!({"room": "py", "text": "t".repeat(1025)}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            long.message,
+            "text is 1025 bytes, more than the 1024 allowed"
+        );
+        drop((a, b, other));
+        // Nobody is left in "py": nothing is delivered.
+        let mut delivered = 1;
+        for _ in 0..100 {
+            let reply = upstream
+                .unary(SAY, json!({"room": "py", "text": "?"}))
+                .await
+                .unwrap();
+            delivered = reply["delivered"].as_i64().unwrap_or(0);
+            if delivered == 0 {
+                break;
+            }
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        assert_eq!(delivered, 0, "the room outlived its subscribers");
+
+        // Two clocks of one period carry the same seqs.
+        const CLOCK: &str = "terminus.demo.v1.Demo/Clock";
+        let mut first = upstream
+            .server_streaming(CLOCK, json!({"everyMs": 50}))
+            .await
+            .unwrap();
+        let mut second = upstream
+            .server_streaming(CLOCK, json!({"everyMs": 50}))
+            .await
+            .unwrap();
+        let mut seqs = [Vec::new(), Vec::new()];
+        for _ in 0..4 {
+            seqs[0].push(
+                first.next().await.unwrap().unwrap()["seq"]
+                    .as_i64()
+                    .unwrap(),
+            );
+            seqs[1].push(
+                second.next().await.unwrap().unwrap()["seq"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        assert!(seqs[0].windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+        assert!(
+            seqs[1].iter().filter(|s| seqs[0].contains(s)).count() >= 2,
+            "{seqs:?}"
+        );
+        let bad = upstream
+            .server_streaming(CLOCK, json!({"everyMs": 0}))
+            .await;
+        let failure = match bad {
+            Err(failure) => failure,
+            Ok(mut stream) => stream.next().await.unwrap().unwrap_err(),
+        };
+        assert_eq!(failure.kind, FailureKind::BadInput);
+    });
+}

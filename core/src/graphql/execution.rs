@@ -26,7 +26,8 @@ use super::schema::{OperationKind, Resolver, Schema, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
 use super::validate::Limits;
-use crate::operation::{OperationRequest, UpstreamEvent};
+use crate::operation::{EncodedPayload, OperationRequest, UpstreamEvent};
+use crate::share::SharedItem;
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +53,10 @@ pub enum CallEvent {
     Failed(UpstreamFailure),
     /// The call ended normally. Terminal for the call.
     End,
+    /// One message of a `@shared` stream (core/src/share.rs), the same
+    /// for every subscriber: its result is encoded once per distinct
+    /// selection and reused ([`UpstreamEvent::NextEncoded`]).
+    Shared(SharedItem),
 }
 
 /// Where a root field stands.
@@ -115,6 +120,9 @@ struct Running {
     context: RequestContext,
     /// Relation statements (nested `@sql` fields).
     relations: RelationCalls,
+    /// The selection signature of the subscription's field, for reusing
+    /// a shared message's encoding (see `shape_signature`).
+    shape_sig: Option<std::sync::Arc<str>>,
 }
 
 /// The execution of one operation, from the client's request to its
@@ -368,6 +376,7 @@ impl Running {
             last_live: None,
             response_used: 0,
             relations: RelationCalls::default(),
+            shape_sig: None,
         };
         let mut budget = ResponseBudget::new(exec.op.max_response_bytes);
         for i in 0..exec.op.fields.len() {
@@ -498,6 +507,7 @@ impl Running {
                 method,
                 timeouts,
                 request,
+                shared,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
@@ -506,6 +516,7 @@ impl Running {
                 streaming,
                 timeouts,
                 context: self.context.clone(),
+                shared: shared && streaming,
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
@@ -541,6 +552,14 @@ impl Running {
         if self.done {
             return;
         }
+        let event = match event {
+            // Only a subscription's stream is shared; anything else takes
+            // the message as a plain item.
+            CallEvent::Shared(item) if self.op.kind != OperationKind::Subscription => {
+                CallEvent::Item(item.value().clone())
+            }
+            other => other,
+        };
         if self.relations.running.contains_key(&call) {
             self.relation_event(call, event);
             if self.op.kind == OperationKind::Mutation {
@@ -594,6 +613,8 @@ impl Running {
                 }
                 self.settle(i, Ok(value));
             }
+            // Converted to `Item` above; kept total.
+            CallEvent::Shared(item) => self.settle(i, Ok(item.value().clone())),
             CallEvent::Failed(f) => self.settle(i, Err(f)),
             CallEvent::End => self.settle(
                 i,
@@ -622,25 +643,30 @@ impl Running {
                     }
                     self.last_live = Some(value.clone());
                 }
-                let budget = ResponseBudget::new(self.op.max_response_bytes);
-                let mut shaper = Shaper::new(&self.op.schema, !live, budget);
-                let mut data = Map::new();
-                let null_data = self.shape_field(&mut shaper, i, &value, &mut data);
-                if shaper.budget.exceeded() {
-                    let budget = shaper.budget;
-                    drop(data);
-                    self.fail_too_large(budget);
+                if let Some((result, _)) = self.shape_event(i, &value, !live) {
+                    self.outputs.push_back(UpstreamEvent::Next(result));
+                }
+            }
+            CallEvent::Shared(item) => {
+                // Encoded once per distinct selection: reuse the bytes of
+                // another subscriber with the same selection.
+                let shape = self.shape_signature(i);
+                if let Some(payload) = item.encoded(&shape) {
+                    self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     return;
                 }
-                let result = result_value(
-                    if null_data {
-                        Value::Null
+                if let Some((result, clean)) = self.shape_event(i, item.value(), true) {
+                    if clean {
+                        // Without errors the result depends only on the
+                        // message and the selection (errors would carry
+                        // this document's locations).
+                        let payload = EncodedPayload::encode(&result);
+                        item.remember(shape, payload.clone());
+                        self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     } else {
-                        Value::Object(data)
-                    },
-                    shaper.errors,
-                );
-                self.outputs.push_back(UpstreamEvent::Next(result));
+                        self.outputs.push_back(UpstreamEvent::Next(result));
+                    }
+                }
             }
             CallEvent::Failed(f) => {
                 let field = &self.op.fields[i];
@@ -665,6 +691,66 @@ impl Running {
                 self.done = true;
             }
         }
+    }
+
+    /// Shapes one stream message of root field `i` into the operation's
+    /// result: `Some((result, has no errors))`, or `None` when the result
+    /// grew past `max_response_bytes` (the operation then ends with
+    /// `RESPONSE_TOO_LARGE`).
+    fn shape_event(&mut self, i: usize, value: &Value, coerce: bool) -> Option<(Value, bool)> {
+        let budget = ResponseBudget::new(self.op.max_response_bytes);
+        let mut shaper = Shaper::new(&self.op.schema, coerce, budget);
+        let mut data = Map::new();
+        let null_data = self.shape_field(&mut shaper, i, value, &mut data);
+        if shaper.budget.exceeded() {
+            let budget = shaper.budget;
+            drop(data);
+            self.fail_too_large(budget);
+            return None;
+        }
+        let clean = shaper.errors.is_empty();
+        let result = result_value(
+            if null_data {
+                Value::Null
+            } else {
+                Value::Object(data)
+            },
+            shaper.errors,
+        );
+        Some((result, clean))
+    }
+
+    /// What the result of root field `i` depends on besides the upstream's
+    /// message: the field's selection (keys, names, arguments, nested
+    /// selections; not document positions) and the response bound.
+    /// Subscribers with equal signatures get byte-identical results for a
+    /// message whose shaping has no errors. Computed once.
+    fn shape_signature(&mut self, i: usize) -> std::sync::Arc<str> {
+        if let Some(sig) = &self.shape_sig {
+            return sig.clone();
+        }
+        fn write(f: &super::plan::PlannedField, out: &mut String) {
+            use std::fmt::Write as _;
+            let _ = write!(
+                out,
+                "{}:{}.{}:{}:{}{{",
+                f.key,
+                f.parent,
+                f.name,
+                f.ty,
+                Value::Object(f.args.clone())
+            );
+            for child in &f.selection {
+                write(child, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        let mut out = format!("{}|{}|", self.op.root_type, self.op.max_response_bytes);
+        write(&self.op.fields[i], &mut out);
+        let sig: std::sync::Arc<str> = std::sync::Arc::from(out);
+        self.shape_sig = Some(sig.clone());
+        sig
     }
 
     /// Shapes the upstream value of root field `i` into `data`; returns
@@ -1008,6 +1094,10 @@ impl Running {
         let rows = match event {
             CallEvent::Item(Value::Array(rows)) => rows,
             CallEvent::Item(other) => vec![other],
+            CallEvent::Shared(item) => match item.value() {
+                Value::Array(rows) => rows.clone(),
+                other => vec![other.clone()],
+            },
             CallEvent::Failed(failure) => {
                 for &(i, j) in &waiting {
                     let FieldState::Relating(r) = &self.states[i] else {

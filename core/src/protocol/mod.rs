@@ -264,9 +264,38 @@ pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<Value>) -> Str
     Value::Object(obj).to_string()
 }
 
+/// The frame `{"type":kind,"id":id,"payload":payload}` with `payload`
+/// already JSON text: built by concatenation around the JSON-escaped id,
+/// byte for byte what [`frame`] gives for the parsed payload.
+pub(crate) fn frame_encoded(kind: &str, id: &str, payload: &str) -> String {
+    let id = Value::String(id.to_owned()).to_string();
+    let mut out = String::with_capacity(payload.len() + id.len() + kind.len() + 32);
+    out.push_str("{\"type\":\"");
+    out.push_str(kind);
+    out.push_str("\",\"id\":");
+    out.push_str(&id);
+    out.push_str(",\"payload\":");
+    out.push_str(payload);
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_frame_is_byte_for_byte_the_encoded_one() {
+        let payload = serde_json::json!({"data": {"t": {"seq": 3, "s": "é\"\n<"}}});
+        for id in ["1", "quote\"d", "back\\slash", "ünï\u{1}code", ""] {
+            for kind in ["next", "data"] {
+                assert_eq!(
+                    frame_encoded(kind, id, &payload.to_string()),
+                    frame(kind, Some(id), Some(payload.clone()))
+                );
+            }
+        }
+    }
 
     #[test]
     fn negotiation_prefers_the_current_protocol() {

@@ -632,6 +632,9 @@ impl ServerConnection {
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Next(payload)) => {
                 transport::ServerMessage::Next { id, payload }.to_text()
             }
+            (Subprotocol::GraphqlTransportWs, UpstreamEvent::NextEncoded(payload)) => {
+                crate::protocol::frame_encoded("next", &id, payload.as_str())
+            }
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Error(errors)) => {
                 transport::ServerMessage::Error {
                     id,
@@ -644,6 +647,9 @@ impl ServerConnection {
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Next(payload)) => {
                 legacy::ServerMessage::Data { id, payload }.to_text()
+            }
+            (Subprotocol::GraphqlWs, UpstreamEvent::NextEncoded(payload)) => {
+                crate::protocol::frame_encoded("data", &id, payload.as_str())
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Error(errors)) => {
                 legacy::ServerMessage::Error {

@@ -472,7 +472,9 @@ async function main() {
   } catch (e) {
     failures.push(e.message);
     log(`FAIL: ${e.stack}`);
-    for (const p of procs) if (p.out && !p.exited) log(`--- ${p.name} (last output)\n${p.out.slice(-2000)}`);
+    for (const p of procs) {
+      if (p.out) log(`--- ${p.name} (${p.exited ? `exited ${JSON.stringify(p.exited)}` : 'running'}; last output)\n${p.out.slice(-1500)}`);
+    }
   } finally {
     clearTimeout(overall);
     await cleanup();
