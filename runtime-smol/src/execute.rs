@@ -89,7 +89,9 @@ pub async fn run_operation(
         let Ok((call_id, event)) = received else {
             return;
         };
-        if !matches!(event, CallEvent::Item(_)) {
+        // An item (own or `@shared`) keeps the call; its end or failure
+        // drops it.
+        if !matches!(event, CallEvent::Item(_) | CallEvent::Shared(_)) {
             calls.remove(&call_id);
         }
         execution.handle_call_event(call_id, event);

@@ -108,6 +108,9 @@ async function get(port, pathname) {
   }
 }
 
+/** The first few reasons a `say` failed. */
+const sayErrors = [];
+
 async function postSay(port, room, text) {
   try {
     const r = await fetch(`http://127.0.0.1:${port}/graphql`, {
@@ -116,9 +119,14 @@ async function postSay(port, room, text) {
       body: JSON.stringify({ query: 'mutation($r: String!, $t: String!) { say(room: $r, text: $t) }', variables: { r: room, t: text } }),
       signal: AbortSignal.timeout(5000),
     });
-    const body = await r.json();
-    return r.status === 200 && body.data && body.data.say === true;
-  } catch {
+    const text = await r.text();
+    let body = {};
+    try { body = JSON.parse(text); } catch { /* reported below */ }
+    const ok = r.status === 200 && body.data && body.data.say === true;
+    if (!ok && sayErrors.length < 5) sayErrors.push(`${r.status} ${text.slice(0, 200)}`);
+    return ok;
+  } catch (e) {
+    if (sayErrors.length < 5) sayErrors.push(String(e));
     return false;
   }
 }
@@ -425,7 +433,7 @@ async function main() {
     }
     check(notConnected === 0, `${notConnected} clients not connected and subscribed at the end`);
     check(overBound === 0, `${overBound} clients missed more than their reconnect window allows`);
-    check(sayFailures === 0, `${sayFailures} says through HAProxy failed during the rolling deploy`);
+    check(sayFailures === 0, `${sayFailures} says through HAProxy failed during the rolling deploy (${sayErrors.join('; ')})`);
     check(behind === 0, `${behind} says skipped: 100 were in flight`);
 
     // Stop everything: the final drains report zero leaks too.
