@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use terminus_core::graphql::persisted::{Manifest, PersistedConfig, PersistedMode};
 
 pub use crate::upstream_config::{GrpcUpstreamConfig, MysqlDbConfig};
 
@@ -45,9 +47,82 @@ pub struct Config {
     /// MySQL databases by the name the schema uses in `@sql(db: ...)`.
     #[serde(default)]
     pub mysql: BTreeMap<String, MysqlDbConfig>,
+    /// Persisted queries: APQ and trusted documents (docs/transports.md).
+    #[serde(default)]
+    pub persisted_queries: PersistedQueriesConfig,
     /// Test hooks; all off by default and never needed in production.
     #[serde(default)]
     pub testing: TestingConfig,
+}
+
+/// `[persisted_queries]`: Apollo's automatic persisted queries and trusted
+/// documents, the rule of core/src/graphql/persisted.rs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistedQueriesConfig {
+    /// `"automatic"` (default), `"trusted"` or `"off"`.
+    pub mode: PersistedMode,
+    /// The manifest file: the allow-list in `"trusted"` mode (required
+    /// there), pre-registered documents in `"automatic"` mode.
+    pub manifest: Option<PathBuf>,
+    /// Most documents in the APQ cache (0: nothing is registered).
+    pub max_entries: usize,
+    /// Most bytes (hashes plus documents) in the APQ cache.
+    pub max_bytes: usize,
+    /// The parsed manifest, read by `Config::parse`.
+    #[serde(skip)]
+    pub loaded: Option<Arc<Manifest>>,
+}
+
+impl Default for PersistedQueriesConfig {
+    fn default() -> Self {
+        let core = PersistedConfig::default();
+        PersistedQueriesConfig {
+            mode: core.mode,
+            manifest: None,
+            max_entries: core.max_entries,
+            max_bytes: core.max_bytes,
+            loaded: None,
+        }
+    }
+}
+
+impl PersistedQueriesConfig {
+    /// The core store's settings.
+    pub fn core(&self) -> PersistedConfig {
+        PersistedConfig {
+            mode: self.mode,
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Reads and parses `manifest` (if set) into `loaded`; checks that
+    /// `"trusted"` mode has one. Errors name the manifest's line and column.
+    pub fn load_manifest(&mut self, config_path: &Path) -> Result<(), ConfigError> {
+        let Some(file) = &self.manifest else {
+            if self.mode == PersistedMode::Trusted {
+                return Err(ConfigError::in_file(
+                    config_path,
+                    "persisted_queries.mode = \"trusted\" needs persisted_queries.manifest",
+                ));
+            }
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError::in_file(
+                config_path,
+                format!("persisted_queries.manifest {}: {e}", file.display()),
+            )
+        })?;
+        let manifest = Manifest::parse(&text).map_err(|e| ConfigError {
+            file: file.clone(),
+            position: Some((e.line, e.column)),
+            message: format!("persisted query manifest: {}", e.message),
+        })?;
+        self.loaded = Some(Arc::new(manifest));
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -368,6 +443,7 @@ impl Config {
         }
         config.validate(path)?;
         config.check_mysql(text, path)?;
+        config.persisted_queries.load_manifest(path)?;
         Ok(config)
     }
 
@@ -403,6 +479,7 @@ impl Config {
             admin: AdminConfig::default(),
             grpc: BTreeMap::new(),
             mysql: BTreeMap::new(),
+            persisted_queries: PersistedQueriesConfig::default(),
             testing: TestingConfig::default(),
         }
     }
@@ -421,6 +498,9 @@ impl Config {
             jwt.resolve_paths(base);
         }
         if let Some(file) = &mut self.admin.token_file {
+            resolve(file);
+        }
+        if let Some(file) = &mut self.persisted_queries.manifest {
             resolve(file);
         }
         for db in self.mysql.values_mut() {

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use terminus_core::graphql::persisted::PersistedQueries;
 use terminus_core::graphql::{Limits as GraphqlLimits, Schema, UpstreamNames};
 use terminus_core::server::{Admission, ConnectionConfig, Drain, DrainConfig};
 use terminus_core::Millis;
@@ -135,6 +136,9 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// The `/admin` chart's history.
     pub history: History,
+    /// Persisted queries (APQ cache, trusted-documents manifest): every
+    /// transport resolves through it (`request::start_execution`).
+    pub persisted: Mutex<PersistedQueries>,
     /// Admission and drain: the core's machine (connection cap, readiness,
     /// the drain's deadline and its end).
     drain: Mutex<Drain>,
@@ -186,6 +190,10 @@ impl Gateway {
             unready_delay: config.timeouts.drain_unready,
             unready_at_capacity: config.limits.unready_at_capacity,
         });
+        let persisted = Mutex::new(PersistedQueries::new(
+            config.persisted_queries.core(),
+            config.persisted_queries.loaded.clone(),
+        ));
         let live = Live::new(config.clone(), schema, upstreams, 0);
         Gateway {
             config,
@@ -198,6 +206,7 @@ impl Gateway {
             jwt,
             metrics: Metrics::default(),
             history: History::new(history_len),
+            persisted,
             drain: Mutex::new(drain),
             shutdown,
             admin_addr: Mutex::new(None),

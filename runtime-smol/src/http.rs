@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use terminus_core::graphql::{Execution, OperationKind};
+use terminus_core::graphql::OperationKind;
 use terminus_core::server::{Admission, Subprotocol};
 use terminus_core::{OpId, OperationRequest, RequestContext, UpstreamEvent};
 
@@ -171,6 +171,9 @@ async fn route(
     match (&method, path.as_str()) {
         (_, "/graphql") if is_websocket_upgrade(&request) => websocket_upgrade(gateway, request, upgrade),
         (&Method::POST, "/graphql") => graphql_post(gateway, request).await,
+        (&Method::GET, "/graphql") if request.uri().query().is_some_and(|q| !q.is_empty()) => {
+            graphql_get(gateway, request).await
+        }
         (&Method::GET, "/graphql") => graphql_error_response(
             StatusCode::BAD_REQUEST,
             "GET /graphql without a WebSocket upgrade: open a WebSocket with subprotocol graphql-transport-ws or graphql-ws, or POST application/json",
@@ -494,7 +497,7 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
             Ok(operation) => operation,
             Err(response) => return response,
         };
-        run_post(gateway, operation, claims, Arc::new(context)).await
+        run_post(gateway, operation, claims, Arc::new(context), false).await
     };
     timeout(limit_time, work).await.unwrap_or_else(|_| {
         json_response(
@@ -507,31 +510,79 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     })
 }
 
-/// Executes one POSTed operation. The operation task is owned by this
-/// request's future: a client that goes away cancels it.
+/// GraphQL over HTTP with GET: a query in the query string (`query`,
+/// `operationName`, `variables` and `extensions` as JSON text), as
+/// Apollo's persisted-queries link sends a hash with
+/// `useGETForHashedQueries`. Mutations are refused (405), as the
+/// GraphQL-over-HTTP spec requires; auth and bounds are POST's.
+async fn graphql_get(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let claims = match authorize_post(gateway, &request).await {
+        Ok(claims) => claims,
+        Err(response) => {
+            gateway
+                .metrics
+                .auth_rejected_total
+                .fetch_add(1, Ordering::Relaxed);
+            return response;
+        }
+    };
+    let mut context = BTreeMap::new();
+    gateway
+        .live()
+        .context_capture
+        .add_headers(&mut context, request.headers());
+    gateway
+        .live()
+        .context_capture
+        .add_claims(&mut context, Some(&Value::Object(claims.clone())));
+    let operation = match request::parse_get_query(request.uri().query().unwrap_or("")) {
+        Ok(operation) => operation,
+        Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
+    };
+    let limit_time = gateway.config.timeouts.http_request;
+    let work = run_post(gateway, operation, claims, Arc::new(context), true);
+    timeout(limit_time, work).await.unwrap_or_else(|_| {
+        json_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            &json!({ "errors": [{
+                "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
+                "extensions": { "code": REQUEST_TIMEOUT_CODE },
+            }] }),
+        )
+    })
+}
+
+/// Executes one operation of a POST (or, `via_get`, a GET). The operation
+/// task is owned by this request's future: a client that goes away
+/// cancels it.
 async fn run_post(
     gateway: &Arc<Gateway>,
     request: OperationRequest,
     claims: Map<String, Value>,
     context: RequestContext,
+    via_get: bool,
 ) -> Response<Body> {
-    // One snapshot of the schema and upstreams for the whole operation.
+    let execution = request::start_execution(gateway, request, claims, context);
+    // The upstreams of the same moment as the schema start_execution used.
     let live = gateway.live();
-    let execution = Execution::start_with(
-        &live.schema,
-        &request,
-        &gateway.graphql_limits,
-        claims,
-        context,
-    );
     // `None`: the request did not prepare; its errors are the execution's
     // only output and the operation is not counted.
     let kind = execution.kind();
     if kind == Some(OperationKind::Subscription) {
         return graphql_error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws), not over POST",
+            "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws), over SSE or multipart (docs/transports.md), not as a plain JSON request",
         );
+    }
+    if via_get && kind == Some(OperationKind::Mutation) {
+        let mut response = graphql_error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a mutation cannot be sent with GET: use POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     let _live = kind.map(|_| {
         gateway

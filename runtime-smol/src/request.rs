@@ -1,7 +1,10 @@
 //! What `POST /graphql` (runtime-smol/src/http.rs) and the streaming
 //! transports (runtime-smol/src/streaming.rs) share about an HTTP request:
 //! its authorization, reading its JSON body within the size limit, parsing
-//! it into an operation, and the JSON error responses.
+//! it (or a GET's query string) into an operation, and the JSON error
+//! responses; and what every transport, the WebSocket
+//! (runtime-smol/src/ws.rs) included, shares to start an operation:
+//! [`start_execution`], persisted queries first.
 
 use crate::gateway::Gateway;
 use http_body_util::{BodyExt, Full, Limited};
@@ -9,7 +12,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
-use terminus_core::OperationRequest;
+use terminus_core::graphql::Execution;
+use terminus_core::{OperationRequest, RequestContext};
 
 type Body = Full<Bytes>;
 
@@ -91,8 +95,17 @@ pub(crate) fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
     let Value::Object(mut object) = value else {
         return Err("the body must be a JSON object {\"query\": ...}".to_owned());
     };
+    // A persisted query (core/src/graphql/persisted.rs) may come as its
+    // hash alone: the query is then empty until it is resolved.
+    let persisted = matches!(
+        object
+            .get("extensions")
+            .and_then(|e| e.get("persistedQuery")),
+        Some(Value::Object(_))
+    );
     let query = match object.remove("query") {
         Some(Value::String(query)) => query,
+        None | Some(Value::Null) if persisted => String::new(),
         _ => return Err("\"query\" must be a string".to_owned()),
     };
     let operation_name = match object.remove("operationName") {
@@ -116,6 +129,60 @@ pub(crate) fn parse_post_body(body: &[u8]) -> Result<OperationRequest, String> {
         variables,
         extensions,
     })
+}
+
+/// Starts `request` on any transport: resolves its persisted query
+/// (`extensions.persistedQuery`, core/src/graphql/persisted.rs, against the
+/// gateway's one store), then prepares it with `Execution::start_with`. A
+/// persisted-query refusal is the execution's one (terminal) error, as a
+/// request that does not prepare.
+pub(crate) fn start_execution(
+    gateway: &Gateway,
+    mut request: OperationRequest,
+    claims: Map<String, Value>,
+    context: RequestContext,
+) -> Execution {
+    let resolved = gateway
+        .persisted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .resolve(&mut request);
+    match resolved {
+        Ok(()) => Execution::start_with(
+            &gateway.live().schema,
+            &request,
+            &gateway.graphql_limits,
+            claims,
+            context,
+        ),
+        Err(error) => Execution::refused(vec![error]),
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value.
+fn form_decode(value: &str) -> String {
+    percent_encoding::percent_decode_str(&value.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Reads a GET request's operation from its query string (`query`,
+/// `operationName`, and `variables`/`extensions` as JSON text).
+pub(crate) fn parse_get_query(query: &str) -> Result<OperationRequest, String> {
+    let mut object = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = form_decode(key);
+        let value = form_decode(value);
+        let value = match key.as_str() {
+            "variables" | "extensions" if !value.is_empty() => serde_json::from_str(&value)
+                .map_err(|e| format!("\"{key}\" is not valid JSON: {e}"))?,
+            "query" | "operationName" => Value::String(value),
+            _ => continue,
+        };
+        object.insert(key, value);
+    }
+    parse_post_body(Value::Object(object).to_string().as_bytes())
 }
 
 /// Reads `request`'s JSON body (for `what`, named in the errors) and parses
@@ -199,5 +266,34 @@ mod tests {
         assert!(parse_post_body(br#"{"query":"x","variables":[]}"#)
             .unwrap_err()
             .contains("variables"));
+        // A persisted query's hash alone: the query is resolved later.
+        let hashed = parse_post_body(
+            br#"{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"ab"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(hashed.query, "");
+        assert!(parse_post_body(br#"{"extensions":{}}"#)
+            .unwrap_err()
+            .contains("query"));
+    }
+
+    #[test]
+    fn get_query_is_decoded() {
+        let op = parse_get_query(
+            "query=subscription+%7B+ticks(limit%3A+2)+%7D&operationName=T&variables=%7B%22a%22%3A1%7D",
+        )
+        .unwrap();
+        assert_eq!(op.query, "subscription { ticks(limit: 2) }");
+        assert_eq!(op.operation_name.as_deref(), Some("T"));
+        assert_eq!(op.variables.get("a"), Some(&json!(1)));
+        assert!(parse_get_query("query=x&variables=nope")
+            .unwrap_err()
+            .contains("variables"));
+        assert!(parse_get_query("").unwrap_err().contains("query"));
+        let hashed = parse_get_query(
+            "operationName=A&extensions=%7B%22persistedQuery%22%3A%7B%22version%22%3A1%2C%22sha256Hash%22%3A%22ab%22%7D%7D",
+        )
+        .unwrap();
+        assert_eq!(hashed.query, "");
     }
 }

@@ -12,7 +12,9 @@
 
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
-use crate::request::{authorize_post, graphql_error_response, parse_post_body, read_operation};
+use crate::request::{
+    authorize_post, graphql_error_response, parse_get_query, read_operation, start_execution,
+};
 use crate::tasks;
 use futures_lite::{FutureExt, Stream};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -20,15 +22,14 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use terminus_core::graphql::Execution;
 use terminus_core::server::Admission;
-use terminus_core::{OpId, OperationRequest, UpstreamEvent};
+use terminus_core::{OpId, UpstreamEvent};
 
 /// A response body that is either whole or streamed.
 pub(crate) type AnyBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -89,35 +90,17 @@ fn negotiate_accept(values: &[&str], json_first_wins: bool) -> Option<Format> {
     None
 }
 
-/// Decodes one `application/x-www-form-urlencoded` value.
-fn form_decode(value: &str) -> String {
-    percent_encoding::percent_decode_str(&value.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-/// Reads a GET request's operation from its query string (`query`,
-/// `operationName`, and `variables`/`extensions` as JSON text).
-fn parse_get_query(query: &str) -> Result<OperationRequest, String> {
-    let mut object = Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = form_decode(key);
-        let value = form_decode(value);
-        let value = match key.as_str() {
-            "variables" | "extensions" if !value.is_empty() => serde_json::from_str(&value)
-                .map_err(|e| format!("\"{key}\" is not valid JSON: {e}"))?,
-            "query" | "operationName" => Value::String(value),
-            _ => continue,
-        };
-        object.insert(key, value);
-    }
-    parse_post_body(Value::Object(object).to_string().as_bytes())
-}
-
-/// Bytes of one event in `format`.
-fn encode(format: Format, event: &UpstreamEvent) -> Bytes {
+/// Bytes of one event in `format`. `refused`: the errors are those of a
+/// request that did not start (validation, a persisted-query refusal); in
+/// multipart they are a result (`{"payload": {"errors": [...]}}`, which
+/// Apollo Client reads as GraphQL errors, so its persisted-queries link can
+/// retry), while an operation that fails once started ends with the
+/// transport-level `{"payload": null, "errors": [...]}`.
+fn encode(format: Format, event: &UpstreamEvent, refused: bool) -> Bytes {
     match (format, event) {
+        (Format::Multipart, UpstreamEvent::Error(errors)) if refused => {
+            multipart_part(&json!({ "payload": { "errors": errors } }))
+        }
         (Format::Sse, UpstreamEvent::Next(value)) => format!("event: next\ndata: {value}\n\n"),
         (Format::Sse, UpstreamEvent::NextEncoded(text)) => {
             format!("event: next\ndata: {}\n\n", text.as_str())
@@ -199,6 +182,8 @@ struct Running {
     shutdown: async_channel::Receiver<()>,
     keepalive: Option<Duration>,
     done: bool,
+    /// The request did not start (its errors are its only output).
+    refused: bool,
 }
 
 impl Running {
@@ -233,13 +218,17 @@ impl Running {
         match received.or(tick).or(shutdown).await {
             Wake::Keepalive => Some(keepalive(self.format)),
             Wake::Event(Ok((_, event))) => {
-                let mut bytes = encode(self.format, &event).to_vec();
+                let mut bytes = encode(self.format, &event, self.refused).to_vec();
                 if event.is_terminal() {
                     self.finish();
                     // An error ends the stream too: SSE's `complete`, the
                     // multipart final boundary.
                     if matches!(event, UpstreamEvent::Error(_)) {
-                        bytes.extend_from_slice(&encode(self.format, &UpstreamEvent::Complete));
+                        bytes.extend_from_slice(&encode(
+                            self.format,
+                            &UpstreamEvent::Complete,
+                            false,
+                        ));
                     }
                 }
                 Some(bytes.into())
@@ -247,7 +236,7 @@ impl Running {
             // The operation's task ended without a terminal event.
             Wake::Event(Err(_)) => {
                 self.finish();
-                Some(encode(self.format, &UpstreamEvent::Complete))
+                Some(encode(self.format, &UpstreamEvent::Complete, false))
             }
             // Drain: cancel the operation and end the response without a
             // terminal event, so the client reconnects (to another
@@ -358,15 +347,12 @@ pub(crate) async fn serve(
             );
         }
     };
-    let execution = Execution::start_with(
-        &gateway.live().schema,
-        &operation,
-        &gateway.graphql_limits,
-        claims,
-        Arc::new(context),
-    );
+    let panic_for_test = gateway.config.testing.panic_trigger
+        && operation.operation_name.as_deref() == Some(crate::config::PANIC_TRIGGER_OPERATION_TASK);
+    let execution = start_execution(gateway, operation, claims, Arc::new(context));
     // `None`: the request did not prepare; its errors are its only output
     // and the operation is not counted (as on POST).
+    let refused = execution.kind().is_none();
     let live = execution.kind().map(|_| {
         gateway
             .metrics
@@ -376,8 +362,6 @@ pub(crate) async fn serve(
         LiveOperation(gateway.clone())
     });
     let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
-    let panic_for_test = gateway.config.testing.panic_trigger
-        && operation.operation_name.as_deref() == Some(crate::config::PANIC_TRIGGER_OPERATION_TASK);
     let task = tasks::spawn(execute::run_operation_guarded(
         gateway.clone(),
         execution,
@@ -396,6 +380,7 @@ pub(crate) async fn serve(
         shutdown: gateway.shutdown.clone(),
         keepalive: (!period.is_zero()).then_some(period),
         done: false,
+        refused,
     };
     let body = StreamBody::new(body_stream(running)).boxed_unsync();
     let mut response = Response::new(body);
@@ -413,21 +398,6 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn get_query_is_decoded() {
-        let op = parse_get_query(
-            "query=subscription+%7B+ticks(limit%3A+2)+%7D&operationName=T&variables=%7B%22a%22%3A1%7D",
-        )
-        .unwrap();
-        assert_eq!(op.query, "subscription { ticks(limit: 2) }");
-        assert_eq!(op.operation_name.as_deref(), Some("T"));
-        assert_eq!(op.variables.get("a"), Some(&json!(1)));
-        assert!(parse_get_query("query=x&variables=nope")
-            .unwrap_err()
-            .contains("variables"));
-        assert!(parse_get_query("").unwrap_err().contains("query"));
-    }
 
     #[test]
     fn accept_is_negotiated_in_the_clients_order() {
@@ -449,21 +419,30 @@ mod tests {
     fn wire_format() {
         let next = UpstreamEvent::Next(json!({"data": {"a": 1}}));
         assert_eq!(
-            encode(Format::Sse, &next),
+            encode(Format::Sse, &next, false),
             "event: next\ndata: {\"data\":{\"a\":1}}\n\n"
         );
         assert_eq!(
-            encode(Format::Sse, &UpstreamEvent::Complete),
+            encode(Format::Sse, &UpstreamEvent::Complete, false),
             "event: complete\ndata:\n\n"
         );
         assert_eq!(
-            encode(Format::Multipart, &next),
+            encode(Format::Multipart, &next, false),
             "\r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":{\"data\":{\"a\":1}}}"
         );
         assert_eq!(
-            encode(Format::Multipart, &UpstreamEvent::Complete),
+            encode(Format::Multipart, &UpstreamEvent::Complete, false),
             "\r\n--graphql--\r\n"
         );
         assert_eq!(keepalive(Format::Sse), ":\n\n");
+        let errors = UpstreamEvent::Error(vec![json!({"message": "m"})]);
+        assert_eq!(
+            encode(Format::Multipart, &errors, true),
+            "\r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":{\"errors\":[{\"message\":\"m\"}]}}"
+        );
+        assert_eq!(
+            encode(Format::Multipart, &errors, false),
+            "\r\n--graphql\r\ncontent-type: application/json\r\n\r\n{\"payload\":null,\"errors\":[{\"message\":\"m\"}]}"
+        );
     }
 }

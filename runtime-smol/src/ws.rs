@@ -17,6 +17,7 @@
 use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
 use crate::execute;
 use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
+use crate::request::start_execution;
 use crate::tasks;
 use crate::timeout::timeout;
 use crate::tls::Conn;
@@ -34,7 +35,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use terminus_core::graphql::Execution;
 use terminus_core::protocol::close;
 use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
 use terminus_core::{OpId, RequestContext, UpstreamEvent};
@@ -311,13 +311,11 @@ async fn drive(
                         .as_ref()
                         .map(|claims| claims.as_ref().clone())
                         .unwrap_or_default();
-                    let mut execution = Execution::start_with(
-                        &gateway.live().schema,
-                        &request,
-                        &gateway.graphql_limits,
-                        claims,
-                        shared_context.clone(),
-                    );
+                    let panic_for_test = config.testing.panic_trigger
+                        && request.operation_name.as_deref() == Some(PANIC_TRIGGER_OPERATION_TASK);
+                    // Persisted queries resolve here, as on every transport.
+                    let mut execution =
+                        start_execution(gateway, request, claims, shared_context.clone());
                     // What is ready at once (a request that did not prepare
                     // ends here with its errors) goes to the connection now.
                     while let Some(event) = execution.poll_output() {
@@ -325,9 +323,6 @@ async fn drive(
                     }
                     if !execution.is_finished() {
                         let field = execution.root_keys().join(", ");
-                        let panic_for_test = config.testing.panic_trigger
-                            && request.operation_name.as_deref()
-                                == Some(PANIC_TRIGGER_OPERATION_TASK);
                         let task = tasks::spawn(execute::run_operation_guarded(
                             gateway.clone(),
                             execution,

@@ -463,6 +463,7 @@ fn five_hundred_sse_subscribers_dropped_at_once() {
         }
         assert_eq!(metric(addr, "terminus_operations").await, CLIENTS as f64);
         assert_eq!(metric(addr, "terminus_http_streams").await, CLIENTS as f64);
+        assert_eq!(metric(addr, "terminus_connections").await, CLIENTS as f64);
         assert_eq!(gateway.upstream.live_streams(), CLIENTS);
         drop(clients);
         let dropped = Instant::now();
@@ -481,6 +482,11 @@ fn five_hundred_sse_subscribers_dropped_at_once() {
                 (
                     "terminus_upstream_streams",
                     metric(addr, "terminus_upstream_streams").await,
+                    0.0,
+                ),
+                (
+                    "terminus_connections",
+                    metric(addr, "terminus_connections").await,
                     0.0,
                 ),
                 (

@@ -203,6 +203,17 @@ impl Execution {
         }
     }
 
+    /// An operation refused before it was prepared (a persisted-query
+    /// error, core/src/graphql/persisted.rs): `errors` are its first and
+    /// terminal output, as for a request that does not prepare.
+    pub fn refused(errors: Vec<GraphQLError>) -> Self {
+        Execution {
+            state: State::Rejected(VecDeque::from([UpstreamEvent::Error(
+                super::errors::to_values(&errors),
+            )])),
+        }
+    }
+
     /// Starts executing an operation that is already prepared: the first
     /// calls are ready in [`poll_call`](Self::poll_call) (or, when nothing
     /// needs an upstream, the result is ready in

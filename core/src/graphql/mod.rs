@@ -37,6 +37,7 @@
 //! | `columns` | the start-up check of SQL fields against their statements' columns |
 //! | `batch` | relations: nested `@sql` fields, one statement per level, stitched |
 //! | `demo` | the demo schemas that `terminus demo` serves |
+//! | `persisted` | persisted queries: APQ and trusted documents, the bounded cache |
 
 mod batch;
 mod budget;
@@ -51,6 +52,7 @@ mod introspection;
 mod load;
 mod names;
 pub use names::lower_camel;
+pub mod persisted;
 mod plan;
 mod prepare;
 mod reload;

@@ -158,8 +158,15 @@ impl SubscribePayload {
         let Some(Value::Object(obj)) = value else {
             return Err("payload must be an object".into());
         };
+        // A persisted query (core/src/graphql/persisted.rs) may come as
+        // its hash alone: the query is then empty until it is resolved.
+        let persisted = matches!(
+            obj.get("extensions").and_then(|e| e.get("persistedQuery")),
+            Some(Value::Object(_))
+        );
         let query = match obj.get("query") {
             Some(Value::String(q)) => q.clone(),
+            None | Some(Value::Null) if persisted => String::new(),
             _ => return Err("payload.query must be a string".into()),
         };
         let operation_name = match obj.get("operationName") {

@@ -249,6 +249,8 @@ mod tests {
             r#"{"type":"subscribe","id":"1","payload":{"query":1}}"#,
             r#"{"type":"subscribe","id":"1","payload":{"query":"{a}","variables":[]}}"#,
             r#"{"type":"subscribe","id":"1"}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"extensions":{}}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"extensions":{"persistedQuery":{}},"query":1}}"#,
             r#"{"type":"connection_init","payload":"x"}"#,
             r#"{"type":"complete"}"#,
             r#"{"type":"what"}"#,
@@ -257,6 +259,12 @@ mod tests {
         }
         assert!(ClientMessage::parse(
             r#"{"type":"subscribe","id":"1","payload":{"query":"{a}","variables":null,"operationName":null,"extensions":null}}"#
+        )
+        .is_ok());
+        // A persisted query by hash: no query (core/src/graphql/persisted.rs
+        // resolves it before the operation starts).
+        assert!(ClientMessage::parse(
+            r#"{"type":"subscribe","id":"1","payload":{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"ab"}}}}"#
         )
         .is_ok());
     }
