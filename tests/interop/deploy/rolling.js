@@ -186,6 +186,14 @@ async function main() {
     for (const w of workers) if (w.connected) w.kill('SIGKILL');
     for (const p of procs) if (!p.exited) { p.child.kill('SIGKILL'); await p.exit; }
   };
+  // Interrupted: stop everything this run started before leaving.
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, async () => {
+      log(`${signal}: stopping the gateways, HAProxy and the workers`);
+      await cleanup();
+      process.exit(1);
+    });
+  }
   const overall = setTimeout(async () => {
     log(`FAIL: the whole run took longer than DEPLOY_TOTAL_MS=${TOTAL_MS}`);
     await cleanup();
