@@ -119,11 +119,11 @@ async function postSay(port, room, text) {
       body: JSON.stringify({ query: 'mutation($r: String!, $t: String!) { say(room: $r, text: $t) }', variables: { r: room, t: text } }),
       signal: AbortSignal.timeout(5000),
     });
-    const text = await r.text();
+    const answer = await r.text();
     let body = {};
-    try { body = JSON.parse(text); } catch { /* reported below */ }
+    try { body = JSON.parse(answer); } catch { /* reported below */ }
     const ok = r.status === 200 && body.data && body.data.say === true;
-    if (!ok && sayErrors.length < 5) sayErrors.push(`${r.status} ${text.slice(0, 200)}`);
+    if (!ok && sayErrors.length < 5) sayErrors.push(`${r.status} ${answer.slice(0, 200)}`);
     return ok;
   } catch (e) {
     if (sayErrors.length < 5) sayErrors.push(String(e));
