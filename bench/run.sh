@@ -91,7 +91,7 @@ start_server() {
 
 series_args() {
   case "$1" in
-    terminus) echo "--reclaim-series terminus_operations,terminus_upstream_streams,terminus_tasks,process_open_fds --ops-series terminus_operations --expect terminus_upstream_connections=1" ;;
+    terminus) echo "--reclaim-series terminus_operations,terminus_upstream_streams,terminus_tasks,process_open_fds --ops-series terminus_operations" ;;
     *) echo "--reclaim-series bench_operations,bench_connections,process_open_fds --ops-series bench_operations" ;;
   esac
 }

@@ -276,8 +276,9 @@ impl Args {
 }
 
 fn parse_expectation(text: &str) -> Result<(String, f64), String> {
+    // The value follows the last `=`: a labelled series name holds others.
     let (name, value) = text
-        .split_once('=')
+        .rsplit_once('=')
         .ok_or_else(|| format!("{text}: expected NAME=VALUE"))?;
     let value: f64 = value
         .trim()
@@ -340,6 +341,19 @@ mod tests {
         assert_eq!(args.protocol.for_connection(1), Subprotocol::GraphqlWs);
         assert!(Args::try_parse_from(["terminus-load", "--expect", "x"]).is_err());
         assert!(Args::try_parse_from(["terminus-load", "--expect", "x=y"]).is_err());
+        let labelled = Args::try_parse_from([
+            "terminus-load",
+            "--expect",
+            "terminus_grpc_busy_total{upstream=\"demo\"}=0",
+        ])
+        .unwrap();
+        assert_eq!(
+            labelled.expectations,
+            vec![(
+                "terminus_grpc_busy_total{upstream=\"demo\"}".to_owned(),
+                0.0
+            )]
+        );
     }
 
     #[test]

@@ -493,6 +493,9 @@ impl Session<'_> {
                 None => slot.track = Some(TickTrack::first(seq, now_us)),
                 Some(track) => {
                     let timing = track.tick(seq, now_us, self.plan.period);
+                    shared
+                        .skipped_ticks
+                        .fetch_add(timing.skipped, Ordering::Relaxed);
                     if shared.recording.load(Ordering::Relaxed) {
                         Shared::record(&shared.lateness, timing.lateness_us);
                         Shared::record(&shared.gap_excess, timing.gap_excess_us);

@@ -73,6 +73,9 @@ pub struct DeliveryReport {
     pub gap_excess: Summary,
     /// Ticks that came before their schedule.
     pub early_ticks: u64,
+    /// Ticks never received over the whole run: seq numbers skipped by a
+    /// subscription (lost on the way, since the demo numbers every tick).
+    pub skipped_ticks: u64,
 }
 
 /// The server's memory.
@@ -310,6 +313,7 @@ impl Report {
         }
         row("lateness vs schedule", summary(&d.lateness));
         row("gap excess", summary(&d.gap_excess));
+        row("skipped ticks", d.skipped_ticks.to_string());
         let m = &self.memory;
         row(
             "server RSS",

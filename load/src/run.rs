@@ -453,6 +453,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         lateness: Summary::of(&shared.lateness),
         gap_excess: Summary::of(&shared.gap_excess),
         early_ticks: shared.early_ticks.load(Ordering::Relaxed),
+        skipped_ticks: shared.skipped_ticks.load(Ordering::Relaxed),
     };
     let cpu = CpuReport {
         server_s: server_cpu_s,

@@ -83,6 +83,9 @@ pub struct Shared {
     pub server_closes: AtomicU64,
     /// Ticks that arrived before their schedule anchored at the first tick.
     pub early_ticks: AtomicU64,
+    /// Ticks never received: the seq numbers a subscription skipped (the
+    /// demo upstream numbers every tick it sends, one after another).
+    pub skipped_ticks: AtomicU64,
     /// Whether latency is being recorded (the hold window).
     pub recording: AtomicBool,
     /// Every client stops when this is set.
@@ -130,6 +133,7 @@ impl Shared {
             operation_completes: AtomicU64::new(0),
             server_closes: AtomicU64::new(0),
             early_ticks: AtomicU64::new(0),
+            skipped_ticks: AtomicU64::new(0),
             recording: AtomicBool::new(false),
             stop: Signal::default(),
             go: Signal::default(),
@@ -214,6 +218,7 @@ impl Summary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickTrack {
     anchor_seq: i64,
+    last_seq: i64,
     anchor_us: u64,
     last_us: u64,
 }
@@ -227,6 +232,8 @@ pub struct TickTiming {
     pub early: bool,
     /// Inter-arrival time minus the period in µs (0 when shorter).
     pub gap_excess_us: u64,
+    /// Seq numbers skipped since the previous tick.
+    pub skipped: u64,
 }
 
 impl TickTrack {
@@ -234,6 +241,7 @@ impl TickTrack {
     pub fn first(seq: i64, at_us: u64) -> TickTrack {
         TickTrack {
             anchor_seq: seq,
+            last_seq: seq,
             anchor_us: at_us,
             last_us: at_us,
         }
@@ -248,7 +256,10 @@ impl TickTrack {
             .saturating_add(ticks_since.saturating_mul(period_us));
         let gap = at_us.saturating_sub(self.last_us);
         self.last_us = at_us;
+        let skipped = u64::try_from(seq - self.last_seq - 1).unwrap_or(0);
+        self.last_seq = self.last_seq.max(seq);
         TickTiming {
+            skipped,
             lateness_us: at_us.saturating_sub(expected),
             early: at_us < expected,
             gap_excess_us: gap.saturating_sub(period_us),
@@ -270,7 +281,8 @@ mod tests {
             TickTiming {
                 lateness_us: 0,
                 early: false,
-                gap_excess_us: 0
+                gap_excess_us: 0,
+                skipped: 0,
             }
         );
         let late = track.tick(5, 1_207_000, period);
@@ -286,6 +298,8 @@ mod tests {
         // A skipped seq is expected two periods later, not one.
         let skipped = track.tick(9, 1_600_500, period);
         assert_eq!(skipped.lateness_us, 500);
+        assert_eq!(skipped.skipped, 1, "seq 8 never came");
+        assert_eq!(track.tick(10, 1_700_000, period).skipped, 0);
     }
 
     #[test]

@@ -128,17 +128,41 @@ impl DemoUpstream {
     /// Listens on `addr` (port 0 for any free port) and serves the demo
     /// service until stopped, with the default [`RoomLimits`].
     pub async fn start(addr: SocketAddr) -> io::Result<DemoUpstream> {
-        DemoUpstream::start_with(addr, RoomLimits::default()).await
+        DemoUpstream::start_configured(addr, RoomLimits::default(), MAX_STREAMS_PER_CONNECTION)
+            .await
+    }
+
+    /// [`DemoUpstream::start`] announcing `max_streams_per_connection` as
+    /// its `SETTINGS_MAX_CONCURRENT_STREAMS` (tests of a client that must
+    /// respect a server's limit).
+    pub async fn start_with_stream_limit(
+        addr: SocketAddr,
+        max_streams_per_connection: u32,
+    ) -> io::Result<DemoUpstream> {
+        DemoUpstream::start_configured(addr, RoomLimits::default(), max_streams_per_connection)
+            .await
     }
 
     /// [`DemoUpstream::start`] with these bounds for the rooms service.
     pub async fn start_with(addr: SocketAddr, limits: RoomLimits) -> io::Result<DemoUpstream> {
+        DemoUpstream::start_configured(addr, limits, MAX_STREAMS_PER_CONNECTION).await
+    }
+
+    async fn start_configured(
+        addr: SocketAddr,
+        limits: RoomLimits,
+        max_streams_per_connection: u32,
+    ) -> io::Result<DemoUpstream> {
         let listener = smol::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(limits));
         let executor = OwnedExecutor::new();
-        let accept_loop =
-            crate::tasks::spawn(accept_loop(listener, shared.clone(), executor.clone()));
+        let accept_loop = crate::tasks::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            executor.clone(),
+            max_streams_per_connection,
+        ));
         tracing::info!(%local_addr, "demo gRPC upstream listening");
         Ok(DemoUpstream {
             local_addr,
@@ -228,6 +252,7 @@ async fn accept_loop(
     listener: smol::net::TcpListener,
     shared: Arc<Shared>,
     executor: OwnedExecutor,
+    max_streams: u32,
 ) {
     let mut connections: Vec<smol::Task<()>> = Vec::new();
     loop {
@@ -251,13 +276,13 @@ async fn accept_loop(
         let mut builder = hyper::server::conn::http2::Builder::new(executor.clone());
         builder
             .timer(smol_hyper::rt::SmolTimer::new())
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_concurrent_streams(max_streams)
             // h2's rapid-reset guard (default 20) sends GOAWAY when a client
             // resets streams the server has not accepted yet. The gateway
-            // multiplexes every subscription over one connection, so a mass
-            // disconnect legitimately resets thousands at once (seen in the
-            // 10,000-client benchmark, docs/BENCHMARKS.md).
-            .max_pending_accept_reset_streams(MAX_STREAMS_PER_CONNECTION as usize);
+            // multiplexes up to its max_streams_per_connection subscriptions over
+            // each connection, so a mass disconnect legitimately resets hundreds
+            // at once (seen in the 10,000-client benchmark, docs/BENCHMARKS.md).
+            .max_pending_accept_reset_streams(max_streams as usize);
         let connection = builder.serve_connection(smol_hyper::rt::FuturesIo::new(stream), service);
         connections.push(crate::tasks::spawn(async move {
             if let Err(error) = connection.await {

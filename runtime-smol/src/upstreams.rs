@@ -216,8 +216,15 @@ impl Upstreams {
             .collect()
     }
 
-    /// The databases' own series (`terminus_mysql_*`) for `/metrics`.
+    /// The upstreams' own series (`terminus_grpc_*`, `terminus_mysql_*`)
+    /// for `/metrics`.
     pub fn write_prometheus(&self, out: &mut String) {
+        let grpc: Vec<_> = self
+            .grpc
+            .iter()
+            .map(|(name, upstream)| (name.as_str(), upstream.pool_stats()))
+            .collect();
+        crate::grpc::write_prometheus(&grpc, out);
         let stats = self.mysql_stats();
         if !stats.is_empty() {
             crate::mysql::write_prometheus(&stats, out);

@@ -252,7 +252,10 @@ const ROOM_SAYS: &[&str] = &[
 /// How many events each member gets.
 const ROOM_EXPECTED: &[(u64, usize)] = &[(1, 2), (2, 2), (3, 1)];
 
-fn room_simulated() -> (Vec<(u64, Vec<UpstreamEvent>)>, Vec<Vec<UpstreamEvent>>) {
+/// Each member's events by op, and each say's events in order.
+type RoomRun = (Vec<(u64, Vec<UpstreamEvent>)>, Vec<Vec<UpstreamEvent>>);
+
+fn room_simulated() -> RoomRun {
     let config = DemoServiceConfig {
         latency_ms: (0, 0),
         error_probability: 0.0,

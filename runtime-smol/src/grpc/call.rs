@@ -1,6 +1,7 @@
 //! Calls on an upstream: unary calls and server streams, their deadlines,
 //! the concurrency bound, and reading messages and the final status.
 
+use super::connection::StreamSlot;
 use super::json::{decode_response, encode_request};
 use super::{code, codec, take_frame, Gauge, GrpcUpstream, CONTENT_TYPE};
 use crate::timeout::timeout;
@@ -229,6 +230,7 @@ impl GrpcUpstream {
     /// Takes a concurrency permit, or fails at once when none is left.
     pub(super) fn admit(&self) -> Result<Admitted, UpstreamFailure> {
         let permit = self.permits.try_acquire_arc().ok_or_else(|| {
+            self.connection_pool().busy_total += 1;
             UpstreamFailure::new(
                 FailureKind::Busy,
                 format!(
@@ -247,7 +249,7 @@ impl GrpcUpstream {
         UpstreamFailure::new(kind, format!("upstream {} {what}", self.name))
     }
 
-    /// Sends the request on the shared connection and reads the response
+    /// Sends the request on a pooled connection and reads the response
     /// headers. `grpc_timeout` is the deadline the server is told of, if
     /// any; the metadata is the upstream's, from `context`.
     pub(super) async fn start(
@@ -257,7 +259,7 @@ impl GrpcUpstream {
         grpc_timeout: Option<Duration>,
         context: &RequestContext,
     ) -> Result<Started, UpstreamFailure> {
-        let mut sender = self.sender().await?;
+        let (mut sender, slot) = self.sender().await?;
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         let mut request =
             http::Request::post(format!("{}://{}{}", self.scheme, self.authority, path))
@@ -281,10 +283,10 @@ impl GrpcUpstream {
                     format!("building the request for {path}: {error}"),
                 )
             })?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| self.transport_failure(&error))?;
+        let response = sender.send_request(request).await.map_err(|error| {
+            self.forget_connection(slot.connection);
+            self.transport_failure(&error)
+        })?;
         if let Some(status) = codec::Status::from_headers(response.headers()) {
             // A trailers-only response: the status came with the headers.
             let status = status.map_err(|message| self.failure(FailureKind::Failed, &message))?;
@@ -321,6 +323,7 @@ impl GrpcUpstream {
             finished: false,
             upstream: self.name.clone(),
             pool: self.pool.clone(),
+            _slot: slot,
         }))
     }
 }
@@ -347,6 +350,8 @@ pub(super) struct ResponseReader {
     upstream: String,
     /// The upstream's descriptors, for its own status detail types.
     pool: prost_reflect::DescriptorPool,
+    /// The stream's place on its connection, as long as the body is held.
+    _slot: StreamSlot,
 }
 
 impl ResponseReader {

@@ -36,9 +36,20 @@ pub struct GrpcUpstreamConfig {
     /// Bound on the TCP connect plus the HTTP/2 handshake. Default 3 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Calls in flight at once on this upstream; the next fails at once with
-    /// `UPSTREAM_BUSY`. Default 1000.
+    /// Calls in flight at once on this upstream, over all its connections;
+    /// the next fails at once with `UPSTREAM_BUSY`. Default 16384.
     pub max_concurrent_streams: usize,
+    /// HTTP/2 connections the upstream's calls are spread over, opened as
+    /// the streams need them. Default 16.
+    pub max_connections: usize,
+    /// Streams one connection carries at most (fewer when the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` is lower). Default 1024.
+    pub max_streams_per_connection: usize,
+    /// The HTTP/2 flow-control window of each stream, in bytes: the most a
+    /// stream whose reader has stopped holds before the server must wait.
+    /// Default 4096. `max_streams_per_connection * stream_window_bytes`
+    /// is at most [`MAX_HELD_BYTES_PER_CONNECTION`].
+    pub stream_window_bytes: u32,
     /// Wait after the first failed connection attempt before the next one;
     /// doubled after each further failure. Default 100 ms.
     #[serde(with = "humantime_serde")]
@@ -83,7 +94,10 @@ impl Default for GrpcUpstreamConfig {
             call_timeout: Duration::from_secs(10),
             stream_timeout: None,
             connect_timeout: Duration::from_secs(3),
-            max_concurrent_streams: 1000,
+            max_concurrent_streams: 16_384,
+            max_connections: 16,
+            max_streams_per_connection: 1024,
+            stream_window_bytes: 4096,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
@@ -96,6 +110,20 @@ impl Default for GrpcUpstreamConfig {
         }
     }
 }
+
+/// The most payload the streams of one connection may hold unread
+/// (`max_streams_per_connection * stream_window_bytes`): 4,210,752 bytes.
+///
+/// h2 (0.4.20, `proto/streams/counts.rs`) charges every received DATA frame
+/// shorter than 256 bytes `256 - len` against a connection-wide budget until
+/// the application reads it, and sends `GOAWAY ENHANCE_YOUR_CALM
+/// "too_many_data_frames"` when the budget is spent. hyper does not expose
+/// the budget; h2 sets it to half the connection window. The connection
+/// window is therefore the largest HTTP/2 allows (2^31 - 1), giving a budget
+/// of 1,073,741,823, and the unread payload is bounded by the stream windows
+/// so that even one-byte frames (charged 255 each) cannot spend it:
+/// 1,073,741,823 / 255 = 4,210,752.
+pub const MAX_HELD_BYTES_PER_CONNECTION: u64 = ((1 << 31) - 1) / 2 / 255;
 
 /// A gRPC upstream's configuration could not be used.
 #[derive(Debug, thiserror::Error)]

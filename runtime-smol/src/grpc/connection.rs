@@ -1,32 +1,119 @@
-//! The one shared HTTP/2 connection of an upstream: made on the first call,
-//! made again after it dies, with exponential backoff between failed
-//! attempts, each attempt bounded by `connect_timeout`.
+//! The HTTP/2 connections of an upstream: a bounded set (`max_connections`),
+//! opened as the streams need them, each carrying at most
+//! `max_streams_per_connection` streams and never more than the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`. A dead connection is dropped from the
+//! set and replaced by the next call that needs room, with exponential
+//! backoff between failed attempts, each attempt bounded by
+//! `connect_timeout`.
+//!
+//! Flow control: each stream's window is `stream_window_bytes`, so a stream
+//! whose reader has stopped (a subscriber that does not read its socket)
+//! holds at most that much before the server has to wait: back-pressure on
+//! that stream alone. The connection window is the largest HTTP/2 allows,
+//! so stalled streams never close it for the others, and h2's budget for
+//! small DATA frames (half that window) covers every frame the stream
+//! windows let in (config.rs, [`super::config::MAX_HELD_BYTES_PER_CONNECTION`]).
 
 use super::{Gauge, GrpcUpstream};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use terminus_core::{FailureKind, UpstreamFailure};
 
-/// The one HTTP/2 connection of an upstream.
+/// The largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// One HTTP/2 connection of an upstream.
 pub(super) struct Connection {
+    /// Numbers the upstream's connections, for `/metrics`.
+    pub(super) id: u64,
     pub(super) sender: SendRequest<Full<Bytes>>,
+    /// Streams this gateway has on it (a [`StreamSlot`] each).
+    pub(super) streams: Arc<AtomicUsize>,
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` as h2 knows it,
+    /// copied from the dispatcher after each of its polls.
+    pub(super) server_limit: Arc<AtomicUsize>,
     /// hyper's request dispatcher for this connection; dropping it closes the
     /// connection.
     pub(super) _driver: smol::Task<()>,
 }
 
-/// Connection state, behind an async mutex so concurrent first calls make
-/// one connection, not many.
-pub(super) struct ConnectionState {
-    pub(super) current: Option<Connection>,
+impl Connection {
+    /// The most streams it may carry now: ours, or the server's when lower.
+    /// Before the server's SETTINGS arrive h2 assumes 100 (hyper's
+    /// `initial_max_send_streams`); a server that sets no limit allows any.
+    pub(super) fn stream_limit(&self, ours: usize) -> usize {
+        ours.min(self.server_limit.load(Ordering::Relaxed))
+    }
+
+    fn claim(&self, pool: &Arc<std::sync::Mutex<Pool>>) -> (SendRequest<Full<Bytes>>, StreamSlot) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        (
+            self.sender.clone(),
+            StreamSlot {
+                connection: self.id,
+                streams: self.streams.clone(),
+                pool: Arc::downgrade(pool),
+            },
+        )
+    }
+}
+
+/// A stream's place on its connection, held as long as h2 may hold data of
+/// the stream (until its response body is read to the end or dropped).
+pub(super) struct StreamSlot {
+    pub(super) connection: u64,
+    streams: Arc<AtomicUsize>,
+    pool: std::sync::Weak<std::sync::Mutex<Pool>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.upgrade() else {
+            self.streams.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        // Under the pool's lock, so no call claims a place on a connection
+        // being closed here.
+        let mut pool = pool.lock().unwrap_or_else(|poison| poison.into_inner());
+        if self.streams.fetch_sub(1, Ordering::Relaxed) == 1 && pool.connections.len() > 1 {
+            // The last stream of a connection beside others: close it, so
+            // the pool shrinks back after load (the first one stays).
+            let id = self.connection;
+            if pool.connections.first().is_some_and(|first| first.id != id) {
+                pool.connections.retain(|connection| connection.id != id);
+            }
+        }
+    }
+}
+
+/// The set of connections and the reconnect backoff, behind a blocking
+/// mutex never held across an await (metrics read it too).
+#[derive(Default)]
+pub(super) struct Pool {
+    pub(super) connections: Vec<Connection>,
+    pub(super) next_id: u64,
+    /// Connections opened since start, for `/metrics`.
+    pub(super) opened_total: u64,
+    /// Calls refused because every connection was full, for `/metrics`.
+    pub(super) busy_total: u64,
     /// When the last attempt failed: no new attempt before this.
     pub(super) retry_at: Option<Instant>,
-    /// The wait after the next failure.
+    /// The wait after the next failure; zero means `backoff_initial`.
     pub(super) next_backoff: Duration,
     /// Why the last attempt failed.
     pub(super) last_error: String,
+}
+
+/// What a look at the pool found.
+enum Found {
+    Room(SendRequest<Full<Bytes>>, StreamSlot),
+    Full(usize),
+    Grow,
 }
 
 impl GrpcUpstream {
@@ -38,45 +125,116 @@ impl GrpcUpstream {
         )
     }
 
-    /// The shared connection's request handle, connecting first when there
-    /// is no live connection and the backoff allows an attempt.
-    pub(super) async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamFailure> {
-        let mut state = self.state.lock().await;
-        if let Some(connection) = &state.current {
-            if !connection.sender.is_closed() {
-                return Ok(connection.sender.clone());
+    pub(super) fn connection_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // Every update of the pool leaves it valid, even one cut short.
+        self.connection_pool
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Drops closed connections, then claims room on the first connection
+    /// that has some (filling connections in order keeps their number as
+    /// low as the streams allow).
+    fn find_room(&self) -> Found {
+        let mut pool = self.connection_pool();
+        pool.connections.retain(|connection| {
+            let open = !connection.sender.is_closed();
+            if !open {
+                tracing::info!(upstream = %self.name, connection = connection.id, "gRPC connection closed; dropped from the pool");
             }
-            tracing::info!(upstream = %self.name, "gRPC connection closed; reconnecting");
-            state.current = None;
+            open
+        });
+        let ours = self.config.max_streams_per_connection;
+        if let Some(connection) = pool
+            .connections
+            .iter()
+            .find(|c| c.streams.load(Ordering::Relaxed) < c.stream_limit(ours))
+        {
+            let (sender, slot) = connection.claim(&self.connection_pool);
+            return Found::Room(sender, slot);
         }
-        if let Some(retry_at) = state.retry_at {
-            let now = Instant::now();
-            if now < retry_at {
-                return Err(self.failure(
-                    FailureKind::Unavailable,
-                    &format!(
-                        "is unreachable ({}); next connection attempt in {} ms",
-                        state.last_error,
-                        (retry_at - now).as_millis()
-                    ),
-                ));
+        if pool.connections.len() >= self.config.max_connections {
+            pool.busy_total += 1;
+            return Found::Full(pool.connections.len());
+        }
+        Found::Grow
+    }
+
+    /// A request handle on a connection with room for one more stream, and
+    /// the stream's slot there; opens a connection when every open one is
+    /// full and the bound and the backoff allow it.
+    pub(super) async fn sender(
+        &self,
+    ) -> Result<(SendRequest<Full<Bytes>>, StreamSlot), UpstreamFailure> {
+        let busy = |connections: usize| {
+            UpstreamFailure::new(
+                FailureKind::Busy,
+                format!(
+                    "upstream {} has every one of its {connections} connections at its stream limit",
+                    self.name
+                ),
+            )
+        };
+        match self.find_room() {
+            Found::Room(sender, slot) => return Ok((sender, slot)),
+            Found::Full(connections) => return Err(busy(connections)),
+            Found::Grow => {}
+        }
+        // One connection attempt at a time; whoever waited here looks again,
+        // since the attempt before it may have made room.
+        let _connecting = self.connecting.lock().await;
+        match self.find_room() {
+            Found::Room(sender, slot) => return Ok((sender, slot)),
+            Found::Full(connections) => return Err(busy(connections)),
+            Found::Grow => {}
+        }
+        {
+            let pool = self.connection_pool();
+            if let Some(retry_at) = pool.retry_at {
+                let now = Instant::now();
+                if now < retry_at {
+                    return Err(self.failure(
+                        FailureKind::Unavailable,
+                        &format!(
+                            "is unreachable ({}); next connection attempt in {} ms",
+                            pool.last_error,
+                            (retry_at - now).as_millis()
+                        ),
+                    ));
+                }
             }
         }
-        match self.connect().await {
-            Ok(connection) => {
-                let sender = connection.sender.clone();
-                state.current = Some(connection);
-                state.retry_at = None;
-                state.next_backoff = self.config.backoff_initial;
-                state.last_error.clear();
-                Ok(sender)
+        let connected = self.connect().await;
+        let mut pool = self.connection_pool();
+        match connected {
+            Ok((sender, server_limit, driver)) => {
+                pool.next_id += 1;
+                pool.opened_total += 1;
+                let connection = Connection {
+                    id: pool.next_id,
+                    sender,
+                    streams: Arc::new(AtomicUsize::new(0)),
+                    server_limit,
+                    _driver: driver,
+                };
+                tracing::info!(upstream = %self.name, endpoint = %self.config.endpoint, connection = connection.id, open = pool.connections.len() + 1, "gRPC connection open");
+                let claimed = connection.claim(&self.connection_pool);
+                pool.connections.push(connection);
+                pool.retry_at = None;
+                pool.next_backoff = Duration::ZERO;
+                pool.last_error.clear();
+                Ok(claimed)
             }
             Err(error) => {
-                let wait = state.next_backoff;
+                let wait = if pool.next_backoff.is_zero() {
+                    self.config.backoff_initial
+                } else {
+                    pool.next_backoff
+                };
                 tracing::warn!(upstream = %self.name, %error, backoff_ms = wait.as_millis() as u64, "gRPC connect failed");
-                state.retry_at = Some(Instant::now() + wait);
-                state.next_backoff = (wait * 2).min(self.config.backoff_max);
-                state.last_error = error.clone();
+                pool.retry_at = Some(Instant::now() + wait);
+                pool.next_backoff = (wait * 2).min(self.config.backoff_max);
+                pool.last_error = error.clone();
                 Err(self.failure(
                     FailureKind::Unavailable,
                     &format!("is unreachable: {error}"),
@@ -85,9 +243,21 @@ impl GrpcUpstream {
         }
     }
 
+    /// Takes connection `id` out of the pool after a request on it failed
+    /// in transport (it may be going away without being closed yet), so
+    /// the next call opens another. Its streams end on their own.
+    pub(super) fn forget_connection(&self, id: u64) {
+        self.connection_pool()
+            .connections
+            .retain(|connection| connection.id != id);
+    }
+
     /// Makes the TCP connection and the HTTP/2 handshake, bounded by
-    /// `connect_timeout`.
-    pub(super) async fn connect(&self) -> Result<Connection, String> {
+    /// `connect_timeout`, and spawns the connection's dispatcher.
+    #[allow(clippy::type_complexity)]
+    async fn connect(
+        &self,
+    ) -> Result<(SendRequest<Full<Bytes>>, Arc<AtomicUsize>, smol::Task<()>), String> {
         let timeout = self.config.connect_timeout;
         let handshake = async {
             let stream = smol::net::TcpStream::connect((self.host.as_str(), self.port))
@@ -116,21 +286,29 @@ impl GrpcUpstream {
                 .keep_alive_interval(self.config.keepalive_interval)
                 .keep_alive_timeout(self.config.keepalive_timeout)
                 .keep_alive_while_idle(false)
+                // Per-stream back-pressure: a stream nobody reads holds at
+                // most its window. The connection window is the largest
+                // there is, so stalled streams never starve the others, and
+                // h2's small-DATA-frame budget (half of it) outlasts every
+                // frame the stream windows admit (module doc).
+                .initial_stream_window_size(self.config.stream_window_bytes)
+                .initial_connection_window_size(MAX_WINDOW)
+                .adaptive_window(false)
                 // h2 counts the RST_STREAMs it sends because DATA arrived
                 // for a stream already reset locally, and sends GOAWAY past
                 // 1,024 of them. Every cancelled subscription whose upstream
-                // had ticks in flight adds one, so churn on the one shared
-                // connection tripped it and failed every operation on it
+                // had ticks in flight adds one, so churn tripped it and
+                // failed every operation on the connection
                 // (docs/BENCHMARKS.md). The upstream is configured, not an
                 // arbitrary peer, and its streams are bounded by
-                // `max_concurrent_streams`.
+                // `max_streams_per_connection`.
                 .max_local_error_reset_streams(None);
             builder
                 .handshake(smol_hyper::rt::FuturesIo::new(stream))
                 .await
                 .map_err(|error| format!("HTTP/2 handshake with {}: {error}", self.config.endpoint))
         };
-        let (sender, dispatcher) = crate::timeout::timeout(timeout, handshake)
+        let (sender, mut dispatcher) = crate::timeout::timeout(timeout, handshake)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -141,16 +319,22 @@ impl GrpcUpstream {
             })?;
         let open = Gauge::new(&self.open_connections);
         let name = self.name.clone();
+        // hyper tells the server's stream limit on the dispatcher only; the
+        // SETTINGS that change it are read inside its poll.
+        let server_limit = Arc::new(AtomicUsize::new(dispatcher.current_max_send_streams()));
+        let limit = server_limit.clone();
         let driver = crate::tasks::spawn(async move {
             let _open = open;
-            if let Err(error) = dispatcher.await {
+            let ended = std::future::poll_fn(|cx| {
+                let polled = std::pin::Pin::new(&mut dispatcher).poll(cx);
+                limit.store(dispatcher.current_max_send_streams(), Ordering::Relaxed);
+                polled
+            })
+            .await;
+            if let Err(error) = ended {
                 tracing::info!(upstream = %name, %error, "gRPC connection ended");
             }
         });
-        tracing::info!(upstream = %self.name, endpoint = %self.config.endpoint, "gRPC connection open");
-        Ok(Connection {
-            sender,
-            _driver: driver,
-        })
+        Ok((sender, server_limit, driver))
     }
 }

@@ -1,11 +1,13 @@
-//! gRPC upstreams: a client on smol over one shared HTTP/2 connection per
-//! endpoint.
+//! gRPC upstreams: a client on smol over a bounded set of shared HTTP/2
+//! connections per endpoint.
 //!
-//! Every call of an upstream is a stream on the same HTTP/2 connection
-//! (hyper's `client::conn::http2`), so the number of upstream sockets stays at
-//! one however many operations come and go. The connection is made on the
-//! first call, and made again after it dies, with exponential backoff between
-//! failed attempts. Messages are dynamic: the request JSON (proto3 JSON
+//! Every call of an upstream is a stream on one of its HTTP/2 connections
+//! (hyper's `client::conn::http2`): at most `max_connections` of them, each
+//! carrying up to `max_streams_per_connection` streams (or the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, when lower), opened as the streams need
+//! them and replaced after they die, with exponential backoff between failed
+//! attempts (connection.rs). A stream whose reader stops is back-pressured
+//! by its own flow-control window and never fails its connection. Messages are dynamic: the request JSON (proto3 JSON
 //! mapping) becomes a `prost_reflect::DynamicMessage` of the method's input
 //! type, and each response message becomes JSON again, with default values
 //! present and lowerCamelCase names.
@@ -21,7 +23,7 @@
 //! dead peer. A schema field may override each of the three timeouts
 //! ([`CallTimeouts`], `@grpc(timeout:, streamTimeout:, idleTimeout:)`); at most
 //! `max_concurrent_streams` calls are in flight, and the next one fails at
-//! once with `UPSTREAM_BUSY`. Dropping a call's future or its [`GrpcStream`]
+//! once with `UPSTREAM_BUSY`, as it does when every connection is full. Dropping a call's future or its [`GrpcStream`]
 //! resets its HTTP/2 stream (RST_STREAM CANCEL), so the upstream stops work.
 
 mod call;
@@ -32,6 +34,7 @@ mod connection;
 pub(crate) mod executor;
 mod json;
 pub mod metadata;
+mod metrics;
 mod request;
 pub mod sdl;
 
@@ -39,10 +42,11 @@ pub use call::GrpcStream;
 pub(crate) use codec::{
     code, encode_message, frame, parse_timeout_header, take_frame, CONTENT_TYPE,
 };
-pub use config::{compile_protos, ConfigError, GrpcUpstreamConfig};
+pub use config::{compile_protos, ConfigError, GrpcUpstreamConfig, MAX_HELD_BYTES_PER_CONNECTION};
+pub use metrics::write_prometheus;
 
 use async_lock::{Mutex, Semaphore};
-use connection::ConnectionState;
+use connection::Pool;
 use executor::OwnedExecutor;
 use prost_reflect::DescriptorPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,7 +68,7 @@ impl Drop for Gauge {
     }
 }
 
-/// A gRPC upstream: one lazily made, shared HTTP/2 connection, the
+/// A gRPC upstream: its lazily made, shared HTTP/2 connections, the
 /// descriptors of its services, and its bounds. Share it as `Arc`.
 pub struct GrpcUpstream {
     name: String,
@@ -80,7 +84,11 @@ pub struct GrpcUpstream {
         rustls_pki_types::ServerName<'static>,
     )>,
     pool: DescriptorPool,
-    state: Mutex<ConnectionState>,
+    /// The connections and the reconnect backoff (connection.rs).
+    connection_pool: Arc<std::sync::Mutex<Pool>>,
+    /// Held while a connection is being made, so concurrent calls that
+    /// find every connection full make one more, not many.
+    connecting: Mutex<()>,
     executor: OwnedExecutor,
     permits: Arc<Semaphore>,
     open_streams: Arc<AtomicUsize>,
@@ -160,8 +168,27 @@ impl GrpcUpstream {
             upstream: name.to_owned(),
             message: message.to_owned(),
         };
-        if config.max_concurrent_streams == 0 {
-            return Err(limit_error("max_concurrent_streams must be at least 1"));
+        if config.max_concurrent_streams == 0
+            || config.max_connections == 0
+            || config.max_streams_per_connection == 0
+        {
+            return Err(limit_error(
+                "max_concurrent_streams, max_connections and max_streams_per_connection must be at least 1",
+            ));
+        }
+        if config.stream_window_bytes < 1024 {
+            return Err(limit_error("stream_window_bytes must be at least 1024"));
+        }
+        let held = (config.max_streams_per_connection as u64)
+            .saturating_mul(u64::from(config.stream_window_bytes));
+        if held > MAX_HELD_BYTES_PER_CONNECTION {
+            return Err(limit_error(&format!(
+                "max_streams_per_connection ({}) * stream_window_bytes ({}) is {held}, above \
+                 {MAX_HELD_BYTES_PER_CONNECTION}: h2 would fail the whole connection \
+                 (GOAWAY ENHANCE_YOUR_CALM) when that many bytes of small frames wait \
+                 unread (docs/config.md)",
+                config.max_streams_per_connection, config.stream_window_bytes
+            )));
         }
         if config.call_timeout.is_zero()
             || config.connect_timeout.is_zero()
@@ -197,12 +224,8 @@ impl GrpcUpstream {
             scheme,
             tls,
             pool,
-            state: Mutex::new(ConnectionState {
-                current: None,
-                retry_at: None,
-                next_backoff: config.backoff_initial,
-                last_error: String::new(),
-            }),
+            connection_pool: Arc::new(std::sync::Mutex::new(Pool::default())),
+            connecting: Mutex::new(()),
             executor: OwnedExecutor::new(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_streams)),
             open_streams: Arc::new(AtomicUsize::new(0)),
@@ -232,10 +255,64 @@ impl GrpcUpstream {
         self.open_streams.load(Ordering::Relaxed)
     }
 
-    /// Open HTTP/2 connections to the upstream: 0 or 1.
+    /// Open HTTP/2 connections to the upstream: at most `max_connections`.
     pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
     }
+
+    /// The pool's numbers, for `/metrics`: each pooled connection's id,
+    /// streams and stream limit, and the counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        let pool = self.connection_pool();
+        let ours = self.config.max_streams_per_connection;
+        PoolStats {
+            connections: pool
+                .connections
+                .iter()
+                .filter(|connection| !connection.sender.is_closed())
+                .map(|connection| ConnectionStats {
+                    id: connection.id,
+                    streams: connection.streams.load(Ordering::Relaxed),
+                    stream_limit: connection.stream_limit(ours),
+                })
+                .collect(),
+            max_connections: self.config.max_connections,
+            streams: self.open_streams(),
+            max_streams: self.config.max_concurrent_streams,
+            opened_total: pool.opened_total,
+            busy_total: pool.busy_total,
+        }
+    }
+}
+
+/// One pooled connection, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// The connection's number within its upstream (1 for the first made).
+    pub id: u64,
+    /// Streams this gateway has on it.
+    pub streams: usize,
+    /// The most it may carry now: `max_streams_per_connection`, or the
+    /// server's `SETTINGS_MAX_CONCURRENT_STREAMS` when lower.
+    pub stream_limit: usize,
+}
+
+/// An upstream's connection pool, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The pooled connections that are open.
+    pub connections: Vec<ConnectionStats>,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// Calls in flight (unary calls and live streams).
+    pub streams: usize,
+    /// `max_concurrent_streams`.
+    pub max_streams: usize,
+    /// Connections opened since start.
+    pub opened_total: u64,
+    /// Calls refused with `UPSTREAM_BUSY`: `max_concurrent_streams` reached,
+    /// or every connection full.
+    pub busy_total: u64,
 }
 
 impl Drop for GrpcUpstream {
