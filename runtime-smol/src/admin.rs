@@ -31,6 +31,7 @@ pub fn state(gateway: &Gateway) -> Value {
     let connection_count = views.len();
     drop(views);
     let mysql: Vec<Value> = gateway
+        .live()
         .upstreams
         .mysql_stats()
         .into_iter()
@@ -48,8 +49,23 @@ pub fn state(gateway: &Gateway) -> Value {
             })
         })
         .collect();
+    let capacity = gateway.capacity();
+    let reload = gateway
+        .reload_status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     json!({
         "draining": gateway.is_draining(),
+        "ready": capacity.ready,
+        "max_connections": capacity.max_connections,
+        "reload": {
+            "generation": capacity.config_generation,
+            "ok_total": reload.ok_total,
+            "failed_total": reload.failed_total,
+            "last_ok": reload.last.as_ref().map(Result::is_ok),
+            "last": reload.last.as_ref().map(|r| match r { Ok(s) | Err(s) => s.clone() }),
+        },
         "now": {
             "connections": sampled.connections,
             "operations": metrics.operations.load(Ordering::Relaxed),
@@ -67,7 +83,7 @@ pub fn state(gateway: &Gateway) -> Value {
         "websockets_listed": connection_count,
         "history": gateway.history.snapshot(),
         "operations": operations,
-        "shared": gateway.upstreams.shared().rows(),
+        "shared": gateway.live().upstreams.shared().rows(),
         "mysql": mysql,
     })
 }
@@ -98,6 +114,7 @@ pub const PAGE: &str = r##"<!doctype html>
 </head>
 <body>
 <h1>Terminus <span id="state" class="state">…</span> <span id="err" class="err"></span></h1>
+<p id="reload"></p>
 <p><a href="/simulator/">Browser simulator</a>: thousands of simulated clients in this browser, or live WebSockets against this gateway.</p>
 <div class="cards" id="cards"></div>
 <div class="legend"><span style="color:#2f6fde">■ connections</span><span style="color:#d9480f">■ operations</span><span style="color:#2b8a3e">■ upstream streams</span><span style="color:#7048e8">■ tasks</span> <span id="range"></span></div>
@@ -158,6 +175,11 @@ async function tick() {
         card(m.queries_total + " (" + m.kills_total + " killed)", "mysql " + m.db + ": statements"),
         card(m.acquire_timeouts_total, "mysql " + m.db + ": busy answers"));
     }
+    const rl = s.reload || {};
+    const re = document.getElementById("reload");
+    re.textContent = rl.last == null ? "schema generation " + rl.generation :
+      "schema generation " + rl.generation + "; last reload " + (rl.last_ok ? "ok: " : "FAILED, nothing changed: ") + rl.last;
+    re.className = rl.last_ok === false ? "err" : "";
     draw(s.history);
     const shared = s.shared || [];
     document.getElementById("sharedcount").textContent = "(" + shared.length + ")";

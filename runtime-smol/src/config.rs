@@ -178,6 +178,10 @@ pub struct Limits {
     /// subscriptions, docs/transports.md) served at once; more are refused
     /// with HTTP 503.
     pub max_http_streams: usize,
+    /// Whether `/readyz` answers 503 while `max_connections` WebSocket
+    /// connections are open (the balancer then sends new clients to a
+    /// sibling).
+    pub unready_at_capacity: bool,
 }
 
 impl Default for Limits {
@@ -201,6 +205,7 @@ impl Default for Limits {
             max_response_bytes: 1024 * 1024,
             max_sql_row_count: 10_000,
             max_http_streams: 10_000,
+            unready_at_capacity: true,
         }
     }
 }
@@ -240,6 +245,12 @@ pub struct Timeouts {
     /// before the gateway drops them and exits.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// Drain: how long `/readyz` answers 503 before the connections are
+    /// closed with 1001 (at least the balancer's check interval times its
+    /// fall count, so it stops sending new clients first); `"0s"` closes
+    /// them at once. The `drain` bound counts from its end.
+    #[serde(with = "humantime_serde")]
+    pub drain_unready: Duration,
     /// Period of keep-alives on a streaming HTTP response: an SSE comment
     /// (`:`) or an empty multipart part (`{}`), docs/transports.md.
     #[serde(with = "humantime_serde")]
@@ -258,6 +269,7 @@ impl Default for Timeouts {
             http_header_read: Duration::from_secs(10),
             http_request: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            drain_unready: Duration::ZERO,
             stream_keepalive: Duration::from_secs(12),
         }
     }

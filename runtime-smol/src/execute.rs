@@ -30,13 +30,20 @@ use terminus_core::{CallTimeouts, OpId, RequestContext, UpstreamCall, UpstreamEv
 /// Returns after the terminal event was sent, or when `out` is closed (the
 /// connection is gone). Sending waits when `out` is full, so a slow client
 /// slows its upstreams down instead of growing a queue.
+///
+/// With `reloads`, a hot reload of that gateway hands the execution the
+/// new schema; the core decides whether it keeps running
+/// (`Execution::handle_reload`). The calls keep `upstreams`, the clients
+/// the operation started with, to its end.
 pub async fn run_operation(
     mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
+    reloads: Option<Arc<Gateway>>,
 ) {
+    let mut seen = reloads.as_ref().map(|gateway| gateway.live().generation);
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
@@ -63,7 +70,23 @@ pub async fn run_operation(
             return;
         }
         // `call_tx` is held here, so the channel never closes under us.
-        let Ok((call_id, event)) = call_rx.recv().await else {
+        let next = async { Some(call_rx.recv().await) };
+        let reloaded = async {
+            match (&reloads, seen) {
+                (Some(gateway), Some(generation)) => gateway.wait_reload(generation).await,
+                _ => std::future::pending().await,
+            }
+            None
+        };
+        let Some(received) = next.or(reloaded).await else {
+            if let Some(gateway) = &reloads {
+                let live = gateway.live();
+                seen = Some(live.generation);
+                execution.handle_reload(&live.schema, &live.upstream_names);
+            }
+            continue;
+        };
+        let Ok((call_id, event)) = received else {
             return;
         };
         if event.is_terminal() {
@@ -86,15 +109,16 @@ pub async fn run_operation_guarded(
     panic_for_test: bool,
 ) {
     let queue = gateway.config.limits.operation_queue;
-    let upstreams = gateway.upstreams.clone();
+    let upstreams = gateway.live().upstreams.clone();
     let events = out.clone();
+    let reloads = gateway.clone();
     let run = async move {
         // The `testing.panic_trigger` hook (off by default).
         assert!(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(execution, upstreams, op, queue, events).await;
+        run_operation(execution, upstreams, op, queue, events, Some(reloads)).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);

@@ -239,19 +239,43 @@ async fn route(
         ),
         (&Method::GET, "/metrics") => {
             let mut text = gateway.metrics.render(gateway.sampled());
-            gateway.upstreams.write_prometheus(&mut text);
+            gateway.live().upstreams.write_prometheus(&mut text);
+            crate::metrics::write_capacity(&mut text, &gateway.capacity());
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
             if gateway.is_ready() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            } else if gateway.is_draining() {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "full: limits.max_connections are open\n",
+                )
             }
         }
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
             respond(StatusCode::OK, "text/html; charset=utf-8", admin::PAGE)
+        }
+        (&Method::POST, "/admin/reload") => {
+            if gateway.config.admin.token.is_none() {
+                return respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "forbidden: POST /admin/reload needs admin.token (or send SIGHUP)\n",
+                );
+            }
+            match crate::reload::reload(gateway).await {
+                Ok(summary) => respond(StatusCode::OK, "text/plain", format!("reloaded: {summary}\n")),
+                Err(why) => respond(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "text/plain",
+                    format!("reload failed, nothing changed: {why}\n"),
+                ),
+            }
         }
         (&Method::GET, "/admin/state") => {
             let state = admin::state(gateway);
@@ -270,7 +294,10 @@ async fn route(
 }
 
 fn is_admin_path(path: &str) -> bool {
-    matches!(path, "/admin" | "/admin/" | "/admin/state" | "/metrics")
+    matches!(
+        path,
+        "/admin" | "/admin/" | "/admin/state" | "/admin/reload" | "/metrics"
+    )
 }
 
 /// The admin surface's rules (`[admin]`, docs/security.md): on the admin
@@ -466,6 +493,7 @@ fn websocket_upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
@@ -493,6 +521,8 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    // A drain answers this request before it ends (core `Drain`).
+    let _in_flight = crate::gateway::RequestSlot::new(gateway);
     let claims = match authorize_post(gateway, &request).await {
         Ok(claims) => claims,
         Err(response) => {
@@ -505,9 +535,11 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let limit_time = gateway.config.timeouts.http_request;
@@ -547,9 +579,11 @@ async fn graphql_get(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resp
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match request::parse_get_query(request.uri().query().unwrap_or("")) {
@@ -580,6 +614,8 @@ async fn run_post(
     via_get: bool,
 ) -> Response<Body> {
     let execution = request::start_execution(gateway, request, claims, context);
+    // The upstreams of the same moment as the schema start_execution used.
+    let live = gateway.live();
     // `None`: the request did not prepare; its errors are the execution's
     // only output and the operation is not counted.
     let kind = execution.kind();
@@ -610,10 +646,11 @@ async fn run_post(
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
         execution,
-        gateway.upstreams.clone(),
+        live.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
+        Some(gateway.clone()),
     ));
     let mut result: Option<Value> = None;
     loop {

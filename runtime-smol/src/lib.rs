@@ -13,6 +13,7 @@ pub mod execute;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod request;
 pub mod run;
 pub mod server;

@@ -288,9 +288,11 @@ pub(crate) async fn serve(
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match *request.method() {

@@ -61,6 +61,39 @@ impl Upstreams {
         Ok(upstreams)
     }
 
+    /// A reload: takes `old`'s client for every upstream whose section is
+    /// the same in `config` as in `old_config` (its connections and streams
+    /// go on), and keeps the new client for the others. Returns the names
+    /// kept and the names of the new or changed ones; `old`'s replaced
+    /// clients drain as the operations that hold them end.
+    pub fn keep_unchanged(
+        &mut self,
+        config: &Config,
+        old_config: &Config,
+        old: &Upstreams,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut kept, mut changed) = (Vec::new(), Vec::new());
+        for (name, client) in &mut self.grpc {
+            match (old_config.grpc.get(name), old.grpc.get(name)) {
+                (Some(before), Some(old_client)) if config.grpc.get(name) == Some(before) => {
+                    *client = old_client.clone();
+                    kept.push(format!("grpc.{name}"));
+                }
+                _ => changed.push(format!("grpc.{name}")),
+            }
+        }
+        for (name, pool) in &mut self.mysql {
+            match (old_config.mysql.get(name), old.mysql.get(name)) {
+                (Some(before), Some(old_pool)) if config.mysql.get(name) == Some(before) => {
+                    *pool = old_pool.clone();
+                    kept.push(format!("mysql.{name}"));
+                }
+                _ => changed.push(format!("mysql.{name}")),
+            }
+        }
+        (kept, changed)
+    }
+
     /// Adds (or replaces) the gRPC upstream `name`.
     pub fn insert_grpc(&mut self, name: &str, client: Arc<GrpcUpstream>) {
         self.grpc.insert(name.to_owned(), client);

@@ -418,6 +418,7 @@ async fn drive(
                 Effect::SendPing => writer.push(Outbound::Ping),
                 Effect::Authenticate { payload } => {
                     gateway
+                        .live()
                         .context_capture
                         .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
@@ -432,6 +433,7 @@ async fn drive(
                     };
                     if let Some(claims) = &claims {
                         gateway
+                            .live()
                             .context_capture
                             .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
                     }

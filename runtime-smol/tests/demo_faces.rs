@@ -87,7 +87,14 @@ async fn real_face(upstreams: &Arc<Upstreams>, query: &str) -> (Vec<UpstreamEven
     let started = Instant::now();
     let execution = Execution::start(&schema(), &request(query), &Limits::default());
     let (tx, rx) = async_channel::bounded(16);
-    let _task = smol::spawn(run_operation(execution, upstreams.clone(), OpId(1), 16, tx));
+    let _task = smol::spawn(run_operation(
+        execution,
+        upstreams.clone(),
+        OpId(1),
+        16,
+        tx,
+        None,
+    ));
     let mut events = Vec::new();
     loop {
         let event = futures_lite::future::or(async { rx.recv().await.ok() }, async {
@@ -311,6 +318,7 @@ fn rooms_deliver_alike_on_both_faces_and_leave_nothing_behind() {
                 OpId(*op),
                 16,
                 tx,
+                None,
             ));
             members.push((*op, task, rx));
         }
@@ -402,7 +410,14 @@ fn clocks_tick_on_the_epoch_on_both_faces() {
         let before = server.clock_now().0 / 20;
         let execution = Execution::start(&schema(), &request(query), &Limits::default());
         let (tx, rx) = async_channel::bounded(16);
-        let task = smol::spawn(run_operation(execution, upstreams.clone(), OpId(1), 16, tx));
+        let task = smol::spawn(run_operation(
+            execution,
+            upstreams.clone(),
+            OpId(1),
+            16,
+            tx,
+            None,
+        ));
         let mut seqs = Vec::new();
         while seqs.len() < 3 {
             let event = futures_lite::future::or(async { rx.recv().await.ok() }, async {

@@ -312,6 +312,22 @@ impl Execution {
         }
     }
 
+    /// The schema and configuration were reloaded: `new` is the schema and
+    /// `upstreams` the upstreams now configured. An operation whose root
+    /// field or upstream is gone ends with one `SCHEMA_RELOADED` error (its
+    /// calls are cancelled); any other keeps running
+    /// (`core/src/graphql/reload.rs`). A finished one is left alone.
+    pub fn handle_reload(&mut self, new: &Schema, upstreams: &super::UpstreamNames) {
+        if let State::Running(run) = &mut self.state {
+            if run.done {
+                return;
+            }
+            if let Err(error) = super::reload::verdict(&run.op, new, upstreams) {
+                run.abort(error.to_value());
+            }
+        }
+    }
+
     /// Reports an event of call `call`. Events of unknown or already
     /// answered calls are ignored.
     pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
@@ -445,6 +461,13 @@ impl Running {
     /// `max_response_bytes`: the calls still running are given up and the
     /// operation ends with one `RESPONSE_TOO_LARGE` error.
     fn fail_too_large(&mut self, budget: ResponseBudget) {
+        self.abort(budget.error().to_value());
+    }
+
+    /// Ends the operation with one terminal `error`: the calls still
+    /// running are given up (the ones never handed out are forgotten, the
+    /// others cancelled) and nothing else is sent.
+    fn abort(&mut self, error: Value) {
         for i in 0..self.states.len() {
             if let FieldState::Running { call, .. } = self.states[i] {
                 match self.calls.iter().position(|(id, _)| *id == call) {
@@ -462,8 +485,7 @@ impl Running {
         }
         self.calls.clear();
         self.outputs.clear();
-        self.outputs
-            .push_back(UpstreamEvent::Error(vec![budget.error().to_value()]));
+        self.outputs.push_back(UpstreamEvent::Error(vec![error]));
         self.done = true;
     }
 
