@@ -788,10 +788,11 @@ impl ClientAudit {
     }
 }
 
-/// The close codes a server connection may emit (docs/protocol.md; 4500
-/// after a host failure).
+/// The close codes a server connection may emit (docs/protocol.md; 1002
+/// and 1007 for RFC 6455 violations the host reports; 4500 after a host
+/// failure).
 pub const SERVER_CLOSE_CODES: &[u16] = &[
-    1000, 1001, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429, 4500,
+    1000, 1001, 1002, 1007, 1009, 1013, 4400, 4401, 4403, 4408, 4409, 4429, 4500,
 ];
 
 /// The close codes a client connection may emit on its own.
