@@ -26,7 +26,7 @@ shift || true
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-all_targets=(lifecycle client_lifecycle frame graphql pair)
+all_targets=(lifecycle client_lifecycle frame graphql pair share)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 log_dir="${FUZZ_LOG_DIR:-$(mktemp -d)}"

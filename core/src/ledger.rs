@@ -9,9 +9,12 @@
 
 use crate::client::{ClientConnection, ClientEffect, ClientEvent};
 use crate::server::{AuthVerdict, ConnectionConfig, Effect, Input, ServerConnection, Subprotocol};
+use crate::share::{
+    ShareEffect, ShareInput, ShareKey, ShareTable, StreamEnd, StreamId, SubscriberId,
+};
 use crate::{Millis, OpId, UpstreamEvent};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// How an operation ended, as the ledger saw it.
@@ -34,6 +37,9 @@ pub enum Violation {
     /// A rule of a whole simulation (`core/src/sim`): the upstream and the
     /// run itself.
     Simulation(SimulationViolation),
+    /// A rule of the shared-subscription table (`core/src/share.rs`), found
+    /// by [`ShareLedger`].
+    Share(ShareViolation),
 }
 
 impl fmt::Display for Violation {
@@ -42,6 +48,7 @@ impl fmt::Display for Violation {
             Violation::Server(v) => v.fmt(f),
             Violation::Client(v) => v.fmt(f),
             Violation::Simulation(v) => v.fmt(f),
+            Violation::Share(v) => v.fmt(f),
         }
     }
 }
@@ -57,6 +64,12 @@ impl From<ServerViolation> for Violation {
 impl From<ClientViolation> for Violation {
     fn from(v: ClientViolation) -> Self {
         Violation::Client(v)
+    }
+}
+
+impl From<ShareViolation> for Violation {
+    fn from(v: ShareViolation) -> Self {
+        Violation::Share(v)
     }
 }
 
@@ -880,5 +893,370 @@ mod tests {
         }));
         ledger.observe_effect(&ClientEffect::SendText("{}".into()));
         assert_eq!(ledger.violations().len(), 2, "{:?}", ledger.violations());
+    }
+}
+
+/// A broken rule of the shared-subscription table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareViolation {
+    /// A stream was started twice, or a second stream for a key that has a
+    /// live one.
+    StartedTwice {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A subscriber of a key without a live stream got no `Start`, or one
+    /// of a key with a live stream got a new one.
+    WrongStart {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// A stream ended twice (reset twice, or reset after its upstream end).
+    EndedTwice {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A stream was reset while it still had subscribers.
+    ResetWithSubscribers {
+        /// The stream.
+        stream: StreamId,
+        /// How many.
+        subscribers: usize,
+    },
+    /// A stream's last subscriber left and the stream was not reset in the
+    /// same step: it outlives its last subscriber.
+    OutlivedLastSubscriber {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// An item was delivered on a stream that is not live.
+    DeliverToEnded {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A subscriber was ended for a stream it is not on, or twice.
+    WrongEnd {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// The upstream ended a stream and a subscriber of it was not ended in
+    /// the same step, or not with the stream's outcome.
+    SubscriberNotEnded {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// At the end: a stream started and never ended.
+    NeverEnded {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+impl fmt::Display for ShareViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShareViolation::StartedTwice { stream } => write!(f, "{stream} started twice"),
+            ShareViolation::WrongStart { subscriber } => {
+                write!(
+                    f,
+                    "subscriber {} got the wrong start (none, or a second stream for its key)",
+                    subscriber.0
+                )
+            }
+            ShareViolation::EndedTwice { stream } => write!(f, "{stream} ended twice"),
+            ShareViolation::ResetWithSubscribers {
+                stream,
+                subscribers,
+            } => write!(f, "{stream} reset with {subscribers} subscribers left"),
+            ShareViolation::OutlivedLastSubscriber { stream } => {
+                write!(f, "{stream} outlives its last subscriber")
+            }
+            ShareViolation::DeliverToEnded { stream } => {
+                write!(f, "an item delivered on {stream}, which is not live")
+            }
+            ShareViolation::WrongEnd { subscriber } => {
+                write!(
+                    f,
+                    "subscriber {} ended for a stream it is not on",
+                    subscriber.0
+                )
+            }
+            ShareViolation::SubscriberNotEnded { subscriber } => write!(
+                f,
+                "subscriber {} was not ended with its stream's outcome",
+                subscriber.0
+            ),
+            ShareViolation::NeverEnded { stream } => {
+                write!(f, "{stream} was started and never ended")
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ShareStreamRecord {
+    key: ShareKey,
+    subscribers: BTreeSet<SubscriberId>,
+    ended: bool,
+}
+
+/// Observes the shared-subscription table's inputs and effects and checks
+/// its rules: every stream started is ended exactly once (a `Reset`, or the
+/// upstream's end), a stream is reset in the very step its subscriber count
+/// reaches 0 (it never outlives its last subscriber) and never while it has
+/// subscribers, an upstream end ends every subscriber with the same outcome,
+/// and nothing is delivered on a stream that is not live. Its model of who
+/// is subscribed where is its own, built from the inputs.
+#[derive(Debug, Default)]
+pub struct ShareLedger {
+    streams: BTreeMap<StreamId, ShareStreamRecord>,
+    live_by_key: HashMap<ShareKey, StreamId>,
+    on: HashMap<SubscriberId, StreamId>,
+    /// This step: a subscriber waiting for its `Start` (its key had no
+    /// live stream).
+    awaiting_start: Option<(SubscriberId, ShareKey)>,
+    /// This step: a stream whose last subscriber left, waiting for its
+    /// `Reset`.
+    awaiting_reset: Option<StreamId>,
+    /// This step: the subscribers of an upstream-ended stream waiting for
+    /// their `End`, with the outcome.
+    awaiting_end: BTreeSet<SubscriberId>,
+    end_outcome: Option<StreamEnd>,
+    violations: Vec<Violation>,
+    starts: usize,
+}
+
+impl ShareLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        ShareLedger::default()
+    }
+
+    fn violation(&mut self, v: ShareViolation) {
+        self.violations.push(Violation::Share(v));
+    }
+
+    /// Closes the current step: whatever was due in it and did not come is
+    /// a violation.
+    fn end_step(&mut self) {
+        if let Some((subscriber, _)) = self.awaiting_start.take() {
+            self.violation(ShareViolation::WrongStart { subscriber });
+        }
+        if let Some(stream) = self.awaiting_reset.take() {
+            self.violation(ShareViolation::OutlivedLastSubscriber { stream });
+        }
+        for subscriber in std::mem::take(&mut self.awaiting_end) {
+            self.on.remove(&subscriber);
+            self.violation(ShareViolation::SubscriberNotEnded { subscriber });
+        }
+        self.end_outcome = None;
+    }
+
+    /// Records an input about to be fed to the table (`accepted`: the
+    /// table did not refuse it). Starts a new step.
+    pub fn observe_input(&mut self, input: &ShareInput, accepted: bool) {
+        self.end_step();
+        if !accepted {
+            return;
+        }
+        match input {
+            ShareInput::Subscribe { subscriber, key } => match self.live_by_key.get(key) {
+                Some(stream) => {
+                    let stream = *stream;
+                    self.on.insert(*subscriber, stream);
+                    if let Some(r) = self.streams.get_mut(&stream) {
+                        r.subscribers.insert(*subscriber);
+                    }
+                }
+                None => self.awaiting_start = Some((*subscriber, key.clone())),
+            },
+            ShareInput::Unsubscribe { subscriber } => {
+                if let Some(stream) = self.on.remove(subscriber) {
+                    if let Some(r) = self.streams.get_mut(&stream) {
+                        r.subscribers.remove(subscriber);
+                        if r.subscribers.is_empty() && !r.ended {
+                            self.awaiting_reset = Some(stream);
+                        }
+                    }
+                }
+            }
+            ShareInput::Item { .. } => {}
+            ShareInput::StreamEnd { stream, outcome } => {
+                if let Some(r) = self.streams.get_mut(stream) {
+                    if !r.ended {
+                        r.ended = true;
+                        self.live_by_key.remove(&r.key);
+                        self.awaiting_end = r.subscribers.clone();
+                        self.end_outcome = Some(outcome.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records an effect the table emitted.
+    pub fn observe_effect(&mut self, effect: &ShareEffect) {
+        match effect {
+            ShareEffect::Start { stream, key } => {
+                self.starts += 1;
+                if self.streams.contains_key(stream) || self.live_by_key.contains_key(key) {
+                    self.violation(ShareViolation::StartedTwice { stream: *stream });
+                    return;
+                }
+                let mut subscribers = BTreeSet::new();
+                match self.awaiting_start.take() {
+                    Some((subscriber, k)) if &k == key => {
+                        subscribers.insert(subscriber);
+                        self.on.insert(subscriber, *stream);
+                    }
+                    other => {
+                        self.awaiting_start = other;
+                        self.violation(ShareViolation::StartedTwice { stream: *stream });
+                    }
+                }
+                self.live_by_key.insert(key.clone(), *stream);
+                self.streams.insert(
+                    *stream,
+                    ShareStreamRecord {
+                        key: key.clone(),
+                        subscribers,
+                        ended: false,
+                    },
+                );
+            }
+            ShareEffect::Reset { stream } => {
+                if self.awaiting_reset == Some(*stream) {
+                    self.awaiting_reset = None;
+                }
+                let Some(r) = self.streams.get_mut(stream) else {
+                    self.violation(ShareViolation::EndedTwice { stream: *stream });
+                    return;
+                };
+                if r.ended {
+                    self.violation(ShareViolation::EndedTwice { stream: *stream });
+                    return;
+                }
+                r.ended = true;
+                let left = r.subscribers.len();
+                let key = r.key.clone();
+                self.live_by_key.remove(&key);
+                if left > 0 {
+                    self.violation(ShareViolation::ResetWithSubscribers {
+                        stream: *stream,
+                        subscribers: left,
+                    });
+                }
+            }
+            ShareEffect::Deliver { stream } => {
+                if self.streams.get(stream).is_none_or(|r| r.ended) {
+                    self.violation(ShareViolation::DeliverToEnded { stream: *stream });
+                }
+            }
+            ShareEffect::End {
+                subscriber,
+                stream,
+                outcome,
+            } => {
+                let expected = self.awaiting_end.remove(subscriber)
+                    && self.on.get(subscriber) == Some(stream)
+                    && self.end_outcome.as_ref() == Some(outcome);
+                self.on.remove(subscriber);
+                if !expected {
+                    self.violation(ShareViolation::WrongEnd {
+                        subscriber: *subscriber,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Checks the end state: every stream started has ended. Call when the
+    /// host believes nothing is live (every subscriber gone).
+    pub fn check_end(&mut self) {
+        self.end_step();
+        let open: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, r)| !r.ended)
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in open {
+            self.violation(ShareViolation::NeverEnded { stream });
+        }
+    }
+
+    /// Every violation so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Streams started so far.
+    pub fn starts(&self) -> usize {
+        self.starts
+    }
+
+    /// Streams started and not ended.
+    pub fn live_streams(&self) -> usize {
+        self.streams.values().filter(|r| !r.ended).count()
+    }
+}
+
+/// A [`ShareTable`] under a [`ShareLedger`]: every input and effect goes
+/// through the ledger. The effects of each input are returned.
+#[derive(Debug, Default)]
+pub struct AuditedShare {
+    table: ShareTable,
+    ledger: ShareLedger,
+}
+
+impl AuditedShare {
+    /// An empty audited table.
+    pub fn new() -> Self {
+        AuditedShare::default()
+    }
+
+    /// Feeds one input and returns every effect it caused.
+    pub fn handle(&mut self, now: Millis, input: ShareInput) -> Vec<ShareEffect> {
+        let accepted = !matches!(&input, ShareInput::Subscribe { subscriber, .. } if self.table.stream_of(*subscriber).is_some());
+        self.ledger.observe_input(&input, accepted);
+        let _ = self.table.handle(now, input);
+        let mut effects = Vec::new();
+        while let Some(effect) = self.table.poll_effect() {
+            self.ledger.observe_effect(&effect);
+            effects.push(effect);
+        }
+        effects
+    }
+
+    /// The table (read-only: inputs must go through the ledger).
+    pub fn table(&self) -> &ShareTable {
+        &self.table
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &ShareLedger {
+        &self.ledger
+    }
+
+    /// Checks the end state and returns every violation of the whole run.
+    pub fn check_end(&mut self) -> Vec<Violation> {
+        self.ledger.check_end();
+        self.ledger.violations().to_vec()
+    }
+
+    /// Unsubscribes every live subscriber (a mass disconnect), checks that
+    /// nothing is left, and returns every violation of the whole run.
+    pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
+        let mut subscribers: Vec<SubscriberId> = self
+            .table
+            .streams()
+            .iter()
+            .flat_map(|s| self.table.subscribers(s.stream).collect::<Vec<_>>())
+            .collect();
+        subscribers.sort();
+        for subscriber in subscribers {
+            self.handle(now, ShareInput::Unsubscribe { subscriber });
+        }
+        self.check_end()
     }
 }

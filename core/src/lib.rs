@@ -17,11 +17,12 @@ pub mod ledger;
 pub mod operation;
 pub mod protocol;
 pub mod server;
+pub mod share;
 #[cfg(feature = "testkit")]
 pub mod sim;
 pub mod time;
 pub mod upstream;
 
-pub use operation::{OpId, OperationRequest, UpstreamEvent};
+pub use operation::{EncodedPayload, OpId, OperationRequest, UpstreamEvent};
 pub use time::Millis;
 pub use upstream::{CallTimeouts, FailureKind, RequestContext, UpstreamCall, UpstreamFailure};

@@ -40,6 +40,12 @@ pub struct OperationRequest {
 pub enum UpstreamEvent {
     /// One execution result (`{"data": ..., "errors": [...]}`).
     Next(Value),
+    /// One execution result already serialised as JSON text, shared with
+    /// other operations that selected the same (a `@shared` stream's
+    /// message is encoded once per distinct selection,
+    /// `core/src/share.rs`): the connection copies the bytes into its frame
+    /// around the operation's id instead of encoding again.
+    NextEncoded(EncodedPayload),
     /// The operation failed before or instead of producing results: a
     /// non-empty list of GraphQL errors. Terminal.
     Error(Vec<Value>),
@@ -50,6 +56,38 @@ pub enum UpstreamEvent {
 impl UpstreamEvent {
     /// Whether this event ends the operation.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, UpstreamEvent::Next(_))
+        !matches!(self, UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_))
+    }
+
+    /// The result of a `Next` or `NextEncoded` as a value (parsing the
+    /// encoded text), for hosts that do not write it out as it is.
+    pub fn next_value(&self) -> Option<Value> {
+        match self {
+            UpstreamEvent::Next(v) => Some(v.clone()),
+            UpstreamEvent::NextEncoded(p) => serde_json::from_str(p.as_str()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A serialised execution result (`{"data": ...}` as JSON text), shared by
+/// every operation whose result it is. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPayload(std::sync::Arc<str>);
+
+impl EncodedPayload {
+    /// Serialises `result` once.
+    pub fn encode(result: &Value) -> Self {
+        EncodedPayload(std::sync::Arc::from(result.to_string()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `other` holds the very same bytes (not a copy).
+    pub fn same_bytes(&self, other: &EncodedPayload) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }

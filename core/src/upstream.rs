@@ -26,6 +26,10 @@ pub enum UpstreamCall {
         /// The operation's [`RequestContext`], from which the host picks
         /// the gRPC metadata each upstream is configured to send.
         context: RequestContext,
+        /// The field is `@shared`: the host runs one upstream stream per
+        /// [`crate::share::ShareKey`] for all the operations whose call
+        /// would be identical (docs/schema.md, "`@shared`").
+        shared: bool,
     },
     /// One SQL statement on a configured database, run as a prepared
     /// statement. `:name` placeholders of the schema have already become `?`
@@ -131,6 +135,10 @@ pub enum FailureKind {
     /// SQL: a value does not fit its column (out of range, too long,
     /// malformed; SQLSTATE class 22).
     DataError,
+    /// A subscriber of a `@shared` stream could not keep up: its own
+    /// queue overflowed, so the gateway ended it while the stream goes on
+    /// for the others.
+    SlowSubscriber,
 }
 
 impl FailureKind {
@@ -156,6 +164,7 @@ impl FailureKind {
             FailureKind::LockTimeout => "UPSTREAM_LOCK_TIMEOUT",
             FailureKind::Deadlock => "UPSTREAM_DEADLOCK",
             FailureKind::DataError => "UPSTREAM_DATA_ERROR",
+            FailureKind::SlowSubscriber => "SLOW_SUBSCRIBER",
         }
     }
 }

@@ -49,6 +49,7 @@ fn hello_query_calls_the_demo_upstream_and_picks_the_message() {
             streaming: false,
             timeouts: CallTimeouts::default(),
             context: Default::default(),
+            shared: false,
         }
     );
     assert!(exec.poll_call().is_none());
@@ -113,6 +114,7 @@ fn ticks_subscription_streams_and_fails_with_the_failure_code() {
             streaming: true,
             timeouts: CallTimeouts::default(),
             context: Default::default(),
+            shared: false,
         }
     );
     exec.handle_call_event(id, CallEvent::Item(json!({"seq": 1})));

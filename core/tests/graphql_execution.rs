@@ -193,6 +193,7 @@ fn mutation_fields_run_one_after_another() {
             streaming: false,
             timeouts: CallTimeouts::default(),
             context: Default::default(),
+            shared: false,
         }
     );
     exec.handle_call_event(calls[0].0, CallEvent::Item(json!({"name": "x"})));

@@ -131,3 +131,50 @@ type Subscription {
         }
     );
 }
+
+#[test]
+fn shared_is_read_on_grpc_subscription_fields_and_misuse_names_the_line() {
+    use terminus_core::graphql::{Execution, Limits};
+    use terminus_core::{OperationRequest, UpstreamCall};
+    let cases: Vec<(String, &str)> = vec![
+        (format!("type Query {{ a: Int {G} @shared }}"), "s.graphql:1:59: @shared on field Query.a: only subscription fields can be shared"),
+        (format!("type Query {{ a: Int {G} }}\ntype Mutation {{\n  m: Int {G} @shared\n}}"), "s.graphql:3:48: @shared on field Mutation.m: only subscription fields can be shared"),
+        (format!("type Query {{ a: Int {G} }}\ntype Subscription {{\n  s: Int @live(db: \"m\", query: \"SELECT 1\", every: \"1s\") @shared\n}}"), "s.graphql:3:57: @shared on field Subscription.s: @shared is for @grpc server streams"),
+        (format!("type Query {{ a: Int {G} }}\ntype Subscription {{ s: Int @shared }}"), "s.graphql:2:28: @shared on field Subscription.s: @shared needs @grpc"),
+        (format!("type Query {{ a: Int {G} }}\ntype Subscription {{ s: Int {G} @shared @shared }}"), "@shared given twice on field Subscription.s"),
+        (format!("type Query {{ a: Int {G} }}\ntype Subscription {{ s: Int {G} @shared(key: \"x\") }}"), "unknown argument `key` of @shared"),
+        (format!("type Query {{ a: Int {G} }}\ntype T {{ b: Int @shared }}"), "s.graphql:2:17: @shared on field T.b: @shared needs @grpc"),
+    ];
+    for (sdl, want) in cases {
+        let got = error(&sdl);
+        assert!(got.contains(want), "for:\n{sdl}\nwant: {want}\ngot:  {got}");
+    }
+    let schema = Schema::parse(
+        &format!("directive @shared on FIELD_DEFINITION\ntype Query {{ a: Int {G} }}\ntype Subscription {{\n  s(n: Int): Int @shared {G}\n  t(n: Int): Int {G}\n}}"),
+        "s.graphql",
+    )
+    .unwrap();
+    let shared = |query: &str| {
+        let request = OperationRequest {
+            id: "1".into(),
+            query: query.into(),
+            operation_name: None,
+            variables: Default::default(),
+            extensions: Default::default(),
+        };
+        let op = schema.prepare(&request, &Limits::default()).unwrap();
+        match Execution::new(op).poll_call() {
+            Some((
+                _,
+                UpstreamCall::Grpc {
+                    shared,
+                    streaming: true,
+                    ..
+                },
+            )) => shared,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(shared("subscription { s(n: 1) }"));
+    assert!(!shared("subscription { t(n: 1) }"));
+}

@@ -185,3 +185,48 @@ fn a_zero_linger_ends_at_the_next_timer() {
     assert!(t.conn.connection().is_terminated());
     t.finish();
 }
+
+#[test]
+fn a_frame_violation_closes_1007_or_1002_and_cancels_every_operation() {
+    use terminus_core::server::FrameViolation;
+    let cases = [
+        (
+            FrameViolation::InvalidUtf8,
+            close::INVALID_FRAME_PAYLOAD_DATA,
+        ),
+        (FrameViolation::Unmasked, close::PROTOCOL_ERROR),
+        (FrameViolation::ReservedBits, close::PROTOCOL_ERROR),
+        (FrameViolation::UnknownOpcode, close::PROTOCOL_ERROR),
+        (FrameViolation::ControlFrameTooBig, close::PROTOCOL_ERROR),
+        (
+            FrameViolation::FragmentedControlFrame,
+            close::PROTOCOL_ERROR,
+        ),
+        (FrameViolation::BadContinuation, close::PROTOCOL_ERROR),
+        (FrameViolation::Malformed, close::PROTOCOL_ERROR),
+    ];
+    for protocol in BOTH {
+        for (violation, code) in cases {
+            let mut t = Transcript::new(protocol);
+            t.init_ok();
+            let op = t.subscribe("a", "subscription { ticks }");
+            let effects = t.input(Input::FrameViolation(violation));
+            assert_eq!(
+                close_of(&effects),
+                Some((code, violation.reason().to_owned()))
+            );
+            assert_eq!(cancels(&effects), vec![op]);
+            assert!(frames(&effects).is_empty());
+            assert!(t.conn.connection().is_closing());
+            t.finish();
+        }
+    }
+    // Before init too, and a second violation while closing changes nothing.
+    let mut t = Transcript::legacy();
+    let effects = t.input(Input::FrameViolation(FrameViolation::Unmasked));
+    assert_eq!(close_code(&effects), Some(close::PROTOCOL_ERROR));
+    assert!(t
+        .input(Input::FrameViolation(FrameViolation::InvalidUtf8))
+        .is_empty());
+    t.finish();
+}

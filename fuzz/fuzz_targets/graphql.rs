@@ -126,8 +126,9 @@ impl Run {
                 "output after the terminal event: {output:?}"
             );
             match &output {
-                UpstreamEvent::Next(result) => {
-                    if let Err(e) = check_execution_result(result) {
+                UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
+                    let result = output.next_value().expect("a result that parses");
+                    if let Err(e) = check_execution_result(&result) {
                         panic!("{e}");
                     }
                     if self.kind != Some(OperationKind::Subscription) {

@@ -108,6 +108,8 @@ enum Step {
     TransportClosed(u16),
     /// The transport refused a frame of this size as too large.
     FrameTooBig(u32),
+    /// The transport found an RFC 6455 violation (index into a fixed list).
+    FrameViolation(u8),
     /// The host failed (a caught panic).
     InternalError,
     /// The server drains.
@@ -303,6 +305,20 @@ fuzz_target!(|scenario: Scenario| {
             Step::FrameTooBig(bytes) => run.input(Input::FrameTooBig {
                 bytes: *bytes as usize,
             }),
+            Step::FrameViolation(which) => {
+                use terminus_core::server::FrameViolation as V;
+                let all = [
+                    V::InvalidUtf8,
+                    V::Unmasked,
+                    V::ReservedBits,
+                    V::UnknownOpcode,
+                    V::ControlFrameTooBig,
+                    V::FragmentedControlFrame,
+                    V::BadContinuation,
+                    V::Malformed,
+                ];
+                run.input(Input::FrameViolation(all[usize::from(*which) % all.len()]))
+            }
             Step::InternalError => run.input(Input::InternalError),
             Step::Shutdown => run.input(Input::Shutdown),
         }

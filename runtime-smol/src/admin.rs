@@ -31,6 +31,7 @@ pub fn state(gateway: &Gateway) -> Value {
     let connection_count = views.len();
     drop(views);
     let mysql: Vec<Value> = gateway
+        .live()
         .upstreams
         .mysql_stats()
         .into_iter()
@@ -48,13 +49,30 @@ pub fn state(gateway: &Gateway) -> Value {
             })
         })
         .collect();
+    let capacity = gateway.capacity();
+    let reload = gateway
+        .reload_status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     json!({
         "draining": gateway.is_draining(),
+        "ready": capacity.ready,
+        "max_connections": capacity.max_connections,
+        "reload": {
+            "generation": capacity.config_generation,
+            "ok_total": reload.ok_total,
+            "failed_total": reload.failed_total,
+            "last_ok": reload.last.as_ref().map(Result::is_ok),
+            "last": reload.last.as_ref().map(|r| match r { Ok(s) | Err(s) => s.clone() }),
+        },
         "now": {
             "connections": sampled.connections,
             "operations": metrics.operations.load(Ordering::Relaxed),
             "upstream_streams": sampled.upstream_streams,
             "upstream_connections": sampled.upstream_connections,
+            "shared_streams": sampled.shared_streams,
+            "shared_subscribers": sampled.shared_subscribers,
             "tasks": sampled.tasks,
             "open_fds": sampled.open_fds,
             "resident_memory_bytes": sampled.resident_memory_bytes,
@@ -65,6 +83,7 @@ pub fn state(gateway: &Gateway) -> Value {
         "websockets_listed": connection_count,
         "history": gateway.history.snapshot(),
         "operations": operations,
+        "shared": gateway.live().upstreams.shared().rows(),
         "mysql": mysql,
     })
 }
@@ -95,10 +114,13 @@ pub const PAGE: &str = r##"<!doctype html>
 </head>
 <body>
 <h1>Terminus <span id="state" class="state">…</span> <span id="err" class="err"></span></h1>
+<p id="reload"></p>
 <p><a href="/simulator/">Browser simulator</a>: thousands of simulated clients in this browser, or live WebSockets against this gateway.</p>
 <div class="cards" id="cards"></div>
 <div class="legend"><span style="color:#2f6fde">■ connections</span><span style="color:#d9480f">■ operations</span><span style="color:#2b8a3e">■ upstream streams</span><span style="color:#7048e8">■ tasks</span> <span id="range"></span></div>
 <svg id="chart" viewBox="0 0 600 180" preserveAspectRatio="none"></svg>
+<h2 style="font-size:1.1rem">Shared streams <span id="sharedcount"></span></h2>
+<table><thead><tr><th>upstream method</th><th>key (request, metadata, timeouts)</th><th>subscribers</th><th>messages</th><th>age</th></tr></thead><tbody id="shared"></tbody></table>
 <h2 style="font-size:1.1rem">Live operations <span id="opcount"></span></h2>
 <table><thead><tr><th>connection</th><th>peer</th><th>protocol</th><th>id</th><th>field</th><th>age</th></tr></thead><tbody id="ops"></tbody></table>
 <script>
@@ -106,6 +128,7 @@ pub const PAGE: &str = r##"<!doctype html>
 const cards = [
   ["connections", "connections"], ["operations", "live operations"],
   ["upstream_streams", "upstream streams"], ["upstream_connections", "upstream connections"],
+  ["shared_streams", "shared streams"], ["shared_subscribers", "shared subscribers"],
   ["tasks", "tasks"], ["open_fds", "open fds"], ["resident_memory_bytes", "memory (MiB)"],
   ["operations_started_total", "operations started"], ["operations_cancelled_total", "operations cancelled"],
   ["panics_total", "panics"],
@@ -152,7 +175,19 @@ async function tick() {
         card(m.queries_total + " (" + m.kills_total + " killed)", "mysql " + m.db + ": statements"),
         card(m.acquire_timeouts_total, "mysql " + m.db + ": busy answers"));
     }
+    const rl = s.reload || {};
+    const re = document.getElementById("reload");
+    re.textContent = rl.last == null ? "schema generation " + rl.generation :
+      "schema generation " + rl.generation + "; last reload " + (rl.last_ok ? "ok: " : "FAILED, nothing changed: ") + rl.last;
+    re.className = rl.last_ok === false ? "err" : "";
     draw(s.history);
+    const shared = s.shared || [];
+    document.getElementById("sharedcount").textContent = "(" + shared.length + ")";
+    document.getElementById("shared").replaceChildren(...shared.slice(0, 500).map(x => {
+      const tr = document.createElement("tr");
+      tr.append(text("td", x.field), text("td", x.key), text("td", x.subscribers), text("td", x.items), text("td", age(Math.round(x.age_seconds * 1000))));
+      return tr;
+    }));
     document.getElementById("opcount").textContent = "(" + s.operations.length + ")";
     const rows = s.operations.slice(0, 500).map(o => {
       const tr = document.createElement("tr");

@@ -139,13 +139,21 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Live operations per WebSocket connection.
     pub max_operations_per_connection: usize,
-    /// Bytes sent to a client but not yet written to its socket.
+    /// Bytes of frames for a client queued or handed to the WebSocket
+    /// layer and not yet flushed to its socket (1013 beyond).
     pub max_outbound_bytes: usize,
+    /// The kernel send buffer of each accepted socket (`SO_SNDBUF`), so
+    /// that what a client does not read waits in the gateway, where
+    /// `max_outbound_bytes` counts it; 0 leaves the kernel's autotuning.
+    pub socket_send_buffer_bytes: usize,
     /// Largest HTTP POST body accepted on `/graphql` (413 beyond).
     pub max_http_body_bytes: usize,
     /// Upstream events an operation may queue towards its connection before
     /// it waits (backpressure from a slow client reaches the upstream).
     pub operation_queue: usize,
+    /// Items one subscriber of a `@shared` stream may have queued before
+    /// the gateway ends it with `SLOW_SUBSCRIBER` (runtime-smol/src/share.rs).
+    pub shared_subscriber_queue: usize,
     /// Deepest selection-set nesting of a GraphQL document.
     pub max_query_depth: usize,
     /// Most field selections in a document, fragments expanded.
@@ -170,6 +178,10 @@ pub struct Limits {
     /// subscriptions, docs/transports.md) served at once; more are refused
     /// with HTTP 503.
     pub max_http_streams: usize,
+    /// Whether `/readyz` answers 503 while `max_connections` WebSocket
+    /// connections are open (the balancer then sends new clients to a
+    /// sibling).
+    pub unready_at_capacity: bool,
 }
 
 impl Default for Limits {
@@ -179,8 +191,10 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             max_operations_per_connection: 100,
             max_outbound_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: 256 * 1024,
             max_http_body_bytes: 64 * 1024,
             operation_queue: 16,
+            shared_subscriber_queue: crate::share::DEFAULT_SUBSCRIBER_QUEUE,
             max_query_depth: 20,
             max_query_fields: 1000,
             max_query_aliases: 50,
@@ -191,6 +205,7 @@ impl Default for Limits {
             max_response_bytes: 1024 * 1024,
             max_sql_row_count: 10_000,
             max_http_streams: 10_000,
+            unready_at_capacity: true,
         }
     }
 }
@@ -230,6 +245,12 @@ pub struct Timeouts {
     /// before the gateway drops them and exits.
     #[serde(with = "humantime_serde")]
     pub drain: Duration,
+    /// Drain: how long `/readyz` answers 503 before the connections are
+    /// closed with 1001 (at least the balancer's check interval times its
+    /// fall count, so it stops sending new clients first); `"0s"` closes
+    /// them at once. The `drain` bound counts from its end.
+    #[serde(with = "humantime_serde")]
+    pub drain_unready: Duration,
     /// Period of keep-alives on a streaming HTTP response: an SSE comment
     /// (`:`) or an empty multipart part (`{}`), docs/transports.md.
     #[serde(with = "humantime_serde")]
@@ -248,6 +269,7 @@ impl Default for Timeouts {
             http_header_read: Duration::from_secs(10),
             http_request: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            drain_unready: Duration::ZERO,
             stream_keepalive: Duration::from_secs(12),
         }
     }
@@ -512,6 +534,10 @@ impl Config {
                 self.limits.max_http_body_bytes,
             ),
             ("limits.operation_queue", self.limits.operation_queue),
+            (
+                "limits.shared_subscriber_queue",
+                self.limits.shared_subscriber_queue,
+            ),
             ("limits.max_query_depth", self.limits.max_query_depth),
             ("limits.max_query_fields", self.limits.max_query_fields),
             ("limits.max_query_bytes", self.limits.max_query_bytes),

@@ -8,10 +8,13 @@
 //! which resets gRPC streams and kills SQL queries at once.
 
 use crate::gateway::Gateway;
+use crate::grpc::GrpcUpstream;
+use crate::share::{slow_subscriber, SharedEvent, StreamReport};
 use crate::tasks;
 use crate::upstreams::{unavailable, Upstreams};
 use async_channel::Sender;
 use futures_lite::{FutureExt, StreamExt};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -19,20 +22,28 @@ use std::sync::Arc;
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, GraphQLError, Step, INTERNAL_SERVER_ERROR,
 };
-use terminus_core::{OpId, UpstreamCall, UpstreamEvent};
+use terminus_core::share::{ShareKey, StreamEnd};
+use terminus_core::{CallTimeouts, OpId, RequestContext, UpstreamCall, UpstreamEvent};
 
 /// Runs `execution` to its end, sending every event for `op` to `out`.
 ///
 /// Returns after the terminal event was sent, or when `out` is closed (the
 /// connection is gone). Sending waits when `out` is full, so a slow client
 /// slows its upstreams down instead of growing a queue.
+///
+/// With `reloads`, a hot reload of that gateway hands the execution the
+/// new schema; the core decides whether it keeps running
+/// (`Execution::handle_reload`). The calls keep `upstreams`, the clients
+/// the operation started with, to its end.
 pub async fn run_operation(
     mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
     call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
+    reloads: Option<Arc<Gateway>>,
 ) {
+    let mut seen = reloads.as_ref().map(|gateway| gateway.live().generation);
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
@@ -59,10 +70,26 @@ pub async fn run_operation(
             return;
         }
         // `call_tx` is held here, so the channel never closes under us.
-        let Ok((call_id, event)) = call_rx.recv().await else {
+        let next = async { Some(call_rx.recv().await) };
+        let reloaded = async {
+            match (&reloads, seen) {
+                (Some(gateway), Some(generation)) => gateway.wait_reload(generation).await,
+                _ => std::future::pending().await,
+            }
+            None
+        };
+        let Some(received) = next.or(reloaded).await else {
+            if let Some(gateway) = &reloads {
+                let live = gateway.live();
+                seen = Some(live.generation);
+                execution.handle_reload(&live.schema, &live.upstream_names);
+            }
+            continue;
+        };
+        let Ok((call_id, event)) = received else {
             return;
         };
-        if !matches!(event, CallEvent::Item(_)) {
+        if event.is_terminal() {
             calls.remove(&call_id);
         }
         execution.handle_call_event(call_id, event);
@@ -82,15 +109,16 @@ pub async fn run_operation_guarded(
     panic_for_test: bool,
 ) {
     let queue = gateway.config.limits.operation_queue;
-    let upstreams = gateway.upstreams.clone();
+    let upstreams = gateway.live().upstreams.clone();
     let events = out.clone();
+    let reloads = gateway.clone();
     let run = async move {
         // The `testing.panic_trigger` hook (off by default).
         assert!(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(execution, upstreams, op, queue, events).await;
+        run_operation(execution, upstreams, op, queue, events, Some(reloads)).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -124,11 +152,53 @@ async fn run_call(
             streaming,
             timeouts,
             context,
+            shared,
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
                 return;
             };
+            if shared && streaming {
+                let key = ShareKey::new(
+                    &upstream,
+                    &method,
+                    &request,
+                    &client
+                        .context_keys()
+                        .filter_map(|k| context.get(k).map(|v| (k.to_string(), v.clone())))
+                        .collect(),
+                    &timeouts,
+                );
+                let field = format!("{upstream} {method}");
+                let client = client.clone();
+                let subscription = upstreams.shared().subscribe(key, &field, move |report| {
+                    Box::pin(run_shared_stream(
+                        client, method, request, timeouts, context, report,
+                    ))
+                });
+                let queue = upstreams.shared().queue();
+                loop {
+                    match subscription.next().await {
+                        Some(SharedEvent::Item(message)) => {
+                            if !report(CallEvent::Shared(message)).await {
+                                return;
+                            }
+                        }
+                        Some(SharedEvent::End(StreamEnd::Complete)) => {
+                            report(CallEvent::End).await;
+                            return;
+                        }
+                        Some(SharedEvent::End(StreamEnd::Failed(failure))) => {
+                            report(CallEvent::Failed(failure)).await;
+                            return;
+                        }
+                        None => {
+                            report(CallEvent::Failed(slow_subscriber(queue))).await;
+                            return;
+                        }
+                    }
+                }
+            }
             if streaming {
                 let mut stream = match client
                     .server_streaming_in(&method, request, timeouts, &context)
@@ -216,4 +286,38 @@ async fn run_call(
             }
         }
     }
+}
+
+/// The task of one `@shared` upstream stream, owned by the hub
+/// (runtime-smol/src/share.rs): reports each message, then the stream's
+/// end or failure. The hub drops it when its last subscriber leaves, which
+/// resets the stream.
+async fn run_shared_stream(
+    client: Arc<GrpcUpstream>,
+    method: String,
+    request: Value,
+    timeouts: CallTimeouts,
+    context: RequestContext,
+    report: StreamReport,
+) {
+    let mut stream = match client
+        .server_streaming_in(&method, request, timeouts, &context)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(failure) => {
+            report.end(StreamEnd::Failed(failure));
+            return;
+        }
+    };
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(message) => report.item(message),
+            Err(failure) => {
+                report.end(StreamEnd::Failed(failure));
+                return;
+            }
+        }
+    }
+    report.end(StreamEnd::Complete);
 }

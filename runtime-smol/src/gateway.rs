@@ -13,13 +13,15 @@ use crate::jwt::Verifier;
 use crate::metrics::{History, Metrics, Sampled};
 use crate::upstreams::Upstreams;
 use async_channel::Receiver;
+use event_listener::Event;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use terminus_core::graphql::persisted::PersistedQueries;
-use terminus_core::graphql::{Limits as GraphqlLimits, Schema};
+use terminus_core::graphql::{Limits as GraphqlLimits, Schema, UpstreamNames};
 use terminus_core::server::{Admission, ConnectionConfig, Drain, DrainConfig};
 use terminus_core::Millis;
 
@@ -51,19 +53,83 @@ pub struct ConnectionView {
     pub operations: Mutex<Vec<OperationRow>>,
 }
 
-/// State shared by the listener, every connection and every HTTP request.
-pub struct Gateway {
-    /// The configuration the gateway runs with.
+/// What a hot reload replaces (runtime-smol/src/reload.rs): the schema, the
+/// upstream sections of the config and the clients built from them. Each
+/// operation takes the current one when it starts and keeps it to its end.
+#[derive(Debug)]
+pub struct Live {
+    /// The configuration this schema and these upstreams were loaded from
+    /// (only its `schema`, `[grpc.*]` and `[mysql.*]` are reloaded; the rest
+    /// of the running gateway follows [`Gateway::config`]).
     pub config: Config,
     /// The loaded schema.
     pub schema: Schema,
-    /// GraphQL bounds derived from `config.limits`.
-    pub graphql_limits: GraphqlLimits,
     /// The upstream clients.
     pub upstreams: Arc<Upstreams>,
+    /// The names of `upstreams`, for the core's reload rule.
+    pub upstream_names: UpstreamNames,
     /// The request values some upstream forwards as metadata, collected by
     /// the front ends (grpc/metadata.rs).
     pub context_capture: ContextCapture,
+    /// 0 at start, one more per successful reload.
+    pub generation: u64,
+}
+
+impl Live {
+    /// The live part of a gateway serving `schema` against `upstreams`.
+    pub fn new(config: Config, schema: Schema, upstreams: Upstreams, generation: u64) -> Live {
+        let context_capture = ContextCapture::from_keys(
+            upstreams
+                .grpc_names()
+                .filter_map(|name| upstreams.grpc(name))
+                .flat_map(|upstream| upstream.context_keys()),
+        );
+        let upstream_names = UpstreamNames {
+            grpc: upstreams.grpc_names().map(str::to_owned).collect(),
+            sql: upstreams.sql_names().map(str::to_owned).collect(),
+        };
+        Live {
+            config,
+            schema,
+            upstreams: Arc::new(upstreams),
+            upstream_names,
+            context_capture,
+            generation,
+        }
+    }
+}
+
+/// The outcome of the last reload, for `/admin/state` and the log.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Successful reloads since start.
+    pub ok_total: u64,
+    /// Failed reloads since start (nothing changed).
+    pub failed_total: u64,
+    /// The last reload's outcome: `Ok(summary)` or `Err(why, with file and
+    /// line)`; `None` before the first.
+    pub last: Option<Result<String, String>>,
+}
+
+/// State shared by the listener, every connection and every HTTP request.
+pub struct Gateway {
+    /// The configuration the gateway started with (the sections a reload
+    /// does not change: listen, TLS, auth, admin, limits, timeouts).
+    pub config: Config,
+    /// The schema and upstreams, replaced whole by a reload.
+    live: RwLock<Arc<Live>>,
+    /// Notified after each successful reload; live operations then ask the
+    /// core whether they keep running (runtime-smol/src/execute.rs).
+    pub(crate) reloaded: Event,
+    /// The last reload's outcome.
+    pub reload_status: Mutex<ReloadStatus>,
+    /// The config file `terminus serve` was started with (a reload reads
+    /// it again); `None` for the demo, which builds its config in code.
+    pub config_path: Mutex<Option<PathBuf>>,
+    /// Serializes reloads (SIGHUP and `POST /admin/reload`).
+    pub(crate) reloading: async_lock::Mutex<()>,
+    /// GraphQL bounds derived from `config.limits`.
+    pub graphql_limits: GraphqlLimits,
     /// The JWT verifier when `[auth.jwt]` is configured (runtime-smol/src/jwt.rs).
     pub jwt: Option<Arc<Verifier>>,
     /// Counters and gauges.
@@ -121,23 +187,22 @@ impl Gateway {
         let drain = Drain::new(DrainConfig {
             max_connections: config.limits.max_connections,
             timeout: config.timeouts.drain,
+            unready_delay: config.timeouts.drain_unready,
+            unready_at_capacity: config.limits.unready_at_capacity,
         });
-        let context_capture = ContextCapture::from_keys(
-            upstreams
-                .grpc_names()
-                .filter_map(|name| upstreams.grpc(name))
-                .flat_map(|upstream| upstream.context_keys()),
-        );
         let persisted = Mutex::new(PersistedQueries::new(
             config.persisted_queries.core(),
             config.persisted_queries.loaded.clone(),
         ));
+        let live = Live::new(config.clone(), schema, upstreams, 0);
         Gateway {
             config,
-            schema,
+            live: RwLock::new(Arc::new(live)),
+            reloaded: Event::new(),
+            reload_status: Mutex::new(ReloadStatus::default()),
+            config_path: Mutex::new(None),
+            reloading: async_lock::Mutex::new(()),
             graphql_limits,
-            context_capture,
-            upstreams: Arc::new(upstreams),
             jwt,
             metrics: Metrics::default(),
             history: History::new(history_len),
@@ -148,6 +213,30 @@ impl Gateway {
             views: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
             origin: Instant::now(),
+        }
+    }
+
+    /// The current schema and upstreams (an operation takes them once, when
+    /// it starts).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the schema and upstreams and wakes every live operation
+    /// (runtime-smol/src/reload.rs decides what `live` is).
+    pub(crate) fn swap_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        self.reloaded.notify(usize::MAX);
+    }
+
+    /// Waits until the generation is no longer `seen`.
+    pub(crate) async fn wait_reload(&self, seen: u64) {
+        loop {
+            let listener = self.reloaded.listen();
+            if self.live().generation != seen {
+                return;
+            }
+            listener.await;
         }
     }
 
@@ -178,14 +267,39 @@ impl Gateway {
 
     /// Values read from their owners, for `/metrics` and `/admin`.
     pub fn sampled(&self) -> Sampled {
-        Sampled::process(
-            self.open_connections(),
-            self.upstreams.open_streams(),
-            self.upstreams.open_connections(),
-        )
+        let live = self.live();
+        let (shared_streams, shared_subscribers) = live.upstreams.shared().counts();
+        Sampled {
+            shared_streams,
+            shared_subscribers,
+            ..Sampled::process(
+                self.open_connections(),
+                live.upstreams.open_streams(),
+                live.upstreams.open_connections(),
+            )
+        }
     }
 
-    /// `/readyz`: false from the moment a drain begins.
+    /// The capacity, readiness and reload series of `/metrics`.
+    pub fn capacity(&self) -> crate::metrics::Capacity {
+        let status = self
+            .reload_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let drain = self.drain();
+        crate::metrics::Capacity {
+            max_connections: drain.config().max_connections,
+            ready: drain.is_ready(),
+            draining: drain.is_draining(),
+            config_generation: self.live().generation,
+            reloads_ok: status.ok_total,
+            reloads_failed: status.failed_total,
+        }
+    }
+
+    /// `/readyz`: false from the moment a drain begins, and at the
+    /// connection cap when `limits.unready_at_capacity`.
     pub fn is_ready(&self) -> bool {
         self.drain().is_ready()
     }
@@ -234,5 +348,30 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let now = self.gateway.now();
         self.gateway.drain().handle_connection_closed(now);
+    }
+}
+
+/// One HTTP request that runs an operation (POST `/graphql`), held while it
+/// runs: a drain waits for it to be answered (core `Drain`).
+#[derive(Debug)]
+pub struct RequestSlot {
+    gateway: Arc<Gateway>,
+}
+
+impl RequestSlot {
+    /// Counts a request in flight until the slot is dropped.
+    pub fn new(gateway: &Arc<Gateway>) -> RequestSlot {
+        let now = gateway.now();
+        gateway.drain().handle_request_started(now);
+        RequestSlot {
+            gateway: gateway.clone(),
+        }
+    }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        let now = self.gateway.now();
+        self.gateway.drain().handle_request_ended(now);
     }
 }

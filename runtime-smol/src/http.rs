@@ -70,7 +70,55 @@ pub(crate) async fn serve_tcp_on(
     peer: SocketAddr,
     surface: Surface,
 ) {
+    // Boxed: the TLS handshake and hyper's connection are large futures
+    // that end at the upgrade; the task that goes on to serve the
+    // WebSocket keeps none of their memory.
+    let upgraded = Box::pin(serve_http(gateway.clone(), acceptor, stream, peer, surface)).await;
+    if let Some(upgraded) = upgraded {
+        ws::serve_websocket(
+            gateway,
+            upgraded.stream,
+            upgraded.already_read,
+            upgraded.protocol,
+            peer,
+            upgraded.slot,
+            upgraded.context,
+        )
+        .await
+    }
+}
+
+/// A connection that upgraded to WebSocket, as hyper handed it back.
+struct Upgraded {
+    stream: Conn,
+    /// Bytes of the WebSocket that hyper read past the upgrade request.
+    already_read: Vec<u8>,
+    protocol: Subprotocol,
+    slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
+}
+
+/// The HTTP/1 part of a connection: TLS, then hyper until the connection
+/// ends or upgrades. Everything hyper held (its read and write buffers)
+/// is dropped before this returns the upgraded socket.
+async fn serve_http(
+    gateway: Arc<Gateway>,
+    acceptor: &crate::tls::Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    surface: Surface,
+) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
+    let send_buffer = gateway.config.limits.socket_send_buffer_bytes;
+    if send_buffer > 0 {
+        // What the client does not read waits in the gateway, counted by
+        // `max_outbound_bytes`, not in a kernel buffer that autotunes to
+        // megabytes.
+        if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(&stream, send_buffer)
+        {
+            tracing::debug!(%peer, %error, "cannot set SO_SNDBUF");
+        }
+    }
     let stream = match acceptor.accept(stream).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -79,7 +127,7 @@ pub(crate) async fn serve_tcp_on(
                 .tls_handshake_failures_total
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
+            return None;
         }
     };
     let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::new(Mutex::new(None));
@@ -118,27 +166,30 @@ pub(crate) async fn serve_tcp_on(
     if let Err(error) = connection.await {
         tracing::debug!(%peer, %error, "HTTP connection ended with an error");
     }
-    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(pending) = pending {
-        match pending.on_upgrade.await {
-            Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
-                Ok(parts) => {
-                    ws::serve_websocket(
-                        gateway,
-                        parts.io.into_inner(),
-                        parts.read_buf.to_vec(),
-                        pending.protocol,
-                        peer,
-                        pending.slot,
-                        pending.context,
-                    )
-                    .await
-                }
-                Err(_) => {
-                    tracing::error!(%peer, "upgraded connection is not the TCP stream we served")
-                }
-            },
-            Err(error) => tracing::debug!(%peer, %error, "WebSocket upgrade did not complete"),
+    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    match pending.on_upgrade.await {
+        Ok(upgraded) => match upgraded.downcast::<FuturesIo<Conn>>() {
+            Ok(parts) => {
+                // `read_buf` may share hyper's 8 KiB read buffer: copy what
+                // it holds and let the buffer go with it.
+                let already_read = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                Some(Upgraded {
+                    stream: parts.io.into_inner(),
+                    already_read,
+                    protocol: pending.protocol,
+                    slot: pending.slot,
+                    context: pending.context,
+                })
+            }
+            Err(_) => {
+                tracing::error!(%peer, "upgraded connection is not the TCP stream we served");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::debug!(%peer, %error, "WebSocket upgrade did not complete");
+            None
         }
     }
 }
@@ -188,19 +239,43 @@ async fn route(
         ),
         (&Method::GET, "/metrics") => {
             let mut text = gateway.metrics.render(gateway.sampled());
-            gateway.upstreams.write_prometheus(&mut text);
+            gateway.live().upstreams.write_prometheus(&mut text);
+            crate::metrics::write_capacity(&mut text, &gateway.capacity());
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
             if gateway.is_ready() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            } else if gateway.is_draining() {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "full: limits.max_connections are open\n",
+                )
             }
         }
         (&Method::GET, "/admin") | (&Method::GET, "/admin/") => {
             respond(StatusCode::OK, "text/html; charset=utf-8", admin::PAGE)
+        }
+        (&Method::POST, "/admin/reload") => {
+            if gateway.config.admin.token.is_none() {
+                return respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "forbidden: POST /admin/reload needs admin.token (or send SIGHUP)\n",
+                );
+            }
+            match crate::reload::reload(gateway).await {
+                Ok(summary) => respond(StatusCode::OK, "text/plain", format!("reloaded: {summary}\n")),
+                Err(why) => respond(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "text/plain",
+                    format!("reload failed, nothing changed: {why}\n"),
+                ),
+            }
         }
         (&Method::GET, "/admin/state") => {
             let state = admin::state(gateway);
@@ -219,7 +294,10 @@ async fn route(
 }
 
 fn is_admin_path(path: &str) -> bool {
-    matches!(path, "/admin" | "/admin/" | "/admin/state" | "/metrics")
+    matches!(
+        path,
+        "/admin" | "/admin/" | "/admin/state" | "/admin/reload" | "/metrics"
+    )
 }
 
 /// The admin surface's rules (`[admin]`, docs/security.md): on the admin
@@ -415,6 +493,7 @@ fn websocket_upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     *upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingUpgrade {
@@ -442,6 +521,8 @@ fn websocket_upgrade(
 /// GraphQL over HTTP: one query or mutation per POST, answered with one
 /// JSON execution result. Subscriptions belong on the WebSocket.
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    // A drain answers this request before it ends (core `Drain`).
+    let _in_flight = crate::gateway::RequestSlot::new(gateway);
     let claims = match authorize_post(gateway, &request).await {
         Ok(claims) => claims,
         Err(response) => {
@@ -454,9 +535,11 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let limit_time = gateway.config.timeouts.http_request;
@@ -496,9 +579,11 @@ async fn graphql_get(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resp
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match request::parse_get_query(request.uri().query().unwrap_or("")) {
@@ -529,6 +614,8 @@ async fn run_post(
     via_get: bool,
 ) -> Response<Body> {
     let execution = request::start_execution(gateway, request, claims, context);
+    // The upstreams of the same moment as the schema start_execution used.
+    let live = gateway.live();
     // `None`: the request did not prepare; its errors are the execution's
     // only output and the operation is not counted.
     let kind = execution.kind();
@@ -559,10 +646,11 @@ async fn run_post(
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
         execution,
-        gateway.upstreams.clone(),
+        live.upstreams.clone(),
         op,
         gateway.config.limits.operation_queue,
         tx,
+        Some(gateway.clone()),
     ));
     let mut result: Option<Value> = None;
     loop {
@@ -570,6 +658,11 @@ async fn run_post(
             Ok((_, UpstreamEvent::Next(value))) => {
                 // A query or mutation has one result; keep the first.
                 result.get_or_insert(value);
+            }
+            Ok((_, event @ UpstreamEvent::NextEncoded(_))) => {
+                if let Some(value) = event.next_value() {
+                    result.get_or_insert(value);
+                }
             }
             Ok((_, UpstreamEvent::Error(errors))) => {
                 return json_response(StatusCode::OK, &json!({ "errors": errors }));

@@ -55,6 +55,10 @@ pub struct Sampled {
     pub open_fds: usize,
     /// Resident memory of the process in bytes.
     pub resident_memory_bytes: u64,
+    /// Live `@shared` upstream streams (runtime-smol/src/share.rs).
+    pub shared_streams: usize,
+    /// Subscribers of those streams.
+    pub shared_subscribers: usize,
 }
 
 impl Sampled {
@@ -72,6 +76,8 @@ impl Sampled {
             tasks: crate::tasks::live_tasks(),
             open_fds: open_fds(),
             resident_memory_bytes: resident_memory_bytes(),
+            shared_streams: 0,
+            shared_subscribers: 0,
         }
     }
 }
@@ -155,6 +161,16 @@ impl Metrics {
             sampled.upstream_streams.to_string(),
         );
         gauge(
+            "terminus_shared_streams",
+            "Live @shared upstream streams (one per sharing key).",
+            sampled.shared_streams.to_string(),
+        );
+        gauge(
+            "terminus_shared_subscribers",
+            "Operations subscribed to @shared upstream streams.",
+            sampled.shared_subscribers.to_string(),
+        );
+        gauge(
             "terminus_upstream_connections",
             "Open upstream TCP connections.",
             sampled.upstream_connections.to_string(),
@@ -231,6 +247,61 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What an autoscaler and a balancer read besides the load itself:
+/// capacity, readiness and reloads (docs/metrics.md, docs/deploy.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// `limits.max_connections`.
+    pub max_connections: usize,
+    /// Whether `/readyz` answers 200.
+    pub ready: bool,
+    /// Whether a drain has begun.
+    pub draining: bool,
+    /// The schema generation (0 at start, one more per reload).
+    pub config_generation: u64,
+    /// Successful reloads.
+    pub reloads_ok: u64,
+    /// Failed reloads (nothing changed).
+    pub reloads_failed: u64,
+}
+
+/// Appends the [`Capacity`] series to a `/metrics` text.
+pub fn write_capacity(out: &mut String, capacity: &Capacity) {
+    let gauges = [
+        (
+            "terminus_connections_max",
+            "The connection cap (limits.max_connections); compare terminus_connections.",
+            capacity.max_connections as u64,
+        ),
+        (
+            "terminus_ready",
+            "1 while /readyz answers 200 (0 when draining, or full with limits.unready_at_capacity).",
+            u64::from(capacity.ready),
+        ),
+        (
+            "terminus_draining",
+            "1 once a drain has begun.",
+            u64::from(capacity.draining),
+        ),
+        (
+            "terminus_config_generation",
+            "The loaded schema and upstreams: 0 at start, one more per successful reload.",
+            capacity.config_generation,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP terminus_reloads_total Reloads (SIGHUP, POST /admin/reload), by result.\n# TYPE terminus_reloads_total counter\nterminus_reloads_total{{result=\"ok\"}} {}\nterminus_reloads_total{{result=\"failed\"}} {}",
+        capacity.reloads_ok, capacity.reloads_failed
+    );
 }
 
 /// A bounded history of samples for the `/admin` chart.
@@ -316,6 +387,8 @@ mod tests {
             "terminus_connections",
             "terminus_operations",
             "terminus_upstream_streams",
+            "terminus_shared_streams",
+            "terminus_shared_subscribers",
             "terminus_upstream_connections",
             "terminus_tasks",
             "terminus_operations_started_total",

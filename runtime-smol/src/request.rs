@@ -149,7 +149,7 @@ pub(crate) fn start_execution(
         .resolve(&mut request);
     match resolved {
         Ok(()) => Execution::start_with(
-            &gateway.schema,
+            &gateway.live().schema,
             &request,
             &gateway.graphql_limits,
             claims,

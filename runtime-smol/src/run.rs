@@ -89,6 +89,13 @@ pub async fn demo_parts(
 pub async fn serve(config_path: &Path) -> Result<DrainReport, RunError> {
     let config = Config::load(config_path)?;
     let running = Server::start(config).await?;
+    // SIGHUP and POST /admin/reload read this file again
+    // (runtime-smol/src/reload.rs).
+    *running
+        .gateway()
+        .config_path
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(config_path.to_path_buf());
     print_urls(&running);
     serve_until_signal(running).await
 }
@@ -128,8 +135,21 @@ fn print_urls(running: &Running) {
     println!("  health, readiness:         {http}://{addr}/healthz  {http}://{addr}/readyz");
 }
 
+/// Serves until SIGTERM or SIGINT, then drains; SIGHUP reloads the config
+/// and schema (runtime-smol/src/reload.rs) and serving goes on.
 async fn serve_until_signal(running: Running) -> Result<DrainReport, RunError> {
-    wait_for_signal().await?;
+    let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
+    loop {
+        let signal = signals.next().await;
+        if let Some(Ok(Signal::Hup)) = signal {
+            tracing::info!("SIGHUP received: reloading the config and schema");
+            // The outcome is logged and shown on /admin by `reload`.
+            let _ = crate::reload::reload(running.gateway()).await;
+            continue;
+        }
+        tracing::info!(?signal, "signal received: draining");
+        break;
+    }
     Ok(running.shutdown().await)
 }
 

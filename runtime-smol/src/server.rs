@@ -96,31 +96,7 @@ impl Server {
     /// Loads the schema and builds the upstreams that `config` names, then
     /// starts serving. Errors name the file and line where there is one.
     pub async fn start(config: Config) -> Result<Running, StartError> {
-        let sdl = std::fs::read_to_string(&config.schema).map_err(|e| {
-            StartError(format!(
-                "{}: cannot read the schema: {e}",
-                config.schema.display()
-            ))
-        })?;
-        let schema = Schema::parse(&sdl, &config.schema.display().to_string())
-            .map_err(|e| StartError(e.to_string()))?;
-        let upstreams = Upstreams::from_config(&config).map_err(StartError)?;
-        // Every @grpc field against its upstream's compiled descriptors: a
-        // mismatch refuses to start, with file:line:col and the fix.
-        crate::grpc::check::check_schema(&sdl, &config.schema.display().to_string(), &|name| {
-            upstreams
-                .grpc(name)
-                .map(|upstream| upstream.descriptors().clone())
-        })
-        .map_err(|errors| {
-            StartError(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let (schema, upstreams) = crate::reload::load(&config).map_err(StartError)?;
         Server::start_with(config, schema, upstreams).await
     }
 
@@ -129,28 +105,10 @@ impl Server {
     pub async fn start_with(
         config: Config,
         schema: Schema,
-        upstreams: Upstreams,
+        mut upstreams: Upstreams,
     ) -> Result<Running, StartError> {
-        let names = schema.upstream_names();
-        for name in &names.grpc {
-            if upstreams.grpc(name).is_none() {
-                return Err(StartError(format!(
-                    "{}: the schema uses gRPC upstream {name:?}, but the config has no [grpc.{name}]",
-                    config.schema.display()
-                )));
-            }
-        }
-        for name in &names.sql {
-            if upstreams.mysql(name).is_none() {
-                return Err(StartError(format!(
-                    "{}: the schema uses MySQL database {name:?}, but the config has no [mysql.{name}]",
-                    config.schema.display()
-                )));
-            }
-        }
-        // SQL fields against their statements' columns (upstreams.rs).
-        upstreams
-            .check_columns(&schema, &config.schema)
+        upstreams.set_shared_queue(config.limits.shared_subscriber_queue);
+        crate::reload::check(&config, &schema, &upstreams)
             .await
             .map_err(StartError)?;
         let jwt = match &config.auth.jwt {
@@ -250,19 +208,28 @@ async fn serve(
                     tracing::info!(
                         connections = gateway.open_connections(),
                         operations = gateway.metrics.operations.load(Ordering::Relaxed),
-                        close = close::GOING_AWAY,
-                        "draining: readiness false, closing every connection"
+                        unready_ms = gateway.config.timeouts.drain_unready.as_millis() as u64,
+                        "draining: readiness false"
                     );
                 }
                 Some(DrainEffect::ShutdownConnections) => {
+                    tracing::info!(
+                        connections = gateway.open_connections(),
+                        close = close::GOING_AWAY,
+                        "draining: closing every connection"
+                    );
                     // Closing the channel wakes every connection task at once.
                     shutdown.take();
                 }
-                Some(DrainEffect::Done { forced_connections }) => {
-                    if forced_connections > 0 {
+                Some(DrainEffect::Done {
+                    forced_connections,
+                    forced_requests,
+                }) => {
+                    if forced_connections > 0 || forced_requests > 0 {
                         tracing::warn!(
                             forced_connections,
-                            "drain timeout: dropping the connections still open"
+                            forced_requests,
+                            "drain timeout: dropping the connections and requests still open"
                         );
                     }
                     let started = drain_started.unwrap_or_else(Instant::now);

@@ -102,12 +102,18 @@ fn encode(format: Format, event: &UpstreamEvent, refused: bool) -> Bytes {
             multipart_part(&json!({ "payload": { "errors": errors } }))
         }
         (Format::Sse, UpstreamEvent::Next(value)) => format!("event: next\ndata: {value}\n\n"),
+        (Format::Sse, UpstreamEvent::NextEncoded(text)) => {
+            format!("event: next\ndata: {}\n\n", text.as_str())
+        }
         (Format::Sse, UpstreamEvent::Error(errors)) => {
             format!("event: next\ndata: {}\n\n", json!({ "errors": errors }))
         }
         (Format::Sse, UpstreamEvent::Complete) => "event: complete\ndata:\n\n".to_owned(),
         (Format::Multipart, UpstreamEvent::Next(value)) => {
             multipart_part(&json!({ "payload": value }))
+        }
+        (Format::Multipart, UpstreamEvent::NextEncoded(text)) => {
+            multipart_part_raw(&format!("{{\"payload\":{}}}", text.as_str()))
         }
         (Format::Multipart, UpstreamEvent::Error(errors)) => {
             multipart_part(&json!({ "payload": null, "errors": errors }))
@@ -120,7 +126,12 @@ fn encode(format: Format, event: &UpstreamEvent, refused: bool) -> Bytes {
 }
 
 fn multipart_part(value: &Value) -> String {
-    format!("\r\n--{MULTIPART_BOUNDARY}\r\ncontent-type: application/json\r\n\r\n{value}")
+    multipart_part_raw(&value.to_string())
+}
+
+/// [`multipart_part`] of JSON text that is already encoded.
+fn multipart_part_raw(json: &str) -> String {
+    format!("\r\n--{MULTIPART_BOUNDARY}\r\ncontent-type: application/json\r\n\r\n{json}")
 }
 
 /// The keep-alive of `format`: an SSE comment, or an empty multipart part.
@@ -277,9 +288,11 @@ pub(crate) async fn serve(
     };
     let mut context = BTreeMap::new();
     gateway
+        .live()
         .context_capture
         .add_headers(&mut context, request.headers());
     gateway
+        .live()
         .context_capture
         .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match *request.method() {

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::grpc::GrpcUpstream;
 use crate::mysql::{LiveRows, MysqlPool, PoolStats};
+use crate::share::ShareHub;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +18,8 @@ use terminus_core::{FailureKind, UpstreamFailure};
 pub struct Upstreams {
     grpc: BTreeMap<String, Arc<GrpcUpstream>>,
     mysql: BTreeMap<String, Arc<MysqlPool>>,
+    /// The `@shared` streams (runtime-smol/src/share.rs).
+    shared: ShareHub,
 }
 
 impl Upstreams {
@@ -58,6 +61,39 @@ impl Upstreams {
         Ok(upstreams)
     }
 
+    /// A reload: takes `old`'s client for every upstream whose section is
+    /// the same in `config` as in `old_config` (its connections and streams
+    /// go on), and keeps the new client for the others. Returns the names
+    /// kept and the names of the new or changed ones; `old`'s replaced
+    /// clients drain as the operations that hold them end.
+    pub fn keep_unchanged(
+        &mut self,
+        config: &Config,
+        old_config: &Config,
+        old: &Upstreams,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut kept, mut changed) = (Vec::new(), Vec::new());
+        for (name, client) in &mut self.grpc {
+            match (old_config.grpc.get(name), old.grpc.get(name)) {
+                (Some(before), Some(old_client)) if config.grpc.get(name) == Some(before) => {
+                    *client = old_client.clone();
+                    kept.push(format!("grpc.{name}"));
+                }
+                _ => changed.push(format!("grpc.{name}")),
+            }
+        }
+        for (name, pool) in &mut self.mysql {
+            match (old_config.mysql.get(name), old.mysql.get(name)) {
+                (Some(before), Some(old_pool)) if config.mysql.get(name) == Some(before) => {
+                    *pool = old_pool.clone();
+                    kept.push(format!("mysql.{name}"));
+                }
+                _ => changed.push(format!("mysql.{name}")),
+            }
+        }
+        (kept, changed)
+    }
+
     /// Adds (or replaces) the gRPC upstream `name`.
     pub fn insert_grpc(&mut self, name: &str, client: Arc<GrpcUpstream>) {
         self.grpc.insert(name.to_owned(), client);
@@ -71,6 +107,18 @@ impl Upstreams {
     /// The database `name`, if configured.
     pub fn mysql(&self, name: &str) -> Option<&Arc<MysqlPool>> {
         self.mysql.get(name)
+    }
+
+    /// Bounds each `@shared` subscriber's queue to `queue` items
+    /// (`limits.shared_subscriber_queue`); done by the server at start-up,
+    /// before any operation runs.
+    pub fn set_shared_queue(&mut self, queue: usize) {
+        self.shared = ShareHub::new(queue);
+    }
+
+    /// The hub of the `@shared` streams.
+    pub fn shared(&self) -> &ShareHub {
+        &self.shared
     }
 
     /// The gRPC upstream `name`, if configured.

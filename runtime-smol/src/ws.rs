@@ -29,14 +29,16 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{FutureExt, StreamExt};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use terminus_core::protocol::close;
-use terminus_core::server::{AuthVerdict, Effect, ServerConnection, Subprotocol};
+use terminus_core::server::{AuthVerdict, Effect, FrameViolation, ServerConnection, Subprotocol};
 use terminus_core::{OpId, RequestContext, UpstreamEvent};
 
 type Socket = WebSocketStream<Conn>;
@@ -44,9 +46,11 @@ type Socket = WebSocketStream<Conn>;
 /// An event of one operation, on its way to the connection task.
 type OpEvent = (OpId, UpstreamEvent);
 
-/// The read buffer of each socket: small, because memory per idle
-/// connection matters more than syscalls per large message.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The read buffer of each socket, held for the connection's life (the
+/// WebSocket layer allocates it up front) and the most read in one call:
+/// small, because memory per idle connection matters more than syscalls
+/// per large message (a 64 KiB message takes 128 reads).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// The WebSocket layer's own cap on a frame or message, given the core's
 /// `max_frame_bytes`: above it, so that the core's size rule decides (and
@@ -71,10 +75,16 @@ pub(crate) async fn serve_websocket(
     let cap = transport_frame_cap(gateway.config.limits.max_frame_bytes);
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Write each frame straight through: the core already bounds what is
+        // Frames gather up to this before a write; the connection task
+        // flushes once per turn (`poll_io`), and the core bounds what is
         // queued for this client (max_outbound_bytes).
-        .write_buffer_size(0)
-        .max_write_buffer_size(cap)
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(
+            // A batch, plus the largest frame the core lets through.
+            WRITE_BATCH_BYTES
+                .saturating_add(gateway.config.limits.max_outbound_bytes)
+                .saturating_add(cap),
+        )
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
     let mut socket = if already_read.is_empty() {
@@ -208,16 +218,173 @@ fn publish_rows(
 
 enum Wake {
     Frame(Option<Result<Message, WsError>>),
+    /// Written frames were flushed (the counts are in the [`Writer`]).
+    Flushed,
+    /// A write or flush failed: the socket is gone.
+    WriteFailed,
     Upstream(OpId, UpstreamEvent),
     Timer,
     Shutdown,
 }
 
+/// A frame the core asked for, waiting for its turn on the socket.
+enum Outbound {
+    Text(String),
+    Ping,
+    Close(CloseFrame),
+}
+
+/// The socket's write side, driven by [`poll_io`] next to its read side in
+/// the connection task: frames queue here (bounded by the core's
+/// `max_outbound_bytes`, which counts them until they are flushed), are
+/// handed to the WebSocket layer while it takes them (it writes to the
+/// socket in batches of [`WRITE_BATCH_BYTES`]), then flushed once. A socket
+/// that does not take bytes holds up nothing but its own queue.
+#[derive(Default)]
+struct Writer {
+    queue: VecDeque<Outbound>,
+    /// Text bytes handed to the WebSocket layer since the last completed
+    /// flush.
+    in_flight: usize,
+    /// Text bytes flushed that the core has not been told of yet.
+    flushed: usize,
+    /// Something was handed over and is not flushed yet.
+    unflushed: bool,
+    /// Since when bytes have waited for a socket that takes none.
+    stalled_since: Option<Instant>,
+    /// A write failed: nothing more is written.
+    gone: bool,
+}
+
+impl Writer {
+    fn push(&mut self, frame: Outbound) {
+        if !self.gone {
+            self.queue.push_back(frame);
+        }
+    }
+
+    /// Tells the core how many bytes left for the socket.
+    fn report(&mut self, connection: &mut ServerConnection, now: terminus_core::Millis) {
+        if self.flushed > 0 {
+            connection.handle_flushed(now, std::mem::take(&mut self.flushed));
+        }
+        if self.queue.is_empty() && self.queue.capacity() > 16 {
+            // A burst is over: its queue's memory goes back.
+            self.queue = VecDeque::new();
+        }
+    }
+
+    fn write_deadline(&self, write: std::time::Duration) -> Option<Instant> {
+        self.stalled_since.map(|since| since + write)
+    }
+}
+
+/// Bytes the WebSocket layer gathers before it writes them to the socket
+/// in one call; a flush writes whatever is gathered.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// One step of the socket's I/O: hands every queued frame the WebSocket
+/// layer will take to it, flushes once, and reads one message. Never waits
+/// on the write side to read, nor the other way round.
+fn poll_io(
+    socket: &mut Socket,
+    writer: &mut Writer,
+    read_usable: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Wake> {
+    use futures_sink::Sink;
+    while !writer.gone {
+        let mut progressed = false;
+        while !writer.queue.is_empty() {
+            match Pin::new(&mut *socket).poll_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(_)) => {
+                    writer.gone = true;
+                    return Poll::Ready(Wake::WriteFailed);
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let message = match writer.queue.pop_front() {
+                Some(Outbound::Text(text)) => {
+                    writer.in_flight += text.len();
+                    Message::text(text)
+                }
+                Some(Outbound::Ping) => Message::Ping(Vec::new().into()),
+                Some(Outbound::Close(frame)) => Message::Close(Some(frame)),
+                None => break,
+            };
+            writer.unflushed = true;
+            if Pin::new(&mut *socket).start_send(message).is_err() {
+                writer.gone = true;
+                return Poll::Ready(Wake::WriteFailed);
+            }
+        }
+        if writer.unflushed {
+            match Pin::new(&mut *socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    writer.unflushed = false;
+                    writer.flushed += std::mem::take(&mut writer.in_flight);
+                    writer.stalled_since = None;
+                    progressed = true;
+                }
+                Poll::Ready(Err(_)) => {
+                    writer.gone = true;
+                    return Poll::Ready(Wake::WriteFailed);
+                }
+                Poll::Pending => {
+                    writer.stalled_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        // A flush made room: write what queued up behind it.
+        if !progressed || writer.queue.is_empty() {
+            break;
+        }
+    }
+    if read_usable {
+        if let Poll::Ready(frame) = Pin::new(&mut *socket).poll_next(cx) {
+            return Poll::Ready(Wake::Frame(frame));
+        }
+    }
+    if writer.flushed > 0 {
+        return Poll::Ready(Wake::Flushed);
+    }
+    Poll::Pending
+}
+
+/// The core's name for a frame tungstenite refused as breaking RFC 6455;
+/// `None` for an error that means the socket is gone.
+fn frame_violation(error: &WsError) -> Option<FrameViolation> {
+    use async_tungstenite::tungstenite::error::ProtocolError as P;
+    Some(match error {
+        WsError::Utf8(_) => FrameViolation::InvalidUtf8,
+        WsError::Protocol(P::UnmaskedFrameFromClient) => FrameViolation::Unmasked,
+        WsError::Protocol(P::NonZeroReservedBits) => FrameViolation::ReservedBits,
+        WsError::Protocol(P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_)) => {
+            FrameViolation::UnknownOpcode
+        }
+        WsError::Protocol(P::ControlFrameTooBig) => FrameViolation::ControlFrameTooBig,
+        WsError::Protocol(P::FragmentedControlFrame) => FrameViolation::FragmentedControlFrame,
+        WsError::Protocol(P::UnexpectedContinueFrame | P::ExpectedFragment(_)) => {
+            FrameViolation::BadContinuation
+        }
+        WsError::Protocol(
+            P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing,
+        ) => return None,
+        WsError::Protocol(_) => FrameViolation::Malformed,
+        _ => return None,
+    })
+}
+
+/// The most upstream events handled in one turn before the turn's frames
+/// are written (and flushed once).
+const EVENTS_PER_TURN: usize = 256;
+
 /// Drives `connection` until it is terminated: feeds it frames, upstream
 /// events, timer expiries and the drain signal, and carries out its effects.
 /// `read_usable` turns false when the WebSocket layer can no longer parse
-/// what the peer sends (a frame above its cap); the linger then ends at
-/// its deadline.
+/// what the peer sends (a frame above its cap, a protocol violation); the
+/// linger then ends at its deadline.
 async fn drive(
     gateway: &Arc<Gateway>,
     socket: &mut Socket,
@@ -230,17 +397,16 @@ async fn drive(
     // request's headers, then the connection_init fields (grpc/metadata.rs).
     let mut shared_context: RequestContext = Arc::new(context.clone());
     let config = &gateway.config;
-    let (events_tx, events_rx): (Sender<OpEvent>, Receiver<OpEvent>) =
-        async_channel::bounded(config.limits.operation_queue);
+    // The channel from the operation tasks exists only while there are
+    // some: an idle connection holds no queue.
+    let mut events: Option<(Sender<OpEvent>, Receiver<OpEvent>)> = None;
     let mut operations: HashMap<OpId, Operation> = HashMap::new();
     let mut gauge = OperationsGauge {
         gateway,
         reported: 0,
     };
     let write = config.timeouts.write;
-    // A write failed: the frames still queued before the machine heard of
-    // it are dropped instead of each waiting for its own write timeout.
-    let mut transport_gone = false;
+    let mut writer = Writer::default();
     // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
     let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
     loop {
@@ -248,34 +414,18 @@ async fn drive(
         let mut table_changed = false;
         while let Some(effect) = connection.poll_effect() {
             match effect {
-                Effect::SendText(_) | Effect::SendPing | Effect::Close { .. } if transport_gone => {
-                }
-                Effect::SendText(text) => {
-                    let bytes = text.len();
-                    match timeout(write, socket.send(Message::text(text))).await {
-                        Ok(Ok(())) => connection.handle_flushed(gateway.now(), bytes),
-                        _ => {
-                            transport_gone = true;
-                            connection
-                                .handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
-                        }
-                    }
-                }
-                Effect::SendPing => {
-                    let ping = Message::Ping(Vec::new().into());
-                    if !matches!(timeout(write, socket.send(ping)).await, Ok(Ok(()))) {
-                        transport_gone = true;
-                        connection.handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
-                    }
-                }
+                Effect::SendText(text) => writer.push(Outbound::Text(text)),
+                Effect::SendPing => writer.push(Outbound::Ping),
                 Effect::Authenticate { payload } => {
                     gateway
+                        .live()
                         .context_capture
                         .add_init(&mut context, payload.as_ref());
                     let verdict = match &gateway.jwt {
                         Some(jwt) => {
+                            // Boxed: once per connection, and large.
                             let (verdict, verified) =
-                                jwt.authenticate(gateway.now(), payload.as_ref()).await;
+                                Box::pin(jwt.authenticate(gateway.now(), payload.as_ref())).await;
                             claims = verified.map(|v| Arc::new(v.claims));
                             verdict
                         }
@@ -283,6 +433,7 @@ async fn drive(
                     };
                     if let Some(claims) = &claims {
                         gateway
+                            .live()
                             .context_capture
                             .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
                     }
@@ -321,6 +472,9 @@ async fn drive(
                     }
                     if !execution.is_finished() {
                         let field = execution.root_keys().join(", ");
+                        let (events_tx, _) = events.get_or_insert_with(|| {
+                            async_channel::bounded(config.limits.operation_queue)
+                        });
                         let task = tasks::spawn(execute::run_operation_guarded(
                             gateway.clone(),
                             execution,
@@ -339,18 +493,10 @@ async fn drive(
                         .fetch_add(1, Ordering::Relaxed);
                     table_changed |= operations.remove(&op).is_some();
                 }
-                Effect::Close { code, reason } => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    };
-                    if !matches!(timeout(write, socket.close(Some(frame))).await, Ok(Ok(()))) {
-                        // The close frame could not be written: nothing
-                        // will answer it, so the linger ends now.
-                        transport_gone = true;
-                        connection.handle_transport_closed(gateway.now(), close::ABNORMAL_CLOSURE);
-                    }
-                }
+                Effect::Close { code, reason } => writer.push(Outbound::Close(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })),
             }
             gauge.set(connection.held_operations());
         }
@@ -358,34 +504,37 @@ async fn drive(
         if table_changed {
             publish_rows(view, connection, &operations);
         }
+        if operations.is_empty() {
+            // Every operation task (and its sender) is gone: so is the queue.
+            events = None;
+        }
         if connection.is_terminated() {
             return;
         }
 
-        // Wait for the next input. Upstream events and the drain signal
-        // matter only while the connection is open; while it closes, only
-        // the peer's close frame and the linger's deadline do.
+        // Wait for the next input: the socket (its write side progressing,
+        // or a frame read), upstream events, timers, the drain signal.
+        // Upstream events and the drain signal matter only while the
+        // connection is open; while it closes, only the peer's close frame,
+        // the last writes and the linger's deadline do.
         let open = connection.is_open();
-        let deadline = connection.poll_timeout();
-        let read = async {
-            if !*read_usable {
-                std::future::pending::<()>().await;
-            }
-            Wake::Frame(socket.next().await)
-        };
+        let deadline = connection.poll_timeout().map(|at| gateway.instant_at(at));
+        let write_deadline = writer.write_deadline(write);
+        let usable = *read_usable;
+        let io = std::future::poll_fn(|cx| poll_io(socket, &mut writer, usable, cx));
         let upstream = async {
-            if !open {
-                std::future::pending::<()>().await;
-            }
-            match events_rx.recv().await {
-                Ok((op, event)) => Wake::Upstream(op, event),
-                // Never: `events_tx` lives in this function.
-                Err(_) => std::future::pending().await,
+            match &events {
+                Some((_, rx)) if open => match rx.recv().await {
+                    Ok((op, event)) => Wake::Upstream(op, event),
+                    // Never: the sender lives in this function.
+                    Err(_) => std::future::pending().await,
+                },
+                _ => std::future::pending().await,
             }
         };
         let timer = async {
-            match deadline {
-                Some(at) => smol::Timer::at(gateway.instant_at(at)).await,
+            match [deadline, write_deadline].into_iter().flatten().min() {
+                Some(at) => smol::Timer::at(at).await,
                 None => smol::Timer::never().await,
             };
             Wake::Timer
@@ -398,9 +547,11 @@ async fn drive(
             let _ = gateway.shutdown.recv().await;
             Wake::Shutdown
         };
-        let wake = read.or(upstream).or(timer).or(shutdown).await;
+        let wake = io.or(upstream).or(timer).or(shutdown).await;
         let now = gateway.now();
         match wake {
+            Wake::Flushed => {}
+            Wake::WriteFailed => connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE),
             Wake::Frame(Some(Ok(message))) => match message {
                 Message::Text(text) => connection.handle_text(now, text.as_str()),
                 Message::Binary(data) => connection.handle_binary(now, &data),
@@ -415,7 +566,7 @@ async fn drive(
                         // as the server's side of a finished handshake).
                         let _ = timeout(write, socket.next()).await;
                     }
-                    transport_gone = true;
+                    writer.gone = true;
                     connection.handle_transport_closed(now, code);
                 }
                 Message::Frame(_) => {}
@@ -432,20 +583,58 @@ async fn drive(
                 *read_usable = false;
                 connection.handle_frame_too_big(now, bytes);
             }
-            Wake::Frame(Some(Err(_))) | Wake::Frame(None) => {
-                transport_gone = true;
+            Wake::Frame(Some(Err(error))) => match frame_violation(&error) {
+                Some(violation) => {
+                    tracing::debug!(%error, ?violation, "WebSocket protocol violation");
+                    // The WebSocket layer reads nothing after an error: the
+                    // linger ends at its deadline after the core's close.
+                    *read_usable = false;
+                    connection.handle_frame_violation(now, violation);
+                }
+                None => {
+                    writer.gone = true;
+                    connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
+                }
+            },
+            Wake::Frame(None) => {
+                writer.gone = true;
                 connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
             }
             Wake::Upstream(op, event) => {
-                let ended = event.is_terminal() && operations.remove(&op).is_some();
-                connection.handle_upstream(now, op, event);
+                // Everything else already waiting goes in the same turn, so
+                // its frames are written together and flushed once.
+                let mut next = Some((op, event));
+                let mut ended = false;
+                for _ in 0..EVENTS_PER_TURN {
+                    let Some((op, event)) = next.take() else {
+                        break;
+                    };
+                    ended |= event.is_terminal() && operations.remove(&op).is_some();
+                    connection.handle_upstream(now, op, event);
+                    next = events.as_ref().and_then(|(_, rx)| rx.try_recv().ok());
+                }
+                if let Some((op, event)) = next {
+                    ended |= event.is_terminal() && operations.remove(&op).is_some();
+                    connection.handle_upstream(now, op, event);
+                }
                 if ended {
                     publish_rows(view, connection, &operations);
                 }
             }
-            Wake::Timer => connection.handle_timeout(now),
+            Wake::Timer => {
+                if writer
+                    .write_deadline(write)
+                    .is_some_and(|at| at <= Instant::now())
+                {
+                    // The client took no bytes for `timeouts.write`: gone.
+                    writer.gone = true;
+                    connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
+                }
+                connection.handle_timeout(now);
+            }
             Wake::Shutdown => connection.handle_shutdown(now),
         }
+        writer.report(connection, gateway.now());
     }
 }
 

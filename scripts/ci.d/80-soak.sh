@@ -10,6 +10,9 @@
 # RSS_BOUND_MIB (32) of its baseline (read when it started) within
 # RSS_RECLAIM_SECONDS (30). docs/BENCHMARKS.md has the measurements.
 #
+# Then the same on the @shared field `clock` (SOAK_SHARED_HOLD, 10s), which
+# also fails if any shared stream or subscriber is left.
+#
 # Knobs (environment, all optional): SOAK_CONNECTIONS (1000), SOAK_HOLD (30s),
 # SOAK_EVERY_MS (250), SOAK_RECLAIM_TIMEOUT (5s: the bound on the reclaim,
 # generous for a shared CI machine; docs/BENCHMARKS.md measures the real
@@ -81,6 +84,22 @@ if ! kill -0 "$gateway_pid" 2>/dev/null; then
   exit 1
 fi
 echo "soak: passed (report in $out/soak.json, chart in $out/soak.svg)"
+
+# Shared subscriptions (issue 12): the same storm on the `@shared` field
+# `clock`, so 1,000 operations ride one upstream stream; after the abrupt
+# drop the shared streams and their subscribers must be gone too.
+./target/release/terminus-load \
+  --url "ws://$addr/graphql" \
+  --label "terminus (ci soak, shared)" \
+  --query "subscription { clock(everyMs: $every_ms) { seq } }" \
+  --connections "$connections" --subscriptions 1 \
+  --every-ms "$every_ms" --hold "${SOAK_SHARED_HOLD:-10s}" --end abrupt \
+  --reclaim-series terminus_operations,terminus_upstream_streams,terminus_shared_streams,terminus_shared_subscribers,terminus_tasks,process_open_fds \
+  --reclaim-timeout "$reclaim_timeout" \
+  --pid "$gateway_pid" \
+  --json "$out/soak-shared.json" \
+  --fail-on-leak
+echo "soak: shared subscriptions passed (report in $out/soak-shared.json)"
 
 # ---- memory returned after load -------------------------------------------
 rss_clients="${RSS_CLIENTS:-3000}"

@@ -83,6 +83,33 @@ impl DemoGateway {
         DemoGateway { running, upstream }
     }
 
+    /// Starts both with the demo schema changed by `schema` (it gets the
+    /// demo SDL and returns the SDL to serve), letting `adjust` change the
+    /// gateway's config.
+    pub async fn start_with_schema(
+        schema: impl FnOnce(&str) -> String,
+        adjust: impl FnOnce(&mut Config),
+    ) -> DemoGateway {
+        let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("demo upstream starts");
+        let (mut config, _, upstreams) = terminus::run::demo_parts(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream.endpoint(),
+            None,
+        )
+        .await
+        .expect("demo parts");
+        adjust(&mut config);
+        let sdl = schema(terminus_core::graphql::demo::SCHEMA_SDL);
+        let schema = terminus_core::graphql::Schema::parse(&sdl, "test.graphql")
+            .unwrap_or_else(|e| panic!("test schema: {e}"));
+        let running = Server::start_with(config, schema, upstreams)
+            .await
+            .expect("gateway starts");
+        DemoGateway { running, upstream }
+    }
+
     /// The gateway's address.
     pub fn addr(&self) -> SocketAddr {
         self.running.local_addr()

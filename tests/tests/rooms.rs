@@ -2,7 +2,8 @@
 //! the `room`, `say` and `clock` fields of `terminus demo`'s schema, served
 //! by the gateway in front of the real demo gRPC upstream, with WebSocket
 //! clients and `POST /graphql`. Rules: `docs/schema.md`, "The demo's
-//! fields".
+//! fields". `room` and `clock` are `@shared`: the gateway holds one
+//! upstream stream per room (and per clock period) for all its subscribers.
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -65,12 +66,24 @@ fn say_reaches_each_member_of_its_room_exactly_once_and_a_mass_disconnect_leaves
             clients.push((room, client));
         }
         let upstream = &gateway.upstream;
-        wait_until("every subscriber in its room", || {
-            upstream.room_subscribers() == ROOMS * PER_ROOM
+        // Every operation joined its room's shared stream, and each of
+        // those streams joined its room upstream: one per room.
+        let (subscribers, all) =
+            wait_metric(gateway.addr(), "terminus_shared_subscribers", WAIT, |v| {
+                v == (ROOMS * PER_ROOM) as f64
+            })
+            .await;
+        assert!(all, "{subscribers} shared subscribers");
+        wait_until("one upstream subscriber per room", || {
+            upstream.room_subscribers() == ROOMS
         })
         .await;
         assert_eq!(upstream.rooms(), ROOMS);
-        assert!(upstream.room_counts().iter().all(|(_, n)| *n == PER_ROOM));
+        assert!(upstream.room_counts().iter().all(|(_, n)| *n == 1));
+        assert_eq!(
+            metric(gateway.addr(), "terminus_shared_streams").await,
+            ROOMS as f64
+        );
 
         for k in 1..=SAYS {
             for room in 0..ROOMS {
@@ -113,9 +126,14 @@ fn say_reaches_each_member_of_its_room_exactly_once_and_a_mass_disconnect_leaves
         })
         .await;
         wait_until("no upstream stream left", || upstream.live_streams() == 0).await;
-        let (operations, zero) =
-            wait_metric(gateway.addr(), "terminus_operations", WAIT, |v| v == 0.0).await;
-        assert!(zero, "{operations} operations left");
+        for series in [
+            "terminus_operations",
+            "terminus_shared_streams",
+            "terminus_shared_subscribers",
+        ] {
+            let (left, zero) = wait_metric(gateway.addr(), series, WAIT, |v| v == 0.0).await;
+            assert!(zero, "{left} {series} left");
+        }
         let report = gateway.running.shutdown().await;
         assert_eq!(report.leaked_operations, 0);
     });
@@ -131,11 +149,21 @@ fn a_room_goes_with_its_last_subscriber_at_once_even_without_events() {
         first.send(subscribe("q", query)).await;
         let mut second = Client::ready(gateway.addr(), TRANSPORT_WS).await;
         second.send(subscribe("q", query)).await;
-        wait_until("two subscribers", || upstream.room_subscribers() == 2).await;
-        assert_eq!(upstream.room_counts(), vec![("quiet".to_owned(), 2)]);
+        let shared = |n: f64| {
+            let addr = gateway.addr();
+            async move {
+                let (value, ok) =
+                    wait_metric(addr, "terminus_shared_subscribers", WAIT, |v| v == n).await;
+                assert!(ok, "{value} shared subscribers, not {n}");
+            }
+        };
+        shared(2.0).await;
+        // Both share one upstream stream.
+        wait_until("the room upstream", || upstream.room_subscribers() == 1).await;
+        assert_eq!(upstream.room_counts(), vec![("quiet".to_owned(), 1)]);
 
         first.send(json!({"type": "complete", "id": "q"})).await;
-        wait_until("one subscriber", || upstream.room_subscribers() == 1).await;
+        shared(1.0).await;
         assert_eq!(upstream.rooms(), 1);
         // The other still gets what is said, numbered on.
         let said = post(
@@ -160,6 +188,7 @@ fn a_room_goes_with_its_last_subscriber_at_once_even_without_events() {
         assert_eq!(upstream.room_subscribers(), 0);
         // A new room of the same name starts over at seq 1.
         second.send(subscribe("q2", query)).await;
+        shared(1.0).await;
         wait_until("the room again", || upstream.room_subscribers() == 1).await;
         post(
             &gateway,

@@ -26,7 +26,8 @@ use super::schema::{OperationKind, Resolver, Schema, TypeKind, TypeRef};
 use super::shape::{Propagate, Shaper};
 use super::sql::SqlStatement;
 use super::validate::Limits;
-use crate::operation::{OperationRequest, UpstreamEvent};
+use crate::operation::{EncodedPayload, OperationRequest, UpstreamEvent};
+use crate::share::SharedItem;
 use crate::upstream::{FailureKind, RequestContext, UpstreamCall, UpstreamFailure};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +53,18 @@ pub enum CallEvent {
     Failed(UpstreamFailure),
     /// The call ended normally. Terminal for the call.
     End,
+    /// One message of a `@shared` stream (core/src/share.rs), the same
+    /// for every subscriber: its result is encoded once per distinct
+    /// selection and reused ([`UpstreamEvent::NextEncoded`]).
+    Shared(SharedItem),
+}
+
+impl CallEvent {
+    /// Whether this event ends its call (`Failed`, `End`); items
+    /// (`Item`, `Shared`) do not.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, CallEvent::Failed(_) | CallEvent::End)
+    }
 }
 
 /// Where a root field stands.
@@ -115,6 +128,9 @@ struct Running {
     context: RequestContext,
     /// Relation statements (nested `@sql` fields).
     relations: RelationCalls,
+    /// The selection signature of the subscription's field, for reusing
+    /// a shared message's encoding (see `shape_signature`).
+    shape_sig: Option<std::sync::Arc<str>>,
 }
 
 /// The execution of one operation, from the client's request to its
@@ -296,6 +312,22 @@ impl Execution {
         }
     }
 
+    /// The schema and configuration were reloaded: `new` is the schema and
+    /// `upstreams` the upstreams now configured. An operation whose root
+    /// field or upstream is gone ends with one `SCHEMA_RELOADED` error (its
+    /// calls are cancelled); any other keeps running
+    /// (`core/src/graphql/reload.rs`). A finished one is left alone.
+    pub fn handle_reload(&mut self, new: &Schema, upstreams: &super::UpstreamNames) {
+        if let State::Running(run) = &mut self.state {
+            if run.done {
+                return;
+            }
+            if let Err(error) = super::reload::verdict(&run.op, new, upstreams) {
+                run.abort(error.to_value());
+            }
+        }
+    }
+
     /// Reports an event of call `call`. Events of unknown or already
     /// answered calls are ignored.
     pub fn handle_call_event(&mut self, call: CallId, event: CallEvent) {
@@ -363,6 +395,7 @@ impl Running {
             last_live: None,
             response_used: 0,
             relations: RelationCalls::default(),
+            shape_sig: None,
         };
         let mut budget = ResponseBudget::new(exec.op.max_response_bytes);
         for i in 0..exec.op.fields.len() {
@@ -428,6 +461,13 @@ impl Running {
     /// `max_response_bytes`: the calls still running are given up and the
     /// operation ends with one `RESPONSE_TOO_LARGE` error.
     fn fail_too_large(&mut self, budget: ResponseBudget) {
+        self.abort(budget.error().to_value());
+    }
+
+    /// Ends the operation with one terminal `error`: the calls still
+    /// running are given up (the ones never handed out are forgotten, the
+    /// others cancelled) and nothing else is sent.
+    fn abort(&mut self, error: Value) {
         for i in 0..self.states.len() {
             if let FieldState::Running { call, .. } = self.states[i] {
                 match self.calls.iter().position(|(id, _)| *id == call) {
@@ -445,8 +485,7 @@ impl Running {
         }
         self.calls.clear();
         self.outputs.clear();
-        self.outputs
-            .push_back(UpstreamEvent::Error(vec![budget.error().to_value()]));
+        self.outputs.push_back(UpstreamEvent::Error(vec![error]));
         self.done = true;
     }
 
@@ -487,6 +526,7 @@ impl Running {
                 method,
                 timeouts,
                 request,
+                shared,
                 ..
             }) => UpstreamCall::Grpc {
                 upstream,
@@ -495,6 +535,7 @@ impl Running {
                 streaming,
                 timeouts,
                 context: self.context.clone(),
+                shared: shared && streaming,
             },
             Some(Resolver::Sql { db, statement, .. }) => UpstreamCall::Sql {
                 db,
@@ -530,6 +571,14 @@ impl Running {
         if self.done {
             return;
         }
+        let event = match event {
+            // Only a subscription's stream is shared; anything else takes
+            // the message as a plain item.
+            CallEvent::Shared(item) if self.op.kind != OperationKind::Subscription => {
+                CallEvent::Item(item.value().clone())
+            }
+            other => other,
+        };
         if self.relations.running.contains_key(&call) {
             self.relation_event(call, event);
             if self.op.kind == OperationKind::Mutation {
@@ -583,6 +632,8 @@ impl Running {
                 }
                 self.settle(i, Ok(value));
             }
+            // Converted to `Item` above; kept total.
+            CallEvent::Shared(item) => self.settle(i, Ok(item.value().clone())),
             CallEvent::Failed(f) => self.settle(i, Err(f)),
             CallEvent::End => self.settle(
                 i,
@@ -611,25 +662,30 @@ impl Running {
                     }
                     self.last_live = Some(value.clone());
                 }
-                let budget = ResponseBudget::new(self.op.max_response_bytes);
-                let mut shaper = Shaper::new(&self.op.schema, !live, budget);
-                let mut data = Map::new();
-                let null_data = self.shape_field(&mut shaper, i, &value, &mut data);
-                if shaper.budget.exceeded() {
-                    let budget = shaper.budget;
-                    drop(data);
-                    self.fail_too_large(budget);
+                if let Some((result, _)) = self.shape_event(i, &value, !live) {
+                    self.outputs.push_back(UpstreamEvent::Next(result));
+                }
+            }
+            CallEvent::Shared(item) => {
+                // Encoded once per distinct selection: reuse the bytes of
+                // another subscriber with the same selection.
+                let shape = self.shape_signature(i);
+                if let Some(payload) = item.encoded(&shape) {
+                    self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     return;
                 }
-                let result = result_value(
-                    if null_data {
-                        Value::Null
+                if let Some((result, clean)) = self.shape_event(i, item.value(), true) {
+                    if clean {
+                        // Without errors the result depends only on the
+                        // message and the selection (errors would carry
+                        // this document's locations).
+                        let payload = EncodedPayload::encode(&result);
+                        item.remember(shape, payload.clone());
+                        self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     } else {
-                        Value::Object(data)
-                    },
-                    shaper.errors,
-                );
-                self.outputs.push_back(UpstreamEvent::Next(result));
+                        self.outputs.push_back(UpstreamEvent::Next(result));
+                    }
+                }
             }
             CallEvent::Failed(f) => {
                 let field = &self.op.fields[i];
@@ -654,6 +710,66 @@ impl Running {
                 self.done = true;
             }
         }
+    }
+
+    /// Shapes one stream message of root field `i` into the operation's
+    /// result: `Some((result, has no errors))`, or `None` when the result
+    /// grew past `max_response_bytes` (the operation then ends with
+    /// `RESPONSE_TOO_LARGE`).
+    fn shape_event(&mut self, i: usize, value: &Value, coerce: bool) -> Option<(Value, bool)> {
+        let budget = ResponseBudget::new(self.op.max_response_bytes);
+        let mut shaper = Shaper::new(&self.op.schema, coerce, budget);
+        let mut data = Map::new();
+        let null_data = self.shape_field(&mut shaper, i, value, &mut data);
+        if shaper.budget.exceeded() {
+            let budget = shaper.budget;
+            drop(data);
+            self.fail_too_large(budget);
+            return None;
+        }
+        let clean = shaper.errors.is_empty();
+        let result = result_value(
+            if null_data {
+                Value::Null
+            } else {
+                Value::Object(data)
+            },
+            shaper.errors,
+        );
+        Some((result, clean))
+    }
+
+    /// What the result of root field `i` depends on besides the upstream's
+    /// message: the field's selection (keys, names, arguments, nested
+    /// selections; not document positions) and the response bound.
+    /// Subscribers with equal signatures get byte-identical results for a
+    /// message whose shaping has no errors. Computed once.
+    fn shape_signature(&mut self, i: usize) -> std::sync::Arc<str> {
+        if let Some(sig) = &self.shape_sig {
+            return sig.clone();
+        }
+        fn write(f: &super::plan::PlannedField, out: &mut String) {
+            use std::fmt::Write as _;
+            let _ = write!(
+                out,
+                "{}:{}.{}:{}:{}{{",
+                f.key,
+                f.parent,
+                f.name,
+                f.ty,
+                Value::Object(f.args.clone())
+            );
+            for child in &f.selection {
+                write(child, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        let mut out = format!("{}|{}|", self.op.root_type, self.op.max_response_bytes);
+        write(&self.op.fields[i], &mut out);
+        let sig: std::sync::Arc<str> = std::sync::Arc::from(out);
+        self.shape_sig = Some(sig.clone());
+        sig
     }
 
     /// Shapes the upstream value of root field `i` into `data`; returns
@@ -997,6 +1113,10 @@ impl Running {
         let rows = match event {
             CallEvent::Item(Value::Array(rows)) => rows,
             CallEvent::Item(other) => vec![other],
+            CallEvent::Shared(item) => match item.value() {
+                Value::Array(rows) => rows.clone(),
+                other => vec![other.clone()],
+            },
             CallEvent::Failed(failure) => {
                 for &(i, j) in &waiting {
                     let FieldState::Relating(r) = &self.states[i] else {

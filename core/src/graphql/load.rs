@@ -24,7 +24,7 @@ pub const MIN_LIVE_EVERY: Duration = Duration::from_millis(50);
 
 /// Names of the directives Terminus reads from the SDL; definitions of
 /// these in the SDL (for editors) are accepted and ignored.
-const TERMINUS_DIRECTIVES: [&str; 4] = ["grpc", "sql", "live", "from"];
+const TERMINUS_DIRECTIVES: [&str; 5] = ["grpc", "sql", "live", "from", "shared"];
 
 struct Loader<'f> {
     file: &'f str,
@@ -200,6 +200,8 @@ struct RawField {
     arg_positions: Vec<Pos>,
     resolver_pos: Option<Pos>,
     from_pos: Option<Pos>,
+    /// Where `@shared` is, if the field has it.
+    shared_pos: Option<Pos>,
 }
 
 fn field_def(
@@ -211,6 +213,7 @@ fn field_def(
     let mut resolver_pos = None;
     let mut source = None;
     let mut from_pos = None;
+    let mut shared_pos = None;
     for d in &f.directives {
         let what = format!("field {type_name}.{}", f.name);
         let r = match d.name.as_str() {
@@ -274,6 +277,7 @@ fn field_def(
                     result,
                     timeouts,
                     request: a.get("request").cloned(),
+                    shared: false,
                 })
             }
             "sql" => {
@@ -333,6 +337,14 @@ fn field_def(
                 from_pos = Some(d.position);
                 None
             }
+            "shared" => {
+                directive_args(loader, d, &[])?;
+                if shared_pos.is_some() {
+                    return Err(loader.err(d.position, format!("@shared given twice on {what}")));
+                }
+                shared_pos = Some(d.position);
+                None
+            }
             "deprecated" => None,
             other => {
                 return Err(loader.err(d.position, format!("unknown directive @{other} on {what}")))
@@ -349,6 +361,17 @@ fn field_def(
             resolver_pos = Some(d.position);
         }
     }
+    if let Some(pos) = shared_pos {
+        match &mut resolver {
+            Some(Resolver::Grpc { shared, .. }) => *shared = true,
+            Some(Resolver::Live { .. }) => {
+                return Err(loader.err(pos, format!("@shared on field {type_name}.{}: @shared is for @grpc server streams; identical @live polls are already shared", f.name)))
+            }
+            _ => {
+                return Err(loader.err(pos, format!("@shared on field {type_name}.{}: @shared needs @grpc on a subscription field (a server-streaming call)", f.name)))
+            }
+        }
+    }
     let args = input_values(
         loader,
         &f.arguments,
@@ -359,6 +382,7 @@ fn field_def(
         arg_positions: f.arguments.iter().map(|a| a.position).collect(),
         resolver_pos,
         from_pos,
+        shared_pos,
     };
     Ok((
         FieldDef {
@@ -505,7 +529,7 @@ fn declare(
                 return Err(loader.err(
                     d.position,
                     format!(
-                        "custom directive @{} is not supported (Terminus reads @grpc, @sql, @live, @from and @deprecated)",
+                        "custom directive @{} is not supported (Terminus reads @grpc, @sql, @live, @from, @shared and @deprecated)",
                         d.name
                     ),
                 ));
@@ -896,6 +920,9 @@ fn check_fields(
                 )?;
             }
             let rpos = raw.resolver_pos.unwrap_or(raw.pos);
+            if let (Some(pos), false) = (raw.shared_pos, is_subscription) {
+                return Err(loader.err(pos, format!("@shared on field {what}: only subscription fields can be shared (a query or mutation call is not a stream)")));
+            }
             if is_root && raw.from_pos.is_some() {
                 return Err(loader.err(raw.from_pos.unwrap_or(raw.pos), format!("@from is for fields of nested object types; root field {what} gets its value from its resolver")));
             }

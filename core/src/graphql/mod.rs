@@ -55,6 +55,8 @@ pub use names::lower_camel;
 pub mod persisted;
 mod plan;
 mod prepare;
+mod reload;
+pub use reload::SCHEMA_RELOADED;
 mod scalars;
 mod schema;
 mod shape;

@@ -82,6 +82,10 @@ pub enum Resolver {
         /// `@grpc(request:)`: the argument whose input object is the whole
         /// request message (its fields are the request's fields).
         request: Option<String>,
+        /// `@shared` (subscription fields only): live operations whose
+        /// upstream call would be identical share one upstream stream
+        /// (docs/schema.md, "`@shared`").
+        shared: bool,
     },
     /// `@sql(db:, query:, reselect:)`.
     Sql {

@@ -58,6 +58,12 @@ pub mod close {
     /// 7.1.5). Hosts pass it to `handle_transport_closed` when the socket
     /// died or a read or write failed.
     pub const ABNORMAL_CLOSURE: u16 = 1006;
+    /// The peer broke the WebSocket framing rules (RFC 6455 7.4.1): an
+    /// unmasked client frame, reserved bits set, an unknown opcode, a
+    /// control frame over 125 bytes or fragmented, an orphan continuation.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not valid UTF-8 (RFC 6455 8.1).
+    pub const INVALID_FRAME_PAYLOAD_DATA: u16 = 1007;
     /// A frame exceeded `max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Try again later: connection cap reached, or the client reads too slowly
@@ -271,9 +277,38 @@ pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<Value>) -> Str
     Value::Object(obj).to_string()
 }
 
+/// The frame `{"type":kind,"id":id,"payload":payload}` with `payload`
+/// already JSON text: built by concatenation around the JSON-escaped id,
+/// byte for byte what [`frame`] gives for the parsed payload.
+pub(crate) fn frame_encoded(kind: &str, id: &str, payload: &str) -> String {
+    let id = Value::String(id.to_owned()).to_string();
+    let mut out = String::with_capacity(payload.len() + id.len() + kind.len() + 32);
+    out.push_str("{\"type\":\"");
+    out.push_str(kind);
+    out.push_str("\",\"id\":");
+    out.push_str(&id);
+    out.push_str(",\"payload\":");
+    out.push_str(payload);
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_frame_is_byte_for_byte_the_encoded_one() {
+        let payload = serde_json::json!({"data": {"t": {"seq": 3, "s": "é\"\n<"}}});
+        for id in ["1", "quote\"d", "back\\slash", "ünï\u{1}code", ""] {
+            for kind in ["next", "data"] {
+                assert_eq!(
+                    frame_encoded(kind, id, &payload.to_string()),
+                    frame(kind, Some(id), Some(payload.clone()))
+                );
+            }
+        }
+    }
 
     #[test]
     fn negotiation_prefers_the_current_protocol() {

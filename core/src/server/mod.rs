@@ -86,6 +86,10 @@ pub enum Input {
         /// The size the transport reported, in bytes.
         bytes: usize,
     },
+    /// The transport found a frame that breaks RFC 6455: close 1007 for
+    /// invalid UTF-8 in a text message, 1002 for the rest. The host cannot
+    /// parse the stream after it, so the linger ends at its deadline.
+    FrameViolation(FrameViolation),
     /// The host failed while serving this connection (a panic it caught):
     /// close 4500.
     InternalError,
@@ -93,6 +97,55 @@ pub enum Input {
     Timeout,
     /// The server is draining.
     Shutdown,
+}
+
+/// A WebSocket framing rule the peer broke (RFC 6455), as the host's
+/// WebSocket layer reports it; [`FrameViolation::close_code`] is the
+/// close it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameViolation {
+    /// A text message (or the reassembled fragments of one) that is not
+    /// valid UTF-8.
+    InvalidUtf8,
+    /// A client frame without a mask (RFC 6455 5.1).
+    Unmasked,
+    /// RSV1, RSV2 or RSV3 set with no extension negotiated (5.2).
+    ReservedBits,
+    /// An opcode RFC 6455 does not define (5.2).
+    UnknownOpcode,
+    /// A control frame with more than 125 bytes of payload (5.5).
+    ControlFrameTooBig,
+    /// A control frame without FIN (5.5).
+    FragmentedControlFrame,
+    /// A continuation frame with no message to continue, or a new data
+    /// frame while a fragmented message is unfinished (5.4).
+    BadContinuation,
+    /// Any other malformed frame (a bad close payload, for example).
+    Malformed,
+}
+
+impl FrameViolation {
+    /// The close code of this violation: 1007 for invalid UTF-8, else 1002.
+    pub fn close_code(self) -> u16 {
+        match self {
+            FrameViolation::InvalidUtf8 => close::INVALID_FRAME_PAYLOAD_DATA,
+            _ => close::PROTOCOL_ERROR,
+        }
+    }
+
+    /// The close reason sent with [`Self::close_code`].
+    pub fn reason(self) -> &'static str {
+        match self {
+            FrameViolation::InvalidUtf8 => "Invalid UTF-8 in a text message",
+            FrameViolation::Unmasked => "Client frame not masked",
+            FrameViolation::ReservedBits => "Reserved bits set",
+            FrameViolation::UnknownOpcode => "Unknown opcode",
+            FrameViolation::ControlFrameTooBig => "Control frame over 125 bytes",
+            FrameViolation::FragmentedControlFrame => "Fragmented control frame",
+            FrameViolation::BadContinuation => "Unexpected continuation frame",
+            FrameViolation::Malformed => "Malformed frame",
+        }
+    }
 }
 
 /// Everything the connection asks the host to do.
@@ -273,6 +326,10 @@ impl ServerConnection {
                 self.pong_deadline = None;
                 self.close(close::MESSAGE_TOO_BIG, "Frame too large");
             }
+            Input::FrameViolation(violation) => {
+                self.pong_deadline = None;
+                self.close(violation.close_code(), violation.reason());
+            }
             Input::InternalError => {
                 self.close(close::INTERNAL_SERVER_ERROR, "Internal server error")
             }
@@ -326,6 +383,12 @@ impl ServerConnection {
         self.handle(now, Input::FrameTooBig { bytes });
     }
 
+    /// The peer broke RFC 6455's framing rules: close 1007 or 1002
+    /// ([`FrameViolation::close_code`]).
+    pub fn handle_frame_violation(&mut self, now: Millis, violation: FrameViolation) {
+        self.handle(now, Input::FrameViolation(violation));
+    }
+
     /// The host failed (caught a panic) serving this connection: close 4500.
     pub fn handle_internal_error(&mut self, now: Millis) {
         self.handle(now, Input::InternalError);
@@ -343,7 +406,12 @@ impl ServerConnection {
 
     /// The next thing the host must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        let effect = self.effects.pop_front();
+        if effect.is_none() && self.effects.capacity() > 0 {
+            // Drained: an idle connection holds no queue.
+            self.effects = VecDeque::new();
+        }
+        effect
     }
 
     /// When to call [`Self::handle_timeout`] next: the end of the linger
@@ -632,6 +700,9 @@ impl ServerConnection {
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Next(payload)) => {
                 transport::ServerMessage::Next { id, payload }.to_text()
             }
+            (Subprotocol::GraphqlTransportWs, UpstreamEvent::NextEncoded(payload)) => {
+                crate::protocol::frame_encoded("next", &id, payload.as_str())
+            }
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Error(errors)) => {
                 transport::ServerMessage::Error {
                     id,
@@ -644,6 +715,9 @@ impl ServerConnection {
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Next(payload)) => {
                 legacy::ServerMessage::Data { id, payload }.to_text()
+            }
+            (Subprotocol::GraphqlWs, UpstreamEvent::NextEncoded(payload)) => {
+                crate::protocol::frame_encoded("data", &id, payload.as_str())
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Error(errors)) => {
                 legacy::ServerMessage::Error {

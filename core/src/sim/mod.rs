@@ -10,9 +10,11 @@
 //! matters most: nothing is left alive.
 
 mod rng;
+mod shared;
 mod upstream;
 
 pub use rng::SplitMix64;
+pub use shared::{run_shared, run_shared_ops, SharedReport};
 pub use upstream::{OpKey, ScriptConfig, ScriptedUpstream, Upstream};
 
 use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};
@@ -726,7 +728,7 @@ impl<U: Upstream> Sim<U> {
                 match event {
                     UpstreamEvent::Complete => self.stats.ended_by_complete += 1,
                     UpstreamEvent::Error(_) => self.stats.ended_by_error += 1,
-                    UpstreamEvent::Next(_) => {}
+                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {}
                 }
             }
         }
