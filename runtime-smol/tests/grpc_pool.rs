@@ -375,3 +375,40 @@ fn bounds_that_h2_could_not_keep_are_refused() {
         assert!(error.to_string().contains("at least 1"), "{error}");
     }
 }
+
+#[test]
+fn a_burst_of_calls_waiting_for_a_connection_all_start() {
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        // 300 calls at once on an empty pool: one opens the first
+        // connection while the others wait for its attempt to end (and for
+        // the server's SETTINGS, before which h2 allows 100 streams), then
+        // all of them look again together. A lost wake-up leaves calls
+        // waiting until `call_timeout` (3 s) and fails them.
+        let upstream = upstream(server.endpoint(), 1024, 4);
+        let calls: Vec<_> = (0..300)
+            .map(|_| {
+                let upstream = upstream.clone();
+                smol::spawn(async move {
+                    upstream
+                        .server_streaming(TICKS, json!({"everyMs": 10_000}))
+                        .await
+                })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for call in calls {
+            streams.push(call.await.unwrap());
+        }
+        assert_eq!(upstream.open_streams(), 300);
+        assert_eq!(spread(&upstream).iter().sum::<usize>(), 300);
+        assert!(upstream.open_connections() <= 4);
+        assert_eq!(upstream.pool_stats().busy_total, 0);
+        eventually(
+            Duration::from_secs(3),
+            "the server serves 300 streams",
+            || server.live_streams() == 300,
+        )
+        .await;
+    });
+}

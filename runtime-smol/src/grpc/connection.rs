@@ -107,6 +107,20 @@ pub(super) struct Pool {
     pub(super) next_backoff: Duration,
     /// Why the last attempt failed.
     pub(super) last_error: String,
+    /// A connection attempt is under way (one at a time).
+    pub(super) connecting: bool,
+}
+
+/// A connection attempt under way; its end, however it ends (the caller
+/// may drop it at its deadline), lets the next one start and wakes the
+/// calls that waited for it.
+struct Attempt<'a>(&'a GrpcUpstream);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.connection_pool().connecting = false;
+        self.0.connected.notify(usize::MAX);
+    }
 }
 
 /// What a look at the pool found.
@@ -135,8 +149,7 @@ impl GrpcUpstream {
     /// Drops closed connections, then claims room on the first connection
     /// that has some (filling connections in order keeps their number as
     /// low as the streams allow).
-    fn find_room(&self) -> Found {
-        let mut pool = self.connection_pool();
+    fn find_room(&self, pool: &mut Pool) -> Found {
         pool.connections.retain(|connection| {
             let open = !connection.sender.is_closed();
             if !open {
@@ -175,35 +188,47 @@ impl GrpcUpstream {
                 ),
             )
         };
-        match self.find_room() {
-            Found::Room(sender, slot) => return Ok((sender, slot)),
-            Found::Full(connections) => return Err(busy(connections)),
-            Found::Grow => {}
-        }
-        // One connection attempt at a time; whoever waited here looks again,
-        // since the attempt before it may have made room.
-        let _connecting = self.connecting.lock().await;
-        match self.find_room() {
-            Found::Room(sender, slot) => return Ok((sender, slot)),
-            Found::Full(connections) => return Err(busy(connections)),
-            Found::Grow => {}
-        }
-        {
-            let pool = self.connection_pool();
-            if let Some(retry_at) = pool.retry_at {
-                let now = Instant::now();
-                if now < retry_at {
-                    return Err(self.failure(
-                        FailureKind::Unavailable,
-                        &format!(
-                            "is unreachable ({}); next connection attempt in {} ms",
-                            pool.last_error,
-                            (retry_at - now).as_millis()
-                        ),
-                    ));
+        // One connection attempt at a time. The calls that find every
+        // connection full while one is under way wait for its end, and then
+        // all look again at once. (They once queued on an async mutex
+        // instead and passed it on one by one, each hand-over a trip
+        // through the executor's run queue: on a saturated gateway that
+        // admitted about 50 streams a second, and the rest hit
+        // `call_timeout` while the new connection stood almost empty.)
+        // The caller's deadline (`call_timeout`) bounds the wait; the
+        // attempt itself is bounded by `connect_timeout`.
+        loop {
+            let ended = {
+                let mut pool = self.connection_pool();
+                match self.find_room(&mut pool) {
+                    Found::Room(sender, slot) => return Ok((sender, slot)),
+                    Found::Full(connections) => return Err(busy(connections)),
+                    Found::Grow => {}
                 }
-            }
+                if !pool.connecting {
+                    if let Some(retry_at) = pool.retry_at {
+                        let now = Instant::now();
+                        if now < retry_at {
+                            return Err(self.failure(
+                                FailureKind::Unavailable,
+                                &format!(
+                                    "is unreachable ({}); next connection attempt in {} ms",
+                                    pool.last_error,
+                                    (retry_at - now).as_millis()
+                                ),
+                            ));
+                        }
+                    }
+                    pool.connecting = true;
+                    break;
+                }
+                // Listening under the pool's lock: the attempt's end (which
+                // takes the lock) cannot slip by unseen.
+                self.connected.listen()
+            };
+            ended.await;
         }
+        let _attempt = Attempt(self);
         let connected = self.connect().await;
         let mut pool = self.connection_pool();
         match connected {
@@ -323,11 +348,17 @@ impl GrpcUpstream {
         // SETTINGS that change it are read inside its poll.
         let server_limit = Arc::new(AtomicUsize::new(dispatcher.current_max_send_streams()));
         let limit = server_limit.clone();
+        let changed = self.connected.clone();
         let driver = crate::tasks::spawn(async move {
             let _open = open;
             let ended = std::future::poll_fn(|cx| {
                 let polled = std::pin::Pin::new(&mut dispatcher).poll(cx);
-                limit.store(dispatcher.current_max_send_streams(), Ordering::Relaxed);
+                let now = dispatcher.current_max_send_streams();
+                if limit.swap(now, Ordering::Relaxed) != now {
+                    // Until the server's SETTINGS arrive h2 allows 100
+                    // streams; the calls waiting for room may fit now.
+                    changed.notify(usize::MAX);
+                }
                 polled
             })
             .await;

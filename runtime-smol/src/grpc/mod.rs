@@ -45,7 +45,7 @@ pub(crate) use codec::{
 pub use config::{compile_protos, ConfigError, GrpcUpstreamConfig, MAX_HELD_BYTES_PER_CONNECTION};
 pub use metrics::write_prometheus;
 
-use async_lock::{Mutex, Semaphore};
+use async_lock::Semaphore;
 use connection::Pool;
 use executor::OwnedExecutor;
 use prost_reflect::DescriptorPool;
@@ -86,9 +86,11 @@ pub struct GrpcUpstream {
     pool: DescriptorPool,
     /// The connections and the reconnect backoff (connection.rs).
     connection_pool: Arc<std::sync::Mutex<Pool>>,
-    /// Held while a connection is being made, so concurrent calls that
-    /// find every connection full make one more, not many.
-    connecting: Mutex<()>,
+    /// Told when a connection attempt ends (`Pool::connecting` cleared)
+    /// and when a connection's stream limit changes (the server's
+    /// SETTINGS): the calls that found every connection full while an
+    /// attempt was under way all look again at once (connection.rs).
+    connected: Arc<event_listener::Event>,
     executor: OwnedExecutor,
     permits: Arc<Semaphore>,
     open_streams: Arc<AtomicUsize>,
@@ -225,7 +227,7 @@ impl GrpcUpstream {
             tls,
             pool,
             connection_pool: Arc::new(std::sync::Mutex::new(Pool::default())),
-            connecting: Mutex::new(()),
+            connected: Arc::new(event_listener::Event::new()),
             executor: OwnedExecutor::new(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_streams)),
             open_streams: Arc::new(AtomicUsize::new(0)),
