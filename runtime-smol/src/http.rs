@@ -42,17 +42,6 @@ pub(crate) struct PendingUpgrade {
     context: BTreeMap<String, String>,
 }
 
-/// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
-/// them upgraded.
-pub(crate) async fn serve_tcp(
-    gateway: Arc<Gateway>,
-    acceptor: &crate::tls::Acceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    serve_tcp_on(gateway, acceptor, stream, peer, Surface::Main).await;
-}
-
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Surface {
@@ -62,7 +51,8 @@ pub(crate) enum Surface {
     Admin,
 }
 
-/// [`serve_tcp`] for the listener `surface`.
+/// Serves one TCP connection of the listener `surface`: HTTP/1 requests,
+/// then the WebSocket if one of them upgraded.
 pub(crate) async fn serve_tcp_on(
     gateway: Arc<Gateway>,
     acceptor: &crate::tls::Acceptor,
