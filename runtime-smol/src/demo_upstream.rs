@@ -579,27 +579,10 @@ impl Stream {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> StreamStep {
         match self {
             Stream::Ticks(ticker) => loop {
-                match ticker.ticks.poll(ticker.now()) {
-                    Some(TickStep::Tick(seq)) => {
-                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
-                    }
-                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
-                    Some(TickStep::Failed(message)) => {
-                        return StreamStep::End(code::INTERNAL, message)
-                    }
-                    None => {
-                        let Some(due) = ticker.ticks.poll_timeout() else {
-                            return StreamStep::End(code::OK, String::new());
-                        };
-                        match ticker.epoch.checked_add(Duration::from_millis(due.0)) {
-                            Some(at) => ticker.timer.set_at(at),
-                            // Beyond what the clock can represent: never due.
-                            None => return StreamStep::Pending,
-                        }
-                        if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
-                            return StreamStep::Pending;
-                        }
-                    }
+                let step = ticker.ticks.poll(ticker.now());
+                let due = ticker.ticks.poll_timeout();
+                if let Some(step) = tick_step(step, due, ticker.epoch, &mut ticker.timer, cx) {
+                    return step;
                 }
             },
             Stream::Clock {
@@ -607,26 +590,10 @@ impl Stream {
                 shared,
                 timer,
             } => loop {
-                match clock.poll(shared.now()) {
-                    Some(TickStep::Tick(seq)) => {
-                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
-                    }
-                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
-                    Some(TickStep::Failed(message)) => {
-                        return StreamStep::End(code::INTERNAL, message)
-                    }
-                    None => {
-                        let Some(due) = clock.poll_timeout() else {
-                            return StreamStep::End(code::OK, String::new());
-                        };
-                        match shared.epoch.checked_add(Duration::from_millis(due.0)) {
-                            Some(at) => timer.set_at(at),
-                            None => return StreamStep::Pending,
-                        }
-                        if Pin::new(&mut *timer).poll(cx).is_pending() {
-                            return StreamStep::Pending;
-                        }
-                    }
+                let step = clock.poll(shared.now());
+                let due = clock.poll_timeout();
+                if let Some(step) = tick_step(step, due, shared.epoch, timer, cx) {
+                    return step;
                 }
             },
             Stream::Room(member) => {
@@ -647,6 +614,39 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What a tick stream (`Ticks` or `Clock`) has next: its model's `step`,
+/// or, when it has none yet, the wait on `timer` for the model's `due`
+/// (ms after `epoch`). `None`: the timer fired; poll the model again.
+fn tick_step(
+    step: Option<TickStep>,
+    due: Option<Millis>,
+    epoch: Instant,
+    timer: &mut smol::Timer,
+    cx: &mut Context<'_>,
+) -> Option<StreamStep> {
+    match step {
+        Some(TickStep::Tick(seq)) => {
+            Some(StreamStep::Message(frame(&Tick { seq }.encode_to_vec())))
+        }
+        Some(TickStep::End) => Some(StreamStep::End(code::OK, String::new())),
+        Some(TickStep::Failed(message)) => Some(StreamStep::End(code::INTERNAL, message)),
+        None => {
+            let Some(due) = due else {
+                return Some(StreamStep::End(code::OK, String::new()));
+            };
+            match epoch.checked_add(Duration::from_millis(due.0)) {
+                Some(at) => timer.set_at(at),
+                // Beyond what the clock can represent: never due.
+                None => return Some(StreamStep::Pending),
+            }
+            if Pin::new(timer).poll(cx).is_pending() {
+                return Some(StreamStep::Pending);
+            }
+            None
         }
     }
 }
