@@ -85,16 +85,8 @@ impl TicksRequest {
     /// `failAt`; absent or null is the default). A value that is not an
     /// `int32` is an error, as it is for the gateway's protobuf encoding.
     pub fn from_json(request: &Value) -> Result<TicksRequest, String> {
-        let int = |field: &str| -> Result<Option<i32>, String> {
-            match request.get(field) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .map(Some)
-                    .ok_or_else(|| format!("TicksRequest.{field} must be an int32, got {v}")),
-            }
-        };
+        let int =
+            |field: &str| json_int32(request, "TicksRequest", field).map_err(|error| error.message);
         Ok(TicksRequest {
             every_ms: int("everyMs")?.unwrap_or(0),
             limit: int("limit")?,

@@ -351,126 +351,105 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Demo
         Ok(message) => message,
         Err(message) => return trailers_only(guard, code::INVALID_ARGUMENT, &message),
     };
-    match path.as_str() {
-        "/terminus.demo.v1.Demo/Hello" => match HelloRequest::decode(message) {
-            Ok(hello) => {
-                let reply = HelloReply {
-                    message: demo_service::hello_message(&hello.name),
-                };
-                let mut body = DemoBody::new(guard, None, deadline);
-                body.pending
-                    .push(Frame::data(frame(&reply.encode_to_vec())));
-                body.pending
-                    .push(Frame::trailers(status_headers(code::OK, "")));
-                grpc_response(body)
-            }
-            Err(error) => trailers_only(
-                guard,
-                code::INVALID_ARGUMENT,
-                &format!("invalid HelloRequest: {error}"),
-            ),
-        },
-        "/terminus.demo.v1.Demo/Ticks" => match TicksRequest::decode(message) {
-            Ok(ticks) => {
-                let ticker = Ticker::start(demo_service::TicksRequest {
-                    every_ms: ticks.every_ms,
-                    limit: ticks.limit,
-                    fail_at: ticks.fail_at,
-                });
-                grpc_response(DemoBody::new(guard, Some(Stream::Ticks(ticker)), deadline))
-            }
-            Err(error) => trailers_only(
-                guard,
-                code::INVALID_ARGUMENT,
-                &format!("invalid TicksRequest: {error}"),
-            ),
-        },
-        "/terminus.demo.v1.Demo/Clock" => match ClockRequest::decode(message) {
-            Ok(clock) => {
-                let request = demo_service::ClockRequest {
-                    every_ms: clock.every_ms,
-                };
-                match Clock::start(shared.now(), request) {
-                    Ok(clock) => {
-                        let stream = Stream::Clock {
-                            clock,
-                            shared,
-                            timer: smol::Timer::never(),
-                        };
-                        grpc_response(DemoBody::new(guard, Some(stream), deadline))
-                    }
-                    Err(error) => demo_error(guard, &error),
-                }
-            }
-            Err(error) => trailers_only(
-                guard,
-                code::INVALID_ARGUMENT,
-                &format!("invalid ClockRequest: {error}"),
-            ),
-        },
-        "/terminus.demo.v1.Rooms/Events" => match RoomRequest::decode(message) {
-            Ok(room) => {
-                let joined = shared.rooms().model.join(&room.name);
-                match joined {
-                    Ok(id) => {
-                        let stream = Stream::Room(RoomMember { shared, id });
-                        grpc_response(DemoBody::new(guard, Some(stream), deadline))
-                    }
-                    Err(error) => demo_error(guard, &error),
-                }
-            }
-            Err(error) => trailers_only(
-                guard,
-                code::INVALID_ARGUMENT,
-                &format!("invalid RoomRequest: {error}"),
-            ),
-        },
-        "/terminus.demo.v1.Rooms/Say" => match SayRequest::decode(message) {
-            Ok(say) => {
-                let (said, wakers) = {
-                    let mut rooms = shared.rooms();
-                    match rooms.model.say(&say.room, &say.text) {
-                        Ok(said) => {
-                            let wakers: Vec<Waker> = said
-                                .notify
-                                .iter()
-                                .filter_map(|id| rooms.wakers.remove(id))
-                                .collect();
-                            (Ok(said), wakers)
+    let answer =
+        match path.as_str() {
+            "/terminus.demo.v1.Demo/Hello" => {
+                decode::<HelloRequest>(message, "HelloRequest").map(|hello| {
+                    Answer::Unary(
+                        HelloReply {
+                            message: demo_service::hello_message(&hello.name),
                         }
-                        Err(error) => (Err(error), Vec::new()),
-                    }
-                };
-                // Woken outside the lock: their polls take it.
-                wakers.into_iter().for_each(Waker::wake);
-                match said {
-                    Ok(said) => {
-                        let reply = SayReply {
+                        .encode_to_vec(),
+                    )
+                })
+            }
+            "/terminus.demo.v1.Demo/Ticks" => {
+                decode::<TicksRequest>(message, "TicksRequest").map(|ticks| {
+                    Answer::Stream(Stream::Ticks(Ticker::start(demo_service::TicksRequest {
+                        every_ms: ticks.every_ms,
+                        limit: ticks.limit,
+                        fail_at: ticks.fail_at,
+                    })))
+                })
+            }
+            "/terminus.demo.v1.Demo/Clock" => decode::<ClockRequest>(message, "ClockRequest")
+                .and_then(|clock| {
+                    let request = demo_service::ClockRequest {
+                        every_ms: clock.every_ms,
+                    };
+                    let clock = Clock::start(shared.now(), request)?;
+                    Ok(Answer::Stream(Stream::Clock {
+                        clock,
+                        shared,
+                        timer: smol::Timer::never(),
+                    }))
+                }),
+            "/terminus.demo.v1.Rooms/Events" => decode::<RoomRequest>(message, "RoomRequest")
+                .and_then(|room| {
+                    let id = shared.rooms().model.join(&room.name)?;
+                    Ok(Answer::Stream(Stream::Room(RoomMember { shared, id })))
+                }),
+            "/terminus.demo.v1.Rooms/Say" => {
+                decode::<SayRequest>(message, "SayRequest").and_then(|say| {
+                    let (said, wakers) = {
+                        let mut rooms = shared.rooms();
+                        match rooms.model.say(&say.room, &say.text) {
+                            Ok(said) => {
+                                let wakers: Vec<Waker> = said
+                                    .notify
+                                    .iter()
+                                    .filter_map(|id| rooms.wakers.remove(id))
+                                    .collect();
+                                (Ok(said), wakers)
+                            }
+                            Err(error) => (Err(error), Vec::new()),
+                        }
+                    };
+                    // Woken outside the lock: their polls take it.
+                    wakers.into_iter().for_each(Waker::wake);
+                    let said = said?;
+                    Ok(Answer::Unary(
+                        SayReply {
                             ok: true,
                             delivered: i32::try_from(said.delivered).unwrap_or(i32::MAX),
-                        };
-                        let mut body = DemoBody::new(guard, None, deadline);
-                        body.pending
-                            .push(Frame::data(frame(&reply.encode_to_vec())));
-                        body.pending
-                            .push(Frame::trailers(status_headers(code::OK, "")));
-                        grpc_response(body)
-                    }
-                    Err(error) => demo_error(guard, &error),
-                }
+                        }
+                        .encode_to_vec(),
+                    ))
+                })
             }
-            Err(error) => trailers_only(
-                guard,
-                code::INVALID_ARGUMENT,
-                &format!("invalid SayRequest: {error}"),
-            ),
-        },
-        other => trailers_only(
-            guard,
-            code::UNIMPLEMENTED,
-            &format!("unknown method {other}"),
-        ),
+            other => Err(DemoError {
+                code: code::UNIMPLEMENTED,
+                message: format!("unknown method {other}"),
+            }),
+        };
+    match answer {
+        Ok(Answer::Unary(reply)) => {
+            let mut body = DemoBody::new(guard, None, deadline);
+            body.pending.push(Frame::data(frame(&reply)));
+            body.pending
+                .push(Frame::trailers(status_headers(code::OK, "")));
+            grpc_response(body)
+        }
+        Ok(Answer::Stream(stream)) => grpc_response(DemoBody::new(guard, Some(stream), deadline)),
+        Err(error) => demo_error(guard, &error),
     }
+}
+
+/// What a method answers: one reply message, or a stream.
+enum Answer {
+    /// The encoded reply of a unary call.
+    Unary(Vec<u8>),
+    /// The events of a server-streaming call.
+    Stream(Stream),
+}
+
+/// The request's message `M`, named `name` in the `INVALID_ARGUMENT`
+/// error when it does not decode.
+fn decode<M: Message + Default>(message: Bytes, name: &str) -> Result<M, DemoError> {
+    M::decode(message).map_err(|error| DemoError {
+        code: code::INVALID_ARGUMENT,
+        message: format!("invalid {name}: {error}"),
+    })
 }
 
 /// Reads the request's single gRPC message, bounded in size and time.
@@ -600,27 +579,10 @@ impl Stream {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> StreamStep {
         match self {
             Stream::Ticks(ticker) => loop {
-                match ticker.ticks.poll(ticker.now()) {
-                    Some(TickStep::Tick(seq)) => {
-                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
-                    }
-                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
-                    Some(TickStep::Failed(message)) => {
-                        return StreamStep::End(code::INTERNAL, message)
-                    }
-                    None => {
-                        let Some(due) = ticker.ticks.poll_timeout() else {
-                            return StreamStep::End(code::OK, String::new());
-                        };
-                        match ticker.epoch.checked_add(Duration::from_millis(due.0)) {
-                            Some(at) => ticker.timer.set_at(at),
-                            // Beyond what the clock can represent: never due.
-                            None => return StreamStep::Pending,
-                        }
-                        if Pin::new(&mut ticker.timer).poll(cx).is_pending() {
-                            return StreamStep::Pending;
-                        }
-                    }
+                let step = ticker.ticks.poll(ticker.now());
+                let due = ticker.ticks.poll_timeout();
+                if let Some(step) = tick_step(step, due, ticker.epoch, &mut ticker.timer, cx) {
+                    return step;
                 }
             },
             Stream::Clock {
@@ -628,26 +590,10 @@ impl Stream {
                 shared,
                 timer,
             } => loop {
-                match clock.poll(shared.now()) {
-                    Some(TickStep::Tick(seq)) => {
-                        return StreamStep::Message(frame(&Tick { seq }.encode_to_vec()))
-                    }
-                    Some(TickStep::End) => return StreamStep::End(code::OK, String::new()),
-                    Some(TickStep::Failed(message)) => {
-                        return StreamStep::End(code::INTERNAL, message)
-                    }
-                    None => {
-                        let Some(due) = clock.poll_timeout() else {
-                            return StreamStep::End(code::OK, String::new());
-                        };
-                        match shared.epoch.checked_add(Duration::from_millis(due.0)) {
-                            Some(at) => timer.set_at(at),
-                            None => return StreamStep::Pending,
-                        }
-                        if Pin::new(&mut *timer).poll(cx).is_pending() {
-                            return StreamStep::Pending;
-                        }
-                    }
+                let step = clock.poll(shared.now());
+                let due = clock.poll_timeout();
+                if let Some(step) = tick_step(step, due, shared.epoch, timer, cx) {
+                    return step;
                 }
             },
             Stream::Room(member) => {
@@ -668,6 +614,39 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What a tick stream (`Ticks` or `Clock`) has next: its model's `step`,
+/// or, when it has none yet, the wait on `timer` for the model's `due`
+/// (ms after `epoch`). `None`: the timer fired; poll the model again.
+fn tick_step(
+    step: Option<TickStep>,
+    due: Option<Millis>,
+    epoch: Instant,
+    timer: &mut smol::Timer,
+    cx: &mut Context<'_>,
+) -> Option<StreamStep> {
+    match step {
+        Some(TickStep::Tick(seq)) => {
+            Some(StreamStep::Message(frame(&Tick { seq }.encode_to_vec())))
+        }
+        Some(TickStep::End) => Some(StreamStep::End(code::OK, String::new())),
+        Some(TickStep::Failed(message)) => Some(StreamStep::End(code::INTERNAL, message)),
+        None => {
+            let Some(due) = due else {
+                return Some(StreamStep::End(code::OK, String::new()));
+            };
+            match epoch.checked_add(Duration::from_millis(due.0)) {
+                Some(at) => timer.set_at(at),
+                // Beyond what the clock can represent: never due.
+                None => return Some(StreamStep::Pending),
+            }
+            if Pin::new(timer).poll(cx).is_pending() {
+                return Some(StreamStep::Pending);
+            }
+            None
         }
     }
 }

@@ -9,7 +9,7 @@
 use crate::admin;
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
-use crate::request::{self, authorize_post, graphql_error_response, json_response, respond};
+use crate::request::{self, graphql_error_response, json_response, respond};
 use crate::streaming;
 use crate::tasks;
 use crate::timeout::timeout;
@@ -42,17 +42,6 @@ pub(crate) struct PendingUpgrade {
     context: BTreeMap<String, String>,
 }
 
-/// Serves one TCP connection: HTTP/1 requests, then the WebSocket if one of
-/// them upgraded.
-pub(crate) async fn serve_tcp(
-    gateway: Arc<Gateway>,
-    acceptor: &crate::tls::Acceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    serve_tcp_on(gateway, acceptor, stream, peer, Surface::Main).await;
-}
-
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Surface {
@@ -62,7 +51,8 @@ pub(crate) enum Surface {
     Admin,
 }
 
-/// [`serve_tcp`] for the listener `surface`.
+/// Serves one TCP connection of the listener `surface`: HTTP/1 requests,
+/// then the WebSocket if one of them upgraded.
 pub(crate) async fn serve_tcp_on(
     gateway: Arc<Gateway>,
     acceptor: &crate::tls::Acceptor,
@@ -523,42 +513,21 @@ fn websocket_upgrade(
 async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
     // A drain answers this request before it ends (core `Drain`).
     let _in_flight = crate::gateway::RequestSlot::new(gateway);
-    let claims = match authorize_post(gateway, &request).await {
-        Ok(claims) => claims,
-        Err(response) => {
-            gateway
-                .metrics
-                .auth_rejected_total
-                .fetch_add(1, Ordering::Relaxed);
-            return response;
-        }
+    let (claims, context) = match request::authorize_request(gateway, &request).await {
+        Ok(authorized) => authorized,
+        Err(response) => return response,
     };
-    let mut context = BTreeMap::new();
-    gateway
-        .live()
-        .context_capture
-        .add_headers(&mut context, request.headers());
-    gateway
-        .live()
-        .context_capture
-        .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let limit_time = gateway.config.timeouts.http_request;
     let work = async {
         let operation = match request::read_operation(gateway, request, "POST /graphql").await {
             Ok(operation) => operation,
             Err(response) => return response,
         };
-        run_post(gateway, operation, claims, Arc::new(context), false).await
+        run_post(gateway, operation, claims, context, false).await
     };
-    timeout(limit_time, work).await.unwrap_or_else(|_| {
-        json_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            &json!({ "errors": [{
-                "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
-                "extensions": { "code": REQUEST_TIMEOUT_CODE },
-            }] }),
-        )
-    })
+    timeout(limit_time, work)
+        .await
+        .unwrap_or_else(|_| timed_out(limit_time))
 }
 
 /// GraphQL over HTTP with GET: a query in the query string (`query`,
@@ -567,40 +536,30 @@ async fn graphql_post(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Res
 /// `useGETForHashedQueries`. Mutations are refused (405), as the
 /// GraphQL-over-HTTP spec requires; auth and bounds are POST's.
 async fn graphql_get(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
-    let claims = match authorize_post(gateway, &request).await {
-        Ok(claims) => claims,
-        Err(response) => {
-            gateway
-                .metrics
-                .auth_rejected_total
-                .fetch_add(1, Ordering::Relaxed);
-            return response;
-        }
+    let (claims, context) = match request::authorize_request(gateway, &request).await {
+        Ok(authorized) => authorized,
+        Err(response) => return response,
     };
-    let mut context = BTreeMap::new();
-    gateway
-        .live()
-        .context_capture
-        .add_headers(&mut context, request.headers());
-    gateway
-        .live()
-        .context_capture
-        .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match request::parse_get_query(request.uri().query().unwrap_or("")) {
         Ok(operation) => operation,
         Err(message) => return graphql_error_response(StatusCode::BAD_REQUEST, &message),
     };
     let limit_time = gateway.config.timeouts.http_request;
-    let work = run_post(gateway, operation, claims, Arc::new(context), true);
-    timeout(limit_time, work).await.unwrap_or_else(|_| {
-        json_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            &json!({ "errors": [{
-                "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
-                "extensions": { "code": REQUEST_TIMEOUT_CODE },
-            }] }),
-        )
-    })
+    let work = run_post(gateway, operation, claims, context, true);
+    timeout(limit_time, work)
+        .await
+        .unwrap_or_else(|_| timed_out(limit_time))
+}
+
+/// The 504 of a POST or GET that outlived `timeouts.http_request`.
+fn timed_out(limit_time: std::time::Duration) -> Response<Body> {
+    json_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        &json!({ "errors": [{
+            "message": format!("the request took longer than {limit_time:?} (timeouts.http_request)"),
+            "extensions": { "code": REQUEST_TIMEOUT_CODE },
+        }] }),
+    )
 }
 
 /// Executes one operation of a POST (or, `via_get`, a GET). The operation

@@ -12,6 +12,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use terminus_core::graphql::Execution;
 use terminus_core::{OperationRequest, RequestContext};
 
@@ -43,7 +46,7 @@ pub(crate) fn graphql_error_response(status: StatusCode, message: &str) -> Respo
 /// `[auth.jwt]` or `auth.tokens` (nothing is required when neither is
 /// set). A refusal is 401 with a JSON error and `WWW-Authenticate`. The
 /// answer is the token's claims (empty without JWT).
-pub(crate) async fn authorize_post(
+async fn authorize_post(
     gateway: &Gateway,
     request: &Request<Incoming>,
 ) -> Result<Map<String, Value>, Response<Body>> {
@@ -86,6 +89,31 @@ pub(crate) async fn authorize_post(
         );
         response
     })
+}
+
+/// [`authorize_post`] for one HTTP request (POST, GET or streaming),
+/// counted in `auth_rejected_total` when refused, with the request's
+/// context: its captured headers and the token's claims
+/// (`[context_capture]`).
+pub(crate) async fn authorize_request(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+) -> Result<(Map<String, Value>, RequestContext), Response<Body>> {
+    let claims = match authorize_post(gateway, request).await {
+        Ok(claims) => claims,
+        Err(response) => {
+            gateway
+                .metrics
+                .auth_rejected_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(response);
+        }
+    };
+    let capture = &gateway.live().context_capture;
+    let mut context = BTreeMap::new();
+    capture.add_headers(&mut context, request.headers());
+    capture.add_claims(&mut context, Some(&Value::Object(claims.clone())));
+    Ok((claims, Arc::new(context)))
 }
 
 /// Parses a GraphQL-over-HTTP JSON body into a request.

@@ -188,12 +188,10 @@ async fn serve(
     begin_drain: Receiver<()>,
     shutdown: Sender<()>,
 ) -> DrainReport {
-    let mut connections: HashMap<u64, smol::Task<()>> = HashMap::new();
-    let (finished_tx, finished_rx) = async_channel::unbounded::<u64>();
+    let mut connections = ConnectionTasks::new();
     let mut shutdown = Some(shutdown);
     let mut drain_started: Option<Instant> = None;
     let mut next_sample = Instant::now();
-    let mut tcp_ids = 0u64;
     // The TLS reload task lives as long as this loop (runtime-smol/src/tls.rs).
     let acceptor = tls
         .as_ref()
@@ -233,17 +231,12 @@ async fn serve(
                         );
                     }
                     let started = drain_started.unwrap_or_else(Instant::now);
-                    return finish_drain(&gateway, connections, forced_connections, started);
+                    return finish_drain(&gateway, connections.tasks, forced_connections, started);
                 }
             }
         }
         let accept = async { Event::Accepted(listener.accept().await) };
-        let finished = async {
-            match finished_rx.recv().await {
-                Ok(id) => Event::Finished(id),
-                Err(_) => std::future::pending().await,
-            }
-        };
+        let finished = async { Event::Finished(connections.finished().await) };
         let drain_deadline = gateway.drain().poll_timeout();
         let drain = async {
             match drain_deadline {
@@ -264,18 +257,7 @@ async fn serve(
         };
         match accept.or(finished).or(drain).or(sample).await {
             Event::Accepted(Ok((stream, peer))) => {
-                tcp_ids += 1;
-                let id = tcp_ids;
-                let done = finished_tx.clone();
-                let gateway = gateway.clone();
-                let acceptor = acceptor.clone();
-                connections.insert(
-                    id,
-                    tasks::spawn(async move {
-                        http::serve_tcp(gateway, &acceptor, stream, peer).await;
-                        let _ = done.send(id).await;
-                    }),
-                );
+                connections.spawn(&gateway, &acceptor, stream, peer, http::Surface::Main);
             }
             Event::Accepted(Err(error)) => {
                 // Out of fds or similar: say so and back off briefly rather
@@ -286,7 +268,7 @@ async fn serve(
             Event::Finished(id) => {
                 // The connection's slot (if it had one) told the drain
                 // machine already; its effects are polled above.
-                connections.remove(&id);
+                connections.remove(id);
             }
             Event::Sample => {
                 gateway
@@ -317,18 +299,12 @@ async fn serve(
 async fn serve_admin_listener(gateway: std::sync::Arc<Gateway>, listener: smol::net::TcpListener) {
     use futures_lite::FutureExt;
     let max = gateway.config.admin.max_connections;
-    let mut connections: std::collections::HashMap<u64, smol::Task<()>> = Default::default();
-    let (done_tx, done_rx) = async_channel::unbounded::<u64>();
-    let mut ids = 0u64;
+    let plain = crate::tls::Acceptor::plain();
+    let mut connections = ConnectionTasks::new();
     loop {
-        let finished = async {
-            match done_rx.recv().await {
-                Ok(id) => Err(id),
-                Err(_) => std::future::pending().await,
-            }
-        };
+        let finished = async { Err(connections.finished().await) };
         let accept = async {
-            if connections.len() >= max {
+            if connections.tasks.len() >= max {
                 // Full: wait for one to finish before accepting more.
                 std::future::pending::<()>().await;
             }
@@ -336,28 +312,76 @@ async fn serve_admin_listener(gateway: std::sync::Arc<Gateway>, listener: smol::
         };
         match accept.or(finished).await {
             Err(id) => {
-                connections.remove(&id);
+                connections.remove(id);
             }
             Ok(Ok((stream, peer))) => {
-                ids += 1;
-                let id = ids;
-                let gateway = gateway.clone();
-                let done = done_tx.clone();
-                connections.insert(
-                    id,
-                    crate::tasks::spawn(async move {
-                        let plain = crate::tls::Acceptor::plain();
-                        http::serve_tcp_on(gateway, &plain, stream, peer, http::Surface::Admin)
-                            .await;
-                        let _ = done.send(id).await;
-                    }),
-                );
+                connections.spawn(&gateway, &plain, stream, peer, http::Surface::Admin);
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "admin listener: accept failed");
                 smol::Timer::after(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The connection tasks of one listener, by id. A task sends its id on
+/// `finished` when its connection ends; the accept loop then drops it
+/// ([`ConnectionTasks::remove`]). Dropping the table ends every task.
+struct ConnectionTasks {
+    tasks: HashMap<u64, smol::Task<()>>,
+    finished_tx: Sender<u64>,
+    finished_rx: Receiver<u64>,
+    last_id: u64,
+}
+
+impl ConnectionTasks {
+    fn new() -> Self {
+        // Unbounded, yet limited: at most one id per task in the table.
+        let (finished_tx, finished_rx) = async_channel::unbounded();
+        ConnectionTasks {
+            tasks: HashMap::new(),
+            finished_tx,
+            finished_rx,
+            last_id: 0,
+        }
+    }
+
+    /// Serves the accepted `stream` on `surface` in a new task of the table.
+    fn spawn(
+        &mut self,
+        gateway: &Arc<Gateway>,
+        acceptor: &crate::tls::Acceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        surface: http::Surface,
+    ) {
+        self.last_id += 1;
+        let id = self.last_id;
+        let done = self.finished_tx.clone();
+        let gateway = gateway.clone();
+        let acceptor = acceptor.clone();
+        self.tasks.insert(
+            id,
+            tasks::spawn(async move {
+                http::serve_tcp_on(gateway, &acceptor, stream, peer, surface).await;
+                let _ = done.send(id).await;
+            }),
+        );
+    }
+
+    /// The id of the next task that finished (never, while none does).
+    async fn finished(&self) -> u64 {
+        match self.finished_rx.recv().await {
+            Ok(id) => id,
+            // The table holds a sender: the channel does not close.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Drops the finished task `id`.
+    fn remove(&mut self, id: u64) {
+        self.tasks.remove(&id);
     }
 }
 

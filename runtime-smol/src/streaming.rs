@@ -13,7 +13,7 @@
 use crate::execute;
 use crate::gateway::{ConnectionSlot, Gateway};
 use crate::request::{
-    authorize_post, graphql_error_response, parse_get_query, read_operation, start_execution,
+    authorize_request, graphql_error_response, parse_get_query, read_operation, start_execution,
 };
 use crate::tasks;
 use futures_lite::{FutureExt, Stream};
@@ -23,7 +23,6 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -276,25 +275,10 @@ pub(crate) async fn serve(
     request: Request<Incoming>,
     format: Format,
 ) -> Response<AnyBody> {
-    let claims = match authorize_post(gateway, &request).await {
-        Ok(claims) => claims,
-        Err(response) => {
-            gateway
-                .metrics
-                .auth_rejected_total
-                .fetch_add(1, Ordering::Relaxed);
-            return response.map(|b| b.boxed_unsync());
-        }
+    let (claims, context) = match authorize_request(gateway, &request).await {
+        Ok(authorized) => authorized,
+        Err(response) => return response.map(|b| b.boxed_unsync()),
     };
-    let mut context = BTreeMap::new();
-    gateway
-        .live()
-        .context_capture
-        .add_headers(&mut context, request.headers());
-    gateway
-        .live()
-        .context_capture
-        .add_claims(&mut context, Some(&Value::Object(claims.clone())));
     let operation = match *request.method() {
         Method::GET => parse_get_query(request.uri().query().unwrap_or("")),
         Method::POST => {
@@ -349,7 +333,7 @@ pub(crate) async fn serve(
     };
     let panic_for_test = gateway.config.testing.panic_trigger
         && operation.operation_name.as_deref() == Some(crate::config::PANIC_TRIGGER_OPERATION_TASK);
-    let execution = start_execution(gateway, operation, claims, Arc::new(context));
+    let execution = start_execution(gateway, operation, claims, context);
     // `None`: the request did not prepare; its errors are its only output
     // and the operation is not counted (as on POST).
     let refused = execution.kind().is_none();
