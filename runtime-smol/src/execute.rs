@@ -43,7 +43,12 @@ pub async fn run_operation(
     out: Sender<(OpId, UpstreamEvent)>,
     reloads: Option<Arc<Gateway>>,
 ) {
-    let mut seen = reloads.as_ref().map(|gateway| gateway.live().generation);
+    // A hot reload wakes this listener. It is registered once and renewed
+    // only after it fired, not once per message: the gateway's reload
+    // `Event` is shared by every operation.
+    let mut reload = reloads
+        .as_ref()
+        .map(|gateway| (gateway.reloaded.listen(), gateway.live().generation));
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
     // The calls in flight, owned here: removing one drops (cancels) it.
     let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
@@ -72,17 +77,22 @@ pub async fn run_operation(
         // `call_tx` is held here, so the channel never closes under us.
         let next = async { Some(call_rx.recv().await) };
         let reloaded = async {
-            match (&reloads, seen) {
-                (Some(gateway), Some(generation)) => gateway.wait_reload(generation).await,
-                _ => std::future::pending().await,
+            match &mut reload {
+                Some((listener, _)) => listener.await,
+                None => std::future::pending().await,
             }
             None
         };
         let Some(received) = next.or(reloaded).await else {
-            if let Some(gateway) = &reloads {
+            if let (Some(gateway), Some((listener, seen))) = (&reloads, &mut reload) {
+                // Listen again before reading the generation, so that a
+                // reload in between still wakes the next wait.
+                *listener = gateway.reloaded.listen();
                 let live = gateway.live();
-                seen = Some(live.generation);
-                execution.handle_reload(&live.schema, &live.upstream_names);
+                if live.generation != *seen {
+                    *seen = live.generation;
+                    execution.handle_reload(&live.schema, &live.upstream_names);
+                }
             }
             continue;
         };
@@ -144,6 +154,16 @@ async fn run_call(
         let events = events.clone();
         async move { events.send((call_id, event)).await.is_ok() }
     };
+    // The sharing key of a `@shared` stream (core's rule), over the
+    // metadata entries this upstream forwards.
+    let key = match &call {
+        UpstreamCall::Grpc { upstream, .. } => upstreams.grpc(upstream).and_then(|client| {
+            ShareKey::of_call(&call, |k| {
+                client.context_keys().any(|forwarded| forwarded == k)
+            })
+        }),
+        _ => None,
+    };
     match call {
         UpstreamCall::Grpc {
             upstream,
@@ -152,23 +172,13 @@ async fn run_call(
             streaming,
             timeouts,
             context,
-            shared,
+            ..
         } => {
             let Some(client) = upstreams.grpc(&upstream) else {
                 report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
                 return;
             };
-            if shared && streaming {
-                let key = ShareKey::new(
-                    &upstream,
-                    &method,
-                    &request,
-                    &client
-                        .context_keys()
-                        .filter_map(|k| context.get(k).map(|v| (k.to_string(), v.clone())))
-                        .collect(),
-                    &timeouts,
-                );
+            if let Some(key) = key {
                 let field = format!("{upstream} {method}");
                 let client = client.clone();
                 let subscription = upstreams.shared().subscribe(key, &field, move |report| {

@@ -229,17 +229,6 @@ impl Gateway {
         self.reloaded.notify(usize::MAX);
     }
 
-    /// Waits until the generation is no longer `seen`.
-    pub(crate) async fn wait_reload(&self, seen: u64) {
-        loop {
-            let listener = self.reloaded.listen();
-            if self.live().generation != seen {
-                return;
-            }
-            listener.await;
-        }
-    }
-
     /// Milliseconds since the gateway started: the core's clock.
     pub fn now(&self) -> Millis {
         Millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))

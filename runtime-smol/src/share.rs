@@ -188,7 +188,8 @@ impl ShareHub {
         open: impl FnOnce(StreamReport) -> StreamFuture,
     ) -> Subscription {
         let hub = &self.shared;
-        let (tx, rx) = async_channel::unbounded();
+        // `queue` items, plus the slot the stream's end always has.
+        let (tx, rx) = async_channel::bounded(hub.queue + 1);
         let mut state = hub.lock();
         let id = SubscriberId(state.next_subscriber);
         state.next_subscriber += 1;
