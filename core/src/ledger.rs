@@ -950,6 +950,18 @@ pub enum ShareViolation {
         /// The stream.
         stream: StreamId,
     },
+    /// A live subscriber's queue was full and the table decided nothing
+    /// (neither `Skip` nor `Close`) in the same step.
+    LagUndecided {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// A `Skip` or `Close` for a subscriber whose queue was not reported
+    /// full in that step, or that is not on that stream.
+    WrongLag {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
 }
 
 impl fmt::Display for ShareViolation {
@@ -989,6 +1001,16 @@ impl fmt::Display for ShareViolation {
             ShareViolation::NeverEnded { stream } => {
                 write!(f, "{stream} was started and never ended")
             }
+            ShareViolation::LagUndecided { subscriber } => write!(
+                f,
+                "subscriber {}'s queue was full and nothing was decided",
+                subscriber.0
+            ),
+            ShareViolation::WrongLag { subscriber } => write!(
+                f,
+                "subscriber {} was skipped or closed without a full queue on its stream",
+                subscriber.0
+            ),
         }
     }
 }
@@ -1022,6 +1044,9 @@ pub struct ShareLedger {
     /// their `End`, with the outcome.
     awaiting_end: BTreeSet<SubscriberId>,
     end_outcome: Option<StreamEnd>,
+    /// This step: a live subscriber whose queue is full, waiting for the
+    /// table's `Skip` or `Close`.
+    awaiting_lag: Option<SubscriberId>,
     violations: Vec<Violation>,
     starts: usize,
 }
@@ -1048,6 +1073,9 @@ impl ShareLedger {
         for subscriber in std::mem::take(&mut self.awaiting_end) {
             self.on.remove(&subscriber);
             self.violation(ShareViolation::SubscriberNotEnded { subscriber });
+        }
+        if let Some(subscriber) = self.awaiting_lag.take() {
+            self.violation(ShareViolation::LagUndecided { subscriber });
         }
         self.end_outcome = None;
     }
@@ -1081,6 +1109,11 @@ impl ShareLedger {
                 }
             }
             ShareInput::Item { .. } => {}
+            ShareInput::Full { subscriber } => {
+                if self.on.contains_key(subscriber) {
+                    self.awaiting_lag = Some(*subscriber);
+                }
+            }
             ShareInput::StreamEnd { stream, outcome } => {
                 if let Some(r) = self.streams.get_mut(stream) {
                     if !r.ended {
@@ -1152,6 +1185,35 @@ impl ShareLedger {
                     self.violation(ShareViolation::DeliverToEnded { stream: *stream });
                 }
             }
+            ShareEffect::Skip { subscriber, stream } => {
+                let expected = self.awaiting_lag == Some(*subscriber)
+                    && self.on.get(subscriber) == Some(stream);
+                self.awaiting_lag = None;
+                if !expected {
+                    self.violation(ShareViolation::WrongLag {
+                        subscriber: *subscriber,
+                    });
+                }
+            }
+            ShareEffect::Close { subscriber, stream } => {
+                let expected = self.awaiting_lag == Some(*subscriber)
+                    && self.on.get(subscriber) == Some(stream);
+                self.awaiting_lag = None;
+                if !expected {
+                    self.violation(ShareViolation::WrongLag {
+                        subscriber: *subscriber,
+                    });
+                    return;
+                }
+                // It leaves its stream, as with an unsubscribe.
+                self.on.remove(subscriber);
+                if let Some(r) = self.streams.get_mut(stream) {
+                    r.subscribers.remove(subscriber);
+                    if r.subscribers.is_empty() && !r.ended {
+                        self.awaiting_reset = Some(*stream);
+                    }
+                }
+            }
             ShareEffect::End {
                 subscriber,
                 stream,
@@ -1213,6 +1275,14 @@ impl AuditedShare {
     /// An empty audited table.
     pub fn new() -> Self {
         AuditedShare::default()
+    }
+
+    /// An empty audited table whose lagging subscribers follow `policy`.
+    pub fn with_policy(policy: crate::share::LagPolicy) -> Self {
+        AuditedShare {
+            table: ShareTable::with_policy(policy),
+            ledger: ShareLedger::default(),
+        }
     }
 
     /// Feeds one input and returns every effect it caused.

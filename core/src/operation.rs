@@ -90,4 +90,34 @@ impl EncodedPayload {
     pub fn same_bytes(&self, other: &EncodedPayload) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
+
+    /// This result with `"extensions":{"skipped":skipped}` added (a lagging
+    /// `@shared` subscriber's own copy, core/src/share.rs), without
+    /// encoding it again: the text is an object without `extensions` (a
+    /// result with errors is never encoded), so the member goes before its
+    /// closing brace.
+    pub fn with_skipped(&self, skipped: u64) -> EncodedPayload {
+        let text = self.as_str();
+        match text.strip_suffix('}') {
+            Some(head) if !text.contains("\"extensions\"") => {
+                let separator = if head.trim_end().ends_with('{') { "" } else { "," };
+                EncodedPayload(std::sync::Arc::from(format!(
+                    "{head}{separator}\"extensions\":{{\"skipped\":{skipped}}}}}"
+                )))
+            }
+            // Not the shape above: parse and add it properly.
+            _ => {
+                let mut value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut value {
+                    let extensions = map
+                        .entry("extensions")
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(extensions) = extensions {
+                        extensions.insert("skipped".into(), Value::from(skipped));
+                    }
+                }
+                EncodedPayload::encode(&value)
+            }
+        }
+    }
 }

@@ -20,6 +20,14 @@
 //! - [`ShareTable::handle_stream_end`]: the upstream stream ended or failed;
 //!   every subscriber gets [`ShareEffect::End`] with that same outcome and
 //!   the stream is gone (no `Reset`: it already ended).
+//! - [`ShareTable::handle_full`]: the host could not queue an item for a
+//!   subscriber (its bounded queue is full: it lags behind the stream).
+//!   The table's [`LagPolicy`] decides: [`ShareEffect::Skip`] (drop that
+//!   subscriber's oldest queued item, queue the new one, and tell it how
+//!   many it skipped) or [`ShareEffect::Close`] (end it alone with
+//!   `SLOW_SUBSCRIBER` after what it has queued; it leaves the stream, and
+//!   when it was the last one the stream is reset). The stream never
+//!   waits for a subscriber either way.
 //!
 //! Every stream started ends exactly once (by `Reset` or by the upstream's
 //! end), and never outlives its last subscriber; `core/src/ledger.rs`
@@ -181,6 +189,49 @@ fn canonical_json(value: &Value) -> Value {
     }
 }
 
+/// What happens to a subscriber of a shared stream whose queue is full
+/// when the next item comes (`limits.shared_lag`, docs/config.md): the
+/// stream never waits for it; this decides whether it loses items or its
+/// subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum LagPolicy {
+    /// `"skip"` (the default): the subscriber's oldest queued item is
+    /// dropped and the new one queued, so what it receives next is never
+    /// older than its queue and it catches up with the live stream; the
+    /// next result it gets says how many it skipped. The oldest, not the
+    /// newest: a clock's or a room's subscriber wants the latest events,
+    /// and dropping the newest would keep it a full queue behind for good.
+    #[default]
+    Skip,
+    /// `"close"`: the subscriber is ended alone with `SLOW_SUBSCRIBER`
+    /// after the items it has queued; the stream goes on for the others.
+    Close,
+}
+
+impl LagPolicy {
+    /// Every policy, by its configuration name.
+    pub const ALL: [LagPolicy; 2] = [LagPolicy::Skip, LagPolicy::Close];
+
+    /// The configuration name (`"skip"`, `"close"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LagPolicy::Skip => "skip",
+            LagPolicy::Close => "close",
+        }
+    }
+
+    /// The policy named `name`, if any.
+    pub fn from_name(name: &str) -> Option<LagPolicy> {
+        LagPolicy::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl fmt::Display for LagPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One upstream stream of the table. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId(pub u64);
@@ -233,6 +284,11 @@ pub enum ShareInput {
         /// How it ended.
         outcome: StreamEnd,
     },
+    /// [`ShareTable::handle_full`].
+    Full {
+        /// The subscriber whose queue is full.
+        subscriber: SubscriberId,
+    },
 }
 
 /// What the host does for the table.
@@ -255,6 +311,24 @@ pub enum ShareEffect {
     /// [`ShareTable::subscribers`] of `stream`.
     Deliver {
         /// The stream.
+        stream: StreamId,
+    },
+    /// [`LagPolicy::Skip`]: `subscriber`'s queue is full; drop its oldest
+    /// queued item, queue the item being delivered instead, and count the
+    /// skip (the subscriber's next result says how many it skipped).
+    Skip {
+        /// The subscriber.
+        subscriber: SubscriberId,
+        /// Its stream.
+        stream: StreamId,
+    },
+    /// [`LagPolicy::Close`]: `subscriber`'s queue is full; it has left the
+    /// stream: end its operation with `SLOW_SUBSCRIBER` after the items it
+    /// has queued. A `Reset` follows when it was the last subscriber.
+    Close {
+        /// The subscriber.
+        subscriber: SubscriberId,
+        /// The stream it was on.
         stream: StreamId,
     },
     /// End `subscriber`'s operation with `outcome`: its stream ended.
@@ -293,6 +367,7 @@ struct Stream {
     subscribers: BTreeSet<SubscriberId>,
     started_at: Millis,
     items: u64,
+    skipped: u64,
 }
 
 /// A shared stream as the admin page shows it.
@@ -308,6 +383,9 @@ pub struct StreamInfo {
     pub started_at: Millis,
     /// Items delivered so far.
     pub items: u64,
+    /// Items skipped by lagging subscribers so far ([`LagPolicy::Skip`]),
+    /// one per subscriber per item.
+    pub skipped: u64,
 }
 
 /// The sharing table; see the module documentation.
@@ -318,12 +396,26 @@ pub struct ShareTable {
     subscribers: HashMap<SubscriberId, StreamId>,
     effects: VecDeque<ShareEffect>,
     next_stream: u64,
+    policy: LagPolicy,
 }
 
 impl ShareTable {
-    /// An empty table.
+    /// An empty table with the default [`LagPolicy`] (`Skip`).
     pub fn new() -> Self {
         ShareTable::default()
+    }
+
+    /// An empty table whose lagging subscribers follow `policy`.
+    pub fn with_policy(policy: LagPolicy) -> Self {
+        ShareTable {
+            policy,
+            ..ShareTable::default()
+        }
+    }
+
+    /// What happens to a lagging subscriber.
+    pub fn policy(&self) -> LagPolicy {
+        self.policy
     }
 
     /// `subscriber` wants the stream of `key`: joins the running one, or
@@ -350,6 +442,7 @@ impl ShareTable {
                         subscribers: BTreeSet::new(),
                         started_at: now,
                         items: 0,
+                        skipped: 0,
                     },
                 );
                 self.effects.push_back(ShareEffect::Start { stream, key });
@@ -414,6 +507,31 @@ impl ShareTable {
         }
     }
 
+    /// The host could not queue the item being delivered for `subscriber`
+    /// (its queue is full): the [`LagPolicy`] decides, with
+    /// [`ShareEffect::Skip`] or [`ShareEffect::Close`] (then
+    /// [`ShareEffect::Reset`] when it was the last subscriber). An unknown
+    /// subscriber (already gone) is ignored.
+    pub fn handle_full(&mut self, now: Millis, subscriber: SubscriberId) {
+        let Some(stream) = self.subscribers.get(&subscriber).copied() else {
+            return;
+        };
+        match self.policy {
+            LagPolicy::Skip => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.skipped += 1;
+                }
+                self.effects
+                    .push_back(ShareEffect::Skip { subscriber, stream });
+            }
+            LagPolicy::Close => {
+                self.effects
+                    .push_back(ShareEffect::Close { subscriber, stream });
+                self.handle_unsubscribe(now, subscriber);
+            }
+        }
+    }
+
     /// Feeds one [`ShareInput`]; a subscribe that the table refuses
     /// ([`ShareError`]) changes nothing.
     pub fn handle(&mut self, now: Millis, input: ShareInput) -> Result<(), ShareError> {
@@ -428,6 +546,7 @@ impl ShareTable {
             ShareInput::StreamEnd { stream, outcome } => {
                 self.handle_stream_end(now, stream, outcome)
             }
+            ShareInput::Full { subscriber } => self.handle_full(now, subscriber),
         }
         Ok(())
     }
@@ -470,6 +589,7 @@ impl ShareTable {
                 subscribers: s.subscribers.len(),
                 started_at: s.started_at,
                 items: s.items,
+                skipped: s.skipped,
             })
             .collect()
     }
@@ -766,6 +886,7 @@ mod tests {
 
     #[test]
     fn seeded_runs_break_no_rule_and_leave_nothing_alive() {
+        let (mut skipped, mut closed) = (0, 0);
         for seed in 0..200 {
             let report = crate::sim::run_shared(seed, 400, 1 + (seed as usize % 5));
             assert!(
@@ -775,7 +896,125 @@ mod tests {
             );
             assert_eq!(report.left_alive, (0, 0), "seed {seed}");
             assert!(report.streams_started > 0, "seed {seed}");
+            skipped += report.skipped;
+            closed += report.closed_slow;
         }
+        assert!(skipped > 0 && closed > 0, "{skipped} skips, {closed} closes");
+    }
+
+    fn full(table: &mut AuditedShare, now: u64, id: u64) -> Vec<ShareEffect> {
+        table.handle(
+            Millis(now),
+            ShareInput::Full {
+                subscriber: SubscriberId(id),
+            },
+        )
+    }
+
+    #[test]
+    fn a_full_queue_skips_by_default_and_the_subscriber_stays() {
+        let mut t = AuditedShare::new();
+        assert_eq!(t.table().policy(), LagPolicy::Skip);
+        sub(&mut t, 0, 1, 20);
+        sub(&mut t, 0, 2, 20);
+        for n in 0..3 {
+            assert_eq!(
+                full(&mut t, 1 + n, 1),
+                vec![ShareEffect::Skip {
+                    subscriber: SubscriberId(1),
+                    stream: StreamId(0)
+                }]
+            );
+        }
+        assert_eq!(t.table().stream_of(SubscriberId(1)), Some(StreamId(0)));
+        assert_eq!(t.table().streams()[0].skipped, 3);
+        assert_eq!(t.table().streams()[0].subscribers, 2);
+        // A subscriber already gone decides nothing.
+        assert_eq!(full(&mut t, 5, 9), vec![]);
+        assert!(t.finish(Millis(6)).is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_under_close_ends_that_subscriber_alone() {
+        let mut t = AuditedShare::with_policy(LagPolicy::Close);
+        sub(&mut t, 0, 1, 20);
+        sub(&mut t, 0, 2, 20);
+        assert_eq!(
+            full(&mut t, 1, 1),
+            vec![ShareEffect::Close {
+                subscriber: SubscriberId(1),
+                stream: StreamId(0)
+            }]
+        );
+        assert_eq!(t.table().stream_of(SubscriberId(1)), None);
+        // Its own later unsubscribe (the operation ends) is a no-op.
+        assert_eq!(unsub(&mut t, 2, 1), vec![]);
+        // The last subscriber closed for lagging resets the stream at once.
+        assert_eq!(
+            full(&mut t, 3, 2),
+            vec![
+                ShareEffect::Close {
+                    subscriber: SubscriberId(2),
+                    stream: StreamId(0)
+                },
+                ShareEffect::Reset {
+                    stream: StreamId(0)
+                }
+            ]
+        );
+        assert!(t.table().is_empty());
+        assert!(t.check_end().is_empty());
+    }
+
+    #[test]
+    fn the_lag_policies_have_their_configuration_names() {
+        for policy in LagPolicy::ALL {
+            assert_eq!(LagPolicy::from_name(policy.name()), Some(policy));
+        }
+        assert_eq!(LagPolicy::from_name("drop"), None);
+        assert_eq!(LagPolicy::default().name(), "skip");
+    }
+
+    #[test]
+    fn a_skip_is_told_in_the_next_result_only_reusing_the_shared_bytes() {
+        use crate::graphql::{CallEvent, Execution, Limits, Schema};
+        use crate::{OperationRequest, UpstreamEvent};
+        let schema = Schema::parse(crate::graphql::demo::SCHEMA_SDL, "demo.graphql").unwrap();
+        let request = OperationRequest {
+            id: "x".into(),
+            query: "subscription { ticks(everyMs: 5) { seq } }".into(),
+            operation_name: None,
+            variables: Default::default(),
+            extensions: Default::default(),
+        };
+        let mut exec = Execution::start(&schema, &request, &Limits::default());
+        let (call, _) = exec.poll_call().expect("a call");
+        let next = |exec: &mut Execution, seq: u64| {
+            let item = SharedItem::new(json!({ "seq": seq }));
+            exec.handle_call_event(call, CallEvent::Shared(item));
+            match exec.poll_output() {
+                Some(UpstreamEvent::NextEncoded(p)) => p.as_str().to_owned(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(next(&mut exec, 1), r#"{"data":{"ticks":{"seq":1}}}"#);
+        exec.handle_call_event(call, CallEvent::Skipped(2));
+        exec.handle_call_event(call, CallEvent::Skipped(1));
+        assert_eq!(exec.poll_output(), None, "a skip alone is no result");
+        assert_eq!(
+            next(&mut exec, 5),
+            r#"{"data":{"ticks":{"seq":5}},"extensions":{"skipped":3}}"#
+        );
+        assert_eq!(next(&mut exec, 6), r#"{"data":{"ticks":{"seq":6}}}"#);
+        // The spliced text is the JSON the value would give.
+        let spliced = crate::operation::EncodedPayload::encode(&json!({"data": {"a": "}"}}))
+            .with_skipped(4);
+        assert_eq!(
+            serde_json::from_str::<Value>(spliced.as_str()).unwrap(),
+            json!({"data": {"a": "}"}, "extensions": {"skipped": 4}})
+        );
+        let empty = crate::operation::EncodedPayload::encode(&json!({})).with_skipped(1);
+        assert_eq!(empty.as_str(), r#"{"extensions":{"skipped":1}}"#);
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub const PAGE: &str = r##"<!doctype html>
 <div class="legend"><span style="color:#2f6fde">■ connections</span><span style="color:#d9480f">■ operations</span><span style="color:#2b8a3e">■ upstream streams</span><span style="color:#7048e8">■ tasks</span> <span id="range"></span></div>
 <svg id="chart" viewBox="0 0 600 180" preserveAspectRatio="none"></svg>
 <h2 style="font-size:1.1rem">Shared streams <span id="sharedcount"></span></h2>
-<table><thead><tr><th>upstream method</th><th>key (request, metadata, timeouts)</th><th>subscribers</th><th>messages</th><th>age</th></tr></thead><tbody id="shared"></tbody></table>
+<table><thead><tr><th>upstream method</th><th>key (request, metadata, timeouts)</th><th>subscribers</th><th>messages</th><th>skipped</th><th>age</th></tr></thead><tbody id="shared"></tbody></table>
 <h2 style="font-size:1.1rem">Live operations <span id="opcount"></span></h2>
 <table><thead><tr><th>connection</th><th>peer</th><th>protocol</th><th>id</th><th>field</th><th>age</th></tr></thead><tbody id="ops"></tbody></table>
 <script>
@@ -185,7 +185,7 @@ async function tick() {
     document.getElementById("sharedcount").textContent = "(" + shared.length + ")";
     document.getElementById("shared").replaceChildren(...shared.slice(0, 500).map(x => {
       const tr = document.createElement("tr");
-      tr.append(text("td", x.field), text("td", x.key), text("td", x.subscribers), text("td", x.items), text("td", age(Math.round(x.age_seconds * 1000))));
+      tr.append(text("td", x.field), text("td", x.key), text("td", x.subscribers), text("td", x.items), text("td", x.skipped), text("td", age(Math.round(x.age_seconds * 1000))));
       return tr;
     }));
     document.getElementById("opcount").textContent = "(" + s.operations.length + ")";

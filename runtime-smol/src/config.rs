@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use terminus_core::graphql::persisted::{Manifest, PersistedConfig, PersistedMode};
+use terminus_core::share::LagPolicy;
 
 pub use crate::upstream_config::{GrpcUpstreamConfig, MysqlDbConfig};
 
@@ -152,8 +153,14 @@ pub struct Limits {
     /// it waits (backpressure from a slow client reaches the upstream).
     pub operation_queue: usize,
     /// Items one subscriber of a `@shared` stream may have queued before
-    /// the gateway ends it with `SLOW_SUBSCRIBER` (runtime-smol/src/share.rs).
+    /// it lags: `shared_lag` decides what then (runtime-smol/src/share.rs).
     pub shared_subscriber_queue: usize,
+    /// What a lagging `@shared` subscriber (its queue full) gets: `"skip"`
+    /// (the default: its oldest queued items are dropped, counted in
+    /// `terminus_shared_skipped_total` and told in the next result's
+    /// `extensions.skipped`) or `"close"` (it ends with `SLOW_SUBSCRIBER`).
+    #[serde(deserialize_with = "lag_policy")]
+    pub shared_lag: LagPolicy,
     /// Deepest selection-set nesting of a GraphQL document.
     pub max_query_depth: usize,
     /// Most field selections in a document, fragments expanded.
@@ -195,6 +202,7 @@ impl Default for Limits {
             max_http_body_bytes: 64 * 1024,
             operation_queue: 16,
             shared_subscriber_queue: crate::share::DEFAULT_SUBSCRIBER_QUEUE,
+            shared_lag: LagPolicy::default(),
             max_query_depth: 20,
             max_query_fields: 1000,
             max_query_aliases: 50,
@@ -208,6 +216,16 @@ impl Default for Limits {
             unready_at_capacity: true,
         }
     }
+}
+
+/// `limits.shared_lag`: `"skip"` or `"close"`.
+fn lag_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LagPolicy, D::Error> {
+    let name = String::deserialize(d)?;
+    LagPolicy::from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "limits.shared_lag: unknown policy {name:?} (expected \"skip\" or \"close\")"
+        ))
+    })
 }
 
 /// Time bounds, written as humantime strings (`"3s"`, `"250ms"`, `"1m"`).

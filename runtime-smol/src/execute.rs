@@ -181,7 +181,7 @@ async fn run_call(
             if let Some(key) = key {
                 let field = format!("{upstream} {method}");
                 let client = client.clone();
-                let subscription = upstreams.shared().subscribe(key, &field, move |report| {
+                let mut subscription = upstreams.shared().subscribe(key, &field, move |report| {
                     Box::pin(run_shared_stream(
                         client, method, request, timeouts, context, report,
                     ))
@@ -191,6 +191,11 @@ async fn run_call(
                     match subscription.next().await {
                         Some(SharedEvent::Item(message)) => {
                             if !report(CallEvent::Shared(message)).await {
+                                return;
+                            }
+                        }
+                        Some(SharedEvent::Skipped(n)) => {
+                            if !report(CallEvent::Skipped(n)).await {
                                 return;
                             }
                         }

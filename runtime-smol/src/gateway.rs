@@ -261,6 +261,7 @@ impl Gateway {
         Sampled {
             shared_streams,
             shared_subscribers,
+            shared_skipped_total: live.upstreams.shared().skipped_total(),
             ..Sampled::process(
                 self.open_connections(),
                 live.upstreams.open_streams(),

@@ -59,6 +59,9 @@ pub struct Sampled {
     pub shared_streams: usize,
     /// Subscribers of those streams.
     pub shared_subscribers: usize,
+    /// Items lagging `@shared` subscribers skipped (`limits.shared_lag =
+    /// "skip"`) since the process started.
+    pub shared_skipped_total: u64,
 }
 
 impl Sampled {
@@ -78,6 +81,7 @@ impl Sampled {
             resident_memory_bytes: resident_memory_bytes(),
             shared_streams: 0,
             shared_subscribers: 0,
+            shared_skipped_total: 0,
         }
     }
 }
@@ -210,6 +214,11 @@ impl Metrics {
             "terminus_operations_cancelled_total",
             "Operations cancelled by the gateway (client complete, socket closed, drain).",
             self.operations_cancelled_total.load(Ordering::Relaxed),
+        );
+        counter(
+            "terminus_shared_skipped_total",
+            "Items of @shared streams skipped by lagging subscribers (limits.shared_lag = \"skip\").",
+            sampled.shared_skipped_total,
         );
         counter(
             "terminus_panics_total",
@@ -394,6 +403,7 @@ mod tests {
             "terminus_operations_started_total",
             "terminus_operations_cancelled_total",
             "terminus_panics_total",
+            "terminus_shared_skipped_total",
             "process_open_fds",
             "process_resident_memory_bytes",
         ] {

@@ -107,7 +107,7 @@ impl Server {
         schema: Schema,
         mut upstreams: Upstreams,
     ) -> Result<Running, StartError> {
-        upstreams.set_shared_queue(config.limits.shared_subscriber_queue);
+        upstreams.set_shared(&config.limits);
         crate::reload::check(&config, &schema, &upstreams)
             .await
             .map_err(StartError)?;

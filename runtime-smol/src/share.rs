@@ -12,11 +12,17 @@
 //!   closed, the gateway drains) unsubscribes it; the last one leaving
 //!   resets the stream.
 //! - The hub never waits for a subscriber. Each subscriber has its own
-//!   queue bounded by `limits.shared_subscriber_queue` items; an item that
-//!   does not fit ends that one subscriber with a `SLOW_SUBSCRIBER` error
-//!   (after the items already queued), and the stream goes on for the
-//!   others. The stream's end always fits (the queue has one slot beyond
-//!   the item bound).
+//!   queue bounded by `limits.shared_subscriber_queue` items; when an item
+//!   does not fit, the hub tells the core's table (`ShareTable::handle_full`)
+//!   and carries out what its `limits.shared_lag` policy decides: `skip`
+//!   (the default) drops that subscriber's oldest queued item, queues the
+//!   new one and counts the skip (`terminus_shared_skipped_total`; the
+//!   subscriber's next result carries `extensions.skipped`); `close` ends
+//!   that one subscriber with a `SLOW_SUBSCRIBER` error after the items
+//!   already queued. Either way the stream goes on for the others. The
+//!   stream's end always fits (the queue has one slot beyond the item
+//!   bound). A client that does not read at all is still closed by its
+//!   connection's own bound (`limits.max_outbound_bytes`, close 1013).
 
 use crate::tasks;
 use async_channel::{Receiver, Sender};
@@ -24,10 +30,11 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use terminus_core::share::{
-    ShareEffect, ShareKey, ShareTable, SharedItem, StreamEnd, StreamId, SubscriberId,
+    LagPolicy, ShareEffect, ShareKey, ShareTable, SharedItem, StreamEnd, StreamId, SubscriberId,
 };
 use terminus_core::{FailureKind, Millis, UpstreamFailure};
 
@@ -41,6 +48,18 @@ pub enum SharedEvent {
     /// the hub; its result is encoded once per distinct selection).
     Item(SharedItem),
     /// The stream ended; nothing follows.
+    End(StreamEnd),
+    /// This subscriber lagged and skipped this many items (`skip` policy)
+    /// just before the item that follows.
+    Skipped(u64),
+}
+
+/// What a subscriber's queue holds: the stream's items, numbered in the
+/// stream's order (a gap in the numbers is what the subscriber skipped),
+/// then its end.
+#[derive(Debug)]
+enum Queued {
+    Item(SharedItem, u64),
     End(StreamEnd),
 }
 
@@ -83,20 +102,32 @@ pub struct SharedStreamRow {
     pub subscribers: usize,
     /// Items received from the upstream so far.
     pub items: u64,
+    /// Items its lagging subscribers skipped so far (one per subscriber
+    /// per item; `limits.shared_lag = "skip"`).
+    pub skipped: u64,
     /// Seconds since it started.
     pub age_seconds: f64,
 }
 
 struct HubStream {
     field: String,
+    /// The number of the next item (its place in the stream).
+    next_item: u64,
     /// The stream's task: dropping it resets the upstream stream.
     _task: Option<smol::Task<()>>,
+}
+
+/// The hub's end of one subscriber's queue.
+struct Queue {
+    tx: Sender<Queued>,
+    /// To drop the oldest item when the `skip` policy says so.
+    rx: Receiver<Queued>,
 }
 
 struct HubState {
     table: ShareTable,
     streams: HashMap<StreamId, HubStream>,
-    queues: HashMap<SubscriberId, Sender<SharedEvent>>,
+    queues: HashMap<SubscriberId, Queue>,
     next_subscriber: u64,
 }
 
@@ -104,6 +135,8 @@ struct HubShared {
     state: Mutex<HubState>,
     queue: usize,
     epoch: Instant,
+    /// `terminus_shared_skipped_total`; kept across hot reloads.
+    skipped_total: Arc<AtomicU64>,
 }
 
 /// The gateway's shared streams; see the module documentation. One per
@@ -124,7 +157,7 @@ impl std::fmt::Debug for ShareHub {
 
 impl Default for ShareHub {
     fn default() -> Self {
-        ShareHub::new(DEFAULT_SUBSCRIBER_QUEUE)
+        ShareHub::new(DEFAULT_SUBSCRIBER_QUEUE, LagPolicy::default())
     }
 }
 
@@ -132,14 +165,35 @@ impl Default for ShareHub {
 pub struct Subscription {
     hub: Weak<HubShared>,
     id: SubscriberId,
-    events: Receiver<SharedEvent>,
+    events: Receiver<Queued>,
+    /// The number of the last item received.
+    last: Option<u64>,
+    /// The item after a [`SharedEvent::Skipped`], given next.
+    after_skip: Option<SharedItem>,
 }
 
 impl Subscription {
     /// The next event; `None` when the hub gave up on this subscriber (its
-    /// queue overflowed: see [`slow_subscriber`]).
-    pub async fn next(&self) -> Option<SharedEvent> {
-        self.events.recv().await.ok()
+    /// queue overflowed under the `close` policy: see [`slow_subscriber`]).
+    /// Items the hub dropped from this subscriber's queue (`skip` policy)
+    /// are told, as [`SharedEvent::Skipped`], just before the item that
+    /// follows them.
+    pub async fn next(&mut self) -> Option<SharedEvent> {
+        if let Some(item) = self.after_skip.take() {
+            return Some(SharedEvent::Item(item));
+        }
+        match self.events.recv().await.ok()? {
+            Queued::Item(item, n) => {
+                let skipped = self.last.map_or(0, |last| n.saturating_sub(last + 1));
+                self.last = Some(n);
+                if skipped > 0 {
+                    self.after_skip = Some(item);
+                    return Some(SharedEvent::Skipped(skipped));
+                }
+                Some(SharedEvent::Item(item))
+            }
+            Queued::End(end) => Some(SharedEvent::End(end)),
+        }
     }
 }
 
@@ -162,20 +216,43 @@ pub fn slow_subscriber(queue: usize) -> UpstreamFailure {
 }
 
 impl ShareHub {
-    /// A hub whose subscribers may each have `queue` items waiting.
-    pub fn new(queue: usize) -> Self {
+    /// A hub whose subscribers may each have `queue` items waiting, and
+    /// whose lagging subscribers follow `lag`.
+    pub fn new(queue: usize, lag: LagPolicy) -> Self {
         ShareHub {
             shared: Arc::new(HubShared {
                 state: Mutex::new(HubState {
-                    table: ShareTable::new(),
+                    table: ShareTable::with_policy(lag),
                     streams: HashMap::new(),
                     queues: HashMap::new(),
                     next_subscriber: 0,
                 }),
                 queue: queue.max(1),
                 epoch: Instant::now(),
+                skipped_total: Arc::new(AtomicU64::new(0)),
             }),
         }
+    }
+
+    /// This hub, counting its skips into `previous`'s total (a hot reload's
+    /// new hub keeps `terminus_shared_skipped_total` growing).
+    pub fn continuing(self, previous: &ShareHub) -> Self {
+        let mut hub = self;
+        if let Some(shared) = Arc::get_mut(&mut hub.shared) {
+            shared.skipped_total = previous.shared.skipped_total.clone();
+        }
+        hub
+    }
+
+    /// Items skipped by lagging subscribers since the process started
+    /// (`terminus_shared_skipped_total`).
+    pub fn skipped_total(&self) -> u64 {
+        self.shared.skipped_total.load(Ordering::Relaxed)
+    }
+
+    /// What happens to a lagging subscriber (`limits.shared_lag`).
+    pub fn lag_policy(&self) -> LagPolicy {
+        self.shared.lock().table.policy()
     }
 
     /// Joins the stream of `key`, or starts it with `open` (called only
@@ -194,7 +271,13 @@ impl ShareHub {
         let id = SubscriberId(state.next_subscriber);
         state.next_subscriber += 1;
         let now = hub.now();
-        state.queues.insert(id, tx);
+        state.queues.insert(
+            id,
+            Queue {
+                tx,
+                rx: rx.clone(),
+            },
+        );
         // Ids are fresh, so the table never refuses.
         let _ = state.table.handle_subscribe(now, id, key);
         let mut open = Some(open);
@@ -213,6 +296,8 @@ impl ShareHub {
             hub: Arc::downgrade(hub),
             id,
             events: rx,
+            last: None,
+            after_skip: None,
         }
     }
 
@@ -239,6 +324,7 @@ impl ShareHub {
                 key: info.key.to_string(),
                 subscribers: info.subscribers,
                 items: info.items,
+                skipped: info.skipped,
                 age_seconds: now.saturating_since(info.started_at).as_secs_f64(),
             })
             .collect()
@@ -275,8 +361,15 @@ impl HubShared {
         let mut state = self.lock();
         let now = self.now();
         state.table.handle_item(now, stream);
+        let number = match state.streams.get_mut(&stream) {
+            Some(s) => {
+                s.next_item += 1;
+                s.next_item - 1
+            }
+            None => 0,
+        };
         let mut dropped = Vec::new();
-        self.run_effects(&mut state, Some(&item), &mut dropped, |_| {
+        self.run_effects(&mut state, Some((&item, number)), &mut dropped, |_| {
             (String::new(), None)
         });
         drop(state);
@@ -298,25 +391,29 @@ impl HubShared {
     }
 
     /// Carries out the table's effects. `item` is the item being
-    /// delivered; `start` gives the field name and the future of a stream
+    /// delivered, with its number in the stream; `start` gives the field name and the future of a stream
     /// to start. Streams to drop go to `dropped`, to be dropped after the
     /// lock is released.
     fn run_effects(
         &self,
         state: &mut HubState,
-        item: Option<&SharedItem>,
+        item: Option<(&SharedItem, u64)>,
         dropped: &mut Vec<HubStream>,
         mut start: impl FnMut(StreamId) -> (String, Option<StreamFuture>),
     ) {
-        let now = self.now();
         while let Some(effect) = state.table.poll_effect() {
             match effect {
                 ShareEffect::Start { stream, .. } => {
                     let (field, future) = start(stream);
                     let task = future.map(tasks::spawn);
-                    state
-                        .streams
-                        .insert(stream, HubStream { field, _task: task });
+                    state.streams.insert(
+                        stream,
+                        HubStream {
+                            field,
+                            next_item: 0,
+                            _task: task,
+                        },
+                    );
                 }
                 ShareEffect::Reset { stream } => {
                     if let Some(s) = state.streams.remove(&stream) {
@@ -324,24 +421,42 @@ impl HubShared {
                     }
                 }
                 ShareEffect::Deliver { stream } => {
-                    let Some(item) = item else { continue };
-                    let mut slow = Vec::new();
+                    let Some((item, number)) = item else { continue };
+                    let mut full = Vec::new();
                     for subscriber in state.table.subscribers(stream) {
                         let Some(queue) = state.queues.get(&subscriber) else {
                             continue;
                         };
-                        if queue.len() >= self.queue
-                            || queue.try_send(SharedEvent::Item(item.clone())).is_err()
+                        if queue.tx.len() >= self.queue
+                            || queue.tx.try_send(Queued::Item(item.clone(), number)).is_err()
                         {
-                            slow.push(subscriber);
+                            full.push(subscriber);
                         }
                     }
-                    for subscriber in slow {
-                        // Dropping its sender ends it after what is queued
-                        // (`Subscription::next` gives `None`).
-                        state.queues.remove(&subscriber);
-                        state.table.handle_unsubscribe(now, subscriber);
+                    // The table decides (`limits.shared_lag`): `Skip` or
+                    // `Close` effects follow in this loop.
+                    let now = self.now();
+                    for subscriber in full {
+                        state.table.handle_full(now, subscriber);
                     }
+                }
+                ShareEffect::Skip { subscriber, .. } => {
+                    let (Some((item, number)), Some(queue)) = (item, state.queues.get(&subscriber))
+                    else {
+                        continue;
+                    };
+                    // The oldest queued item makes room for the new one
+                    // (the subscriber may have taken one meanwhile); the
+                    // gap in the numbers tells the subscriber.
+                    if queue.tx.len() >= self.queue && queue.rx.try_recv().is_ok() {
+                        self.skipped_total.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = queue.tx.try_send(Queued::Item(item.clone(), number));
+                }
+                ShareEffect::Close { subscriber, .. } => {
+                    // Dropping its sender ends it after what is queued
+                    // (`Subscription::next` gives `None`).
+                    state.queues.remove(&subscriber);
                 }
                 ShareEffect::End {
                     subscriber,
@@ -349,7 +464,7 @@ impl HubShared {
                     ..
                 } => {
                     if let Some(queue) = state.queues.remove(&subscriber) {
-                        let _ = queue.try_send(SharedEvent::End(outcome));
+                        let _ = queue.tx.try_send(Queued::End(outcome));
                     }
                 }
             }
@@ -384,12 +499,66 @@ mod tests {
     }
 
     #[test]
+    fn a_lagging_subscriber_skips_the_oldest_and_catches_up() {
+        smol::block_on(async {
+            let hub = ShareHub::default();
+            assert_eq!(hub.lag_policy(), LagPolicy::Skip);
+            let hub = ShareHub::new(4, LagPolicy::Skip);
+            let slot = Arc::new(Mutex::new(None));
+            let mut fast = hub.subscribe(key(1), "f", manual(slot.clone()));
+            let mut slow = hub.subscribe(key(1), "f", |_| unreachable!("joins the running stream"));
+            let report = slot.lock().unwrap().take().unwrap();
+            for n in 0..10 {
+                report.item(json!({ "seq": n }));
+                match fast.next().await {
+                    Some(SharedEvent::Item(v)) => assert_eq!(v.value()["seq"], n),
+                    other => panic!("{other:?}"),
+                }
+            }
+            // The slow one skipped the 6 oldest and has the 4 newest.
+            assert!(matches!(slow.next().await, Some(SharedEvent::Skipped(6))));
+            for n in 6..10 {
+                assert!(
+                    matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n)
+                );
+            }
+            assert_eq!(hub.skipped_total(), 6);
+            assert_eq!(hub.rows()[0].skipped, 6);
+            assert_eq!(hub.counts(), (1, 2));
+            // Caught up, it gets every item again, without a skip.
+            report.item(json!({ "seq": 10 }));
+            assert!(matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10));
+            assert!(matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10));
+            // The end always fits, even in a full queue.
+            for n in 11..20 {
+                report.item(json!({ "seq": n }));
+                assert!(matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n));
+            }
+            report.end(StreamEnd::Complete);
+            assert!(matches!(slow.next().await, Some(SharedEvent::Skipped(5))));
+            for n in 16..20 {
+                assert!(
+                    matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n)
+                );
+            }
+            assert!(matches!(
+                slow.next().await,
+                Some(SharedEvent::End(StreamEnd::Complete))
+            ));
+            assert_eq!(hub.skipped_total(), 11);
+            // A new hub of a reload keeps counting into the same total.
+            let next = ShareHub::new(4, LagPolicy::Skip).continuing(&hub);
+            assert_eq!(next.skipped_total(), 11);
+        });
+    }
+
+    #[test]
     fn a_slow_subscriber_is_ended_alone_and_the_last_leaving_resets() {
         smol::block_on(async {
-            let hub = ShareHub::new(4);
+            let hub = ShareHub::new(4, LagPolicy::Close);
             let slot = Arc::new(Mutex::new(None));
-            let fast = hub.subscribe(key(1), "f", manual(slot.clone()));
-            let slow = hub.subscribe(key(1), "f", |_| unreachable!("joins the running stream"));
+            let mut fast = hub.subscribe(key(1), "f", manual(slot.clone()));
+            let mut slow = hub.subscribe(key(1), "f", |_| unreachable!("joins the running stream"));
             assert_eq!(hub.counts(), (1, 2));
             let report = slot.lock().unwrap().take().unwrap();
             for n in 0..10 {
@@ -430,7 +599,7 @@ mod tests {
             }
         }
         smol::block_on(async {
-            let hub = ShareHub::new(4);
+            let hub = ShareHub::new(4, LagPolicy::Skip);
             let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = Flag(dropped.clone());
             let a = hub.subscribe(key(2), "f", move |_| {

@@ -109,11 +109,18 @@ impl Upstreams {
         self.mysql.get(name)
     }
 
-    /// Bounds each `@shared` subscriber's queue to `queue` items
-    /// (`limits.shared_subscriber_queue`); done by the server at start-up,
-    /// before any operation runs.
-    pub fn set_shared_queue(&mut self, queue: usize) {
-        self.shared = ShareHub::new(queue);
+    /// Bounds each `@shared` subscriber's queue to
+    /// `limits.shared_subscriber_queue` items, with `limits.shared_lag` for
+    /// a subscriber that lags; done by the server at start-up, before any
+    /// operation runs, and by a hot reload for its new upstreams.
+    pub fn set_shared(&mut self, limits: &crate::config::Limits) {
+        self.shared = ShareHub::new(limits.shared_subscriber_queue, limits.shared_lag);
+    }
+
+    /// Keeps `previous`'s `terminus_shared_skipped_total` growing in this
+    /// hub (a hot reload).
+    pub fn continue_shared(&mut self, previous: &ShareHub) {
+        self.shared = std::mem::take(&mut self.shared).continuing(previous);
     }
 
     /// The hub of the `@shared` streams.

@@ -7,6 +7,7 @@
 //! reaches every subscriber, and a mass disconnect leaves nothing.
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use terminus_tests::*;
 
@@ -433,5 +434,254 @@ fn two_thousand_clients_in_twenty_rooms_each_get_their_rooms_say_once_and_leave_
             assert!(zero, "{left} {series} left");
         }
         eprintln!("2,000 clients gone, 0 rooms after {:?}", dropped.elapsed());
+    });
+}
+
+/// Says `count` messages in `room` over `publisher` (graphql-transport-ws),
+/// `window` mutations in flight at a time.
+async fn say_many(publisher: &mut Client, room: &str, count: usize, window: usize) {
+    let text = "x".repeat(1000);
+    let mut sent = 0;
+    while sent < count {
+        let batch = window.min(count - sent);
+        for k in 0..batch {
+            let query = format!("mutation {{ say(room: \"{room}\", text: \"{text}\") }}");
+            publisher.send(subscribe(&format!("p{}", sent + k), &query)).await;
+        }
+        let mut completed = 0;
+        while completed < batch {
+            let message = within(WAIT, "a say's answer", publisher.recv()).await;
+            match message["type"].as_str() {
+                Some("next") => assert_eq!(message["payload"]["data"]["say"], true, "{message}"),
+                Some("complete") => completed += 1,
+                _ => panic!("say failed: {message}"),
+            }
+        }
+        sent += batch;
+    }
+}
+
+/// What one operation of a room subscriber received: (seq, the
+/// `extensions.skipped` of that result), or its error code.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    results: Vec<(i64, u64)>,
+    error: Option<String>,
+}
+
+impl Seen {
+    fn last(&self) -> i64 {
+        self.results.last().map_or(0, |r| r.0)
+    }
+
+    fn skipped(&self) -> u64 {
+        self.results.iter().map(|r| r.1).sum()
+    }
+
+    /// Every result follows the one before it, except right after a skip,
+    /// where the gap is exactly what the result says it skipped.
+    fn check_gaps(&self, what: &str) {
+        let mut before = 0;
+        for &(seq, skipped) in &self.results {
+            assert_eq!(
+                seq - before - 1,
+                skipped as i64,
+                "{what}: seq {seq} after {before} says it skipped {skipped}: {:?}",
+                self.results
+            );
+            before = seq;
+        }
+    }
+}
+
+/// Reads `client`'s results for operations `ids` until each has `seq`
+/// `until` or ended with an error.
+async fn read_room(
+    mut client: Client,
+    ids: Vec<String>,
+    key: impl Fn(&str) -> String,
+    until: i64,
+) -> (Client, HashMap<String, Seen>) {
+    let mut seen: HashMap<String, Seen> = ids.iter().map(|id| (id.clone(), Seen::default())).collect();
+    let done = |seen: &HashMap<String, Seen>| {
+        seen.values().all(|s| s.error.is_some() || s.last() >= until)
+    };
+    while !done(&seen) {
+        let message = within(WAIT * 6, "a room result", client.recv()).await;
+        let id = message["id"].as_str().unwrap_or_default().to_owned();
+        let Some(entry) = seen.get_mut(&id) else {
+            panic!("unexpected {message}");
+        };
+        match message["type"].as_str() {
+            Some("next" | "data") => {
+                let payload = &message["payload"];
+                let seq = payload["data"][key(&id)]["seq"]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("no seq in {message}"));
+                let skipped = payload["extensions"]["skipped"].as_u64().unwrap_or(0);
+                if skipped == 0 {
+                    assert!(payload.get("extensions").is_none(), "{message}");
+                }
+                entry.results.push((seq, skipped));
+            }
+            Some("error") => {
+                let payload = &message["payload"];
+                let first = if payload.is_array() { &payload[0] } else { payload };
+                entry.error = Some(first["extensions"]["code"].as_str().unwrap_or("?").to_owned());
+            }
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    (client, seen)
+}
+
+/// The lag scenario of the two tests below: one client holding 100
+/// operations on room `lag`, each with its own selection (so each encodes
+/// every message itself and its connection carries 100 frames of 1 KB per
+/// message), falls behind a burst of `say`s that four one-operation
+/// clients follow easily. Returns the lagging client's operations, the
+/// others', and the gateway.
+async fn lag_scenario(
+    lag: terminus_core::share::LagPolicy,
+) -> (DemoGateway, HashMap<String, Seen>, Vec<Seen>, Vec<Client>, Client) {
+    const MESSAGES: i64 = 300;
+    let gw = DemoGateway::start(|config| {
+        config.limits.shared_subscriber_queue = 32;
+        config.limits.shared_lag = lag;
+        // The lagging client's 100 frames per message are read as fast as
+        // the test can; its socket is not what this is about.
+        config.limits.max_outbound_bytes = 256 << 20;
+    })
+    .await;
+    let addr = gw.addr();
+    let mut lagger = Client::ready(addr, TRANSPORT_WS).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("l{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let query = format!("subscription {{ r{i}: room(name: \"lag\") {{ t{i}: text seq }} }}");
+        lagger.send(subscribe(id, &query)).await;
+    }
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(subscriber(addr, protocol(i), "o", "subscription { room(name: \"lag\") { seq } }").await);
+    }
+    let (_, all) = wait_metric(addr, "terminus_shared_subscribers", WAIT, |v| v == 104.0).await;
+    assert!(all, "104 subscribers on the room");
+    let lagging = smol::spawn(read_room(
+        lagger,
+        ids,
+        |id| format!("r{}", &id[1..]),
+        MESSAGES,
+    ));
+    let following: Vec<_> = others
+        .into_iter()
+        .map(|client| {
+            smol::spawn(read_room(client, vec!["o".into()], |_| "room".into(), MESSAGES))
+        })
+        .collect();
+    let mut publisher = Client::ready(addr, TRANSPORT_WS).await;
+    say_many(&mut publisher, "lag", MESSAGES as usize, 10).await;
+    let (lagger, lagged) = within(WAIT * 6, "the lagging client catches up", lagging).await;
+    let mut others = Vec::new();
+    let mut clients = Vec::new();
+    for task in following {
+        let (client, mut seen) = within(WAIT * 6, "the others get everything", task).await;
+        others.push(seen.remove("o").unwrap());
+        clients.push(client);
+    }
+    (gw, lagged, others, clients, lagger)
+}
+
+#[test]
+fn a_lagging_subscriber_skips_the_oldest_and_catches_up_while_the_others_get_everything() {
+    smol::block_on(async {
+        let (gw, lagged, others, mut clients, mut lagger) =
+            lag_scenario(terminus_core::share::LagPolicy::default()).await;
+        let addr = gw.addr();
+        // The others got every message, in order, and none says it skipped.
+        for seen in &others {
+            assert_eq!(seen.error, None);
+            assert_eq!(
+                seen.results,
+                (1..=300).map(|seq| (seq, 0)).collect::<Vec<_>>(),
+                "a follower skipped"
+            );
+        }
+        // The lagging operations skipped (the oldest: each kept the latest
+        // message, 300), said so exactly, and were never ended.
+        let skipped: u64 = lagged.values().map(Seen::skipped).sum();
+        assert!(skipped > 0, "the 100-operation client never lagged");
+        for (id, seen) in &lagged {
+            assert_eq!(seen.error, None, "{id}");
+            assert_eq!(seen.last(), 300, "{id}");
+            seen.check_gaps(id);
+        }
+        let (total, counted) =
+            wait_metric(addr, "terminus_shared_skipped_total", WAIT, |v| v == skipped as f64).await;
+        assert!(counted, "terminus_shared_skipped_total {total}, the results say {skipped}");
+        let (status, body) = http(addr, "GET", "/admin/state", &[], "").await;
+        assert_eq!(status, 200);
+        let state: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(state["shared"][0]["skipped"], skipped, "{state}");
+        // Caught up, everyone gets the next message, without a skip.
+        let mut publisher = Client::ready(addr, TRANSPORT_WS).await;
+        say_many(&mut publisher, "lag", 1, 1).await;
+        for client in &mut clients {
+            let message = within(WAIT, "message 301", client.recv()).await;
+            assert_eq!(seq(&message, "room"), 301);
+            assert!(message["payload"].get("extensions").is_none(), "{message}");
+        }
+        let mut after = HashMap::new();
+        for _ in 0..100 {
+            let message = within(WAIT, "message 301", lagger.recv()).await;
+            let id = message["id"].as_str().unwrap().to_owned();
+            assert_eq!(seq(&message, &format!("r{}", &id[1..])), 301, "{message}");
+            assert!(message["payload"].get("extensions").is_none(), "{message}");
+            after.insert(id, ());
+        }
+        assert_eq!(after.len(), 100);
+        assert_eq!(metric(addr, "terminus_shared_subscribers").await, 104.0);
+        assert_eq!(metric(addr, "terminus_operations").await, 104.0);
+    });
+}
+
+#[test]
+fn with_shared_lag_close_a_lagging_subscriber_ends_slow_subscriber_and_the_others_go_on() {
+    smol::block_on(async {
+        let (gw, lagged, others, mut clients, _lagger) =
+            lag_scenario(terminus_core::share::LagPolicy::Close).await;
+        let addr = gw.addr();
+        for seen in &others {
+            assert_eq!(seen.error, None);
+            assert_eq!(
+                seen.results,
+                (1..=300).map(|seq| (seq, 0)).collect::<Vec<_>>(),
+                "a follower skipped"
+            );
+        }
+        // The lagging operations that fell a queue behind ended with
+        // SLOW_SUBSCRIBER after what they had queued, without a gap; none
+        // skipped.
+        let closed = lagged.values().filter(|s| s.error.is_some()).count();
+        assert!(closed > 0, "the 100-operation client never lagged");
+        for (id, seen) in &lagged {
+            if let Some(code) = &seen.error {
+                assert_eq!(code, "SLOW_SUBSCRIBER", "{id}");
+            }
+            assert_eq!(seen.skipped(), 0, "{id}");
+            seen.check_gaps(id);
+        }
+        assert_eq!(metric(addr, "terminus_shared_skipped_total").await, 0.0);
+        let (left, ok) = wait_metric(addr, "terminus_shared_subscribers", WAIT, |v| {
+            v == (104 - closed) as f64
+        })
+        .await;
+        assert!(ok, "{left} subscribers, {closed} closed");
+        // The stream goes on for the others.
+        let mut publisher = Client::ready(addr, TRANSPORT_WS).await;
+        say_many(&mut publisher, "lag", 1, 1).await;
+        for client in &mut clients {
+            let message = within(WAIT, "message 301", client.recv()).await;
+            assert_eq!(seq(&message, "room"), 301);
+        }
     });
 }

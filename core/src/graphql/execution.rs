@@ -57,11 +57,16 @@ pub enum CallEvent {
     /// for every subscriber: its result is encoded once per distinct
     /// selection and reused ([`UpstreamEvent::NextEncoded`]).
     Shared(SharedItem),
+    /// This subscriber of a `@shared` stream lagged behind it and skipped
+    /// this many messages (`LagPolicy::Skip`, core/src/share.rs): the
+    /// next result says so in `extensions.skipped`. Ignored outside a
+    /// subscription.
+    Skipped(u64),
 }
 
 impl CallEvent {
     /// Whether this event ends its call (`Failed`, `End`); items
-    /// (`Item`, `Shared`) do not.
+    /// (`Item`, `Shared`) and `Skipped` do not.
     pub fn is_terminal(&self) -> bool {
         matches!(self, CallEvent::Failed(_) | CallEvent::End)
     }
@@ -121,6 +126,9 @@ struct Running {
     done: bool,
     /// `@live`: the rows of the last emitted poll.
     last_live: Option<Value>,
+    /// `@shared` messages skipped since the last result
+    /// ([`CallEvent::Skipped`]), told in the next one.
+    skipped: u64,
     /// Query and mutation: bytes of the one result charged so far against
     /// `max_response_bytes` (`core/src/graphql/budget.rs`).
     response_used: usize,
@@ -393,6 +401,7 @@ impl Running {
             next_call: 0,
             done: false,
             last_live: None,
+            skipped: 0,
             response_used: 0,
             relations: RelationCalls::default(),
             shape_sig: None,
@@ -577,6 +586,7 @@ impl Running {
             CallEvent::Shared(item) if self.op.kind != OperationKind::Subscription => {
                 CallEvent::Item(item.value().clone())
             }
+            CallEvent::Skipped(_) if self.op.kind != OperationKind::Subscription => return,
             other => other,
         };
         if self.relations.running.contains_key(&call) {
@@ -632,8 +642,9 @@ impl Running {
                 }
                 self.settle(i, Ok(value));
             }
-            // Converted to `Item` above; kept total.
+            // Converted to `Item` above, or dropped; kept total.
             CallEvent::Shared(item) => self.settle(i, Ok(item.value().clone())),
+            CallEvent::Skipped(_) => return,
             CallEvent::Failed(f) => self.settle(i, Err(f)),
             CallEvent::End => self.settle(
                 i,
@@ -663,14 +674,18 @@ impl Running {
                     self.last_live = Some(value.clone());
                 }
                 if let Some((result, _)) = self.shape_event(i, &value, !live) {
+                    let result = self.tell_skipped(result);
                     self.outputs.push_back(UpstreamEvent::Next(result));
                 }
             }
+            CallEvent::Skipped(n) => self.skipped = self.skipped.saturating_add(n),
             CallEvent::Shared(item) => {
                 // Encoded once per distinct selection: reuse the bytes of
-                // another subscriber with the same selection.
+                // another subscriber with the same selection. After a skip,
+                // this subscriber's own copy of them says how many.
                 let shape = self.shape_signature(i);
                 if let Some(payload) = item.encoded(&shape) {
+                    let payload = self.tell_skipped_encoded(payload);
                     self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     return;
                 }
@@ -681,8 +696,10 @@ impl Running {
                         // this document's locations).
                         let payload = EncodedPayload::encode(&result);
                         item.remember(shape, payload.clone());
+                        let payload = self.tell_skipped_encoded(payload);
                         self.outputs.push_back(UpstreamEvent::NextEncoded(payload));
                     } else {
+                        let result = self.tell_skipped(result);
                         self.outputs.push_back(UpstreamEvent::Next(result));
                     }
                 }
@@ -709,6 +726,31 @@ impl Running {
                 };
                 self.done = true;
             }
+        }
+    }
+
+    /// `result` with `extensions.skipped` when `@shared` messages were
+    /// skipped since the last result ([`CallEvent::Skipped`]).
+    fn tell_skipped(&mut self, mut result: Value) -> Value {
+        let skipped = std::mem::take(&mut self.skipped);
+        if skipped > 0 {
+            if let Value::Object(map) = &mut result {
+                let extensions = map
+                    .entry("extensions")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(extensions) = extensions {
+                    extensions.insert("skipped".into(), Value::from(skipped));
+                }
+            }
+        }
+        result
+    }
+
+    /// [`Self::tell_skipped`] for an encoded result.
+    fn tell_skipped_encoded(&mut self, payload: EncodedPayload) -> EncodedPayload {
+        match std::mem::take(&mut self.skipped) {
+            0 => payload,
+            skipped => payload.with_skipped(skipped),
         }
     }
 
@@ -1106,6 +1148,10 @@ impl Running {
 
     /// An event of a relation statement.
     fn relation_event(&mut self, call: CallId, event: CallEvent) {
+        if matches!(event, CallEvent::Skipped(_)) {
+            // Not a relation's event: the statement is still running.
+            return;
+        }
         let Some((signature, waiting)) = self.relations.running.remove(&call) else {
             return;
         };
@@ -1117,6 +1163,8 @@ impl Running {
                 Value::Array(rows) => rows.clone(),
                 other => vec![other.clone()],
             },
+            // Returned early above.
+            CallEvent::Skipped(_) => return,
             CallEvent::Failed(failure) => {
                 for &(i, j) in &waiting {
                     let FieldState::Relating(r) = &self.states[i] else {

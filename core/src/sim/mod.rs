@@ -14,7 +14,7 @@ mod shared;
 mod upstream;
 
 pub use rng::SplitMix64;
-pub use shared::{run_shared, run_shared_ops, SharedReport};
+pub use shared::{run_shared, run_shared_ops, run_shared_ops_with, SharedReport};
 pub use upstream::{OpKey, ScriptConfig, ScriptedUpstream, Upstream};
 
 use crate::client::{ClientConfig, ClientConnection, ClientEffect, ClientEvent};

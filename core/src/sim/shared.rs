@@ -7,7 +7,7 @@
 
 use super::rng::SplitMix64;
 use crate::ledger::{AuditedShare, Violation};
-use crate::share::{ShareEffect, ShareInput, ShareKey, StreamEnd, SubscriberId};
+use crate::share::{LagPolicy, ShareEffect, ShareInput, ShareKey, StreamEnd, SubscriberId};
 use crate::upstream::{CallTimeouts, FailureKind, UpstreamFailure};
 use crate::Millis;
 use serde_json::json;
@@ -26,6 +26,10 @@ pub struct SharedReport {
     pub deliveries: u64,
     /// Subscribers ended by their stream's end or failure.
     pub ended_by_upstream: usize,
+    /// Items a lagging subscriber skipped ([`LagPolicy::Skip`]).
+    pub skipped: u64,
+    /// Lagging subscribers closed ([`LagPolicy::Close`]).
+    pub closed_slow: usize,
     /// Streams and subscribers still live after the mass disconnect (must
     /// be 0, 0).
     pub left_alive: (usize, usize),
@@ -44,7 +48,7 @@ fn step(
     next_sub: &mut u64,
     report: &mut SharedReport,
 ) {
-    let input = match rng_byte % 8 {
+    let input = match rng_byte % 9 {
         // Subscribe (most common).
         0..=2 => {
             let subscriber = SubscriberId(*next_sub);
@@ -64,6 +68,13 @@ fn step(
         // An item on a stream (possibly one already gone: a late item).
         5 | 6 => ShareInput::Item {
             stream: crate::share::StreamId(u64::from(arg) % (report.streams_started as u64 + 1)),
+        },
+        // A subscriber's queue is full (it lags behind its stream).
+        8 => match live.iter().nth(usize::from(arg) % live.len().max(1)) {
+            Some(subscriber) => ShareInput::Full {
+                subscriber: *subscriber,
+            },
+            None => return,
         },
         // The upstream ends or fails a stream (possibly a late end).
         _ => ShareInput::StreamEnd {
@@ -96,6 +107,11 @@ fn step(
                 live.remove(&subscriber);
                 report.ended_by_upstream += 1;
             }
+            ShareEffect::Skip { .. } => report.skipped += 1,
+            ShareEffect::Close { subscriber, .. } => {
+                live.remove(&subscriber);
+                report.closed_slow += 1;
+            }
             ShareEffect::Reset { .. } => {}
         }
     }
@@ -118,9 +134,15 @@ fn key(n: usize) -> ShareKey {
 
 /// Drives the table with `ops` (pairs of bytes: a choice and its argument)
 /// over `keys` distinct keys, one virtual millisecond apart, then
-/// disconnects everyone and checks the end.
+/// disconnects everyone and checks the end. Lagging subscribers skip
+/// ([`LagPolicy::Skip`], the default).
 pub fn run_shared_ops(ops: &[u8], keys: usize) -> SharedReport {
-    let mut audited = AuditedShare::new();
+    run_shared_ops_with(ops, keys, LagPolicy::default())
+}
+
+/// [`run_shared_ops`] with lagging subscribers following `policy`.
+pub fn run_shared_ops_with(ops: &[u8], keys: usize, policy: LagPolicy) -> SharedReport {
+    let mut audited = AuditedShare::with_policy(policy);
     let mut live = BTreeSet::new();
     let mut next_sub = 0;
     let mut report = SharedReport::default();
@@ -154,9 +176,15 @@ pub fn run_shared_ops(ops: &[u8], keys: usize) -> SharedReport {
 }
 
 /// A seeded run of `steps` random choices over `keys` keys: the same seed
-/// gives the same run on every platform.
+/// gives the same run on every platform. Odd seeds close lagging
+/// subscribers ([`LagPolicy::Close`]), even ones skip.
 pub fn run_shared(seed: u64, steps: usize, keys: usize) -> SharedReport {
     let mut rng = SplitMix64::new(seed);
     let ops: Vec<u8> = (0..steps * 2).map(|_| rng.next_u64() as u8).collect();
-    run_shared_ops(&ops, keys)
+    let policy = if seed % 2 == 1 {
+        LagPolicy::Close
+    } else {
+        LagPolicy::Skip
+    };
+    run_shared_ops_with(&ops, keys, policy)
 }
