@@ -950,14 +950,14 @@ pub enum ShareViolation {
         /// The stream.
         stream: StreamId,
     },
-    /// A live subscriber's queue was full and the table decided nothing
+    /// A live subscriber fell behind and the table decided nothing
     /// (neither `Skip` nor `Close`) in the same step.
     LagUndecided {
         /// The subscriber.
         subscriber: SubscriberId,
     },
-    /// A `Skip` or `Close` for a subscriber whose queue was not reported
-    /// full in that step, or that is not on that stream.
+    /// A `Skip` or `Close` for a subscriber not reported behind in that
+    /// step, or that is not on that stream.
     WrongLag {
         /// The subscriber.
         subscriber: SubscriberId,
@@ -1003,12 +1003,12 @@ impl fmt::Display for ShareViolation {
             }
             ShareViolation::LagUndecided { subscriber } => write!(
                 f,
-                "subscriber {}'s queue was full and nothing was decided",
+                "subscriber {} fell behind and nothing was decided",
                 subscriber.0
             ),
             ShareViolation::WrongLag { subscriber } => write!(
                 f,
-                "subscriber {} was skipped or closed without a full queue on its stream",
+                "subscriber {} was skipped or closed without falling behind on its stream",
                 subscriber.0
             ),
         }
@@ -1044,7 +1044,7 @@ pub struct ShareLedger {
     /// their `End`, with the outcome.
     awaiting_end: BTreeSet<SubscriberId>,
     end_outcome: Option<StreamEnd>,
-    /// This step: a live subscriber whose queue is full, waiting for the
+    /// This step: a live subscriber that fell behind, waiting for the
     /// table's `Skip` or `Close`.
     awaiting_lag: Option<SubscriberId>,
     violations: Vec<Violation>,
@@ -1109,7 +1109,7 @@ impl ShareLedger {
                 }
             }
             ShareInput::Item { .. } => {}
-            ShareInput::Full { subscriber } => {
+            ShareInput::Full { subscriber, .. } => {
                 if self.on.contains_key(subscriber) {
                     self.awaiting_lag = Some(*subscriber);
                 }
@@ -1185,7 +1185,9 @@ impl ShareLedger {
                     self.violation(ShareViolation::DeliverToEnded { stream: *stream });
                 }
             }
-            ShareEffect::Skip { subscriber, stream } => {
+            ShareEffect::Skip {
+                subscriber, stream, ..
+            } => {
                 let expected = self.awaiting_lag == Some(*subscriber)
                     && self.on.get(subscriber) == Some(stream);
                 self.awaiting_lag = None;

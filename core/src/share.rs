@@ -20,14 +20,15 @@
 //! - [`ShareTable::handle_stream_end`]: the upstream stream ended or failed;
 //!   every subscriber gets [`ShareEffect::End`] with that same outcome and
 //!   the stream is gone (no `Reset`: it already ended).
-//! - [`ShareTable::handle_full`]: the host could not queue an item for a
-//!   subscriber (its bounded queue is full: it lags behind the stream).
-//!   The table's [`LagPolicy`] decides: [`ShareEffect::Skip`] (drop that
-//!   subscriber's oldest queued item, queue the new one, and tell it how
-//!   many it skipped) or [`ShareEffect::Close`] (end it alone with
-//!   `SLOW_SUBSCRIBER` after what it has queued; it leaves the stream, and
-//!   when it was the last one the stream is reset). The stream never
-//!   waits for a subscriber either way.
+//! - [`ShareTable::handle_full`]: a subscriber fell more than its bound of
+//!   items behind the stream (the host keeps each stream's newest items,
+//!   as many as that bound; older ones are gone for a subscriber that did
+//!   not take them in time). The table's [`LagPolicy`] decides:
+//!   [`ShareEffect::Skip`] (it goes on from the oldest item still kept, and
+//!   is told how many it missed) or [`ShareEffect::Close`] (it is ended
+//!   alone with `SLOW_SUBSCRIBER`; it leaves the stream, and when it was
+//!   the last one the stream is reset). The stream never waits for a
+//!   subscriber either way.
 //!
 //! Every stream started ends exactly once (by `Reset` or by the upstream's
 //! end), and never outlives its last subscriber; `core/src/ledger.rs`
@@ -286,8 +287,10 @@ pub enum ShareInput {
     },
     /// [`ShareTable::handle_full`].
     Full {
-        /// The subscriber whose queue is full.
+        /// The subscriber that fell behind.
         subscriber: SubscriberId,
+        /// The items it missed.
+        missed: u64,
     },
 }
 
@@ -313,18 +316,19 @@ pub enum ShareEffect {
         /// The stream.
         stream: StreamId,
     },
-    /// [`LagPolicy::Skip`]: `subscriber`'s queue is full; drop its oldest
-    /// queued item, queue the item being delivered instead, and count the
-    /// skip (the subscriber's next result says how many it skipped).
+    /// [`LagPolicy::Skip`]: `subscriber` fell behind; it goes on from the
+    /// oldest item still kept, and its next result says it missed `missed`.
     Skip {
         /// The subscriber.
         subscriber: SubscriberId,
         /// Its stream.
         stream: StreamId,
+        /// The items it missed.
+        missed: u64,
     },
-    /// [`LagPolicy::Close`]: `subscriber`'s queue is full; it has left the
-    /// stream: end its operation with `SLOW_SUBSCRIBER` after the items it
-    /// has queued. A `Reset` follows when it was the last subscriber.
+    /// [`LagPolicy::Close`]: `subscriber` fell behind; it has left the
+    /// stream: end its operation with `SLOW_SUBSCRIBER`. A `Reset` follows
+    /// when it was the last subscriber.
     Close {
         /// The subscriber.
         subscriber: SubscriberId,
@@ -507,22 +511,25 @@ impl ShareTable {
         }
     }
 
-    /// The host could not queue the item being delivered for `subscriber`
-    /// (its queue is full): the [`LagPolicy`] decides, with
+    /// `subscriber` fell behind its stream by more than the host keeps and
+    /// missed `missed` items: the [`LagPolicy`] decides, with
     /// [`ShareEffect::Skip`] or [`ShareEffect::Close`] (then
     /// [`ShareEffect::Reset`] when it was the last subscriber). An unknown
     /// subscriber (already gone) is ignored.
-    pub fn handle_full(&mut self, now: Millis, subscriber: SubscriberId) {
+    pub fn handle_full(&mut self, now: Millis, subscriber: SubscriberId, missed: u64) {
         let Some(stream) = self.subscribers.get(&subscriber).copied() else {
             return;
         };
         match self.policy {
             LagPolicy::Skip => {
                 if let Some(s) = self.streams.get_mut(&stream) {
-                    s.skipped += 1;
+                    s.skipped += missed;
                 }
-                self.effects
-                    .push_back(ShareEffect::Skip { subscriber, stream });
+                self.effects.push_back(ShareEffect::Skip {
+                    subscriber,
+                    stream,
+                    missed,
+                });
             }
             LagPolicy::Close => {
                 self.effects
@@ -546,7 +553,7 @@ impl ShareTable {
             ShareInput::StreamEnd { stream, outcome } => {
                 self.handle_stream_end(now, stream, outcome)
             }
-            ShareInput::Full { subscriber } => self.handle_full(now, subscriber),
+            ShareInput::Full { subscriber, missed } => self.handle_full(now, subscriber, missed),
         }
         Ok(())
     }
@@ -907,12 +914,13 @@ mod tests {
             Millis(now),
             ShareInput::Full {
                 subscriber: SubscriberId(id),
+                missed: 2,
             },
         )
     }
 
     #[test]
-    fn a_full_queue_skips_by_default_and_the_subscriber_stays() {
+    fn a_lagging_subscriber_skips_by_default_and_stays() {
         let mut t = AuditedShare::new();
         assert_eq!(t.table().policy(), LagPolicy::Skip);
         sub(&mut t, 0, 1, 20);
@@ -922,12 +930,13 @@ mod tests {
                 full(&mut t, 1 + n, 1),
                 vec![ShareEffect::Skip {
                     subscriber: SubscriberId(1),
-                    stream: StreamId(0)
+                    stream: StreamId(0),
+                    missed: 2
                 }]
             );
         }
         assert_eq!(t.table().stream_of(SubscriberId(1)), Some(StreamId(0)));
-        assert_eq!(t.table().streams()[0].skipped, 3);
+        assert_eq!(t.table().streams()[0].skipped, 6);
         assert_eq!(t.table().streams()[0].subscribers, 2);
         // A subscriber already gone decides nothing.
         assert_eq!(full(&mut t, 5, 9), vec![]);
@@ -935,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_under_close_ends_that_subscriber_alone() {
+    fn a_lagging_subscriber_under_close_is_ended_alone() {
         let mut t = AuditedShare::with_policy(LagPolicy::Close);
         sub(&mut t, 0, 1, 20);
         sub(&mut t, 0, 2, 20);

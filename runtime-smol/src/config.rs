@@ -152,11 +152,12 @@ pub struct Limits {
     /// Upstream events an operation may queue towards its connection before
     /// it waits (backpressure from a slow client reaches the upstream).
     pub operation_queue: usize,
-    /// Items one subscriber of a `@shared` stream may have queued before
-    /// it lags: `shared_lag` decides what then (runtime-smol/src/share.rs).
+    /// Items of each `@shared` stream kept for its subscribers: how far
+    /// behind one may fall before it lags and `shared_lag` decides what
+    /// then (runtime-smol/src/share.rs).
     pub shared_subscriber_queue: usize,
-    /// What a lagging `@shared` subscriber (its queue full) gets: `"skip"`
-    /// (the default: its oldest queued items are dropped, counted in
+    /// What a lagging `@shared` subscriber gets: `"skip"` (the default:
+    /// it skips the oldest items and goes on, counted in
     /// `terminus_shared_skipped_total` and told in the next result's
     /// `extensions.skipped`) or `"close"` (it ends with `SLOW_SUBSCRIBER`).
     #[serde(deserialize_with = "lag_policy")]

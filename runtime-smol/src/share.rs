@@ -11,23 +11,25 @@
 //!   subscription (the operation completed, was cancelled, its socket
 //!   closed, the gateway drains) unsubscribes it; the last one leaving
 //!   resets the stream.
-//! - The hub never waits for a subscriber. Each subscriber has its own
-//!   queue bounded by `limits.shared_subscriber_queue` items; when an item
-//!   does not fit, the hub tells the core's table (`ShareTable::handle_full`)
-//!   and carries out what its `limits.shared_lag` policy decides: `skip`
-//!   (the default) drops that subscriber's oldest queued item, queues the
-//!   new one and counts the skip (`terminus_shared_skipped_total`; the
-//!   subscriber's next result carries `extensions.skipped`); `close` ends
-//!   that one subscriber with a `SLOW_SUBSCRIBER` error after the items
-//!   already queued. Either way the stream goes on for the others. The
-//!   stream's end always fits (the queue has one slot beyond the item
-//!   bound). A client that does not read at all is still closed by its
-//!   connection's own bound (`limits.max_outbound_bytes`, close 1013).
+//! - The hub never waits for a subscriber, and delivering an item costs it
+//!   the same whatever the subscribers do: each stream keeps its newest
+//!   `limits.shared_subscriber_queue` items in one ring (the item is stored
+//!   once), wakes the subscribers waiting for it, and each subscriber reads
+//!   the ring at its own pace from its own position. One that falls further
+//!   behind than the ring reaches tells the core's table
+//!   (`ShareTable::handle_full`), which decides by `limits.shared_lag`:
+//!   `skip` (the default) goes on from the oldest item still kept, counts
+//!   the missed items (`terminus_shared_skipped_total`) and tells the
+//!   subscriber (its next result carries `extensions.skipped`); `close`
+//!   ends that one subscriber with a `SLOW_SUBSCRIBER` error. Either way
+//!   the stream goes on for the others. The stream's end is kept in the
+//!   ring too, after its last items. A client that does not read at all is
+//!   still closed by its connection's own bound
+//!   (`limits.max_outbound_bytes`, close 1013).
 
 use crate::tasks;
-use async_channel::{Receiver, Sender};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,15 +54,6 @@ pub enum SharedEvent {
     /// This subscriber lagged and skipped this many items (`skip` policy)
     /// just before the item that follows.
     Skipped(u64),
-}
-
-/// What a subscriber's queue holds: the stream's items, numbered in the
-/// stream's order (a gap in the numbers is what the subscriber skipped),
-/// then its end.
-#[derive(Debug)]
-enum Queued {
-    Item(SharedItem, u64),
-    End(StreamEnd),
 }
 
 /// How a started stream reports to the hub; handed to the opener.
@@ -109,25 +102,73 @@ pub struct SharedStreamRow {
     pub age_seconds: f64,
 }
 
-struct HubStream {
-    field: String,
-    /// The number of the next item (its place in the stream).
-    next_item: u64,
-    /// The stream's task: dropping it resets the upstream stream.
-    _task: Option<smol::Task<()>>,
+/// A stream's newest items, read by every subscriber at its own pace.
+struct Ring {
+    state: Mutex<RingState>,
+    /// Notified on every item and on the end.
+    changed: event_listener::Event,
 }
 
-/// The hub's end of one subscriber's queue.
-struct Queue {
-    tx: Sender<Queued>,
-    /// To drop the oldest item when the `skip` policy says so.
-    rx: Receiver<Queued>,
+struct RingState {
+    /// At most the hub's bound, oldest first.
+    items: VecDeque<SharedItem>,
+    /// The number of `items[0]` in the stream (items are numbered from 0).
+    first: u64,
+    /// The stream's end, after its last item.
+    end: Option<StreamEnd>,
+}
+
+impl Ring {
+    fn new() -> Arc<Ring> {
+        Arc::new(Ring {
+            state: Mutex::new(RingState {
+                items: VecDeque::new(),
+                first: 0,
+                end: None,
+            }),
+            changed: event_listener::Event::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `item` (dropping the oldest beyond `bound`) and wakes the
+    /// subscribers waiting.
+    fn push(&self, item: SharedItem, bound: usize) {
+        {
+            let mut state = self.lock();
+            if state.items.len() >= bound {
+                state.items.pop_front();
+                state.first += 1;
+            }
+            state.items.push_back(item);
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    fn end(&self, outcome: StreamEnd) {
+        {
+            let mut state = self.lock();
+            if state.end.is_none() {
+                state.end = Some(outcome);
+            }
+        }
+        self.changed.notify(usize::MAX);
+    }
+}
+
+struct HubStream {
+    field: String,
+    ring: Arc<Ring>,
+    /// The stream's task: dropping it resets the upstream stream.
+    _task: Option<smol::Task<()>>,
 }
 
 struct HubState {
     table: ShareTable,
     streams: HashMap<StreamId, HubStream>,
-    queues: HashMap<SubscriberId, Queue>,
     next_subscriber: u64,
 }
 
@@ -165,34 +206,63 @@ impl Default for ShareHub {
 pub struct Subscription {
     hub: Weak<HubShared>,
     id: SubscriberId,
-    events: Receiver<Queued>,
-    /// The number of the last item received.
-    last: Option<u64>,
+    ring: Arc<Ring>,
+    /// The number of the next item this subscriber reads.
+    next: u64,
     /// The item after a [`SharedEvent::Skipped`], given next.
     after_skip: Option<SharedItem>,
+    /// Ended by the hub (`close` policy), or its end was given.
+    done: bool,
 }
 
 impl Subscription {
-    /// The next event; `None` when the hub gave up on this subscriber (its
-    /// queue overflowed under the `close` policy: see [`slow_subscriber`]).
-    /// Items the hub dropped from this subscriber's queue (`skip` policy)
+    /// The next event; `None` when the hub gave up on this subscriber (it
+    /// fell behind under the `close` policy: see [`slow_subscriber`]), or
+    /// after the stream's end. Items this subscriber missed (`skip` policy)
     /// are told, as [`SharedEvent::Skipped`], just before the item that
     /// follows them.
     pub async fn next(&mut self) -> Option<SharedEvent> {
         if let Some(item) = self.after_skip.take() {
             return Some(SharedEvent::Item(item));
         }
-        match self.events.recv().await.ok()? {
-            Queued::Item(item, n) => {
-                let skipped = self.last.map_or(0, |last| n.saturating_sub(last + 1));
-                self.last = Some(n);
-                if skipped > 0 {
-                    self.after_skip = Some(item);
-                    return Some(SharedEvent::Skipped(skipped));
-                }
-                Some(SharedEvent::Item(item))
+        loop {
+            if self.done {
+                return None;
             }
-            Queued::End(end) => Some(SharedEvent::End(end)),
+            let listener = {
+                let state = self.ring.lock();
+                let kept = state.first + state.items.len() as u64;
+                if self.next < kept {
+                    let missed = state.first.saturating_sub(self.next);
+                    let at = self.next.max(state.first);
+                    let item = state.items[(at - state.first) as usize].clone();
+                    drop(state);
+                    self.next = at + 1;
+                    if missed == 0 {
+                        return Some(SharedEvent::Item(item));
+                    }
+                    // Fell behind what the ring keeps: the core decides.
+                    let closed = match self.hub.upgrade() {
+                        Some(hub) => hub.fell_behind(self.id, missed),
+                        None => true,
+                    };
+                    if closed {
+                        self.done = true;
+                        return None;
+                    }
+                    self.after_skip = Some(item);
+                    return Some(SharedEvent::Skipped(missed));
+                }
+                if let Some(end) = &state.end {
+                    let end = end.clone();
+                    drop(state);
+                    self.done = true;
+                    return Some(SharedEvent::End(end));
+                }
+                // Listen before the lock is released, so no item is missed.
+                self.ring.changed.listen()
+            };
+            listener.await;
         }
     }
 }
@@ -210,13 +280,13 @@ pub fn slow_subscriber(queue: usize) -> UpstreamFailure {
     UpstreamFailure::new(
         FailureKind::SlowSubscriber,
         format!(
-            "this subscription could not keep up with its shared stream (more than {queue} events queued; limits.shared_subscriber_queue)"
+            "this subscription could not keep up with its shared stream (more than {queue} events behind; limits.shared_subscriber_queue, limits.shared_lag = \"close\")"
         ),
     )
 }
 
 impl ShareHub {
-    /// A hub whose subscribers may each have `queue` items waiting, and
+    /// A hub whose subscribers may each fall `queue` items behind, and
     /// whose lagging subscribers follow `lag`.
     pub fn new(queue: usize, lag: LagPolicy) -> Self {
         ShareHub {
@@ -224,7 +294,6 @@ impl ShareHub {
                 state: Mutex::new(HubState {
                     table: ShareTable::with_policy(lag),
                     streams: HashMap::new(),
-                    queues: HashMap::new(),
                     next_subscriber: 0,
                 }),
                 queue: queue.max(1),
@@ -265,21 +334,12 @@ impl ShareHub {
         open: impl FnOnce(StreamReport) -> StreamFuture,
     ) -> Subscription {
         let hub = &self.shared;
-        // `queue` items, plus the slot the stream's end always has.
-        let (tx, rx) = async_channel::bounded(hub.queue + 1);
         let mut state = hub.lock();
         let id = SubscriberId(state.next_subscriber);
         state.next_subscriber += 1;
         let now = hub.now();
-        state.queues.insert(
-            id,
-            Queue {
-                tx,
-                rx: rx.clone(),
-            },
-        );
         // Ids are fresh, so the table never refuses.
-        let _ = state.table.handle_subscribe(now, id, key);
+        let stream = state.table.handle_subscribe(now, id, key);
         let mut open = Some(open);
         let mut dropped = Vec::new();
         hub.run_effects(&mut state, None, &mut dropped, |stream| {
@@ -290,14 +350,26 @@ impl ShareHub {
             let future = open.take().map(|open| open(report));
             (field.to_string(), future)
         });
+        let ring = stream
+            .ok()
+            .and_then(|stream| state.streams.get(&stream))
+            .map(|s| s.ring.clone())
+            .unwrap_or_else(Ring::new);
+        // It gets the items from now on (items are pushed under the hub's
+        // lock, still held).
+        let next = {
+            let ring = ring.lock();
+            ring.first + ring.items.len() as u64
+        };
         drop(state);
         drop(dropped);
         Subscription {
             hub: Arc::downgrade(hub),
             id,
-            events: rx,
-            last: None,
+            ring,
+            next,
             after_skip: None,
+            done: false,
         }
     }
 
@@ -330,7 +402,7 @@ impl ShareHub {
             .collect()
     }
 
-    /// The item bound of each subscriber's queue.
+    /// How far behind its stream each subscriber may fall.
     pub fn queue(&self) -> usize {
         self.shared.queue
     }
@@ -348,7 +420,6 @@ impl HubShared {
     fn unsubscribe(&self, id: SubscriberId) {
         let mut state = self.lock();
         let now = self.now();
-        state.queues.remove(&id);
         state.table.handle_unsubscribe(now, id);
         let mut dropped = Vec::new();
         self.run_effects(&mut state, None, &mut dropped, |_| (String::new(), None));
@@ -357,19 +428,40 @@ impl HubShared {
         drop(dropped);
     }
 
+    /// Subscriber `id` missed `missed` items; the core's table decides.
+    /// Returns whether it is ended (`close`).
+    fn fell_behind(&self, id: SubscriberId, missed: u64) -> bool {
+        let mut state = self.lock();
+        let now = self.now();
+        state.table.handle_full(now, id, missed);
+        let mut closed = false;
+        let mut dropped = Vec::new();
+        while let Some(effect) = state.table.poll_effect() {
+            match effect {
+                ShareEffect::Skip { missed, .. } => {
+                    self.skipped_total.fetch_add(missed, Ordering::Relaxed);
+                }
+                ShareEffect::Close { .. } => closed = true,
+                ShareEffect::Reset { stream } => {
+                    if let Some(s) = state.streams.remove(&stream) {
+                        dropped.push(s);
+                    }
+                }
+                // Nothing else follows a lag.
+                ShareEffect::Start { .. } | ShareEffect::Deliver { .. } | ShareEffect::End { .. } => {}
+            }
+        }
+        drop(state);
+        drop(dropped);
+        closed
+    }
+
     fn item(&self, stream: StreamId, item: SharedItem) {
         let mut state = self.lock();
         let now = self.now();
         state.table.handle_item(now, stream);
-        let number = match state.streams.get_mut(&stream) {
-            Some(s) => {
-                s.next_item += 1;
-                s.next_item - 1
-            }
-            None => 0,
-        };
         let mut dropped = Vec::new();
-        self.run_effects(&mut state, Some((&item, number)), &mut dropped, |_| {
+        self.run_effects(&mut state, Some(item), &mut dropped, |_| {
             (String::new(), None)
         });
         drop(state);
@@ -391,13 +483,13 @@ impl HubShared {
     }
 
     /// Carries out the table's effects. `item` is the item being
-    /// delivered, with its number in the stream; `start` gives the field name and the future of a stream
+    /// delivered; `start` gives the field name and the future of a stream
     /// to start. Streams to drop go to `dropped`, to be dropped after the
     /// lock is released.
     fn run_effects(
         &self,
         state: &mut HubState,
-        item: Option<(&SharedItem, u64)>,
+        mut item: Option<SharedItem>,
         dropped: &mut Vec<HubStream>,
         mut start: impl FnMut(StreamId) -> (String, Option<StreamFuture>),
     ) {
@@ -410,63 +502,31 @@ impl HubShared {
                         stream,
                         HubStream {
                             field,
-                            next_item: 0,
+                            ring: Ring::new(),
                             _task: task,
                         },
                     );
                 }
                 ShareEffect::Reset { stream } => {
                     if let Some(s) = state.streams.remove(&stream) {
+                        // Its subscribers are gone; wake none.
                         dropped.push(s);
                     }
                 }
                 ShareEffect::Deliver { stream } => {
-                    let Some((item, number)) = item else { continue };
-                    let mut full = Vec::new();
-                    for subscriber in state.table.subscribers(stream) {
-                        let Some(queue) = state.queues.get(&subscriber) else {
-                            continue;
-                        };
-                        if queue.tx.len() >= self.queue
-                            || queue.tx.try_send(Queued::Item(item.clone(), number)).is_err()
-                        {
-                            full.push(subscriber);
-                        }
-                    }
-                    // The table decides (`limits.shared_lag`): `Skip` or
-                    // `Close` effects follow in this loop.
-                    let now = self.now();
-                    for subscriber in full {
-                        state.table.handle_full(now, subscriber);
+                    // Stored once; each subscriber reads it at its pace.
+                    if let (Some(item), Some(s)) = (item.take(), state.streams.get(&stream)) {
+                        s.ring.push(item, self.queue);
                     }
                 }
-                ShareEffect::Skip { subscriber, .. } => {
-                    let (Some((item, number)), Some(queue)) = (item, state.queues.get(&subscriber))
-                    else {
-                        continue;
-                    };
-                    // The oldest queued item makes room for the new one
-                    // (the subscriber may have taken one meanwhile); the
-                    // gap in the numbers tells the subscriber.
-                    if queue.tx.len() >= self.queue && queue.rx.try_recv().is_ok() {
-                        self.skipped_total.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = queue.tx.try_send(Queued::Item(item.clone(), number));
-                }
-                ShareEffect::Close { subscriber, .. } => {
-                    // Dropping its sender ends it after what is queued
-                    // (`Subscription::next` gives `None`).
-                    state.queues.remove(&subscriber);
-                }
-                ShareEffect::End {
-                    subscriber,
-                    outcome,
-                    ..
-                } => {
-                    if let Some(queue) = state.queues.remove(&subscriber) {
-                        let _ = queue.tx.try_send(Queued::End(outcome));
+                ShareEffect::End { stream, outcome, .. } => {
+                    // One per subscriber; the ring keeps the first.
+                    if let Some(s) = state.streams.get(&stream) {
+                        s.ring.end(outcome);
                     }
                 }
+                // Only `fell_behind` causes these.
+                ShareEffect::Skip { .. } | ShareEffect::Close { .. } => {}
             }
         }
     }
@@ -569,13 +629,10 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
-            // The slow one got its 4 queued items, then its end.
-            for n in 0..4 {
-                assert!(
-                    matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n)
-                );
-            }
+            // The slow one fell 6 items behind what is kept: it ends.
             assert!(slow.next().await.is_none());
+            assert!(slow.next().await.is_none());
+            assert_eq!(hub.skipped_total(), 0);
             assert_eq!(hub.counts(), (1, 1));
             drop(slow);
             assert_eq!(hub.counts(), (1, 1));

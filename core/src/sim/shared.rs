@@ -69,10 +69,11 @@ fn step(
         5 | 6 => ShareInput::Item {
             stream: crate::share::StreamId(u64::from(arg) % (report.streams_started as u64 + 1)),
         },
-        // A subscriber's queue is full (it lags behind its stream).
+        // A subscriber fell behind its stream.
         8 => match live.iter().nth(usize::from(arg) % live.len().max(1)) {
             Some(subscriber) => ShareInput::Full {
                 subscriber: *subscriber,
+                missed: 1 + u64::from(arg % 7),
             },
             None => return,
         },
@@ -107,7 +108,7 @@ fn step(
                 live.remove(&subscriber);
                 report.ended_by_upstream += 1;
             }
-            ShareEffect::Skip { .. } => report.skipped += 1,
+            ShareEffect::Skip { missed, .. } => report.skipped += missed,
             ShareEffect::Close { subscriber, .. } => {
                 live.remove(&subscriber);
                 report.closed_slow += 1;
