@@ -100,7 +100,11 @@ impl EncodedPayload {
         let text = self.as_str();
         match text.strip_suffix('}') {
             Some(head) if !text.contains("\"extensions\"") => {
-                let separator = if head.trim_end().ends_with('{') { "" } else { "," };
+                let separator = if head.trim_end().ends_with('{') {
+                    ""
+                } else {
+                    ","
+                };
                 EncodedPayload(std::sync::Arc::from(format!(
                     "{head}{separator}\"extensions\":{{\"skipped\":{skipped}}}}}"
                 )))

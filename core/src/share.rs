@@ -906,7 +906,10 @@ mod tests {
             skipped += report.skipped;
             closed += report.closed_slow;
         }
-        assert!(skipped > 0 && closed > 0, "{skipped} skips, {closed} closes");
+        assert!(
+            skipped > 0 && closed > 0,
+            "{skipped} skips, {closed} closes"
+        );
     }
 
     fn full(table: &mut AuditedShare, now: u64, id: u64) -> Vec<ShareEffect> {
@@ -1016,8 +1019,8 @@ mod tests {
         );
         assert_eq!(next(&mut exec, 6), r#"{"data":{"ticks":{"seq":6}}}"#);
         // The spliced text is the JSON the value would give.
-        let spliced = crate::operation::EncodedPayload::encode(&json!({"data": {"a": "}"}}))
-            .with_skipped(4);
+        let spliced =
+            crate::operation::EncodedPayload::encode(&json!({"data": {"a": "}"}})).with_skipped(4);
         assert_eq!(
             serde_json::from_str::<Value>(spliced.as_str()).unwrap(),
             json!({"data": {"a": "}"}, "extensions": {"skipped": 4}})

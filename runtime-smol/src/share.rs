@@ -434,21 +434,35 @@ impl HubShared {
         let mut state = self.lock();
         let now = self.now();
         state.table.handle_full(now, id, missed);
-        let mut closed = false;
+        // A subscriber of a stream that already ended (it reads the last
+        // items before the end) is no longer in the table: the policy
+        // alone decides.
+        let (mut closed, mut decided) = (false, false);
         let mut dropped = Vec::new();
         while let Some(effect) = state.table.poll_effect() {
             match effect {
                 ShareEffect::Skip { missed, .. } => {
+                    decided = true;
                     self.skipped_total.fetch_add(missed, Ordering::Relaxed);
                 }
-                ShareEffect::Close { .. } => closed = true,
+                ShareEffect::Close { .. } => (closed, decided) = (true, true),
                 ShareEffect::Reset { stream } => {
                     if let Some(s) = state.streams.remove(&stream) {
                         dropped.push(s);
                     }
                 }
                 // Nothing else follows a lag.
-                ShareEffect::Start { .. } | ShareEffect::Deliver { .. } | ShareEffect::End { .. } => {}
+                ShareEffect::Start { .. }
+                | ShareEffect::Deliver { .. }
+                | ShareEffect::End { .. } => {}
+            }
+        }
+        if !decided {
+            match state.table.policy() {
+                LagPolicy::Skip => {
+                    self.skipped_total.fetch_add(missed, Ordering::Relaxed);
+                }
+                LagPolicy::Close => closed = true,
             }
         }
         drop(state);
@@ -519,7 +533,9 @@ impl HubShared {
                         s.ring.push(item, self.queue);
                     }
                 }
-                ShareEffect::End { stream, outcome, .. } => {
+                ShareEffect::End {
+                    stream, outcome, ..
+                } => {
                     // One per subscriber; the ring keeps the first.
                     if let Some(s) = state.streams.get(&stream) {
                         s.ring.end(outcome);
@@ -587,12 +603,18 @@ mod tests {
             assert_eq!(hub.counts(), (1, 2));
             // Caught up, it gets every item again, without a skip.
             report.item(json!({ "seq": 10 }));
-            assert!(matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10));
-            assert!(matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10));
+            assert!(
+                matches!(slow.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10)
+            );
+            assert!(
+                matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == 10)
+            );
             // The end always fits, even in a full queue.
             for n in 11..20 {
                 report.item(json!({ "seq": n }));
-                assert!(matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n));
+                assert!(
+                    matches!(fast.next().await, Some(SharedEvent::Item(v)) if v.value()["seq"] == n)
+                );
             }
             report.end(StreamEnd::Complete);
             assert!(matches!(slow.next().await, Some(SharedEvent::Skipped(5))));

@@ -446,7 +446,9 @@ async fn say_many(publisher: &mut Client, room: &str, count: usize, window: usiz
         let batch = window.min(count - sent);
         for k in 0..batch {
             let query = format!("mutation {{ say(room: \"{room}\", text: \"{text}\") }}");
-            publisher.send(subscribe(&format!("p{}", sent + k), &query)).await;
+            publisher
+                .send(subscribe(&format!("p{}", sent + k), &query))
+                .await;
         }
         let mut completed = 0;
         while completed < batch {
@@ -502,9 +504,11 @@ async fn read_room(
     key: impl Fn(&str) -> String,
     until: i64,
 ) -> (Client, HashMap<String, Seen>) {
-    let mut seen: HashMap<String, Seen> = ids.iter().map(|id| (id.clone(), Seen::default())).collect();
+    let mut seen: HashMap<String, Seen> =
+        ids.iter().map(|id| (id.clone(), Seen::default())).collect();
     let done = |seen: &HashMap<String, Seen>| {
-        seen.values().all(|s| s.error.is_some() || s.last() >= until)
+        seen.values()
+            .all(|s| s.error.is_some() || s.last() >= until)
     };
     while !done(&seen) {
         let message = within(WAIT * 6, "a room result", client.recv()).await;
@@ -526,8 +530,17 @@ async fn read_room(
             }
             Some("error") => {
                 let payload = &message["payload"];
-                let first = if payload.is_array() { &payload[0] } else { payload };
-                entry.error = Some(first["extensions"]["code"].as_str().unwrap_or("?").to_owned());
+                let first = if payload.is_array() {
+                    &payload[0]
+                } else {
+                    payload
+                };
+                entry.error = Some(
+                    first["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_owned(),
+                );
             }
             _ => panic!("unexpected {message}"),
         }
@@ -543,7 +556,13 @@ async fn read_room(
 /// others', and the gateway.
 async fn lag_scenario(
     lag: terminus_core::share::LagPolicy,
-) -> (DemoGateway, HashMap<String, Seen>, Vec<Seen>, Vec<Client>, Client) {
+) -> (
+    DemoGateway,
+    HashMap<String, Seen>,
+    Vec<Seen>,
+    Vec<Client>,
+    Client,
+) {
     const MESSAGES: i64 = 300;
     let gw = DemoGateway::start(|config| {
         config.limits.shared_subscriber_queue = 32;
@@ -562,7 +581,15 @@ async fn lag_scenario(
     }
     let mut others = Vec::new();
     for i in 0..4 {
-        others.push(subscriber(addr, protocol(i), "o", "subscription { room(name: \"lag\") { seq } }").await);
+        others.push(
+            subscriber(
+                addr,
+                protocol(i),
+                "o",
+                "subscription { room(name: \"lag\") { seq } }",
+            )
+            .await,
+        );
     }
     let (_, all) = wait_metric(addr, "terminus_shared_subscribers", WAIT, |v| v == 104.0).await;
     assert!(all, "104 subscribers on the room");
@@ -575,7 +602,12 @@ async fn lag_scenario(
     let following: Vec<_> = others
         .into_iter()
         .map(|client| {
-            smol::spawn(read_room(client, vec!["o".into()], |_| "room".into(), MESSAGES))
+            smol::spawn(read_room(
+                client,
+                vec!["o".into()],
+                |_| "room".into(),
+                MESSAGES,
+            ))
         })
         .collect();
     let mut publisher = Client::ready(addr, TRANSPORT_WS).await;
@@ -615,9 +647,14 @@ fn a_lagging_subscriber_skips_the_oldest_and_catches_up_while_the_others_get_eve
             assert_eq!(seen.last(), 300, "{id}");
             seen.check_gaps(id);
         }
-        let (total, counted) =
-            wait_metric(addr, "terminus_shared_skipped_total", WAIT, |v| v == skipped as f64).await;
-        assert!(counted, "terminus_shared_skipped_total {total}, the results say {skipped}");
+        let (total, counted) = wait_metric(addr, "terminus_shared_skipped_total", WAIT, |v| {
+            v == skipped as f64
+        })
+        .await;
+        assert!(
+            counted,
+            "terminus_shared_skipped_total {total}, the results say {skipped}"
+        );
         let (status, body) = http(addr, "GET", "/admin/state", &[], "").await;
         assert_eq!(status, 200);
         let state: Value = serde_json::from_str(&body).unwrap();
