@@ -230,6 +230,12 @@ struct Proxy {
 
 impl Proxy {
     async fn start(target: SocketAddr) -> Proxy {
+        Proxy::start_delayed(target, Duration::ZERO).await
+    }
+
+    /// A proxy that holds the server's first bytes on each connection (its
+    /// SETTINGS) for `delay`.
+    async fn start_delayed(target: SocketAddr, delay: Duration) -> Proxy {
         let listener = smol::net::TcpListener::bind(loopback()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pairs = Arc::new(Mutex::new(Vec::new()));
@@ -241,9 +247,13 @@ impl Proxy {
                 loop {
                     let (client, _) = listener.accept().await.unwrap();
                     let server = smol::net::TcpStream::connect(target).await.unwrap();
+                    let (from_server, to_client) = (server.clone(), client.clone());
                     let copies = [
                         smol::spawn(copy(client.clone(), server.clone())),
-                        smol::spawn(copy(server.clone(), client.clone())),
+                        smol::spawn(async move {
+                            smol::Timer::after(delay).await;
+                            copy(from_server, to_client).await;
+                        }),
                     ];
                     tasks.lock().unwrap().extend(copies);
                     pairs.lock().unwrap().push((client, server));
@@ -410,5 +420,75 @@ fn a_burst_of_calls_waiting_for_a_connection_all_start() {
             || server.live_streams() == 300,
         )
         .await;
+    });
+}
+
+#[test]
+fn the_servers_limit_is_seen_when_its_settings_come_late() {
+    smol::block_on(async {
+        let server = DemoUpstream::start(loopback()).await.unwrap();
+        // The server's SETTINGS (10,000 streams) reach the client 300 ms
+        // after it connects, so the first 100 calls go out while h2 still
+        // assumes 100 (hyper's default) and the pool sees the connection
+        // full. Once they have started, the SETTINGS are in: the next 200
+        // calls fit on the same connection (1,024 streams). Before, the
+        // pool read the limit from a copy refreshed only when hyper's
+        // dispatcher was polled, which no request did any more: the copy
+        // stayed at 100, the pool opened the second connection (100 again)
+        // and refused the last 100 calls with UPSTREAM_BUSY.
+        let proxy = Proxy::start_delayed(server.local_addr(), Duration::from_millis(300)).await;
+        let upstream = upstream(format!("http://{}", proxy.addr), 1024, 2);
+        let burst = |count: usize| {
+            let calls: Vec<_> = (0..count)
+                .map(|_| {
+                    let upstream = upstream.clone();
+                    smol::spawn(async move {
+                        upstream
+                            .server_streaming(TICKS, json!({"everyMs": 10_000}))
+                            .await
+                    })
+                })
+                .collect();
+            async move {
+                let mut streams = Vec::new();
+                let mut failures = Vec::new();
+                for call in calls {
+                    match call.await {
+                        Ok(stream) => streams.push(stream),
+                        Err(failure) => failures.push(failure.to_string()),
+                    }
+                }
+                (streams, failures)
+            }
+        };
+        let (mut streams, failures) = burst(100).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(spread(&upstream), vec![100]);
+        let (more, failures) = burst(200).await;
+        streams.extend(more);
+        assert!(
+            failures.is_empty(),
+            "{} calls failed, the first: {:?}; spread {:?}",
+            failures.len(),
+            failures.first(),
+            spread(&upstream)
+        );
+        assert_eq!(spread(&upstream), vec![300]);
+        assert_eq!(proxy.accepted(), 1);
+        assert_eq!(upstream.pool_stats().busy_total, 0);
+        let limits: Vec<usize> = upstream
+            .pool_stats()
+            .connections
+            .iter()
+            .map(|connection| connection.stream_limit)
+            .collect();
+        assert_eq!(limits, vec![1024]);
+        eventually(
+            Duration::from_secs(3),
+            "the server serves 300 streams",
+            || server.live_streams() == 300,
+        )
+        .await;
+        drop(streams);
     });
 }

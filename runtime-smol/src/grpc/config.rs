@@ -50,6 +50,16 @@ pub struct GrpcUpstreamConfig {
     /// Default 4096. `max_streams_per_connection * stream_window_bytes`
     /// is at most [`MAX_HELD_BYTES_PER_CONNECTION`].
     pub stream_window_bytes: u32,
+    /// Streams a connection remembers after resetting them (a cancelled
+    /// call), so that the messages the server had already sent on them are
+    /// dropped quietly; a stream reset beyond this number is forgotten at
+    /// once, and each later DATA frame of it costs an RST_STREAM both
+    /// ways. Default 1024.
+    pub max_remembered_resets: usize,
+    /// How long a reset stream is remembered (see `max_remembered_resets`).
+    /// Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub remember_resets_for: Duration,
     /// Wait after the first failed connection attempt before the next one;
     /// doubled after each further failure. Default 100 ms.
     #[serde(with = "humantime_serde")]
@@ -98,6 +108,8 @@ impl Default for GrpcUpstreamConfig {
             max_connections: 16,
             max_streams_per_connection: 1024,
             stream_window_bytes: 4096,
+            max_remembered_resets: 1024,
+            remember_resets_for: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),

@@ -24,6 +24,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use terminus_core::{FailureKind, UpstreamFailure};
 
+/// hyper's request dispatcher of one connection.
+pub(super) type Dispatcher = hyper::client::conn::http2::Connection<
+    smol_hyper::rt::FuturesIo<crate::tls::Conn>,
+    Full<Bytes>,
+    super::executor::OwnedExecutor,
+>;
+
+/// A connection's dispatcher, `None` once it has ended.
+pub(super) type SharedDispatcher = Arc<std::sync::Mutex<Option<Dispatcher>>>;
+
 /// The largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
@@ -34,9 +44,11 @@ pub(super) struct Connection {
     pub(super) sender: SendRequest<Full<Bytes>>,
     /// Streams this gateway has on it (a [`StreamSlot`] each).
     pub(super) streams: Arc<AtomicUsize>,
-    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` as h2 knows it,
-    /// copied from the dispatcher after each of its polls.
-    pub(super) server_limit: Arc<AtomicUsize>,
+    /// hyper's request dispatcher, shared with the task that drives it
+    /// (which takes it out when it ends, closing the request channel): the
+    /// server's `SETTINGS_MAX_CONCURRENT_STREAMS` is read from it whenever
+    /// the pool looks for room (see [`Connection::stream_limit`]).
+    pub(super) dispatcher: SharedDispatcher,
     /// hyper's request dispatcher for this connection; dropping it closes the
     /// connection.
     pub(super) _driver: smol::Task<()>,
@@ -46,8 +58,33 @@ impl Connection {
     /// The most streams it may carry now: ours, or the server's when lower.
     /// Before the server's SETTINGS arrive h2 assumes 100 (hyper's
     /// `initial_max_send_streams`); a server that sets no limit allows any.
+    ///
+    /// Read from h2's state at each look, not from a copy: h2 applies the
+    /// server's SETTINGS in the connection task hyper spawned, while the
+    /// dispatcher is polled only when a request comes. A copy taken after
+    /// the dispatcher's polls (as before) stayed at hyper's assumed 100 on
+    /// every connection whose first 100 requests went out before the
+    /// server's SETTINGS came in: the pool saw those connections full,
+    /// opened more of them, up to `max_connections`, and refused the rest
+    /// with `UPSTREAM_BUSY` (docs/BENCHMARKS.md, issue 12, "The gRPC pool
+    /// under load").
     pub(super) fn stream_limit(&self, ours: usize) -> usize {
-        ours.min(self.server_limit.load(Ordering::Relaxed))
+        ours.min(self.server_limit().unwrap_or(0))
+    }
+
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` as h2 knows it now;
+    /// `None` once the connection's dispatcher has ended.
+    fn server_limit(&self) -> Option<usize> {
+        self.dispatcher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .as_ref()
+            .map(Dispatcher::current_max_send_streams)
+    }
+
+    /// Whether calls may still go out on it.
+    pub(super) fn is_open(&self) -> bool {
+        !self.sender.is_closed() && self.server_limit().is_some()
     }
 
     fn claim(&self, pool: &Arc<std::sync::Mutex<Pool>>) -> (SendRequest<Full<Bytes>>, StreamSlot) {
@@ -151,7 +188,7 @@ impl GrpcUpstream {
     /// low as the streams allow).
     fn find_room(&self, pool: &mut Pool) -> Found {
         pool.connections.retain(|connection| {
-            let open = !connection.sender.is_closed();
+            let open = connection.is_open();
             if !open {
                 tracing::info!(upstream = %self.name, connection = connection.id, "gRPC connection closed; dropped from the pool");
             }
@@ -232,14 +269,14 @@ impl GrpcUpstream {
         let connected = self.connect().await;
         let mut pool = self.connection_pool();
         match connected {
-            Ok((sender, server_limit, driver)) => {
+            Ok((sender, dispatcher, driver)) => {
                 pool.next_id += 1;
                 pool.opened_total += 1;
                 let connection = Connection {
                     id: pool.next_id,
                     sender,
                     streams: Arc::new(AtomicUsize::new(0)),
-                    server_limit,
+                    dispatcher,
                     _driver: driver,
                 };
                 tracing::info!(upstream = %self.name, endpoint = %self.config.endpoint, connection = connection.id, open = pool.connections.len() + 1, "gRPC connection open");
@@ -282,7 +319,7 @@ impl GrpcUpstream {
     #[allow(clippy::type_complexity)]
     async fn connect(
         &self,
-    ) -> Result<(SendRequest<Full<Bytes>>, Arc<AtomicUsize>, smol::Task<()>), String> {
+    ) -> Result<(SendRequest<Full<Bytes>>, SharedDispatcher, smol::Task<()>), String> {
         let timeout = self.config.connect_timeout;
         let handshake = async {
             let stream = smol::net::TcpStream::connect((self.host.as_str(), self.port))
@@ -327,13 +364,20 @@ impl GrpcUpstream {
                 // (docs/BENCHMARKS.md). The upstream is configured, not an
                 // arbitrary peer, and its streams are bounded by
                 // `max_streams_per_connection`.
-                .max_local_error_reset_streams(None);
+                .max_local_error_reset_streams(None)
+                // A cancelled subscription's stream stays known for a
+                // while, so the ticks already on the wire for it are
+                // dropped, not each answered with an RST_STREAM
+                // (h2 remembers 10 by default; churn cancels thousands a
+                // second).
+                .max_concurrent_reset_streams(self.config.max_remembered_resets)
+                .reset_stream_duration(self.config.remember_resets_for);
             builder
                 .handshake(smol_hyper::rt::FuturesIo::new(stream))
                 .await
                 .map_err(|error| format!("HTTP/2 handshake with {}: {error}", self.config.endpoint))
         };
-        let (sender, mut dispatcher) = crate::timeout::timeout(timeout, handshake)
+        let (sender, dispatcher) = crate::timeout::timeout(timeout, handshake)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -344,19 +388,29 @@ impl GrpcUpstream {
             })?;
         let open = Gauge::new(&self.open_connections);
         let name = self.name.clone();
-        // hyper tells the server's stream limit on the dispatcher only; the
-        // SETTINGS that change it are read inside its poll.
-        let server_limit = Arc::new(AtomicUsize::new(dispatcher.current_max_send_streams()));
-        let limit = server_limit.clone();
+        let limit_seen = dispatcher.current_max_send_streams();
+        let dispatcher: SharedDispatcher = Arc::new(std::sync::Mutex::new(Some(dispatcher)));
+        let driven = dispatcher.clone();
         let changed = self.connected.clone();
         let driver = crate::tasks::spawn(async move {
             let _open = open;
+            let mut limit_seen = limit_seen;
             let ended = std::future::poll_fn(|cx| {
-                let polled = std::pin::Pin::new(&mut dispatcher).poll(cx);
+                let mut shared = driven.lock().unwrap_or_else(|poison| poison.into_inner());
+                let Some(dispatcher) = shared.as_mut() else {
+                    return std::task::Poll::Ready(Ok(()));
+                };
+                let polled = std::pin::Pin::new(&mut *dispatcher).poll(cx);
                 let now = dispatcher.current_max_send_streams();
-                if limit.swap(now, Ordering::Relaxed) != now {
-                    // Until the server's SETTINGS arrive h2 allows 100
-                    // streams; the calls waiting for room may fit now.
+                if polled.is_ready() {
+                    // Dropped here: its request channel closes, so the
+                    // pool sees the connection closed and calls on it fail.
+                    *shared = None;
+                }
+                if now != limit_seen || polled.is_ready() {
+                    limit_seen = now;
+                    // The calls waiting for a connection attempt may fit
+                    // now (the pool reads the limit itself at each look).
                     changed.notify(usize::MAX);
                 }
                 polled
@@ -366,6 +420,6 @@ impl GrpcUpstream {
                 tracing::info!(upstream = %name, %error, "gRPC connection ended");
             }
         });
-        Ok((sender, server_limit, driver))
+        Ok((sender, dispatcher, driver))
     }
 }

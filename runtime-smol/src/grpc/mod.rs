@@ -178,8 +178,8 @@ impl GrpcUpstream {
                 "max_concurrent_streams, max_connections and max_streams_per_connection must be at least 1",
             ));
         }
-        if config.stream_window_bytes < 1024 {
-            return Err(limit_error("stream_window_bytes must be at least 1024"));
+        if config.stream_window_bytes < 64 {
+            return Err(limit_error("stream_window_bytes must be at least 64"));
         }
         let held = (config.max_streams_per_connection as u64)
             .saturating_mul(u64::from(config.stream_window_bytes));
@@ -271,7 +271,7 @@ impl GrpcUpstream {
             connections: pool
                 .connections
                 .iter()
-                .filter(|connection| !connection.sender.is_closed())
+                .filter(|connection| connection.is_open())
                 .map(|connection| ConnectionStats {
                     id: connection.id,
                     streams: connection.streams.load(Ordering::Relaxed),
