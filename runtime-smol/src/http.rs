@@ -52,34 +52,52 @@ pub(crate) enum Surface {
 }
 
 /// Serves one TCP connection of the listener `surface`: HTTP/1 requests,
-/// then the WebSocket if one of them upgraded.
-pub(crate) async fn serve_tcp_on(
+/// then the WebSocket if one of them upgraded; then sends `finished.1` on
+/// `finished.0` (the server's table of connection tasks).
+///
+/// The returned future is the connection task. While the WebSocket is open
+/// it holds the [`ws::WebSocketTask`] inline and 24 bytes besides: the
+/// HTTP part (TLS handshake, hyper's connection, this function's
+/// arguments) and the WebSocket's opening are boxed and freed before.
+pub(crate) fn serve_tcp_on(
     gateway: Arc<Gateway>,
-    acceptor: &crate::tls::Acceptor,
+    acceptor: crate::tls::Acceptor,
     stream: TcpStream,
     peer: SocketAddr,
     surface: Surface,
-) {
-    // Boxed: the TLS handshake and hyper's connection are large futures
-    // that end at the upgrade; the task that goes on to serve the
-    // WebSocket keeps none of their memory.
-    let upgraded = Box::pin(serve_http(gateway.clone(), acceptor, stream, peer, surface)).await;
-    if let Some(upgraded) = upgraded {
-        ws::serve_websocket(
-            gateway,
-            upgraded.stream,
-            upgraded.already_read,
-            upgraded.protocol,
-            peer,
-            upgraded.slot,
-            upgraded.context,
-        )
-        .await
+    finished: (async_channel::Sender<u64>, u64),
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let http = Box::pin(serve_http(gateway, acceptor, stream, peer, surface));
+    async move {
+        // Only the box lives across the awaits (an `Upgraded` bound here
+        // would keep its room in this future).
+        if let Some(opening) = http.await.map(open_websocket) {
+            opening.await.await;
+        }
+        // Unbounded: never full.
+        let _ = finished.0.try_send(finished.1);
     }
+}
+
+/// The WebSocket's opening on `upgraded`, boxed (see [`serve_tcp_on`]).
+fn open_websocket(
+    upgraded: Upgraded,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ws::WebSocketTask> + Send>> {
+    Box::pin(ws::open(
+        upgraded.gateway,
+        upgraded.stream,
+        upgraded.already_read,
+        upgraded.protocol,
+        upgraded.peer,
+        upgraded.slot,
+        upgraded.context,
+    ))
 }
 
 /// A connection that upgraded to WebSocket, as hyper handed it back.
 struct Upgraded {
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
     stream: Conn,
     /// Bytes of the WebSocket that hyper read past the upgrade request.
     already_read: Vec<u8>,
@@ -93,7 +111,7 @@ struct Upgraded {
 /// is dropped before this returns the upgraded socket.
 async fn serve_http(
     gateway: Arc<Gateway>,
-    acceptor: &crate::tls::Acceptor,
+    acceptor: crate::tls::Acceptor,
     stream: TcpStream,
     peer: SocketAddr,
     surface: Surface,
@@ -165,6 +183,8 @@ async fn serve_http(
                 let already_read = parts.read_buf.to_vec();
                 drop(parts.read_buf);
                 Some(Upgraded {
+                    gateway,
+                    peer,
                     stream: parts.io.into_inner(),
                     already_read,
                     protocol: pending.protocol,

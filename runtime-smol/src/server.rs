@@ -358,15 +358,16 @@ impl ConnectionTasks {
     ) {
         self.last_id += 1;
         let id = self.last_id;
-        let done = self.finished_tx.clone();
-        let gateway = gateway.clone();
-        let acceptor = acceptor.clone();
         self.tasks.insert(
             id,
-            tasks::spawn(async move {
-                http::serve_tcp_on(gateway, &acceptor, stream, peer, surface).await;
-                let _ = done.send(id).await;
-            }),
+            tasks::spawn(http::serve_tcp_on(
+                gateway.clone(),
+                acceptor.clone(),
+                stream,
+                peer,
+                surface,
+                (self.finished_tx.clone(), id),
+            )),
         );
     }
 

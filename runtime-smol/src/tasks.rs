@@ -36,11 +36,33 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let live = LiveTask::new();
-    smol::spawn(async move {
-        let _live = live;
-        future.await
+    smol::spawn(Counted {
+        _live: LiveTask::new(),
+        future,
     })
+}
+
+pin_project_lite::pin_project! {
+    /// A future counted in [`live_tasks`] while it exists. A struct, not an
+    /// `async` block: a block that awaits a captured future keeps two
+    /// copies of its size (the capture and the awaited value), and every
+    /// connection and operation task is spawned through here.
+    struct Counted<F> {
+        _live: LiveTask,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
 }
 
 /// Tasks spawned through [`spawn`] that are still alive.

@@ -19,7 +19,6 @@ use crate::execute;
 use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
 use crate::request::start_execution;
 use crate::tasks;
-use crate::timeout::timeout;
 use crate::tls::Conn;
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::error::CapacityError;
@@ -27,7 +26,7 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::{FutureExt, Stream};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -61,99 +60,6 @@ fn transport_frame_cap(max_frame_bytes: usize) -> usize {
     max_frame_bytes.saturating_mul(2).max(READ_BUFFER_BYTES)
 }
 
-/// Serves one upgraded WebSocket until its state machine ends, then records
-/// how it closed.
-pub(crate) async fn serve_websocket(
-    gateway: Arc<Gateway>,
-    stream: Conn,
-    already_read: Vec<u8>,
-    protocol: Subprotocol,
-    peer: SocketAddr,
-    slot: ConnectionSlot,
-    context: BTreeMap<String, String>,
-) {
-    let cap = transport_frame_cap(gateway.config.limits.max_frame_bytes);
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // Frames gather up to this before a write; the connection task
-        // flushes once per turn (`poll_io`), and the core bounds what is
-        // queued for this client (max_outbound_bytes).
-        .write_buffer_size(WRITE_BATCH_BYTES)
-        .max_write_buffer_size(
-            // A batch, plus the largest frame the core lets through.
-            WRITE_BATCH_BYTES
-                .saturating_add(gateway.config.limits.max_outbound_bytes)
-                .saturating_add(cap),
-        )
-        .max_message_size(Some(cap))
-        .max_frame_size(Some(cap));
-    let mut socket = if already_read.is_empty() {
-        WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
-    } else {
-        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(ws_config))
-            .await
-    };
-    let id = gateway.next_connection_id();
-    let view = Arc::new(ConnectionView {
-        peer,
-        protocol: protocol.name(),
-        opened: Instant::now(),
-        operations: Mutex::new(Vec::new()),
-    });
-    gateway
-        .views
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, view.clone());
-    tracing::debug!(connection = id, %peer, protocol = protocol.name(), "WebSocket open");
-
-    // The state machine lives outside the unwind boundary: a panic in the
-    // host's code is an input to it (close 4500, every operation cancelled),
-    // and the same loop then carries out that close and its linger.
-    let mut connection =
-        ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
-    let mut read_usable = true;
-    for attempt in 0.. {
-        // Boxed: the driving future is large, and its state lives on the
-        // heap instead of being moved through the executor's stack.
-        let driven = AssertUnwindSafe(Box::pin(drive(
-            &gateway,
-            &mut socket,
-            &mut connection,
-            &mut read_usable,
-            &view,
-            context.clone(),
-        )))
-        .catch_unwind()
-        .await;
-        let Err(panic) = driven else { break };
-        // The operations table and its tasks were inside the future and are
-        // gone; the socket and the state machine are still ours.
-        gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(
-            connection = id,
-            %peer,
-            panic = %panic_message(&panic),
-            close = close::INTERNAL_SERVER_ERROR,
-            "connection task panicked; closing it"
-        );
-        if attempt > 0 {
-            // A second panic, while closing: drop the socket.
-            break;
-        }
-        connection.handle_internal_error(gateway.now());
-    }
-    let close_code = connection.close_code().unwrap_or(close::ABNORMAL_CLOSURE);
-    gateway.metrics.record_close(close_code);
-    gateway
-        .views
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
-    drop(slot);
-    tracing::debug!(connection = id, %peer, code = close_code, "WebSocket closed");
-}
-
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -168,30 +74,6 @@ struct Operation {
     _task: smol::Task<()>,
     /// Its root fields, for `/admin`.
     field: String,
-}
-
-/// Keeps `terminus_operations` equal to the sum of the connections' held
-/// operations (live ones and legacy starts queued behind the init),
-/// including when a connection task unwinds.
-struct OperationsGauge<'a> {
-    gateway: &'a Gateway,
-    reported: i64,
-}
-
-impl OperationsGauge<'_> {
-    fn set(&mut self, live: usize) {
-        let live = i64::try_from(live).unwrap_or(i64::MAX);
-        if live != self.reported {
-            self.gateway.metrics.add_operations(live - self.reported);
-            self.reported = live;
-        }
-    }
-}
-
-impl Drop for OperationsGauge<'_> {
-    fn drop(&mut self) {
-        self.gateway.metrics.add_operations(-self.reported);
-    }
 }
 
 /// Publishes the connection's live operations to `/admin`: the core's view
@@ -268,8 +150,9 @@ impl Writer {
         if self.flushed > 0 {
             connection.handle_flushed(now, std::mem::take(&mut self.flushed));
         }
-        if self.queue.is_empty() && self.queue.capacity() > 16 {
-            // A burst is over: its queue's memory goes back.
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            // Nothing waits: the queue's memory goes back (an idle
+            // connection holds none).
             self.queue = VecDeque::new();
         }
     }
@@ -380,71 +263,448 @@ fn frame_violation(error: &WsError) -> Option<FrameViolation> {
 /// are written (and flushed once).
 const EVENTS_PER_TURN: usize = 256;
 
-/// Drives `connection` until it is terminated: feeds it frames, upstream
-/// events, timer expiries and the drain signal, and carries out its effects.
-/// `read_usable` turns false when the WebSocket layer can no longer parse
-/// what the peer sends (a frame above its cap, a protocol violation); the
-/// linger then ends at its deadline.
-async fn drive(
-    gateway: &Arc<Gateway>,
-    socket: &mut Socket,
-    connection: &mut ServerConnection,
-    read_usable: &mut bool,
-    view: &ConnectionView,
-    mut context: BTreeMap<String, String>,
-) {
-    // What the connection's operations forward as metadata: the upgrade
-    // request's headers, then the connection_init fields (grpc/metadata.rs).
-    let mut shared_context: RequestContext = Arc::new(context.clone());
-    let config = &gateway.config;
-    // The channel from the operation tasks exists only while there are
-    // some: an idle connection holds no queue.
-    let mut events: Option<(Sender<OpEvent>, Receiver<OpEvent>)> = None;
-    let mut operations: HashMap<OpId, Operation> = HashMap::new();
-    let mut gauge = OperationsGauge {
-        gateway,
-        reported: 0,
+/// Opens the WebSocket on an upgraded connection: the task state that
+/// [`WebSocketTask`] then drives until the state machine ends.
+pub(crate) async fn open(
+    gateway: Arc<Gateway>,
+    stream: Conn,
+    already_read: Vec<u8>,
+    protocol: Subprotocol,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    context: BTreeMap<String, String>,
+) -> WebSocketTask {
+    let cap = transport_frame_cap(gateway.config.limits.max_frame_bytes);
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Frames gather up to this before a write; the connection task
+        // flushes once per turn (`poll_io`), and the core bounds what is
+        // queued for this client (max_outbound_bytes).
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(
+            // A batch, plus the largest frame the core lets through.
+            WRITE_BATCH_BYTES
+                .saturating_add(gateway.config.limits.max_outbound_bytes)
+                .saturating_add(cap),
+        )
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap));
+    let socket = if already_read.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
+    } else {
+        WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(ws_config))
+            .await
     };
-    let write = config.timeouts.write;
-    let mut writer = Writer::default();
-    // The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
-    let mut claims: Option<Arc<serde_json::Map<String, Value>>> = None;
-    loop {
-        // Do everything the machine asked for, until it asks for nothing.
-        let mut table_changed = false;
-        while let Some(effect) = connection.poll_effect() {
+    let id = gateway.next_connection_id();
+    let view = Arc::new(ConnectionView {
+        peer,
+        protocol: protocol.name(),
+        opened: Instant::now(),
+        operations: Mutex::new(Vec::new()),
+    });
+    gateway
+        .views
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, view.clone());
+    tracing::debug!(connection = id, %peer, protocol = protocol.name(), "WebSocket open");
+    let connection = ServerConnection::new(gateway.now(), protocol, gateway.connection_config());
+    WebSocketTask {
+        shutdown: gateway.shutdown.clone(),
+        events: None,
+        host: Host {
+            gateway,
+            socket,
+            connection,
+            view,
+            id,
+            slot: Some(slot),
+            timer: smol::Timer::never(),
+            timer_at: None,
+            read_usable: true,
+            panics: 0,
+            finished: false,
+            drive: Drive::new(context),
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+/// One WebSocket connection, polled by hand: the state an idle connection
+/// holds is these fields and nothing else (no nested futures, each with
+/// its own copies of its arguments), stored once, inline in the
+/// connection's task (issue 12, item 5; docs/BENCHMARKS.md, "Lean
+/// connections").
+///
+/// Each poll runs [`WebSocketTask::step`] inside an unwind boundary. The
+/// state machine and the socket live outside what a panic throws away: a
+/// panic in the host's code drops the [`Drive`] state (the operations
+/// table, so every operation task is cancelled, and the outbound queue),
+/// is an input to the machine (close 4500, every operation cancelled), and
+/// the same loop then carries out that close and its linger. A second
+/// panic drops the socket.
+pub(crate) struct WebSocketTask {
+        host: Host,
+        // The drain signal: the gateway closes the channel when drain
+        // begins. (Pinned, as the channel's receivers are.)
+        #[pin]
+        shutdown: Receiver<()>,
+        // The receiving end of `Drive::events`.
+        #[pin]
+        events: Option<Receiver<OpEvent>>,
+    }
+}
+
+/// What [`WebSocketTask`] holds besides its channels' receivers.
+struct Host {
+    gateway: Arc<Gateway>,
+    socket: Socket,
+    connection: ServerConnection,
+    view: Arc<ConnectionView>,
+    id: u64,
+    /// Held until the connection ends (the drain machine counts it).
+    slot: Option<ConnectionSlot>,
+    /// The one timer: the machine's deadline, the write deadline, or the
+    /// bound on the answer to the peer's close.
+    timer: smol::Timer,
+    /// Where `timer` is set; `None` when it is not (or has fired).
+    timer_at: Option<Instant>,
+    /// False once the WebSocket layer can no longer parse what the peer
+    /// sends (a frame above its cap, a protocol violation); the linger
+    /// then ends at its deadline.
+    read_usable: bool,
+    /// Panics caught so far.
+    panics: u8,
+    /// The close is recorded and the slot given back.
+    finished: bool,
+    drive: Drive,
+}
+
+/// What the host keeps beside the machine between two inputs; a caught
+/// panic throws it away (see [`WebSocketTask`]).
+struct Drive {
+    /// What the connection's operations forward as metadata: the upgrade
+    /// request's headers, then the connection_init fields
+    /// (grpc/metadata.rs).
+    context: BTreeMap<String, String>,
+    /// `context` as the operations share it, made at the first start
+    /// after it last changed.
+    shared_context: Option<RequestContext>,
+    /// The channel from the operation tasks, only while there are some:
+    /// an idle connection holds no queue.
+    events: Option<Sender<OpEvent>>,
+    operations: HashMap<OpId, Operation>,
+    /// What `terminus_operations` counts for this connection.
+    reported_operations: i64,
+    writer: Writer,
+    /// The accepted token's claims (`[auth.jwt]`), bound by `:auth.<claim>`.
+    claims: Option<Arc<serde_json::Map<String, Value>>>,
+    /// The operations table changed since `/admin`'s rows were published.
+    table_changed: bool,
+    waiting: Waiting,
+}
+
+type Verifying =
+    Pin<Box<dyn std::future::Future<Output = (AuthVerdict, Option<crate::jwt::Verified>)> + Send>>;
+
+/// A wait in the middle of handling one input.
+enum Waiting {
+    /// None: the task waits for the next input.
+    Input,
+    /// `[auth.jwt]` is checking the init's token; nothing else is done
+    /// until it answers. Boxed: once per connection, and large.
+    Auth(Verifying),
+    /// The peer closed first: tungstenite queued the answer, and the next
+    /// read writes it (then ends, as the server's side of a finished
+    /// handshake); bounded by `until`. Then the machine hears of the close.
+    CloseAnswer {
+        code: u16,
+        at: terminus_core::Millis,
+        until: Instant,
+    },
+}
+
+impl Drive {
+    fn new(context: BTreeMap<String, String>) -> Self {
+        Drive {
+            context,
+            shared_context: None,
+            events: None,
+            operations: HashMap::new(),
+            reported_operations: 0,
+            writer: Writer::default(),
+            claims: None,
+            table_changed: false,
+            waiting: Waiting::Input,
+        }
+    }
+
+    /// Keeps `terminus_operations` equal to the sum of the connections'
+    /// held operations (live ones and legacy starts queued behind the
+    /// init).
+    fn count_operations(&mut self, gateway: &Gateway, live: usize) {
+        let live = i64::try_from(live).unwrap_or(i64::MAX);
+        if live != self.reported_operations {
+            gateway
+                .metrics
+                .add_operations(live - self.reported_operations);
+            self.reported_operations = live;
+        }
+    }
+
+    /// Uncounts this state's operations; dropping it then cancels them.
+    fn release(&mut self, gateway: &Gateway) {
+        self.count_operations(gateway, 0);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Dropped before it finished (the server's table went away): the
+        // operations are cancelled with the state and uncounted here.
+        self.drive.release(&self.gateway);
+        if !self.finished {
+            self.forget_view();
+        }
+    }
+}
+
+impl std::future::Future for WebSocketTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let host = this.host;
+        while !host.finished {
+            let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                host.step(cx, this.shutdown.as_mut(), this.events.as_mut())
+            }));
+            match stepped {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(())) => host.finish(),
+                Err(panic) => {
+                    // The operations table and its tasks go with the drive
+                    // state; the socket and the state machine are still ours.
+                    host.drive.release(&host.gateway);
+                    let context = std::mem::take(&mut host.drive.context);
+                    host.drive = Drive::new(context);
+                    this.events.set(None);
+                    host.gateway
+                        .metrics
+                        .panics_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        connection = host.id,
+                        peer = %host.view.peer,
+                        panic = %panic_message(&panic),
+                        close = close::INTERNAL_SERVER_ERROR,
+                        "connection task panicked; closing it"
+                    );
+                    if host.panics > 0 {
+                        // A second panic, while closing: drop the socket.
+                        host.finish();
+                    } else {
+                        host.panics += 1;
+                        host.connection.handle_internal_error(host.gateway.now());
+                    }
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Host {
+    /// Records how the connection closed and gives its slot back.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.drive.release(&self.gateway);
+        self.drive = Drive::new(BTreeMap::new());
+        let close_code = self
+            .connection
+            .close_code()
+            .unwrap_or(close::ABNORMAL_CLOSURE);
+        self.gateway.metrics.record_close(close_code);
+        self.forget_view();
+        self.slot.take();
+        tracing::debug!(connection = self.id, peer = %self.view.peer, code = close_code, "WebSocket closed");
+    }
+
+    fn forget_view(&self) {
+        self.gateway
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+
+    /// Sets the timer to `at` (none: never) and polls it.
+    fn poll_timer(&mut self, at: Option<Instant>, cx: &mut Context<'_>) -> Poll<()> {
+        if at != self.timer_at {
+            match at {
+                Some(at) => self.timer.set_at(at),
+                None => self.timer = smol::Timer::never(),
+            }
+            self.timer_at = at;
+        }
+        if at.is_none() {
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.timer).poll(cx) {
+            Poll::Ready(_) => {
+                // A fired timer is spent: set it again next time.
+                self.timer_at = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Drives the machine until it is terminated (`Ready`) or every input
+    /// it waits for is pending: feeds it frames, upstream events, timer
+    /// expiries and the drain signal, and carries out its effects.
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut shutdown: Pin<&mut Receiver<()>>,
+        mut events: Pin<&mut Option<Receiver<OpEvent>>>,
+    ) -> Poll<()> {
+        loop {
+            match &mut self.drive.waiting {
+                Waiting::Input => {}
+                Waiting::Auth(verifying) => {
+                    let Poll::Ready((verdict, verified)) = verifying.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    self.drive.waiting = Waiting::Input;
+                    self.drive.claims = verified.map(|v| Arc::new(v.claims));
+                    authenticated(
+                        &self.gateway,
+                        &mut self.connection,
+                        &mut self.drive,
+                        verdict,
+                    );
+                }
+                Waiting::CloseAnswer { code, at, until } => {
+                    let (code, at, until) = (*code, *at, *until);
+                    let answered = Pin::new(&mut self.socket).poll_next(cx).is_ready()
+                        || self.poll_timer(Some(until), cx).is_ready();
+                    if !answered {
+                        return Poll::Pending;
+                    }
+                    self.drive.waiting = Waiting::Input;
+                    self.drive.writer.gone = true;
+                    self.connection.handle_transport_closed(at, code);
+                    self.drive
+                        .writer
+                        .report(&mut self.connection, self.gateway.now());
+                }
+            }
+            // Do everything the machine asked for, until it asks for
+            // nothing (or a token check must answer first).
+            if !self.run_effects(events.as_mut()) {
+                continue;
+            }
+            let held = self.connection.held_operations();
+            self.drive.count_operations(&self.gateway, held);
+            if std::mem::take(&mut self.drive.table_changed) {
+                publish_rows(&self.view, &self.connection, &self.drive.operations);
+            }
+            if self.drive.operations.is_empty() {
+                // Every operation task (and its sender) is gone: so is the queue.
+                self.drive.events = None;
+                events.set(None);
+            }
+            if self.connection.is_terminated() {
+                return Poll::Ready(());
+            }
+            let wake = match self.poll_wake(cx, shutdown.as_mut(), events.as_mut()) {
+                Poll::Ready(wake) => wake,
+                Poll::Pending => return Poll::Pending,
+            };
+            self.handle_wake(wake, events.as_ref().get_ref().as_ref());
+            self.drive
+                .writer
+                .report(&mut self.connection, self.gateway.now());
+        }
+    }
+
+    /// The next input: the socket (its write side progressing, or a frame
+    /// read), upstream events, timers, the drain signal, in that order.
+    /// Upstream events and the drain signal matter only while the
+    /// connection is open; while it closes, only the peer's close frame,
+    /// the last writes and the linger's deadline do.
+    fn poll_wake(
+        &mut self,
+        cx: &mut Context<'_>,
+        shutdown: Pin<&mut Receiver<()>>,
+        events: Pin<&mut Option<Receiver<OpEvent>>>,
+    ) -> Poll<Wake> {
+        let open = self.connection.is_open();
+        let deadline = self
+            .connection
+            .poll_timeout()
+            .map(|at| self.gateway.instant_at(at));
+        let write_deadline = self
+            .drive
+            .writer
+            .write_deadline(self.gateway.config.timeouts.write);
+        if let Poll::Ready(wake) = poll_io(
+            &mut self.socket,
+            &mut self.drive.writer,
+            self.read_usable,
+            cx,
+        ) {
+            return Poll::Ready(wake);
+        }
+        if open {
+            if let Some(rx) = events.as_pin_mut() {
+                // `None` never comes: the sender lives in `Drive::events`.
+                if let Poll::Ready(Some((op, event))) = rx.poll_next(cx) {
+                    return Poll::Ready(Wake::Upstream(op, event));
+                }
+            }
+        }
+        let at = [deadline, write_deadline].into_iter().flatten().min();
+        if self.poll_timer(at, cx).is_ready() {
+            return Poll::Ready(Wake::Timer);
+        }
+        // The channel is closed (not sent to) when drain begins.
+        if open && shutdown.poll_next(cx).is_ready() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        Poll::Pending
+    }
+
+    /// Carries out the machine's effects until it has none; false when a
+    /// token check started and must answer before the next one.
+    fn run_effects(&mut self, mut events: Pin<&mut Option<Receiver<OpEvent>>>) -> bool {
+        let gateway = &self.gateway;
+        let config = &gateway.config;
+        let drive = &mut self.drive;
+        while let Some(effect) = self.connection.poll_effect() {
             match effect {
-                Effect::SendText(text) => writer.push(Outbound::Text(text)),
-                Effect::SendPing => writer.push(Outbound::Ping),
+                Effect::SendText(text) => drive.writer.push(Outbound::Text(text)),
+                Effect::SendPing => drive.writer.push(Outbound::Ping),
                 Effect::Authenticate { payload } => {
                     gateway
                         .live()
                         .context_capture
-                        .add_init(&mut context, payload.as_ref());
-                    let verdict = match &gateway.jwt {
+                        .add_init(&mut drive.context, payload.as_ref());
+                    match &gateway.jwt {
                         Some(jwt) => {
-                            // Boxed: once per connection, and large.
-                            let (verdict, verified) =
-                                Box::pin(jwt.authenticate(gateway.now(), payload.as_ref())).await;
-                            claims = verified.map(|v| Arc::new(v.claims));
-                            verdict
+                            let jwt = jwt.clone();
+                            let now = gateway.now();
+                            drive.waiting = Waiting::Auth(Box::pin(async move {
+                                jwt.authenticate(now, payload.as_ref()).await
+                            }));
+                            return false;
                         }
-                        None => authenticate(&config.auth.tokens, payload.as_ref()),
-                    };
-                    if let Some(claims) = &claims {
-                        gateway
-                            .live()
-                            .context_capture
-                            .add_claims(&mut context, Some(&Value::Object((**claims).clone())));
+                        None => {
+                            let verdict = authenticate(&config.auth.tokens, payload.as_ref());
+                            authenticated(gateway, &mut self.connection, drive, verdict);
+                        }
                     }
-                    shared_context = Arc::new(context.clone());
-                    if matches!(verdict, AuthVerdict::Reject { .. }) {
-                        gateway
-                            .metrics
-                            .auth_rejected_total
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    connection.handle_auth(gateway.now(), verdict);
                 }
                 Effect::Start { op, request } => {
                     gateway
@@ -456,34 +716,46 @@ async fn drive(
                     {
                         panic!("testing.panic_trigger: operation {PANIC_TRIGGER_OPERATION} asked this connection to panic");
                     }
-                    let claims = claims
+                    let claims = drive
+                        .claims
                         .as_ref()
                         .map(|claims| claims.as_ref().clone())
                         .unwrap_or_default();
                     let panic_for_test = config.testing.panic_trigger
                         && request.operation_name.as_deref() == Some(PANIC_TRIGGER_OPERATION_TASK);
+                    let context = drive
+                        .shared_context
+                        .get_or_insert_with(|| Arc::new(drive.context.clone()))
+                        .clone();
                     // Persisted queries resolve here, as on every transport.
-                    let mut execution =
-                        start_execution(gateway, request, claims, shared_context.clone());
+                    let mut execution = start_execution(gateway, request, claims, context);
                     // What is ready at once (a request that did not prepare
                     // ends here with its errors) goes to the connection now.
                     while let Some(event) = execution.poll_output() {
-                        connection.handle_upstream(gateway.now(), op, event);
+                        self.connection.handle_upstream(gateway.now(), op, event);
                     }
                     if !execution.is_finished() {
                         let field = execution.root_keys().join(", ");
-                        let (events_tx, _) = events.get_or_insert_with(|| {
-                            async_channel::bounded(config.limits.operation_queue)
-                        });
+                        let events_tx = match &drive.events {
+                            Some(tx) => tx.clone(),
+                            None => {
+                                let (tx, rx) =
+                                    async_channel::bounded(config.limits.operation_queue);
+                                events.set(Some(rx));
+                                drive.events.insert(tx).clone()
+                            }
+                        };
                         let task = tasks::spawn(execute::run_operation_guarded(
                             gateway.clone(),
                             execution,
                             op,
-                            events_tx.clone(),
+                            events_tx,
                             panic_for_test,
                         ));
-                        operations.insert(op, Operation { _task: task, field });
-                        table_changed = true;
+                        drive
+                            .operations
+                            .insert(op, Operation { _task: task, field });
+                        drive.table_changed = true;
                     }
                 }
                 Effect::Cancel { op } => {
@@ -491,64 +763,25 @@ async fn drive(
                         .metrics
                         .operations_cancelled_total
                         .fetch_add(1, Ordering::Relaxed);
-                    table_changed |= operations.remove(&op).is_some();
+                    drive.table_changed |= drive.operations.remove(&op).is_some();
                 }
-                Effect::Close { code, reason } => writer.push(Outbound::Close(CloseFrame {
+                Effect::Close { code, reason } => drive.writer.push(Outbound::Close(CloseFrame {
                     code: CloseCode::from(code),
                     reason: reason.into(),
                 })),
             }
-            gauge.set(connection.held_operations());
+            let held = self.connection.held_operations();
+            drive.count_operations(gateway, held);
         }
-        gauge.set(connection.held_operations());
-        if table_changed {
-            publish_rows(view, connection, &operations);
-        }
-        if operations.is_empty() {
-            // Every operation task (and its sender) is gone: so is the queue.
-            events = None;
-        }
-        if connection.is_terminated() {
-            return;
-        }
+        true
+    }
 
-        // Wait for the next input: the socket (its write side progressing,
-        // or a frame read), upstream events, timers, the drain signal.
-        // Upstream events and the drain signal matter only while the
-        // connection is open; while it closes, only the peer's close frame,
-        // the last writes and the linger's deadline do.
-        let open = connection.is_open();
-        let deadline = connection.poll_timeout().map(|at| gateway.instant_at(at));
-        let write_deadline = writer.write_deadline(write);
-        let usable = *read_usable;
-        let io = std::future::poll_fn(|cx| poll_io(socket, &mut writer, usable, cx));
-        let upstream = async {
-            match &events {
-                Some((_, rx)) if open => match rx.recv().await {
-                    Ok((op, event)) => Wake::Upstream(op, event),
-                    // Never: the sender lives in this function.
-                    Err(_) => std::future::pending().await,
-                },
-                _ => std::future::pending().await,
-            }
-        };
-        let timer = async {
-            match [deadline, write_deadline].into_iter().flatten().min() {
-                Some(at) => smol::Timer::at(at).await,
-                None => smol::Timer::never().await,
-            };
-            Wake::Timer
-        };
-        let shutdown = async {
-            if !open {
-                std::future::pending::<()>().await;
-            }
-            // The channel is closed (not sent to) when drain begins.
-            let _ = gateway.shutdown.recv().await;
-            Wake::Shutdown
-        };
-        let wake = io.or(upstream).or(timer).or(shutdown).await;
-        let now = gateway.now();
+    /// Feeds one input to the machine.
+    fn handle_wake(&mut self, wake: Wake, events: Option<&Receiver<OpEvent>>) {
+        let now = self.gateway.now();
+        let connection = &mut self.connection;
+        let drive = &mut self.drive;
+        let write = self.gateway.config.timeouts.write;
         match wake {
             Wake::Flushed => {}
             Wake::WriteFailed => connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE),
@@ -561,12 +794,16 @@ async fn drive(
                 Message::Close(frame) => {
                     let code = frame.map_or(close::NO_STATUS_RECEIVED, |f| u16::from(f.code));
                     if connection.is_open() {
-                        // The peer closed first: tungstenite queued the
-                        // answer, and the next read writes it (then ends,
-                        // as the server's side of a finished handshake).
-                        let _ = timeout(write, socket.next()).await;
+                        // The peer closed first: read once more, so that
+                        // tungstenite writes its answer (`Waiting::CloseAnswer`).
+                        drive.waiting = Waiting::CloseAnswer {
+                            code,
+                            at: now,
+                            until: Instant::now() + write,
+                        };
+                        return;
                     }
-                    writer.gone = true;
+                    drive.writer.gone = true;
                     connection.handle_transport_closed(now, code);
                 }
                 Message::Frame(_) => {}
@@ -580,7 +817,7 @@ async fn drive(
                 // The rest of that frame is still unread: nothing after it
                 // can be parsed, so stop reading; the linger's deadline ends
                 // the connection after the 1009 the core decides on.
-                *read_usable = false;
+                self.read_usable = false;
                 connection.handle_frame_too_big(now, bytes);
             }
             Wake::Frame(Some(Err(error))) => match frame_violation(&error) {
@@ -588,16 +825,16 @@ async fn drive(
                     tracing::debug!(%error, ?violation, "WebSocket protocol violation");
                     // The WebSocket layer reads nothing after an error: the
                     // linger ends at its deadline after the core's close.
-                    *read_usable = false;
+                    self.read_usable = false;
                     connection.handle_frame_violation(now, violation);
                 }
                 None => {
-                    writer.gone = true;
+                    drive.writer.gone = true;
                     connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
                 }
             },
             Wake::Frame(None) => {
-                writer.gone = true;
+                drive.writer.gone = true;
                 connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
             }
             Wake::Upstream(op, event) => {
@@ -609,33 +846,57 @@ async fn drive(
                     let Some((op, event)) = next.take() else {
                         break;
                     };
-                    ended |= event.is_terminal() && operations.remove(&op).is_some();
+                    ended |= event.is_terminal() && drive.operations.remove(&op).is_some();
                     connection.handle_upstream(now, op, event);
-                    next = events.as_ref().and_then(|(_, rx)| rx.try_recv().ok());
+                    next = events.and_then(|rx| rx.try_recv().ok());
                 }
                 if let Some((op, event)) = next {
-                    ended |= event.is_terminal() && operations.remove(&op).is_some();
+                    ended |= event.is_terminal() && drive.operations.remove(&op).is_some();
                     connection.handle_upstream(now, op, event);
                 }
                 if ended {
-                    publish_rows(view, connection, &operations);
+                    publish_rows(&self.view, connection, &drive.operations);
                 }
             }
             Wake::Timer => {
-                if writer
+                if drive
+                    .writer
                     .write_deadline(write)
                     .is_some_and(|at| at <= Instant::now())
                 {
                     // The client took no bytes for `timeouts.write`: gone.
-                    writer.gone = true;
+                    drive.writer.gone = true;
                     connection.handle_transport_closed(now, close::ABNORMAL_CLOSURE);
                 }
                 connection.handle_timeout(now);
             }
             Wake::Shutdown => connection.handle_shutdown(now),
         }
-        writer.report(connection, gateway.now());
     }
+}
+
+/// Hands the verdict on the init to the machine, with the claims of an
+/// accepted token in the operations' metadata.
+fn authenticated(
+    gateway: &Gateway,
+    connection: &mut ServerConnection,
+    drive: &mut Drive,
+    verdict: AuthVerdict,
+) {
+    if let Some(claims) = &drive.claims {
+        gateway
+            .live()
+            .context_capture
+            .add_claims(&mut drive.context, Some(&Value::Object((**claims).clone())));
+    }
+    drive.shared_context = None;
+    if matches!(verdict, AuthVerdict::Reject { .. }) {
+        gateway
+            .metrics
+            .auth_rejected_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    connection.handle_auth(gateway.now(), verdict);
 }
 
 /// The `auth.tokens` check: every init is accepted when no tokens are
@@ -662,6 +923,16 @@ pub fn authenticate(tokens: &[String], payload: Option<&Value>) -> AuthVerdict {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What an idle connection's task holds is mostly this state
+    /// (docs/BENCHMARKS.md, "Lean connections"): 1,120 bytes when this was
+    /// written (the WebSocket layer 400, the core's machine 360).
+    #[test]
+    fn the_connection_state_stays_small() {
+        let bytes = std::mem::size_of::<WebSocketTask>();
+        println!("WebSocketTask: {bytes} bytes");
+        assert!(bytes <= 1_152, "WebSocketTask grew to {bytes} bytes");
+    }
 
     #[test]
     fn tokens_gate_init_only_when_configured() {
