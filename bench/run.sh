@@ -122,7 +122,12 @@ series_args() {
   case "$1" in
     terminus)
       local series=terminus_operations,terminus_upstream_streams,terminus_tasks,process_open_fds
-      if curl -fsS --max-time 5 "http://$addr/metrics" | grep -q "^$terminus_shared_series[ {]"; then
+      # Read whole before grepping: with pipefail, `curl | grep -q` fails
+      # when grep exits at its first match before curl has written
+      # everything (curl: (23)), and the series was left out at random.
+      local metrics
+      metrics=$(curl -fsS --max-time 5 "http://$addr/metrics" || true)
+      if grep -q "^$terminus_shared_series[ {]" <<<"$metrics"; then
         series="$series,$terminus_shared_series"
       fi
       echo "--reclaim-series $series --ops-series terminus_operations" ;;

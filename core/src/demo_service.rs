@@ -9,8 +9,12 @@
 //!
 //! - `Hello(name)` answers `Hello, <name>!` (`Hello, world!` for an empty name).
 //! - `Ticks(every_ms, limit?, fail_at?)` streams `Tick{seq: 1}`, `{seq: 2}`,
-//!   ...: the first one period after the stream starts, each next one a
-//!   period after the previous. The period is `every_ms`, at least
+//!   ...: on a fixed schedule, tick `n` due `n` periods after the stream
+//!   starts, so a tick read late does not push the next ones back (the
+//!   schedule does not drift by the reader's lateness); a tick read more
+//!   than a whole period late re-bases the schedule (the next one is due a
+//!   period after that read), so no burst of ticks follows a stall. The
+//!   period is `every_ms`, at least
 //!   [`MIN_TICK_MS`]. With `limit`, the stream ends right after tick
 //!   `limit` (at once for a `limit` of 0 or less); when it reaches seq
 //!   `fail_at` (before ending), it fails with gRPC status `INTERNAL` and the
@@ -181,7 +185,15 @@ impl Ticks {
             // The stream ends right after its last tick.
             now
         } else {
-            Millis(now.0.saturating_add(self.request.period_ms()))
+            // On the fixed schedule; re-based when a whole period was
+            // missed.
+            let period = self.request.period_ms();
+            let next = self.due.0.saturating_add(period);
+            if next < now.0 {
+                Millis(now.0.saturating_add(period))
+            } else {
+                Millis(next)
+            }
         };
         Some(TickStep::Tick(seq))
     }
@@ -801,6 +813,29 @@ mod tests {
         // The virtual clock saturates instead of wrapping.
         let ticks = Ticks::start(Millis(u64::MAX - 1), huge);
         assert_eq!(ticks.poll_timeout(), Some(Millis(u64::MAX)));
+    }
+
+    #[test]
+    fn a_late_read_keeps_the_schedule_and_a_stall_re_bases_it() {
+        let mut ticks = Ticks::start(
+            Millis(0),
+            TicksRequest {
+                every_ms: 100,
+                ..TicksRequest::default()
+            },
+        );
+        // Read 7 ms late: the next tick is still due at 200, not 207.
+        assert_eq!(ticks.poll(Millis(107)), Some(TickStep::Tick(1)));
+        assert_eq!(ticks.poll_timeout(), Some(Millis(200)));
+        assert_eq!(ticks.poll(Millis(200)), Some(TickStep::Tick(2)));
+        // Read 99 ms late: the next is due at once, on the schedule.
+        assert_eq!(ticks.poll(Millis(399)), Some(TickStep::Tick(3)));
+        assert_eq!(ticks.poll_timeout(), Some(Millis(400)));
+        // A stall past a whole period: no burst, a period after the read.
+        assert_eq!(ticks.poll(Millis(650)), Some(TickStep::Tick(4)));
+        assert_eq!(ticks.poll_timeout(), Some(Millis(750)));
+        assert_eq!(ticks.poll(Millis(749)), None);
+        assert_eq!(ticks.poll(Millis(750)), Some(TickStep::Tick(5)));
     }
 
     #[test]

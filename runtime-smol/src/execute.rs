@@ -2,15 +2,15 @@
 //!
 //! The core's [`Execution`] (started with `Execution::start_with`) decides
 //! which calls to make, turns a request that does not prepare into its
-//! errors and shapes the calls' results; this module only makes the calls. Each call is a task owned by
-//! the operation's task (in its `calls` table), and the operation's task is
-//! owned by its connection's table: dropping the operation drops its calls,
-//! which resets gRPC streams and kills SQL queries at once.
+//! errors and shapes the calls' results; this module only makes the calls. Each call is a future owned
+//! and polled by the operation's task (in its `calls` table), and the
+//! operation's task is owned by its connection's table: dropping the
+//! operation drops its calls in the same step, which resets gRPC streams
+//! and kills SQL queries at once.
 
 use crate::gateway::Gateway;
 use crate::grpc::GrpcUpstream;
 use crate::share::{slow_subscriber, SharedEvent, StreamReport};
-use crate::tasks;
 use crate::upstreams::{unavailable, Upstreams};
 use async_channel::Sender;
 use futures_lite::{FutureExt, StreamExt};
@@ -50,15 +50,19 @@ pub async fn run_operation(
         .as_ref()
         .map(|gateway| (gateway.reloaded.listen(), gateway.live().generation));
     let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
-    // The calls in flight, owned here: removing one drops (cancels) it.
-    let mut calls: HashMap<CallId, smol::Task<()>> = HashMap::new();
+    // The calls in flight, owned here and polled by this task (not tasks of
+    // their own): removing one drops (cancels) it at once, and dropping the
+    // operation drops them in the same step, so a mass disconnect resets
+    // the upstream streams without a second round of task cancellations
+    // (docs/BENCHMARKS.md, "Lateness and reclaim").
+    let mut calls: HashMap<CallId, CallFuture> = HashMap::new();
     loop {
         while let Some(step) = execution.poll() {
             match step {
                 Step::Call(call_id, call) => {
-                    let task =
-                        tasks::spawn(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
-                    calls.insert(call_id, task);
+                    let future: CallFuture =
+                        Box::pin(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
+                    calls.insert(call_id, future);
                 }
                 Step::Cancel(call_id) => {
                     calls.remove(&call_id);
@@ -74,6 +78,12 @@ pub async fn run_operation(
         if execution.is_finished() {
             return;
         }
+        // The calls make progress while this task waits; a finished call
+        // is dropped (its terminal event is in the channel).
+        let drive_calls = std::future::poll_fn(|cx| {
+            calls.retain(|_, call| call.as_mut().poll(cx).is_pending());
+            std::task::Poll::<Option<_>>::Pending
+        });
         // `call_tx` is held here, so the channel never closes under us.
         let next = async { Some(call_rx.recv().await) };
         let reloaded = async {
@@ -83,7 +93,7 @@ pub async fn run_operation(
             }
             None
         };
-        let Some(received) = next.or(reloaded).await else {
+        let Some(received) = drive_calls.or(next).or(reloaded).await else {
             if let (Some(gateway), Some((listener, seen))) = (&reloads, &mut reload) {
                 // Listen again before reading the generation, so that a
                 // reload in between still wakes the next wait.
@@ -105,6 +115,10 @@ pub async fn run_operation(
         execution.handle_call_event(call_id, event);
     }
 }
+
+/// One upstream call of an operation ([`run_call`]), polled by the
+/// operation's task.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// [`run_operation`] for a WebSocket connection, with a panic confined to
 /// the operation: it is counted in `terminus_panics_total`, logged, and the
