@@ -39,7 +39,6 @@ pub async fn run_operation(
     mut execution: Execution,
     upstreams: Arc<Upstreams>,
     op: OpId,
-    call_queue: usize,
     out: Sender<(OpId, UpstreamEvent)>,
     reloads: Option<Arc<Gateway>>,
 ) {
@@ -49,7 +48,12 @@ pub async fn run_operation(
     let mut reload = reloads
         .as_ref()
         .map(|gateway| (gateway.reloaded.listen(), gateway.live().generation));
-    let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(call_queue.max(1));
+    // One slot: the calls are polled by this task (below), which takes
+    // each event out before it polls them again, so a deeper queue would
+    // only hold more slots (about 120 bytes each) for every operation's
+    // whole life (docs/BENCHMARKS.md, "Lean connections"). A call whose
+    // event finds the slot taken waits for this task, as before.
+    let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(1);
     // The calls in flight, owned here and polled by this task (not tasks of
     // their own): removing one drops (cancels) it at once, and dropping the
     // operation drops them in the same step, so a mass disconnect resets
@@ -132,7 +136,6 @@ pub async fn run_operation_guarded(
     out: Sender<(OpId, UpstreamEvent)>,
     panic_for_test: bool,
 ) {
-    let queue = gateway.config.limits.operation_queue;
     let upstreams = gateway.live().upstreams.clone();
     let events = out.clone();
     let reloads = gateway.clone();
@@ -142,7 +145,7 @@ pub async fn run_operation_guarded(
             !panic_for_test,
             "testing.panic_trigger: this operation's task was asked to panic"
         );
-        run_operation(execution, upstreams, op, queue, events, Some(reloads)).await;
+        run_operation(execution, upstreams, op, events, Some(reloads)).await;
     };
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         gateway.metrics.panics_total.fetch_add(1, Ordering::Relaxed);
@@ -229,10 +232,14 @@ async fn run_call(
                 }
             }
             if streaming {
-                let mut stream = match client
-                    .server_streaming_in(&method, request, timeouts, &context)
-                    .await
-                {
+                // The call's larger futures are boxed while they run, so
+                // that the state a live stream keeps for its whole life
+                // (this future, inside its operation's task) holds only
+                // the stream (docs/BENCHMARKS.md, "Lean connections").
+                let started =
+                    Box::pin(client.server_streaming_in(&method, request, timeouts, &context))
+                        .await;
+                let mut stream = match started {
                     Ok(stream) => stream,
                     Err(failure) => {
                         report(CallEvent::Failed(failure)).await;
@@ -254,7 +261,7 @@ async fn run_call(
                 }
                 report(CallEvent::End).await;
             } else {
-                match client.unary_in(&method, request, timeouts, &context).await {
+                match Box::pin(client.unary_in(&method, request, timeouts, &context)).await {
                     Ok(message) => {
                         if report(CallEvent::Item(message)).await {
                             report(CallEvent::End).await;
@@ -272,7 +279,7 @@ async fn run_call(
             params,
             returns_rows,
         } => {
-            let result = upstreams.sql(&db, &statement, &params, returns_rows).await;
+            let result = Box::pin(upstreams.sql(&db, &statement, &params, returns_rows)).await;
             match result {
                 Ok(value) => {
                     if report(CallEvent::Item(value)).await {

@@ -627,7 +627,6 @@ async fn run_post(
         execution,
         live.upstreams.clone(),
         op,
-        gateway.config.limits.operation_queue,
         tx,
         Some(gateway.clone()),
     ));
