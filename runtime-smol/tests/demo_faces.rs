@@ -91,7 +91,6 @@ async fn real_face(upstreams: &Arc<Upstreams>, query: &str) -> (Vec<UpstreamEven
         execution,
         upstreams.clone(),
         OpId(1),
-        16,
         tx,
         None,
     ));
@@ -316,7 +315,6 @@ fn rooms_deliver_alike_on_both_faces_and_leave_nothing_behind() {
                 execution,
                 upstreams.clone(),
                 OpId(*op),
-                16,
                 tx,
                 None,
             ));
@@ -414,7 +412,6 @@ fn clocks_tick_on_the_epoch_on_both_faces() {
             execution,
             upstreams.clone(),
             OpId(1),
-            16,
             tx,
             None,
         ));
