@@ -60,9 +60,8 @@ async fn reload_once(gateway: &Arc<Gateway>) -> Result<String, String> {
     // A new hub for `@shared` streams (limits are not reloaded): new
     // subscribers share new streams; the old hub's streams end with their
     // last subscriber.
-    upstreams.set_shared(&gateway.config.limits);
     let old = gateway.live();
-    upstreams.continue_shared(old.upstreams.shared());
+    upstreams.set_shared_after(old.upstreams.shared(), &gateway.config.limits);
     let (kept, changed) = upstreams.keep_unchanged(&config, &old.config, &old.upstreams);
     check(&config, &schema, &upstreams).await?;
     let restart = needs_restart(&gateway.config, &config);

@@ -289,6 +289,17 @@ impl ShareHub {
     /// A hub whose subscribers may each fall `queue` items behind, and
     /// whose lagging subscribers follow `lag`.
     pub fn new(queue: usize, lag: LagPolicy) -> Self {
+        ShareHub::counting_into(queue, lag, Arc::new(AtomicU64::new(0)))
+    }
+
+    /// [`ShareHub::new`] for a hot reload's new hub: it counts its skips
+    /// into `previous`'s total, so `terminus_shared_skipped_total` keeps
+    /// growing across reloads.
+    pub fn after(previous: &ShareHub, queue: usize, lag: LagPolicy) -> Self {
+        ShareHub::counting_into(queue, lag, previous.shared.skipped_total.clone())
+    }
+
+    fn counting_into(queue: usize, lag: LagPolicy, skipped_total: Arc<AtomicU64>) -> Self {
         ShareHub {
             shared: Arc::new(HubShared {
                 state: Mutex::new(HubState {
@@ -298,19 +309,9 @@ impl ShareHub {
                 }),
                 queue: queue.max(1),
                 epoch: Instant::now(),
-                skipped_total: Arc::new(AtomicU64::new(0)),
+                skipped_total,
             }),
         }
-    }
-
-    /// This hub, counting its skips into `previous`'s total (a hot reload's
-    /// new hub keeps `terminus_shared_skipped_total` growing).
-    pub fn continuing(self, previous: &ShareHub) -> Self {
-        let mut hub = self;
-        if let Some(shared) = Arc::get_mut(&mut hub.shared) {
-            shared.skipped_total = previous.shared.skipped_total.clone();
-        }
-        hub
     }
 
     /// Items skipped by lagging subscribers since the process started
@@ -629,7 +630,7 @@ mod tests {
             ));
             assert_eq!(hub.skipped_total(), 11);
             // A new hub of a reload keeps counting into the same total.
-            let next = ShareHub::new(4, LagPolicy::Skip).continuing(&hub);
+            let next = ShareHub::after(&hub, 4, LagPolicy::Skip);
             assert_eq!(next.skipped_total(), 11);
         });
     }

@@ -112,15 +112,15 @@ impl Upstreams {
     /// Bounds each `@shared` subscriber's queue to
     /// `limits.shared_subscriber_queue` items, with `limits.shared_lag` for
     /// a subscriber that lags; done by the server at start-up, before any
-    /// operation runs, and by a hot reload for its new upstreams.
+    /// operation runs.
     pub fn set_shared(&mut self, limits: &crate::config::Limits) {
         self.shared = ShareHub::new(limits.shared_subscriber_queue, limits.shared_lag);
     }
 
-    /// Keeps `previous`'s `terminus_shared_skipped_total` growing in this
-    /// hub (a hot reload).
-    pub fn continue_shared(&mut self, previous: &ShareHub) {
-        self.shared = std::mem::take(&mut self.shared).continuing(previous);
+    /// [`Upstreams::set_shared`] for a hot reload: the new hub keeps
+    /// `previous`'s `terminus_shared_skipped_total` growing.
+    pub fn set_shared_after(&mut self, previous: &ShareHub, limits: &crate::config::Limits) {
+        self.shared = ShareHub::after(previous, limits.shared_subscriber_queue, limits.shared_lag);
     }
 
     /// The hub of the `@shared` streams.
