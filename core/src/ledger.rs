@@ -950,7 +950,7 @@ pub enum ShareViolation {
         /// The stream.
         stream: StreamId,
     },
-    /// A live subscriber fell behind and the table decided nothing
+    /// A live or ending subscriber fell behind and the table decided nothing
     /// (neither `Skip` nor `Close`) in the same step.
     LagUndecided {
         /// The subscriber.
@@ -1034,6 +1034,9 @@ pub struct ShareLedger {
     streams: BTreeMap<StreamId, ShareStreamRecord>,
     live_by_key: HashMap<ShareKey, StreamId>,
     on: HashMap<SubscriberId, StreamId>,
+    /// Subscribers whose stream ended (their `End` came) that have not
+    /// unsubscribed: the table still decides for them when they lag.
+    ending: HashMap<SubscriberId, StreamId>,
     /// This step: a subscriber waiting for its `Start` (its key had no
     /// live stream).
     awaiting_start: Option<(SubscriberId, ShareKey)>,
@@ -1044,8 +1047,8 @@ pub struct ShareLedger {
     /// their `End`, with the outcome.
     awaiting_end: BTreeSet<SubscriberId>,
     end_outcome: Option<StreamEnd>,
-    /// This step: a live subscriber that fell behind, waiting for the
-    /// table's `Skip` or `Close`.
+    /// This step: a live or ending subscriber that fell behind, waiting
+    /// for the table's `Skip` or `Close`.
     awaiting_lag: Option<SubscriberId>,
     violations: Vec<Violation>,
     starts: usize,
@@ -1080,6 +1083,37 @@ impl ShareLedger {
         self.end_outcome = None;
     }
 
+    /// `subscriber` leaves the stream it is live on (an unsubscribe, or a
+    /// `Close` for lagging); its stream's `Reset` is due in this step when
+    /// it was the last subscriber of a stream still running.
+    fn leave(&mut self, subscriber: SubscriberId) {
+        let Some(stream) = self.on.remove(&subscriber) else {
+            return;
+        };
+        if let Some(r) = self.streams.get_mut(&stream) {
+            r.subscribers.remove(&subscriber);
+            if r.subscribers.is_empty() && !r.ended {
+                self.awaiting_reset = Some(stream);
+            }
+        }
+    }
+
+    /// A `Skip` or `Close` for `subscriber` on `stream`: whether it was due
+    /// (the subscriber fell behind in this step, and is live or ending on
+    /// that stream); a violation when not.
+    fn lag_decided(&mut self, subscriber: SubscriberId, stream: StreamId) -> bool {
+        let on = self
+            .on
+            .get(&subscriber)
+            .or_else(|| self.ending.get(&subscriber));
+        let expected = self.awaiting_lag == Some(subscriber) && on == Some(&stream);
+        self.awaiting_lag = None;
+        if !expected {
+            self.violation(ShareViolation::WrongLag { subscriber });
+        }
+        expected
+    }
+
     /// Records an input about to be fed to the table (`accepted`: the
     /// table did not refuse it). Starts a new step.
     pub fn observe_input(&mut self, input: &ShareInput, accepted: bool) {
@@ -1099,18 +1133,12 @@ impl ShareLedger {
                 None => self.awaiting_start = Some((*subscriber, key.clone())),
             },
             ShareInput::Unsubscribe { subscriber } => {
-                if let Some(stream) = self.on.remove(subscriber) {
-                    if let Some(r) = self.streams.get_mut(&stream) {
-                        r.subscribers.remove(subscriber);
-                        if r.subscribers.is_empty() && !r.ended {
-                            self.awaiting_reset = Some(stream);
-                        }
-                    }
-                }
+                self.ending.remove(subscriber);
+                self.leave(*subscriber);
             }
             ShareInput::Item { .. } => {}
             ShareInput::Full { subscriber, .. } => {
-                if self.on.contains_key(subscriber) {
+                if self.on.contains_key(subscriber) || self.ending.contains_key(subscriber) {
                     self.awaiting_lag = Some(*subscriber);
                 }
             }
@@ -1188,32 +1216,13 @@ impl ShareLedger {
             ShareEffect::Skip {
                 subscriber, stream, ..
             } => {
-                let expected = self.awaiting_lag == Some(*subscriber)
-                    && self.on.get(subscriber) == Some(stream);
-                self.awaiting_lag = None;
-                if !expected {
-                    self.violation(ShareViolation::WrongLag {
-                        subscriber: *subscriber,
-                    });
-                }
+                self.lag_decided(*subscriber, *stream);
             }
             ShareEffect::Close { subscriber, stream } => {
-                let expected = self.awaiting_lag == Some(*subscriber)
-                    && self.on.get(subscriber) == Some(stream);
-                self.awaiting_lag = None;
-                if !expected {
-                    self.violation(ShareViolation::WrongLag {
-                        subscriber: *subscriber,
-                    });
-                    return;
-                }
-                // It leaves its stream, as with an unsubscribe.
-                self.on.remove(subscriber);
-                if let Some(r) = self.streams.get_mut(stream) {
-                    r.subscribers.remove(subscriber);
-                    if r.subscribers.is_empty() && !r.ended {
-                        self.awaiting_reset = Some(*stream);
-                    }
+                if self.lag_decided(*subscriber, *stream) {
+                    // It leaves its stream, as with an unsubscribe.
+                    self.ending.remove(subscriber);
+                    self.leave(*subscriber);
                 }
             }
             ShareEffect::End {
@@ -1225,7 +1234,11 @@ impl ShareLedger {
                     && self.on.get(subscriber) == Some(stream)
                     && self.end_outcome.as_ref() == Some(outcome);
                 self.on.remove(subscriber);
-                if !expected {
+                if expected {
+                    // It still reads the stream's last items until it
+                    // unsubscribes.
+                    self.ending.insert(*subscriber, *stream);
+                } else {
                     self.violation(ShareViolation::WrongEnd {
                         subscriber: *subscriber,
                     });
@@ -1316,14 +1329,16 @@ impl AuditedShare {
         self.ledger.violations().to_vec()
     }
 
-    /// Unsubscribes every live subscriber (a mass disconnect), checks that
-    /// nothing is left, and returns every violation of the whole run.
+    /// Unsubscribes every live and ending subscriber (a mass disconnect),
+    /// checks that nothing is left, and returns every violation of the
+    /// whole run.
     pub fn finish(&mut self, now: Millis) -> Vec<Violation> {
         let mut subscribers: Vec<SubscriberId> = self
             .table
             .streams()
             .iter()
             .flat_map(|s| self.table.subscribers(s.stream).collect::<Vec<_>>())
+            .chain(self.table.ending())
             .collect();
         subscribers.sort();
         for subscriber in subscribers {

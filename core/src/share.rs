@@ -19,7 +19,9 @@
 //!   [`ShareTable::subscribers`] of that stream.
 //! - [`ShareTable::handle_stream_end`]: the upstream stream ended or failed;
 //!   every subscriber gets [`ShareEffect::End`] with that same outcome and
-//!   the stream is gone (no `Reset`: it already ended).
+//!   the stream is gone (no `Reset`: it already ended). Its subscribers
+//!   stay known to the table as *ending* (they still read the items the
+//!   stream sent before its end) until the host unsubscribes them.
 //! - [`ShareTable::handle_full`]: a subscriber fell more than its bound of
 //!   items behind the stream (the host keeps each stream's newest items,
 //!   as many as that bound; older ones are gone for a subscriber that did
@@ -28,7 +30,8 @@
 //!   is told how many it missed) or [`ShareEffect::Close`] (it is ended
 //!   alone with `SLOW_SUBSCRIBER`; it leaves the stream, and when it was
 //!   the last one the stream is reset). The stream never waits for a
-//!   subscriber either way.
+//!   subscriber either way. An ending subscriber that falls behind gets
+//!   the same decision; one that has left gets none.
 //!
 //! Every stream started ends exactly once (by `Reset` or by the upstream's
 //! end), and never outlives its last subscriber; `core/src/ledger.rs`
@@ -398,6 +401,10 @@ pub struct ShareTable {
     by_key: HashMap<ShareKey, StreamId>,
     streams: BTreeMap<StreamId, Stream>,
     subscribers: HashMap<SubscriberId, StreamId>,
+    /// Subscribers whose stream ended ([`ShareEffect::End`]) and that the
+    /// host has not unsubscribed yet: they still read the stream's last
+    /// items, and may fall behind while they do.
+    ending: HashMap<SubscriberId, StreamId>,
     effects: VecDeque<ShareEffect>,
     next_stream: u64,
     policy: LagPolicy,
@@ -461,10 +468,12 @@ impl ShareTable {
     }
 
     /// `subscriber` ended. When it was its stream's last subscriber, the
-    /// stream is removed and [`ShareEffect::Reset`] follows at once. An
-    /// unknown subscriber (already ended with its stream) is ignored.
+    /// stream is removed and [`ShareEffect::Reset`] follows at once. A
+    /// subscriber whose stream already ended is forgotten (nothing to
+    /// reset); an unknown one is ignored.
     pub fn handle_unsubscribe(&mut self, _now: Millis, subscriber: SubscriberId) {
         let Some(stream) = self.subscribers.remove(&subscriber) else {
+            self.ending.remove(&subscriber);
             return;
         };
         let Some(s) = self.streams.get_mut(&stream) else {
@@ -494,7 +503,8 @@ impl ShareTable {
     }
 
     /// The upstream stream ended with `outcome`: every subscriber ends with
-    /// it ([`ShareEffect::End`]) and the stream is removed. A late end of a
+    /// it ([`ShareEffect::End`]) and the stream is removed; its subscribers
+    /// are *ending* until the host unsubscribes them. A late end of a
     /// stream already reset is ignored.
     pub fn handle_stream_end(&mut self, _now: Millis, stream: StreamId, outcome: StreamEnd) {
         let Some(s) = self.streams.remove(&stream) else {
@@ -503,6 +513,7 @@ impl ShareTable {
         self.by_key.remove(&s.key);
         for subscriber in s.subscribers {
             self.subscribers.remove(&subscriber);
+            self.ending.insert(subscriber, stream);
             self.effects.push_back(ShareEffect::End {
                 subscriber,
                 stream,
@@ -514,10 +525,17 @@ impl ShareTable {
     /// `subscriber` fell behind its stream by more than the host keeps and
     /// missed `missed` items: the [`LagPolicy`] decides, with
     /// [`ShareEffect::Skip`] or [`ShareEffect::Close`] (then
-    /// [`ShareEffect::Reset`] when it was the last subscriber). An unknown
-    /// subscriber (already gone) is ignored.
+    /// [`ShareEffect::Reset`] when it was the last subscriber). A
+    /// subscriber whose stream ended (it still reads the stream's last
+    /// items) gets the same decision; an unknown one (it has left) is
+    /// ignored.
     pub fn handle_full(&mut self, now: Millis, subscriber: SubscriberId, missed: u64) {
-        let Some(stream) = self.subscribers.get(&subscriber).copied() else {
+        let Some(stream) = self
+            .subscribers
+            .get(&subscriber)
+            .or_else(|| self.ending.get(&subscriber))
+            .copied()
+        else {
             return;
         };
         match self.policy {
@@ -534,6 +552,9 @@ impl ShareTable {
             LagPolicy::Close => {
                 self.effects
                     .push_back(ShareEffect::Close { subscriber, stream });
+                // It leaves: a live subscriber as with an unsubscribe (a
+                // `Reset` when it was the last one), an ending one is
+                // forgotten.
                 self.handle_unsubscribe(now, subscriber);
             }
         }
@@ -586,6 +607,14 @@ impl ShareTable {
         self.subscribers.len()
     }
 
+    /// Subscribers whose stream ended and that the host has not
+    /// unsubscribed yet, in id order.
+    pub fn ending(&self) -> Vec<SubscriberId> {
+        let mut ending: Vec<SubscriberId> = self.ending.keys().copied().collect();
+        ending.sort();
+        ending
+    }
+
     /// The live streams, for the admin page.
     pub fn streams(&self) -> Vec<StreamInfo> {
         self.streams
@@ -601,9 +630,13 @@ impl ShareTable {
             .collect()
     }
 
-    /// Whether nothing is live and no effect is pending.
+    /// Whether nothing is live, no subscriber is ending and no effect is
+    /// pending.
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty() && self.subscribers.is_empty() && self.effects.is_empty()
+        self.streams.is_empty()
+            && self.subscribers.is_empty()
+            && self.ending.is_empty()
+            && self.effects.is_empty()
     }
 }
 
@@ -829,8 +862,11 @@ mod tests {
         assert!(ends.iter().all(
             |e| matches!(e, ShareEffect::End { outcome: StreamEnd::Failed(f), .. } if *f == failure)
         ));
-        // Their later unsubscribes, and a late end, are no-ops: no Reset.
-        assert_eq!(unsub(&mut t, 2, 0), vec![]);
+        // Their later unsubscribes (the host drops them after their last
+        // items), and a late end, are no-ops: no Reset.
+        for id in 0..3 {
+            assert_eq!(unsub(&mut t, 2, id), vec![]);
+        }
         assert_eq!(
             t.handle(
                 Millis(2),
@@ -976,6 +1012,49 @@ mod tests {
         );
         assert!(t.table().is_empty());
         assert!(t.check_end().is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_whose_stream_ended_is_decided_for_until_it_leaves() {
+        for policy in LagPolicy::ALL {
+            let mut t = AuditedShare::with_policy(policy);
+            sub(&mut t, 0, 1, 20);
+            sub(&mut t, 0, 2, 20);
+            let ended = t.handle(
+                Millis(1),
+                ShareInput::StreamEnd {
+                    stream: StreamId(0),
+                    outcome: StreamEnd::Complete,
+                },
+            );
+            assert_eq!(ended.len(), 2, "{policy:?}: {ended:?}");
+            assert_eq!(t.table().ending(), vec![SubscriberId(1), SubscriberId(2)]);
+            assert!(!t.table().is_empty());
+            // Reading the stream's last items, subscriber 1 falls behind:
+            // the policy decides, as for a live subscriber; no `Reset`
+            // follows (the stream already ended).
+            let decided = full(&mut t, 2, 1);
+            let expected = match policy {
+                LagPolicy::Skip => ShareEffect::Skip {
+                    subscriber: SubscriberId(1),
+                    stream: StreamId(0),
+                    missed: 2,
+                },
+                LagPolicy::Close => ShareEffect::Close {
+                    subscriber: SubscriberId(1),
+                    stream: StreamId(0),
+                },
+            };
+            assert_eq!(decided, vec![expected], "{policy:?}");
+            // Both leave (the host drops their subscriptions): nothing is
+            // decided for them any more, and nothing is left.
+            assert_eq!(unsub(&mut t, 3, 1), vec![]);
+            assert_eq!(unsub(&mut t, 3, 2), vec![]);
+            assert_eq!(full(&mut t, 4, 1), vec![], "{policy:?}");
+            assert_eq!(full(&mut t, 4, 2), vec![], "{policy:?}");
+            assert!(t.table().is_empty(), "{policy:?}");
+            assert!(t.check_end().is_empty(), "{policy:?}");
+        }
     }
 
     #[test]

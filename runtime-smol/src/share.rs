@@ -429,24 +429,25 @@ impl HubShared {
         drop(dropped);
     }
 
-    /// Subscriber `id` missed `missed` items; the core's table decides.
-    /// Returns whether it is ended (`close`).
+    /// Subscriber `id` missed `missed` items; the core's table decides
+    /// (for a subscriber whose stream already ended too: it reads the last
+    /// items before the end). Returns whether it is ended (`close`).
     fn fell_behind(&self, id: SubscriberId, missed: u64) -> bool {
         let mut state = self.lock();
         let now = self.now();
         state.table.handle_full(now, id, missed);
-        // A subscriber of a stream that already ended (it reads the last
-        // items before the end) is no longer in the table: the policy
-        // alone decides.
-        let (mut closed, mut decided) = (false, false);
+        // The table knows every subscriber still held here (it forgets one
+        // only at its unsubscribe, when its `Subscription` is dropped), so
+        // it always decides; were it not to, the subscriber is ended.
+        let mut closed = true;
         let mut dropped = Vec::new();
         while let Some(effect) = state.table.poll_effect() {
             match effect {
                 ShareEffect::Skip { missed, .. } => {
-                    decided = true;
+                    closed = false;
                     self.skipped_total.fetch_add(missed, Ordering::Relaxed);
                 }
-                ShareEffect::Close { .. } => (closed, decided) = (true, true),
+                ShareEffect::Close { .. } => closed = true,
                 ShareEffect::Reset { stream } => {
                     if let Some(s) = state.streams.remove(&stream) {
                         dropped.push(s);
@@ -456,14 +457,6 @@ impl HubShared {
                 ShareEffect::Start { .. }
                 | ShareEffect::Deliver { .. }
                 | ShareEffect::End { .. } => {}
-            }
-        }
-        if !decided {
-            match state.table.policy() {
-                LagPolicy::Skip => {
-                    self.skipped_total.fetch_add(missed, Ordering::Relaxed);
-                }
-                LagPolicy::Close => closed = true,
             }
         }
         drop(state);

@@ -104,10 +104,9 @@ fn step(
             ShareEffect::Deliver { stream } => {
                 report.deliveries += audited.table().subscribers(stream).count() as u64
             }
-            ShareEffect::End { subscriber, .. } => {
-                live.remove(&subscriber);
-                report.ended_by_upstream += 1;
-            }
+            // The host still holds it: it reads the stream's last items
+            // (and may fall behind while it does) until it unsubscribes.
+            ShareEffect::End { .. } => report.ended_by_upstream += 1,
             ShareEffect::Skip { missed, .. } => report.skipped += missed,
             ShareEffect::Close { subscriber, .. } => {
                 live.remove(&subscriber);
