@@ -502,7 +502,7 @@ fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpS
     let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
     rustix::net::bind(&socket, &loopback()).unwrap();
     rustix::net::listen(&socket, 0).unwrap();
-    let listener = std::net::TcpListener::from(std::os::fd::OwnedFd::from(socket));
+    let listener = std::net::TcpListener::from(socket);
     let addr = listener.local_addr().unwrap();
     // The queue holds one connection (two on some kernels): fill it.
     let fillers = (0..2)
@@ -527,7 +527,7 @@ fn a_burst_of_calls_opens_the_connections_it_needs_side_by_side() {
         };
         let upstream = GrpcUpstream::from_descriptors("demo", &config, descriptor_pool()).unwrap();
         let mut calls = Vec::new();
-        let mut call = |calls: &mut Vec<smol::Task<()>>| {
+        let call = |calls: &mut Vec<smol::Task<()>>| {
             let upstream = upstream.clone();
             calls.push(smol::spawn(async move {
                 let _ = upstream
