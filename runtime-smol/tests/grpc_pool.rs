@@ -492,3 +492,84 @@ fn the_servers_limit_is_seen_when_its_settings_come_late() {
         drop(streams);
     });
 }
+
+/// A listening socket whose accept queue is full and never drained: every
+/// further TCP connect to it hangs (Linux drops the SYNs of a listener with
+/// a full queue), so each connection attempt of the pool stays under way
+/// until `connect_timeout`.
+fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&socket, &loopback()).unwrap();
+    rustix::net::listen(&socket, 0).unwrap();
+    let listener = std::net::TcpListener::from(socket);
+    let addr = listener.local_addr().unwrap();
+    // The queue holds one connection (two on some kernels): fill it.
+    let fillers = (0..2)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
+        .collect();
+    (listener, fillers)
+}
+
+#[test]
+fn a_burst_of_calls_opens_the_connections_it_needs_side_by_side() {
+    smol::block_on(async {
+        let (listener, _fillers) = a_listener_that_never_answers();
+        let config = GrpcUpstreamConfig {
+            endpoint: format!("http://{}", listener.local_addr().unwrap()),
+            call_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(60),
+            max_streams_per_connection: 4,
+            max_connections: 3,
+            ..GrpcUpstreamConfig::default()
+        };
+        let upstream = GrpcUpstream::from_descriptors("demo", &config, descriptor_pool()).unwrap();
+        let mut calls = Vec::new();
+        let call = |calls: &mut Vec<smol::Task<()>>| {
+            let upstream = upstream.clone();
+            calls.push(smol::spawn(async move {
+                let _ = upstream
+                    .server_streaming(TICKS, json!({"everyMs": 10_000}))
+                    .await;
+            }));
+        };
+        let state = || {
+            let stats = upstream.pool_stats();
+            (stats.connecting, stats.waiting)
+        };
+        let bound = Duration::from_secs(10);
+        // One attempt covers `max_streams_per_connection` calls: its own
+        // and three that wait for it.
+        for _ in 0..4 {
+            call(&mut calls);
+        }
+        eventually(bound, "1 attempt and 3 calls waiting", || state() == (1, 3)).await;
+        // The fifth needs another connection: a second attempt, at once,
+        // beside the first (one attempt at a time kept it waiting).
+        call(&mut calls);
+        eventually(bound, "2 attempts and 3 calls waiting", || {
+            state() == (2, 3)
+        })
+        .await;
+        for _ in 0..7 {
+            call(&mut calls);
+        }
+        eventually(bound, "3 attempts and 9 calls waiting", || {
+            state() == (3, 9)
+        })
+        .await;
+        // `max_connections` attempts are under way: the next call waits.
+        call(&mut calls);
+        eventually(bound, "the 13th call waiting", || state() == (3, 10)).await;
+        assert!(upstream.pool_stats().connections.is_empty());
+        // Calls given up (their deadline, or their client gone) end their
+        // attempts and their waits.
+        drop(calls);
+        eventually(bound, "no attempt and no call waiting", || {
+            state() == (0, 0)
+        })
+        .await;
+    });
+}

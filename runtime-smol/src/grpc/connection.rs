@@ -144,19 +144,31 @@ pub(super) struct Pool {
     pub(super) next_backoff: Duration,
     /// Why the last attempt failed.
     pub(super) last_error: String,
-    /// A connection attempt is under way (one at a time).
-    pub(super) connecting: bool,
+    /// Connection attempts under way; with the open connections, at most
+    /// `max_connections`.
+    pub(super) connecting: usize,
+    /// Calls waiting for an attempt under way to give them room.
+    pub(super) waiting: usize,
 }
 
 /// A connection attempt under way; its end, however it ends (the caller
-/// may drop it at its deadline), lets the next one start and wakes the
-/// calls that waited for it.
+/// may drop it at its deadline), wakes the calls that waited for it.
 struct Attempt<'a>(&'a GrpcUpstream);
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        self.0.connection_pool().connecting = false;
+        self.0.connection_pool().connecting -= 1;
         self.0.connected.notify(usize::MAX);
+    }
+}
+
+/// A call counted in [`Pool::waiting`] while it waits, however the wait
+/// ends (the caller may drop it at its deadline).
+struct Waiting<'a>(&'a GrpcUpstream);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.connection_pool().waiting -= 1;
     }
 }
 
@@ -225,15 +237,22 @@ impl GrpcUpstream {
                 ),
             )
         };
-        // One connection attempt at a time. The calls that find every
-        // connection full while one is under way wait for its end, and then
-        // all look again at once. (They once queued on an async mutex
-        // instead and passed it on one by one, each hand-over a trip
-        // through the executor's run queue: on a saturated gateway that
-        // admitted about 50 streams a second, and the rest hit
-        // `call_timeout` while the new connection stood almost empty.)
-        // The caller's deadline (`call_timeout`) bounds the wait; the
-        // attempt itself is bounded by `connect_timeout`.
+        // Connection attempts run side by side, as many as the calls
+        // waiting for room need (each attempt counted as room for
+        // `max_streams_per_connection` calls), up to `max_connections`
+        // with the open ones. A call that the attempts under way cover
+        // waits for the end of one of them, and then all such calls look
+        // again at once. (One attempt at a time, as before, opened the
+        // connections of a burst of calls one after another: on a loaded
+        // gateway each attempt took 1 to 4 s, the ones opened last came
+        // too late, and every call placed on them hit `call_timeout`;
+        // docs/BENCHMARKS.md, issue 12, "The late connection, measured".
+        // Before that, calls queued on an async mutex passed it on one by
+        // one, each hand-over a trip through the executor's run queue,
+        // and admitted about 50 streams a second.) The caller's deadline
+        // (`call_timeout`) bounds the wait; each attempt is bounded by
+        // `connect_timeout`.
+        let per_connection = self.config.max_streams_per_connection.max(1);
         loop {
             let ended = {
                 let mut pool = self.connection_pool();
@@ -242,10 +261,15 @@ impl GrpcUpstream {
                     Found::Full(connections) => return Err(busy(connections)),
                     Found::Grow => {}
                 }
-                if !pool.connecting {
+                let covered = pool.connecting.saturating_mul(per_connection);
+                let may_open =
+                    pool.connections.len() + pool.connecting < self.config.max_connections;
+                // The calls needing room: the attempts' own, the waiting
+                // ones, and this one.
+                if may_open && pool.connecting + pool.waiting >= covered {
                     if let Some(retry_at) = pool.retry_at {
                         let now = Instant::now();
-                        if now < retry_at {
+                        if now < retry_at && pool.connecting == 0 {
                             return Err(self.failure(
                                 FailureKind::Unavailable,
                                 &format!(
@@ -256,13 +280,20 @@ impl GrpcUpstream {
                             ));
                         }
                     }
-                    pool.connecting = true;
-                    break;
+                    if pool
+                        .retry_at
+                        .is_none_or(|retry_at| Instant::now() >= retry_at)
+                    {
+                        pool.connecting += 1;
+                        break;
+                    }
                 }
+                pool.waiting += 1;
                 // Listening under the pool's lock: the attempt's end (which
                 // takes the lock) cannot slip by unseen.
-                self.connected.listen()
+                (Waiting(self), self.connected.listen())
             };
+            let (_waiting, ended) = ended;
             ended.await;
         }
         let _attempt = Attempt(self);

@@ -127,6 +127,8 @@ mod tests {
             max_streams: 16_384,
             opened_total: 3,
             busy_total: 2,
+            connecting: 1,
+            waiting: 5,
         };
         let mut out = String::new();
         write_prometheus(&[("demo", stats)], &mut out);

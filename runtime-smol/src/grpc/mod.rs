@@ -86,10 +86,10 @@ pub struct GrpcUpstream {
     pool: DescriptorPool,
     /// The connections and the reconnect backoff (connection.rs).
     connection_pool: Arc<std::sync::Mutex<Pool>>,
-    /// Told when a connection attempt ends (`Pool::connecting` cleared)
+    /// Told when a connection attempt ends (`Pool::connecting` counted down)
     /// and when a connection's stream limit changes (the server's
-    /// SETTINGS): the calls that found every connection full while an
-    /// attempt was under way all look again at once (connection.rs).
+    /// SETTINGS): the calls that found every connection full while
+    /// attempts were under way all look again at once (connection.rs).
     connected: Arc<event_listener::Event>,
     executor: OwnedExecutor,
     permits: Arc<Semaphore>,
@@ -283,6 +283,8 @@ impl GrpcUpstream {
             max_streams: self.config.max_concurrent_streams,
             opened_total: pool.opened_total,
             busy_total: pool.busy_total,
+            connecting: pool.connecting,
+            waiting: pool.waiting,
         }
     }
 }
@@ -315,6 +317,10 @@ pub struct PoolStats {
     /// Calls refused with `UPSTREAM_BUSY`: `max_concurrent_streams` reached,
     /// or every connection full.
     pub busy_total: u64,
+    /// Connection attempts under way.
+    pub connecting: usize,
+    /// Calls waiting for an attempt under way to give them room.
+    pub waiting: usize,
 }
 
 impl Drop for GrpcUpstream {
