@@ -184,6 +184,8 @@ struct Slot {
     track: Option<TickTrack>,
     /// Whether it has received a result (counted in `subscriptions_flowing`).
     flowing: bool,
+    /// When its `subscribe` was sent (µs on the run's clock).
+    subscribed_us: u64,
 }
 
 /// What the select in the session loop woke up for.
@@ -317,12 +319,14 @@ fn millis(shared: &Shared) -> Millis {
 impl Session<'_> {
     /// Requests every subscription of the plan.
     fn subscribe_all(&mut self, now: Millis) {
+        let subscribed_us = self.shared.now_us();
         for _ in 0..self.plan.subscriptions {
             let id = self.client.subscribe(now, &self.query, None, None);
             self.slots.push(Slot {
                 id,
                 track: None,
                 flowing: false,
+                subscribed_us,
             });
         }
     }
@@ -513,6 +517,12 @@ impl Session<'_> {
         if !slot.flowing {
             slot.flowing = true;
             shared.subscriptions_flowing.fetch_add(1, Ordering::Relaxed);
+            if shared.recording.load(Ordering::Relaxed) {
+                Shared::record(
+                    &shared.first_result,
+                    now_us.saturating_sub(slot.subscribed_us),
+                );
+            }
         }
         if let Some(seq) = seq {
             match slot.track.as_mut() {
@@ -544,6 +554,7 @@ impl Session<'_> {
                 shared.subscriptions_flowing.fetch_sub(1, Ordering::Relaxed);
                 self.client.complete(now, &old);
                 slot.id = self.client.subscribe(now, &self.query, None, None);
+                slot.subscribed_us = now_us;
                 shared.cycles.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -575,6 +586,7 @@ impl Session<'_> {
                 id: self.client.subscribe(now, &self.query, None, None),
                 track: None,
                 flowing: false,
+                subscribed_us: self.shared.now_us(),
             });
         }
     }

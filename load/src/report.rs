@@ -69,6 +69,8 @@ pub struct DeliveryReport {
     pub cycles_per_s: f64,
     /// Lateness of ticks against their schedule (see `TickTrack`).
     pub lateness: Summary,
+    /// A `subscribe` sent to its first result (in the window).
+    pub first_result: Summary,
     /// Inter-arrival time minus the period.
     pub gap_excess: Summary,
     /// Ticks that came before their schedule.
@@ -324,6 +326,9 @@ impl Report {
         );
         if self.mode != Mode::Hold {
             row("cycles", format!("{} = {:.1}/s", d.cycles, d.cycles_per_s));
+        }
+        if d.first_result.count > 0 {
+            row("subscribe to 1st result", summary(&d.first_result));
         }
         if d.says_sent > 0 {
             row(

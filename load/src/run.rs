@@ -493,6 +493,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         cycles,
         cycles_per_s: cycles as f64 / window_s,
         lateness: Summary::of(&shared.lateness),
+        first_result: Summary::of(&shared.first_result),
         gap_excess: Summary::of(&shared.gap_excess),
         early_ticks: shared.early_ticks.load(Ordering::Relaxed),
         says_sent: shared.says_sent.load(Ordering::Relaxed),

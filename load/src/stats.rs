@@ -100,6 +100,8 @@ pub struct Shared {
     pub gap_excess: Mutex<Histogram<u64>>,
     /// Connect start to `connection_ack`, in µs.
     pub handshake: Mutex<Histogram<u64>>,
+    /// A `subscribe` sent to its first result, in µs (while recording).
+    pub first_result: Mutex<Histogram<u64>>,
     /// The first few distinct failure messages, for the report.
     pub failures: Mutex<Vec<String>>,
     /// Operation errors by `extensions.code` (UPSTREAM_BUSY, ...).
@@ -149,6 +151,7 @@ impl Shared {
             lateness: histogram(),
             gap_excess: histogram(),
             handshake: histogram(),
+            first_result: histogram(),
             failures: Mutex::new(Vec::new()),
             error_codes: Mutex::new(BTreeMap::new()),
             says_sent: AtomicU64::new(0),

@@ -76,13 +76,13 @@ impl ClientMessage {
                 "connection_init",
                 None,
                 Some(
-                    payload
+                    &payload
                         .clone()
                         .unwrap_or_else(|| Value::Object(Default::default())),
                 ),
             ),
             ClientMessage::Start { id, payload } => {
-                frame("start", Some(id), Some(payload.to_value()))
+                frame("start", Some(id), Some(&payload.to_value()))
             }
             ClientMessage::Stop { id } => frame("stop", Some(id), None),
             ClientMessage::ConnectionTerminate => frame("connection_terminate", None, None),
@@ -129,8 +129,9 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// Parses one text frame a server sent (the client side's view).
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
-        let (obj, kind) = parse_envelope(text)?;
-        let payload = obj.get("payload").cloned().unwrap_or(Value::Null);
+        let (mut obj, kind) = parse_envelope(text)?;
+        // Taken out of the frame, not copied.
+        let payload = obj.remove("payload").unwrap_or(Value::Null);
         match kind.as_str() {
             "connection_ack" => Ok(ServerMessage::ConnectionAck {
                 payload: Some(payload).filter(|p| !p.is_null()),
@@ -158,14 +159,14 @@ impl ServerMessage {
     pub fn to_text(&self) -> String {
         match self {
             ServerMessage::ConnectionAck { payload } => {
-                frame("connection_ack", None, payload.clone())
+                frame("connection_ack", None, payload.as_ref())
             }
             ServerMessage::ConnectionError { payload } => {
-                frame("connection_error", None, Some(payload.clone()))
+                frame("connection_error", None, Some(payload))
             }
             ServerMessage::Ka => frame("ka", None, None),
-            ServerMessage::Data { id, payload } => frame("data", Some(id), Some(payload.clone())),
-            ServerMessage::Error { id, payload } => frame("error", Some(id), Some(payload.clone())),
+            ServerMessage::Data { id, payload } => frame("data", Some(id), Some(payload)),
+            ServerMessage::Error { id, payload } => frame("error", Some(id), Some(payload)),
             ServerMessage::Complete { id } => frame("complete", Some(id), None),
         }
     }

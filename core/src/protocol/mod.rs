@@ -264,33 +264,51 @@ pub(crate) fn required_id(obj: &Map<String, Value>, kind: &str) -> Result<String
     }
 }
 
-/// Builds `{"type": kind, "id"?: id, "payload"?: payload}` as text.
-pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<Value>) -> String {
-    let mut obj = Map::new();
-    obj.insert("type".into(), Value::String(kind.to_owned()));
+/// Builds `{"type": kind, "id"?: id, "payload"?: payload}` as text,
+/// serialised straight into the frame (no copy of the payload, no map).
+pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<&Value>) -> String {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"type\":");
+    push_json_string(&mut out, kind);
     if let Some(id) = id {
-        obj.insert("id".into(), Value::String(id.to_owned()));
+        out.extend_from_slice(b",\"id\":");
+        push_json_string(&mut out, id);
     }
     if let Some(payload) = payload {
-        obj.insert("payload".into(), payload);
+        out.extend_from_slice(b",\"payload\":");
+        // Writing JSON to a `Vec` cannot fail: `Value`'s keys are strings.
+        let _ = serde_json::to_writer(&mut out, payload);
     }
-    Value::Object(obj).to_string()
+    out.push(b'}');
+    into_text(out)
 }
 
 /// The frame `{"type":kind,"id":id,"payload":payload}` with `payload`
 /// already JSON text: built by concatenation around the JSON-escaped id,
 /// byte for byte what [`frame`] gives for the parsed payload.
 pub(crate) fn frame_encoded(kind: &str, id: &str, payload: &str) -> String {
-    let id = Value::String(id.to_owned()).to_string();
-    let mut out = String::with_capacity(payload.len() + id.len() + kind.len() + 32);
-    out.push_str("{\"type\":\"");
-    out.push_str(kind);
-    out.push_str("\",\"id\":");
-    out.push_str(&id);
-    out.push_str(",\"payload\":");
-    out.push_str(payload);
-    out.push('}');
-    out
+    let mut out = Vec::with_capacity(payload.len() + id.len() + kind.len() + 32);
+    out.extend_from_slice(b"{\"type\":");
+    push_json_string(&mut out, kind);
+    out.extend_from_slice(b",\"id\":");
+    push_json_string(&mut out, id);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(payload.as_bytes());
+    out.push(b'}');
+    into_text(out)
+}
+
+/// Appends `text` as a JSON string, escaped as `serde_json` escapes it.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `&str` to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// The frame's bytes as text: JSON written from `&str`s and `Value`s is
+/// UTF-8 (checked, not assumed).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -304,8 +322,47 @@ mod tests {
             for kind in ["next", "data"] {
                 assert_eq!(
                     frame_encoded(kind, id, &payload.to_string()),
-                    frame(kind, Some(id), Some(payload.clone()))
+                    frame(kind, Some(id), Some(&payload))
                 );
+            }
+        }
+    }
+
+    /// The frame written field by field is the JSON object of its fields,
+    /// as `serde_json` writes one (keys in insertion order).
+    #[test]
+    fn a_frame_is_its_object_serialised() {
+        let payloads = [
+            None,
+            Some(serde_json::json!({"data": {"t": {"seq": 3, "s": "é\"\n<\u{7f}\u{2028}"}}})),
+            Some(serde_json::json!([{"message": "m", "path": ["a", 1]}])),
+            Some(serde_json::json!({})),
+            Some(Value::Null),
+            Some(serde_json::json!(1.5e300)),
+        ];
+        for id in [
+            None,
+            Some("1"),
+            Some("quote\"d"),
+            Some("back\\slash"),
+            Some("ünï\u{1}code"),
+            Some(""),
+        ] {
+            for payload in &payloads {
+                for kind in ["next", "connection_ack", "ka"] {
+                    let mut obj = Map::new();
+                    obj.insert("type".into(), Value::String(kind.to_owned()));
+                    if let Some(id) = id {
+                        obj.insert("id".into(), Value::String(id.to_owned()));
+                    }
+                    if let Some(payload) = payload {
+                        obj.insert("payload".into(), payload.clone());
+                    }
+                    assert_eq!(
+                        frame(kind, id, payload.as_ref()),
+                        Value::Object(obj).to_string()
+                    );
+                }
             }
         }
     }

@@ -72,12 +72,12 @@ impl ClientMessage {
     pub fn to_text(&self) -> String {
         match self {
             ClientMessage::ConnectionInit { payload } => {
-                frame("connection_init", None, payload.clone())
+                frame("connection_init", None, payload.as_ref())
             }
-            ClientMessage::Ping { payload } => frame("ping", None, payload.clone()),
-            ClientMessage::Pong { payload } => frame("pong", None, payload.clone()),
+            ClientMessage::Ping { payload } => frame("ping", None, payload.as_ref()),
+            ClientMessage::Pong { payload } => frame("pong", None, payload.as_ref()),
             ClientMessage::Subscribe { id, payload } => {
-                frame("subscribe", Some(id), Some(payload.to_value()))
+                frame("subscribe", Some(id), Some(&payload.to_value()))
             }
             ClientMessage::Complete { id } => frame("complete", Some(id), None),
         }
@@ -126,7 +126,7 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// Parses one text frame a server sent (the client side's view).
     pub fn parse(text: &str) -> Result<ServerMessage, ParseError> {
-        let (obj, kind) = parse_envelope(text)?;
+        let (mut obj, kind) = parse_envelope(text)?;
         match kind.as_str() {
             "connection_ack" => Ok(ServerMessage::ConnectionAck {
                 payload: optional_object_payload(&obj, &kind)?,
@@ -139,11 +139,9 @@ impl ServerMessage {
             }),
             "next" => {
                 let id = required_id(&obj, &kind)?;
-                match obj.get("payload") {
-                    Some(p @ Value::Object(_)) => Ok(ServerMessage::Next {
-                        id,
-                        payload: p.clone(),
-                    }),
+                // Taken out of the frame, not copied.
+                match obj.remove("payload") {
+                    Some(payload @ Value::Object(_)) => Ok(ServerMessage::Next { id, payload }),
                     _ => Err(ParseError::new(
                         "Invalid message: next payload must be an object",
                     )),
@@ -151,10 +149,10 @@ impl ServerMessage {
             }
             "error" => {
                 let id = required_id(&obj, &kind)?;
-                match obj.get("payload") {
+                match obj.remove("payload") {
                     Some(Value::Array(errors)) if !errors.is_empty() => Ok(ServerMessage::Error {
                         id,
-                        payload: errors.clone(),
+                        payload: errors,
                     }),
                     _ => Err(ParseError::new(
                         "Invalid message: error payload must be a non-empty array",
@@ -175,13 +173,13 @@ impl ServerMessage {
     pub fn to_text(&self) -> String {
         match self {
             ServerMessage::ConnectionAck { payload } => {
-                frame("connection_ack", None, payload.clone())
+                frame("connection_ack", None, payload.as_ref())
             }
-            ServerMessage::Ping { payload } => frame("ping", None, payload.clone()),
-            ServerMessage::Pong { payload } => frame("pong", None, payload.clone()),
-            ServerMessage::Next { id, payload } => frame("next", Some(id), Some(payload.clone())),
+            ServerMessage::Ping { payload } => frame("ping", None, payload.as_ref()),
+            ServerMessage::Pong { payload } => frame("pong", None, payload.as_ref()),
+            ServerMessage::Next { id, payload } => frame("next", Some(id), Some(payload)),
             ServerMessage::Error { id, payload } => {
-                frame("error", Some(id), Some(Value::Array(payload.clone())))
+                frame("error", Some(id), Some(&Value::Array(payload.clone())))
             }
             ServerMessage::Complete { id } => frame("complete", Some(id), None),
         }

@@ -691,46 +691,44 @@ impl ServerConnection {
             // can never reach a newer operation reusing the client's id.
             return;
         };
-        let id = live.id.clone();
-        if event.is_terminal() {
-            self.live.remove(&op);
-            self.by_id.remove(&id);
+        let terminal = event.is_terminal();
+        let text = Self::event_text(self.protocol, &live.id, event);
+        if terminal {
+            if let Some(live) = self.live.remove(&op) {
+                self.by_id.remove(&live.id);
+            }
         }
-        let text = match (self.protocol, event) {
+        self.send(text);
+    }
+
+    /// The frame that carries `event` of the operation the client calls
+    /// `id`, serialised straight from the event (its payload is not copied).
+    fn event_text(protocol: Subprotocol, id: &str, event: UpstreamEvent) -> String {
+        use crate::protocol::{frame, frame_encoded};
+        match (protocol, event) {
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Next(payload)) => {
-                transport::ServerMessage::Next { id, payload }.to_text()
+                frame("next", Some(id), Some(&payload))
             }
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::NextEncoded(payload)) => {
-                crate::protocol::frame_encoded("next", &id, payload.as_str())
+                frame_encoded("next", id, payload.as_str())
             }
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Error(errors)) => {
-                transport::ServerMessage::Error {
-                    id,
-                    payload: non_empty(errors),
-                }
-                .to_text()
+                frame("error", Some(id), Some(&Value::Array(non_empty(errors))))
             }
             (Subprotocol::GraphqlTransportWs, UpstreamEvent::Complete) => {
-                transport::ServerMessage::Complete { id }.to_text()
+                frame("complete", Some(id), None)
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Next(payload)) => {
-                legacy::ServerMessage::Data { id, payload }.to_text()
+                frame("data", Some(id), Some(&payload))
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::NextEncoded(payload)) => {
-                crate::protocol::frame_encoded("data", &id, payload.as_str())
+                frame_encoded("data", id, payload.as_str())
             }
             (Subprotocol::GraphqlWs, UpstreamEvent::Error(errors)) => {
-                legacy::ServerMessage::Error {
-                    id,
-                    payload: Value::Array(non_empty(errors)),
-                }
-                .to_text()
+                frame("error", Some(id), Some(&Value::Array(non_empty(errors))))
             }
-            (Subprotocol::GraphqlWs, UpstreamEvent::Complete) => {
-                legacy::ServerMessage::Complete { id }.to_text()
-            }
-        };
-        self.send(text);
+            (Subprotocol::GraphqlWs, UpstreamEvent::Complete) => frame("complete", Some(id), None),
+        }
     }
 
     fn on_timeout(&mut self, now: Millis) {
@@ -834,5 +832,69 @@ fn non_empty(errors: Vec<Value>) -> Vec<Value> {
         vec![json!({"message": "Operation failed"})]
     } else {
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operation::EncodedPayload;
+
+    /// Each event's frame, serialised straight from the event, is byte for
+    /// byte the frame of the protocol's message type.
+    #[test]
+    fn event_frames_are_the_protocols_messages() {
+        let payload =
+            json!({"data": {"ticks": {"seq": 3, "s": "é\"\n<"}}, "extensions": {"k": [1, null]}});
+        let errors = vec![json!({"message": "boom", "path": ["a", 0]})];
+        for id in ["1", "quote\"d", "back\\slash", "ünï\u{1}code"] {
+            let events = || {
+                [
+                    UpstreamEvent::Next(payload.clone()),
+                    UpstreamEvent::NextEncoded(EncodedPayload::encode(&payload)),
+                    UpstreamEvent::Error(errors.clone()),
+                    UpstreamEvent::Error(Vec::new()),
+                    UpstreamEvent::Complete,
+                ]
+            };
+            let id = id.to_owned();
+            for event in events() {
+                let expected = match &event {
+                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
+                        transport::ServerMessage::Next {
+                            id: id.clone(),
+                            payload: payload.clone(),
+                        }
+                    }
+                    UpstreamEvent::Error(e) => transport::ServerMessage::Error {
+                        id: id.clone(),
+                        payload: non_empty(e.clone()),
+                    },
+                    UpstreamEvent::Complete => {
+                        transport::ServerMessage::Complete { id: id.clone() }
+                    }
+                };
+                let text =
+                    ServerConnection::event_text(Subprotocol::GraphqlTransportWs, &id, event);
+                assert_eq!(text, expected.to_text());
+            }
+            for event in events() {
+                let expected = match &event {
+                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
+                        legacy::ServerMessage::Data {
+                            id: id.clone(),
+                            payload: payload.clone(),
+                        }
+                    }
+                    UpstreamEvent::Error(e) => legacy::ServerMessage::Error {
+                        id: id.clone(),
+                        payload: Value::Array(non_empty(e.clone())),
+                    },
+                    UpstreamEvent::Complete => legacy::ServerMessage::Complete { id: id.clone() },
+                };
+                let text = ServerConnection::event_text(Subprotocol::GraphqlWs, &id, event);
+                assert_eq!(text, expected.to_text());
+            }
+        }
     }
 }
