@@ -71,6 +71,10 @@ pub async fn run_operation(
             // operation holds for its whole life.
             let event = match step {
                 Step::Call(call_id, call) => {
+                    // Room for exactly this call: most operations make one,
+                    // and a `Vec`'s first growth would make room for four
+                    // (1,408 bytes, held for a subscription's life).
+                    calls.reserve_exact(1);
                     calls.push((call_id, Call::start(call, &upstreams)));
                     continue;
                 }
