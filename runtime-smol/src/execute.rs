@@ -177,6 +177,10 @@ type Pending<T> = Pin<Box<dyn Future<Output = Result<T, UpstreamFailure>> + Send
 /// killed). The larger states are boxed only while they run, so that what
 /// a live stream keeps for its whole life is the stream itself
 /// (docs/BENCHMARKS.md, "Lean connections").
+// The stream is the state a live call keeps for its whole life, in the
+// operation's calls table (on the heap already): boxing it would add an
+// allocation per stream and save nothing.
+#[allow(clippy::large_enum_variant)]
 enum Call {
     /// The event to give next, if any (then nothing: the operation drops
     /// the call after its terminal event).
