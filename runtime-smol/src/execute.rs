@@ -8,21 +8,25 @@
 //! operation drops its calls in the same step, which resets gRPC streams
 //! and kills SQL queries at once.
 
+use crate::events::Sender;
 use crate::gateway::Gateway;
+use crate::grpc::GrpcStream;
 use crate::grpc::GrpcUpstream;
 use crate::share::{slow_subscriber, SharedEvent, StreamReport};
 use crate::upstreams::{unavailable, Upstreams};
-use async_channel::Sender;
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::{ready, FutureExt, Stream, StreamExt};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use terminus_core::graphql::{
     CallEvent, CallId, Execution, GraphQLError, Step, INTERNAL_SERVER_ERROR,
 };
 use terminus_core::share::{ShareKey, StreamEnd};
+use terminus_core::UpstreamFailure;
 use terminus_core::{CallTimeouts, OpId, RequestContext, UpstreamCall, UpstreamEvent};
 
 /// Runs `execution` to its end, sending every event for `op` to `out`.
@@ -48,56 +52,65 @@ pub async fn run_operation(
     let mut reload = reloads
         .as_ref()
         .map(|gateway| (gateway.reloaded.listen(), gateway.live().generation));
-    // One slot: the calls are polled by this task (below), which takes
-    // each event out before it polls them again, so a deeper queue would
-    // only hold more slots (about 120 bytes each) for every operation's
-    // whole life (docs/BENCHMARKS.md, "Lean connections"). A call whose
-    // event finds the slot taken waits for this task, as before.
-    let (call_tx, call_rx) = async_channel::bounded::<(CallId, CallEvent)>(1);
     // The calls in flight, owned here and polled by this task (not tasks of
-    // their own): removing one drops (cancels) it at once, and dropping the
-    // operation drops them in the same step, so a mass disconnect resets
-    // the upstream streams without a second round of task cancellations
-    // (docs/BENCHMARKS.md, "Lateness and reclaim").
-    let mut calls: HashMap<CallId, CallFuture> = HashMap::new();
+    // their own), each giving its events only when this task asks for the
+    // next one: no queue between a call and its operation, so a call
+    // waits while its operation sends (docs/BENCHMARKS.md, "Lean
+    // subscriptions"). Removing one drops (cancels) it at once, and
+    // dropping the operation drops them in the same step, so a mass
+    // disconnect resets the upstream streams without a second round of
+    // task cancellations (docs/BENCHMARKS.md, "Lateness and reclaim").
+    let mut calls: Vec<(CallId, Call)> = Vec::new();
+    // Where the next search for an event starts: after the call that gave
+    // the last one, so that a busy call does not starve the others.
+    let mut turn = 0;
     loop {
         while let Some(step) = execution.poll() {
-            match step {
+            // Only the event is kept across the send (not the step, whose
+            // call variant is large): this future's size is what every
+            // operation holds for its whole life.
+            let event = match step {
                 Step::Call(call_id, call) => {
-                    let future: CallFuture =
-                        Box::pin(run_call(call, upstreams.clone(), call_id, call_tx.clone()));
-                    calls.insert(call_id, future);
+                    // Room for exactly this call: most operations make one,
+                    // and a `Vec`'s first growth would make room for four
+                    // (1,408 bytes, held for a subscription's life).
+                    calls.reserve_exact(1);
+                    calls.push((call_id, Call::start(call, &upstreams)));
+                    continue;
                 }
                 Step::Cancel(call_id) => {
-                    calls.remove(&call_id);
+                    calls.retain(|(id, _)| *id != call_id);
+                    continue;
                 }
-                Step::Output(event) => {
-                    let terminal = event.is_terminal();
-                    if out.send((op, event)).await.is_err() || terminal {
-                        return;
-                    }
-                }
+                Step::Output(event) => event,
+            };
+            let terminal = event.is_terminal();
+            if out.send((op, event)).await.is_err() || terminal {
+                return;
             }
         }
         if execution.is_finished() {
             return;
         }
-        // The calls make progress while this task waits; a finished call
-        // is dropped (its terminal event is in the channel).
-        let drive_calls = std::future::poll_fn(|cx| {
-            calls.retain(|_, call| call.as_mut().poll(cx).is_pending());
-            std::task::Poll::<Option<_>>::Pending
-        });
-        // `call_tx` is held here, so the channel never closes under us.
-        let next = async { Some(call_rx.recv().await) };
-        let reloaded = async {
-            match &mut reload {
-                Some((listener, _)) => listener.await,
-                None => std::future::pending().await,
+        // The next event of a call, or `None` when a reload woke this task.
+        let next = std::future::poll_fn(|cx| {
+            let count = calls.len();
+            for i in 0..count {
+                let at = (turn + i) % count;
+                if let Poll::Ready(event) = calls[at].1.poll_event(cx) {
+                    turn = at + 1;
+                    return Poll::Ready(Some((at, event)));
+                }
             }
-            None
-        };
-        let Some(received) = drive_calls.or(next).or(reloaded).await else {
+            if let Some((listener, _)) = &mut reload {
+                if Pin::new(listener).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some((at, event)) = next else {
             if let (Some(gateway), Some((listener, seen))) = (&reloads, &mut reload) {
                 // Listen again before reading the generation, so that a
                 // reload in between still wakes the next wait.
@@ -110,19 +123,14 @@ pub async fn run_operation(
             }
             continue;
         };
-        let Ok((call_id, event)) = received else {
-            return;
-        };
+        let call_id = calls[at].0;
         if event.is_terminal() {
-            calls.remove(&call_id);
+            // The call ended: dropped now (order does not matter).
+            calls.swap_remove(at);
         }
         execution.handle_call_event(call_id, event);
     }
 }
-
-/// One upstream call of an operation ([`run_call`]), polled by the
-/// operation's task.
-type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// [`run_operation`] for a WebSocket connection, with a panic confined to
 /// the operation: it is counted in `terminus_panics_total`, logged, and the
@@ -160,164 +168,181 @@ pub async fn run_operation_guarded(
     }
 }
 
-/// Makes one upstream call and reports its items, then its end or failure.
-async fn run_call(
-    call: UpstreamCall,
-    upstreams: Arc<Upstreams>,
-    call_id: CallId,
-    events: Sender<(CallId, CallEvent)>,
-) {
-    let report = |event: CallEvent| {
-        let events = events.clone();
-        async move { events.send((call_id, event)).await.is_ok() }
-    };
-    // The sharing key of a `@shared` stream (core's rule), over the
-    // metadata entries this upstream forwards.
-    let key = match &call {
-        UpstreamCall::Grpc { upstream, .. } => upstreams.grpc(upstream).and_then(|client| {
-            ShareKey::of_call(&call, |k| {
-                client.context_keys().any(|forwarded| forwarded == k)
-            })
-        }),
-        _ => None,
-    };
-    match call {
-        UpstreamCall::Grpc {
-            upstream,
-            method,
-            request,
-            streaming,
-            timeouts,
-            context,
-            ..
-        } => {
-            let Some(client) = upstreams.grpc(&upstream) else {
-                report(CallEvent::Failed(unavailable("gRPC upstream", &upstream))).await;
-                return;
-            };
-            if let Some(key) = key {
-                let field = format!("{upstream} {method}");
+/// A future of a call that is boxed while it runs.
+type Pending<T> = Pin<Box<dyn Future<Output = Result<T, UpstreamFailure>> + Send>>;
+
+/// One upstream call of an operation, polled by the operation's task for
+/// its events ([`Call::poll_event`]): its items, then its end or failure.
+/// Dropping it cancels the call (a gRPC stream is reset, an SQL query
+/// killed). The larger states are boxed only while they run, so that what
+/// a live stream keeps for its whole life is the stream itself
+/// (docs/BENCHMARKS.md, "Lean connections").
+// The stream is the state a live call keeps for its whole life, in the
+// operation's calls table (on the heap already): boxing it would add an
+// allocation per stream and save nothing.
+#[allow(clippy::large_enum_variant)]
+enum Call {
+    /// The event to give next, if any (then nothing: the operation drops
+    /// the call after its terminal event).
+    Then(Option<CallEvent>),
+    /// A gRPC server stream, until its response headers.
+    Starting(Pending<GrpcStream>),
+    /// A gRPC server stream's messages.
+    Streaming(GrpcStream),
+    /// A call of one answer (unary gRPC, SQL): its item, then its end.
+    Answer(Pending<Value>),
+    /// A `@shared` stream's subscription, or live SQL's polls (their
+    /// `next` borrows them, so each is boxed with its wait).
+    Events(Pin<Box<dyn Stream<Item = CallEvent> + Send>>),
+}
+
+impl Call {
+    /// Starts `call` on `upstreams`.
+    fn start(call: UpstreamCall, upstreams: &Arc<Upstreams>) -> Call {
+        // The sharing key of a `@shared` stream (core's rule), over the
+        // metadata entries this upstream forwards.
+        let key = match &call {
+            UpstreamCall::Grpc { upstream, .. } => upstreams.grpc(upstream).and_then(|client| {
+                ShareKey::of_call(&call, |k| {
+                    client.context_keys().any(|forwarded| forwarded == k)
+                })
+            }),
+            _ => None,
+        };
+        match call {
+            UpstreamCall::Grpc {
+                upstream,
+                method,
+                request,
+                streaming,
+                timeouts,
+                context,
+                ..
+            } => {
+                let Some(client) = upstreams.grpc(&upstream) else {
+                    return Call::Then(Some(CallEvent::Failed(unavailable(
+                        "gRPC upstream",
+                        &upstream,
+                    ))));
+                };
                 let client = client.clone();
-                let mut subscription = upstreams.shared().subscribe(key, &field, move |report| {
-                    Box::pin(run_shared_stream(
-                        client, method, request, timeouts, context, report,
-                    ))
-                });
-                let queue = upstreams.shared().queue();
-                loop {
-                    match subscription.next().await {
-                        Some(SharedEvent::Item(message)) => {
-                            if !report(CallEvent::Shared(message)).await {
-                                return;
-                            }
-                        }
-                        Some(SharedEvent::Skipped(n)) => {
-                            if !report(CallEvent::Skipped(n)).await {
-                                return;
-                            }
-                        }
-                        Some(SharedEvent::End(StreamEnd::Complete)) => {
-                            report(CallEvent::End).await;
-                            return;
-                        }
-                        Some(SharedEvent::End(StreamEnd::Failed(failure))) => {
-                            report(CallEvent::Failed(failure)).await;
-                            return;
+                if let Some(key) = key {
+                    let field = format!("{upstream} {method}");
+                    let subscription = upstreams.shared().subscribe(key, &field, move |report| {
+                        Box::pin(run_shared_stream(
+                            client, method, request, timeouts, context, report,
+                        ))
+                    });
+                    let queue = upstreams.shared().queue();
+                    let events =
+                        futures_lite::stream::unfold(subscription, move |mut sub| async move {
+                            let event = match sub.next().await {
+                                Some(SharedEvent::Item(message)) => CallEvent::Shared(message),
+                                Some(SharedEvent::Skipped(n)) => CallEvent::Skipped(n),
+                                Some(SharedEvent::End(StreamEnd::Complete)) => CallEvent::End,
+                                Some(SharedEvent::End(StreamEnd::Failed(failure))) => {
+                                    CallEvent::Failed(failure)
+                                }
+                                None => CallEvent::Failed(slow_subscriber(queue)),
+                            };
+                            Some((event, sub))
+                        });
+                    Call::Events(Box::pin(events))
+                } else if streaming {
+                    Call::Starting(Box::pin(async move {
+                        client
+                            .server_streaming_in(&method, request, timeouts, &context)
+                            .await
+                    }))
+                } else {
+                    Call::Answer(Box::pin(async move {
+                        client.unary_in(&method, request, timeouts, &context).await
+                    }))
+                }
+            }
+            UpstreamCall::Sql {
+                db,
+                statement,
+                params,
+                returns_rows,
+            } => {
+                let upstreams = upstreams.clone();
+                Call::Answer(Box::pin(async move {
+                    upstreams.sql(&db, &statement, &params, returns_rows).await
+                }))
+            }
+            UpstreamCall::LiveSql {
+                db,
+                statement,
+                params,
+                every,
+            } => {
+                // One item per poll, until the operation drops this call;
+                // identical subscriptions share the poll, and the executor
+                // emits only when the rows changed.
+                match upstreams.live_sql(&db, &statement, &params, every) {
+                    Ok(rows) => Call::Events(Box::pin(futures_lite::stream::unfold(
+                        rows,
+                        |mut rows| async move {
+                            let event = match rows.next().await {
+                                Ok(value) => CallEvent::Item(value),
+                                Err(failure) => CallEvent::Failed(failure),
+                            };
+                            Some((event, rows))
+                        },
+                    ))),
+                    Err(failure) => Call::Then(Some(CallEvent::Failed(failure))),
+                }
+            }
+        }
+    }
+
+    /// The call's next event; after a terminal one, nothing more.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<CallEvent> {
+        loop {
+            match self {
+                Call::Then(event) => return event.take().map_or(Poll::Pending, Poll::Ready),
+                Call::Starting(start) => match ready!(start.as_mut().poll(cx)) {
+                    Ok(stream) => *self = Call::Streaming(stream),
+                    Err(failure) => {
+                        *self = Call::Then(None);
+                        return Poll::Ready(CallEvent::Failed(failure));
+                    }
+                },
+                Call::Streaming(stream) => {
+                    return Poll::Ready(match ready!(Pin::new(stream).poll_next(cx)) {
+                        Some(Ok(message)) => CallEvent::Item(message),
+                        Some(Err(failure)) => {
+                            *self = Call::Then(None);
+                            CallEvent::Failed(failure)
                         }
                         None => {
-                            report(CallEvent::Failed(slow_subscriber(queue))).await;
-                            return;
+                            *self = Call::Then(None);
+                            CallEvent::End
                         }
-                    }
+                    });
                 }
-            }
-            if streaming {
-                // The call's larger futures are boxed while they run, so
-                // that the state a live stream keeps for its whole life
-                // (this future, inside its operation's task) holds only
-                // the stream (docs/BENCHMARKS.md, "Lean connections").
-                let started =
-                    Box::pin(client.server_streaming_in(&method, request, timeouts, &context))
-                        .await;
-                let mut stream = match started {
-                    Ok(stream) => stream,
-                    Err(failure) => {
-                        report(CallEvent::Failed(failure)).await;
-                        return;
-                    }
-                };
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(message) => {
-                            if !report(CallEvent::Item(message)).await {
-                                return;
-                            }
+                Call::Answer(answer) => {
+                    let answered = ready!(answer.as_mut().poll(cx));
+                    return Poll::Ready(match answered {
+                        Ok(value) => {
+                            *self = Call::Then(Some(CallEvent::End));
+                            CallEvent::Item(value)
                         }
                         Err(failure) => {
-                            report(CallEvent::Failed(failure)).await;
-                            return;
+                            *self = Call::Then(None);
+                            CallEvent::Failed(failure)
                         }
-                    }
+                    });
                 }
-                report(CallEvent::End).await;
-            } else {
-                match Box::pin(client.unary_in(&method, request, timeouts, &context)).await {
-                    Ok(message) => {
-                        if report(CallEvent::Item(message)).await {
-                            report(CallEvent::End).await;
-                        }
+                Call::Events(events) => {
+                    // Each of these streams ends with a terminal event of
+                    // its own; its end, were it to come, ends the call.
+                    let event = ready!(events.as_mut().poll_next(cx)).unwrap_or(CallEvent::End);
+                    if event.is_terminal() {
+                        *self = Call::Then(None);
                     }
-                    Err(failure) => {
-                        report(CallEvent::Failed(failure)).await;
-                    }
-                }
-            }
-        }
-        UpstreamCall::Sql {
-            db,
-            statement,
-            params,
-            returns_rows,
-        } => {
-            let result = Box::pin(upstreams.sql(&db, &statement, &params, returns_rows)).await;
-            match result {
-                Ok(value) => {
-                    if report(CallEvent::Item(value)).await {
-                        report(CallEvent::End).await;
-                    }
-                }
-                Err(failure) => {
-                    report(CallEvent::Failed(failure)).await;
-                }
-            }
-        }
-        UpstreamCall::LiveSql {
-            db,
-            statement,
-            params,
-            every,
-        } => {
-            // One item per poll, until the operation drops this task;
-            // identical subscriptions share the poll, and the executor emits
-            // only when the rows changed.
-            let mut rows = match upstreams.live_sql(&db, &statement, &params, every) {
-                Ok(rows) => rows,
-                Err(failure) => {
-                    report(CallEvent::Failed(failure)).await;
-                    return;
-                }
-            };
-            loop {
-                match rows.next().await {
-                    Ok(value) => {
-                        if !report(CallEvent::Item(value)).await {
-                            return;
-                        }
-                    }
-                    Err(failure) => {
-                        report(CallEvent::Failed(failure)).await;
-                        return;
-                    }
+                    return Poll::Ready(event);
                 }
             }
         }

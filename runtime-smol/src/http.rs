@@ -621,7 +621,7 @@ async fn run_post(
             .fetch_add(1, Ordering::Relaxed);
         LiveOperation::new(gateway.clone())
     });
-    let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
+    let (tx, rx) = crate::events::bounded(gateway.config.limits.operation_queue);
     let op = OpId(0);
     let _task = tasks::spawn(execute::run_operation(
         execution,

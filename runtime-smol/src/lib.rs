@@ -9,6 +9,7 @@ pub mod tasks;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod execute;
 pub mod gateway;
 pub mod http;

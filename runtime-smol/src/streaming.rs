@@ -171,7 +171,7 @@ impl Drop for LiveOperation {
 /// What a streaming body owns: dropping it ends the operation.
 struct Running {
     format: Format,
-    events: async_channel::Receiver<(OpId, UpstreamEvent)>,
+    events: crate::events::Receiver<(OpId, UpstreamEvent)>,
     /// The operation's task; dropping it cancels the operation.
     task: Option<smol::Task<()>>,
     live: Option<LiveOperation>,
@@ -190,7 +190,7 @@ impl Running {
     /// when the gateway drains.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         enum Wake {
-            Event(Result<(OpId, UpstreamEvent), async_channel::RecvError>),
+            Event(Result<(OpId, UpstreamEvent), crate::events::RecvError>),
             Keepalive,
             Shutdown,
         }
@@ -345,7 +345,7 @@ pub(crate) async fn serve(
         gateway.metrics.add_operations(1);
         LiveOperation(gateway.clone())
     });
-    let (tx, rx) = async_channel::bounded(gateway.config.limits.operation_queue);
+    let (tx, rx) = crate::events::bounded(gateway.config.limits.operation_queue);
     let task = tasks::spawn(execute::run_operation_guarded(
         gateway.clone(),
         execution,

@@ -15,12 +15,12 @@
 //! deadline or the peer's answer ends the connection.
 
 use crate::config::{PANIC_TRIGGER_OPERATION, PANIC_TRIGGER_OPERATION_TASK};
+use crate::events::{Receiver, Sender};
 use crate::execute;
 use crate::gateway::{ConnectionSlot, ConnectionView, Gateway, OperationRow};
 use crate::request::start_execution;
 use crate::tasks;
 use crate::tls::Conn;
-use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -348,7 +348,7 @@ pub(crate) struct WebSocketTask {
         // The drain signal: the gateway closes the channel when drain
         // begins. (Pinned, as the channel's receivers are.)
         #[pin]
-        shutdown: Receiver<()>,
+        shutdown: async_channel::Receiver<()>,
         // The receiving end of `Drive::events`.
         #[pin]
         events: Option<Receiver<OpEvent>>,
@@ -566,7 +566,7 @@ impl Host {
     fn step(
         &mut self,
         cx: &mut Context<'_>,
-        mut shutdown: Pin<&mut Receiver<()>>,
+        mut shutdown: Pin<&mut async_channel::Receiver<()>>,
         mut events: Pin<&mut Option<Receiver<OpEvent>>>,
     ) -> Poll<()> {
         loop {
@@ -637,7 +637,7 @@ impl Host {
     fn poll_wake(
         &mut self,
         cx: &mut Context<'_>,
-        shutdown: Pin<&mut Receiver<()>>,
+        shutdown: Pin<&mut async_channel::Receiver<()>>,
         events: Pin<&mut Option<Receiver<OpEvent>>>,
     ) -> Poll<Wake> {
         let open = self.connection.is_open();
@@ -740,7 +740,7 @@ impl Host {
                             Some(tx) => tx.clone(),
                             None => {
                                 let (tx, rx) =
-                                    async_channel::bounded(config.limits.operation_queue);
+                                    crate::events::bounded(config.limits.operation_queue);
                                 events.set(Some(rx));
                                 drive.events.insert(tx).clone()
                             }
@@ -932,6 +932,26 @@ mod tests {
         let bytes = std::mem::size_of::<WebSocketTask>();
         println!("WebSocketTask: {bytes} bytes");
         assert!(bytes <= 1_152, "WebSocketTask grew to {bytes} bytes");
+    }
+
+    /// What each operation's task holds for its whole life is mostly its
+    /// future (docs/BENCHMARKS.md, "Lean subscriptions"): under 2 KiB,
+    /// async-task stores it inside the task's own allocation instead of
+    /// boxing it apart (2,440 bytes, boxed, before that change).
+    #[test]
+    fn the_operation_state_stays_small() {
+        fn output_size<A, B, C, D, E, F>(_: &impl FnOnce(A, B, C, D, E) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        // async-task boxes a future of 2,048 bytes or more; smol's executor
+        // and `tasks::spawn` wrap it in a few words of their own.
+        const OPERATION_LIMIT: usize = 1_152;
+        let bytes = output_size(&execute::run_operation_guarded);
+        println!("run_operation_guarded: {bytes} bytes");
+        assert!(
+            bytes <= OPERATION_LIMIT,
+            "the operation's future grew to {bytes} bytes"
+        );
     }
 
     #[test]

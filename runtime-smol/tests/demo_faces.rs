@@ -86,7 +86,7 @@ fn schema() -> Schema {
 async fn real_face(upstreams: &Arc<Upstreams>, query: &str) -> (Vec<UpstreamEvent>, Duration) {
     let started = Instant::now();
     let execution = Execution::start(&schema(), &request(query), &Limits::default());
-    let (tx, rx) = async_channel::bounded(16);
+    let (tx, rx) = terminus::events::bounded(16);
     let _task = smol::spawn(run_operation(
         execution,
         upstreams.clone(),
@@ -310,7 +310,7 @@ fn rooms_deliver_alike_on_both_faces_and_leave_nothing_behind() {
         let mut members = Vec::new();
         for (op, query) in ROOM_MEMBERS {
             let execution = Execution::start(&schema(), &request(query), &Limits::default());
-            let (tx, rx) = async_channel::bounded(16);
+            let (tx, rx) = terminus::events::bounded(16);
             let task = smol::spawn(run_operation(
                 execution,
                 upstreams.clone(),
@@ -407,7 +407,7 @@ fn clocks_tick_on_the_epoch_on_both_faces() {
         // first one comes right after the instant the stream started.
         let before = server.clock_now().0 / 20;
         let execution = Execution::start(&schema(), &request(query), &Limits::default());
-        let (tx, rx) = async_channel::bounded(16);
+        let (tx, rx) = terminus::events::bounded(16);
         let task = smol::spawn(run_operation(
             execution,
             upstreams.clone(),
