@@ -11,6 +11,8 @@
 #       machinery (debug builds, 2% of the connections, 2 s holds): the
 #       numbers of such a run mean nothing
 # LOAD_THREADS=N gives terminus-load N executor threads (default 1).
+# TERMINUS_THREADS=N gives the gateway and the demo upstream N executor
+# threads each (`[runtime] threads`, `--threads`; default: theirs).
 #
 # Systems: terminus (`terminus serve` with bench/terminus/terminus-bench.toml
 # in front of `terminus demo-upstream`, two processes talking gRPC over
@@ -91,12 +93,16 @@ wait_for() {
 # start_terminus LOG: the demo upstream, then the gateway configured for it.
 start_terminus() {
   local log=$1 upstream_addr config
-  ./target/$profile/terminus demo-upstream --listen 127.0.0.1:0 >"$log.upstream" 2>&1 &
+  ./target/$profile/terminus demo-upstream --listen 127.0.0.1:0 \
+    ${TERMINUS_THREADS:+--threads "$TERMINUS_THREADS"} >"$log.upstream" 2>&1 &
   upstream_pid=$!
   upstream_addr=$(wait_for "$log.upstream" '.*at http://\([0-9.:]*\).*' "$upstream_pid")
   config="$out/terminus-bench.toml"
   sed -e "s#@REPO@#$PWD#g" -e "s#@UPSTREAM@#$upstream_addr#g" \
     bench/terminus/terminus-bench.toml >"$config"
+  if [ -n "${TERMINUS_THREADS:-}" ]; then
+    printf '\n[runtime]\nthreads = %s\n' "$TERMINUS_THREADS" >>"$config"
+  fi
   ./target/$profile/terminus serve --config "$config" >"$log" 2>&1 &
   server_pid=$!
 }

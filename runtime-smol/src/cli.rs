@@ -28,6 +28,10 @@ pub enum Command {
         /// terminus_demo_messages if missing. Off by default.
         #[arg(long)]
         mysql: Option<String>,
+        /// Threads running the executor (as `[runtime] threads` in a
+        /// config, docs/config.md); default 1.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run only the demo gRPC upstream (service terminus.demo.v1.Demo), for
     /// `serve` with examples/terminus.toml.
@@ -35,6 +39,10 @@ pub enum Command {
         /// Address of the gRPC (HTTP/2) listener.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Threads running the executor (as `[runtime] threads` in a
+        /// config, docs/config.md); default 1.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run the gateway from a TOML config file.
     Serve {
@@ -71,8 +79,26 @@ mod tests {
         Cli::command().debug_assert();
         let demo = Cli::try_parse_from(["terminus", "demo", "--listen", "127.0.0.1:0"]).unwrap();
         assert!(
-            matches!(demo.command, Command::Demo { listen, mysql: None } if listen.port() == 0)
+            matches!(demo.command, Command::Demo { listen, mysql: None, threads: None } if listen.port() == 0)
         );
+        let demo = Cli::try_parse_from(["terminus", "demo", "--threads", "3"]).unwrap();
+        assert!(matches!(
+            demo.command,
+            Command::Demo {
+                threads: Some(3),
+                ..
+            }
+        ));
+        let upstream =
+            Cli::try_parse_from(["terminus", "demo-upstream", "--threads", "2"]).unwrap();
+        assert!(matches!(
+            upstream.command,
+            Command::DemoUpstream {
+                threads: Some(2),
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["terminus", "demo", "--threads", "x"]).is_err());
         let serve = Cli::try_parse_from(["terminus", "serve", "--config", "t.toml"]).unwrap();
         assert!(
             matches!(serve.command, Command::Serve { config } if config == Path::new("t.toml"))

@@ -54,6 +54,54 @@ pub struct Config {
     /// Test hooks; all off by default and never needed in production.
     #[serde(default)]
     pub testing: TestingConfig,
+    /// The executor: how many threads run the gateway's tasks.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: the executor that runs every task of the process
+/// (runtime-smol/src/run.rs, `Runtime`). Read at start-up only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads running the executor, 1 to [`MAX_RUNTIME_THREADS`].
+    #[serde(deserialize_with = "runtime_threads")]
+    pub threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            threads: default_runtime_threads(),
+        }
+    }
+}
+
+/// The most executor threads `runtime.threads` (and `--threads`) accepts.
+pub const MAX_RUNTIME_THREADS: usize = 256;
+
+/// The default of `runtime.threads`: 1. Measured against 2 on the 2-CPU
+/// bench machine (docs/BENCHMARKS.md, "Executor threads"): a second thread
+/// cost about half as much server CPU again per delivered result, and gave
+/// no measurable gain in lateness or reclaim there.
+pub fn default_runtime_threads() -> usize {
+    1
+}
+
+/// Checks an executor thread count: 1 to [`MAX_RUNTIME_THREADS`].
+pub fn check_runtime_threads(threads: usize) -> Result<usize, String> {
+    if (1..=MAX_RUNTIME_THREADS).contains(&threads) {
+        Ok(threads)
+    } else {
+        Err(format!(
+            "runtime.threads (--threads) must be 1 to {MAX_RUNTIME_THREADS}, not {threads}"
+        ))
+    }
+}
+
+/// `runtime.threads`, located at its value when out of range.
+fn runtime_threads<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    check_runtime_threads(usize::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// `[persisted_queries]`: Apollo's automatic persisted queries and trusted
@@ -506,6 +554,7 @@ impl Config {
             mysql: BTreeMap::new(),
             persisted_queries: PersistedQueriesConfig::default(),
             testing: TestingConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 
@@ -692,6 +741,32 @@ mod tests {
         let text = "schema = \"s.graphql\"\n[mysql.main]\nurl = \"mysql://a@b/c\"\npool = 3\n";
         let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
+    }
+
+    #[test]
+    fn runtime_threads_default_and_bad_values_are_located() {
+        let config = Config::parse("schema = \"s.graphql\"\n", Path::new("t.toml")).unwrap();
+        assert_eq!(config.runtime.threads, default_runtime_threads());
+        assert!(config.runtime.threads >= 1);
+        let text = "schema = \"s.graphql\"\n[runtime]\nthreads = 2\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(config.runtime.threads, 2);
+        for bad in ["0", "257", "-1", "\"many\""] {
+            let text = format!("schema = \"s.graphql\"\n\n[runtime]\nthreads = {bad}\n");
+            let err = Config::parse(&text, Path::new("conf/t.toml")).unwrap_err();
+            assert_eq!(err.position.map(|p| p.0), Some(4), "{bad}: {err}");
+            assert!(err.to_string().starts_with("conf/t.toml:4:"), "{err}");
+        }
+        let text = "schema = \"s.graphql\"\n[runtime]\nthreads = 0\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("runtime.threads (--threads) must be 1 to 256"),
+            "{err}"
+        );
+        let text = "schema = \"s.graphql\"\n[runtime]\nthread = 2\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err();
+        assert_eq!(err.position, Some((3, 1)), "{err}");
     }
 
     #[test]

@@ -4,6 +4,9 @@
 use clap::Parser;
 use std::process::ExitCode;
 use terminus::cli::{Cli, Command};
+use terminus::config::Config;
+use terminus::run::{RunError, Runtime};
+use terminus::server::DrainReport;
 use tracing_subscriber::EnvFilter;
 
 /// The global allocator: jemalloc, so that memory freed after a load (say
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let run = match cli.command {
+    let run_command = match cli.command {
         Command::Schema {
             protos,
             includes,
@@ -60,14 +63,7 @@ fn main() -> ExitCode {
         }
         other => other,
     };
-    let result = smol::block_on(async {
-        match run {
-            Command::Demo { listen, mysql } => terminus::run::demo(listen, mysql).await,
-            Command::Serve { config } => terminus::run::serve(&config).await,
-            Command::DemoUpstream { listen } => terminus::run::demo_upstream(listen).await,
-            Command::Schema { .. } => Err(terminus::run::RunError::from("schema runs above")),
-        }
-    });
+    let result = run(run_command);
     match result {
         Ok(report) if report.leaked_operations == 0 => {
             tracing::info!(leaked_operations = 0, "terminus stopped");
@@ -85,4 +81,36 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a serving command on an executor of the configured thread count
+/// (`[runtime] threads`, or `--threads` for `demo` and `demo-upstream`),
+/// then stops the executor's threads.
+fn run(command: Command) -> Result<DrainReport, RunError> {
+    let default_threads = terminus::config::default_runtime_threads;
+    let (threads, config) = match &command {
+        Command::Serve { config } => {
+            let loaded = Config::load(config)?;
+            (loaded.runtime.threads, Some(loaded))
+        }
+        Command::Demo { threads, .. } | Command::DemoUpstream { threads, .. } => {
+            (threads.unwrap_or_else(default_threads), None)
+        }
+        Command::Schema { .. } => return Err(RunError::from("schema runs above")),
+    };
+    let runtime = Runtime::start(threads)?;
+    tracing::info!(threads = runtime.threads(), "executor threads");
+    let result = runtime.block_on(async {
+        match command {
+            Command::Demo { listen, mysql, .. } => terminus::run::demo(listen, mysql).await,
+            Command::Serve { config: path } => match config {
+                Some(config) => terminus::run::serve_loaded(config, &path).await,
+                None => terminus::run::serve(&path).await,
+            },
+            Command::DemoUpstream { listen, .. } => terminus::run::demo_upstream(listen).await,
+            Command::Schema { .. } => Err(RunError::from("schema runs above")),
+        }
+    });
+    runtime.shutdown();
+    result
 }

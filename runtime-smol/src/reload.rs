@@ -10,7 +10,7 @@
 //! and clients. Live operations are handed the new schema; the core decides
 //! which end (`core/src/graphql/reload.rs`: those whose root field or
 //! upstream is gone, with a `SCHEMA_RELOADED` error). The other sections
-//! (listen, tls, auth, admin, limits, timeouts, testing) need a restart: a
+//! (listen, tls, auth, admin, limits, timeouts, testing, runtime) need a restart: a
 //! change there is reported in the outcome and otherwise ignored.
 //!
 //! A reload that fails (the config or schema does not parse, a field does
@@ -124,6 +124,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if differs(&old.testing, &new.testing) {
         sections.push("testing");
+    }
+    if old.runtime.threads != new.runtime.threads {
+        sections.push("runtime");
     }
     sections
 }

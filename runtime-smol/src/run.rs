@@ -1,5 +1,5 @@
 //! What the `terminus` binary runs: `demo` and `serve`, each until SIGTERM
-//! or SIGINT, then a bounded drain.
+//! or SIGINT, then a bounded drain; and the executor they run on.
 
 use crate::config::{Config, GrpcUpstreamConfig, MysqlDbConfig};
 use crate::demo_upstream::{self, DemoUpstream};
@@ -11,7 +11,100 @@ use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use terminus_core::graphql::{demo, Schema};
+
+/// The executor every task of the process runs on (through
+/// [`crate::tasks::spawn`]), run by `threads` threads named
+/// `terminus-exec-N`, with their owner: [`Runtime::shutdown`] stops and
+/// joins them. It is async-executor's `Executor`, the one smol's global
+/// executor is made of (smol's documentation advises a program to make its
+/// own); its thread count is `[runtime] threads` (docs/config.md) rather
+/// than the `SMOL_THREADS` environment variable, and its threads have an
+/// owner, where smol's run until the process exits.
+pub struct Runtime {
+    stop: async_channel::Sender<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts `threads` threads on a new executor and makes it the one
+    /// [`crate::tasks::spawn`] uses. Fails if a runtime was started before
+    /// in this process, or a thread cannot be started.
+    pub fn start(threads: usize) -> Result<Runtime, RunError> {
+        let threads = crate::config::check_runtime_threads(threads)?;
+        let executor = Arc::new(async_executor::Executor::new());
+        if !crate::tasks::install(executor.clone()) {
+            return Err("the executor was already started in this process".into());
+        }
+        // Closed (never sent on) by `shutdown`: each thread's `run` ends.
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let mut runtime = Runtime {
+            stop,
+            threads: Vec::with_capacity(threads),
+        };
+        for n in 1..=threads {
+            let executor = executor.clone();
+            let stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("terminus-exec-{n}"))
+                .spawn(move || run_executor(&executor, &stopped));
+            match thread {
+                Ok(handle) => runtime.threads.push(handle),
+                Err(e) => {
+                    runtime.shutdown();
+                    return Err(format!("cannot start executor thread {n}: {e}").into());
+                }
+            }
+        }
+        tracing::debug!(threads, "executor started");
+        Ok(runtime)
+    }
+
+    /// Threads running the executor.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Runs `future` on the calling thread (it spawns its work through
+    /// [`crate::tasks::spawn`]) until it is done.
+    pub fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        smol::block_on(future)
+    }
+
+    /// Stops the executor's threads once each has finished the task it is
+    /// polling, and waits for them. Tasks still alive (counted in
+    /// `DrainReport::live_tasks_after`) are not polled again.
+    pub fn shutdown(self) {
+        self.stop.close();
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("an executor thread panicked outside a task");
+            }
+        }
+    }
+}
+
+/// One executor thread: runs tasks until the stop channel is closed. A
+/// task's panic is caught by async-task and given to the task's handle;
+/// anything else that unwinds restarts the loop, as smol's global executor
+/// does.
+fn run_executor(
+    executor: &async_executor::Executor<'static>,
+    stopped: &async_channel::Receiver<()>,
+) {
+    loop {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            smol::block_on(executor.run(async {
+                // Err: closed by `shutdown`; nothing is ever sent.
+                let _ = stopped.recv().await;
+            }))
+        }));
+        if run.is_ok() {
+            return;
+        }
+    }
+}
 
 /// Why the binary stopped with a failure.
 pub type RunError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,7 +180,12 @@ pub async fn demo_parts(
 
 /// `terminus serve --config FILE`.
 pub async fn serve(config_path: &Path) -> Result<DrainReport, RunError> {
-    let config = Config::load(config_path)?;
+    serve_loaded(Config::load(config_path)?, config_path).await
+}
+
+/// `terminus serve` with `config`, already read from `config_path` (the
+/// binary reads it first for `[runtime] threads`).
+pub async fn serve_loaded(config: Config, config_path: &Path) -> Result<DrainReport, RunError> {
     let running = Server::start(config).await?;
     // SIGHUP and POST /admin/reload read this file again
     // (runtime-smol/src/reload.rs).

@@ -7,8 +7,20 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// The executor of the `terminus` binary, run by `[runtime] threads`
+/// threads (runtime-smol/src/run.rs, `Runtime`). Unset in tests and other
+/// library use: tasks then go to smol's global executor.
+static EXECUTOR: OnceLock<Arc<async_executor::Executor<'static>>> = OnceLock::new();
+
+/// Makes `executor` the one [`spawn`] uses from now on; false if one was
+/// installed before (the first stays).
+pub(crate) fn install(executor: Arc<async_executor::Executor<'static>>) -> bool {
+    EXECUTOR.set(executor).is_ok()
+}
 
 /// Decrements the live count when the task's future is dropped, whether it
 /// ran to completion or was cancelled.
@@ -27,7 +39,8 @@ impl Drop for LiveTask {
     }
 }
 
-/// Spawns `future` on smol's executor and counts it until it is finished or
+/// Spawns `future` on the installed executor (smol's global one if none)
+/// and counts it until it is finished or
 /// cancelled. Keep the returned handle in the thing whose lifetime the task
 /// shares; dropping it cancels the task.
 #[must_use = "dropping the handle cancels the task"]
@@ -36,10 +49,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    smol::spawn(Counted {
+    let counted = Counted {
         _live: LiveTask::new(),
         future,
-    })
+    };
+    match EXECUTOR.get() {
+        Some(executor) => executor.spawn(counted),
+        None => smol::spawn(counted),
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -43,6 +43,80 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
     assert!(status.success(), "terminus exited with {status}");
 }
 
+/// The names of the threads of process `pid` that run its executor.
+fn executor_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("terminus-exec-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_executor_runs_on_the_threads_asked_for_and_stops_with_the_drain() {
+    let mut process = Process::spawn(&["demo", "--listen", "127.0.0.1:0", "--threads", "3"]);
+    assert_eq!(
+        executor_threads(process.child.id()),
+        ["terminus-exec-1", "terminus-exec-2", "terminus-exec-3"]
+    );
+    let addr = process.addr;
+    let mut clients = smol::block_on(async {
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            let mut client = Client::ready(addr, TRANSPORT_WS).await;
+            let id = format!("s{i}");
+            client
+                .send(subscribe(&id, "subscription { ticks(everyMs: 5) { seq } }"))
+                .await;
+            for _ in 0..3 {
+                assert_eq!(client.recv().await["id"], id);
+            }
+            clients.push(client);
+        }
+        assert_eq!(metric(addr, "terminus_operations").await, 6.0);
+        clients
+    });
+    process.terminate();
+    smol::block_on(async {
+        for client in &mut clients {
+            assert_eq!(client.closed().await.code, 1001);
+        }
+    });
+    let status = process.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "terminus exited with {status}");
+
+    let mut upstream = std::process::Command::new(terminus_binary())
+        .args(["demo-upstream", "--listen", "127.0.0.1:0", "--threads", "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("terminus demo-upstream starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("it prints its address");
+    assert!(line.contains("terminus.demo.v1.Demo"), "{line}");
+    let names = executor_threads(upstream.id());
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    assert_eq!(names, ["terminus-exec-1", "terminus-exec-2"]);
+
+    let output = std::process::Command::new(terminus_binary())
+        .args(["demo", "--listen", "127.0.0.1:0", "--threads", "0"])
+        .output()
+        .expect("terminus runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("runtime.threads (--threads) must be 1 to 256"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn readiness_is_false_and_upgrades_are_refused_while_draining() {
     smol::block_on(async {
