@@ -8,9 +8,9 @@
 //! connection keeps both while it has an operation, that is for a whole
 //! subscription's life. Here the items are a `VecDeque` that grows as it
 //! fills, up to the same bound, beside two lazily allocated
-//! `event_listener::Event`s: a connection whose subscription's results are
-//! taken as they come holds a few slots (docs/BENCHMARKS.md, "Lean
-//! subscriptions"). The semantics are those of `async_channel`: a send
+//! `event_listener::Event`s; the slots go back whenever the receiver waits
+//! on an empty queue, so an idle subscription's connection holds none
+//! (docs/BENCHMARKS.md, "Lean subscriptions"). The semantics are those of `async_channel`: a send
 //! waits while the queue holds `capacity` items, items come out in the
 //! order they went in, a send fails once the receiver is gone, and the
 //! receiver sees the end once every sender is gone and the queue is empty.
@@ -174,15 +174,21 @@ impl<T> Drop for Receiver<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The receiver is about to wait: what a burst grew goes back if the
+    /// queue is empty. Done here, not at each take, so that a queue taken
+    /// as fast as it fills does not free and allocate its slots per item.
+    fn release_if_empty(&self) {
+        let mut state = self.shared.lock();
+        if state.items.is_empty() && state.items.capacity() > 0 {
+            state.items = VecDeque::new();
+        }
+    }
+
     /// Takes the oldest item if there is one.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         let mut state = self.shared.lock();
         match state.items.pop_front() {
             Some(item) => {
-                if state.items.is_empty() {
-                    // What a burst grew goes back once it is taken.
-                    state.items = VecDeque::new();
-                }
                 drop(state);
                 self.shared.not_full.notify(1);
                 Ok(item)
@@ -209,6 +215,7 @@ impl<T> Receiver<T> {
                 Err(TryRecvError::Closed) => return Err(RecvError),
                 Err(TryRecvError::Empty) => {}
             }
+            self.release_if_empty();
             listener.await;
         }
     }
@@ -233,7 +240,10 @@ impl<T> Stream for Receiver<T> {
                             self.listener = None;
                             return Poll::Ready(None);
                         }
-                        Err(TryRecvError::Empty) => return Poll::Pending,
+                        Err(TryRecvError::Empty) => {
+                            self.release_if_empty();
+                            return Poll::Pending;
+                        }
                     }
                 }
                 self.listener = None;
@@ -253,7 +263,7 @@ impl<T> Stream for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_lite::future;
+    use futures_lite::{future, StreamExt};
 
     #[test]
     fn a_full_queue_holds_its_sender_until_an_item_is_taken() {
@@ -323,7 +333,12 @@ mod tests {
                 tx.send([0; 80]).await.unwrap();
             }
             assert!(rx.shared.lock().items.capacity() >= 16);
+            // Taken as fast as it fills, the queue keeps its slots...
             while rx.try_recv().is_ok() {}
+            assert!(rx.shared.lock().items.capacity() >= 16);
+            // ... and gives them back when its receiver waits.
+            let mut rx = rx;
+            assert!(future::poll_once(rx.next()).await.is_none());
             assert_eq!(rx.shared.lock().items.capacity(), 0);
         });
     }

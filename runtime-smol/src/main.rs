@@ -88,14 +88,17 @@ fn main() -> ExitCode {
 /// then stops the executor's threads.
 fn run(command: Command) -> Result<DrainReport, RunError> {
     let default_threads = terminus::config::default_runtime_threads;
-    let (threads, config) = match &command {
+    // The threads' stop is bounded by the drain's own bound.
+    let (threads, stop_within, config) = match &command {
         Command::Serve { config } => {
             let loaded = Config::load(config)?;
-            (loaded.runtime.threads, Some(loaded))
+            (loaded.runtime.threads, loaded.timeouts.drain, Some(loaded))
         }
-        Command::Demo { threads, .. } | Command::DemoUpstream { threads, .. } => {
-            (threads.unwrap_or_else(default_threads), None)
-        }
+        Command::Demo { threads, .. } | Command::DemoUpstream { threads, .. } => (
+            threads.unwrap_or_else(default_threads),
+            terminus::config::Timeouts::default().drain,
+            None,
+        ),
         Command::Schema { .. } => return Err(RunError::from("schema runs above")),
     };
     let runtime = Runtime::start(threads)?;
@@ -111,6 +114,6 @@ fn run(command: Command) -> Result<DrainReport, RunError> {
             Command::Schema { .. } => Err(RunError::from("schema runs above")),
         }
     });
-    runtime.shutdown();
+    runtime.shutdown(stop_within);
     result
 }

@@ -25,6 +25,9 @@ use terminus_core::graphql::{demo, Schema};
 pub struct Runtime {
     stop: async_channel::Sender<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Disconnected once every executor thread has returned: each holds a
+    /// sender, dropped as its thread ends.
+    exited: std::sync::mpsc::Receiver<()>,
 }
 
 impl Runtime {
@@ -39,24 +42,34 @@ impl Runtime {
         }
         // Closed (never sent on) by `shutdown`: each thread's `run` ends.
         let (stop, stopped) = async_channel::bounded::<()>(1);
+        let (exit, exited) = std::sync::mpsc::channel::<()>();
         let mut runtime = Runtime {
             stop,
             threads: Vec::with_capacity(threads),
+            exited,
         };
         for n in 1..=threads {
             let executor = executor.clone();
             let stopped = stopped.clone();
+            let exit = exit.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("terminus-exec-{n}"))
-                .spawn(move || run_executor(&executor, &stopped));
+                .spawn(move || {
+                    run_executor(&executor, &stopped);
+                    drop(exit);
+                });
             match thread {
                 Ok(handle) => runtime.threads.push(handle),
                 Err(e) => {
-                    runtime.shutdown();
+                    // The threads already started have run no task: they
+                    // return as soon as they see the stop.
+                    runtime.stop.close();
                     return Err(format!("cannot start executor thread {n}: {e}").into());
                 }
             }
         }
+        // Only the threads hold senders now.
+        drop(exit);
         tracing::debug!(threads, "executor started");
         Ok(runtime)
     }
@@ -73,15 +86,37 @@ impl Runtime {
     }
 
     /// Stops the executor's threads once each has finished the task it is
-    /// polling, and waits for them. Tasks still alive (counted in
-    /// `DrainReport::live_tasks_after`) are not polled again.
-    pub fn shutdown(self) {
+    /// polling, and waits for them, at most `within` (the binary passes
+    /// `timeouts.drain`): a thread still inside a task's poll by then is
+    /// left to the process's exit, and logged. Tasks still alive (counted
+    /// in `DrainReport::live_tasks_after`) are not polled again. Returns
+    /// whether every thread stopped in time.
+    pub fn shutdown(self, within: std::time::Duration) -> bool {
         self.stop.close();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.exited.recv_timeout(left) {
+                // Nothing is ever sent: only the senders' drops count.
+                Ok(()) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let running = self.threads.iter().filter(|t| !t.is_finished()).count();
+                    tracing::error!(
+                        running,
+                        ?within,
+                        "executor threads still inside a task's poll; leaving them to the exit"
+                    );
+                    return false;
+                }
+            }
+        }
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("an executor thread panicked outside a task");
             }
         }
+        true
     }
 }
 
