@@ -63,28 +63,38 @@ fn mysql_mass_cancellation_returns_to_baseline() {
         let baseline_fds = open_fds();
         let baseline_tasks = terminus::tasks::live_tasks();
 
-        // 100 calls: five run, ninety-five wait for a connection.
-        let calls: Vec<_> = (0..100)
-            .map(|i| {
-                let pool = pool.clone();
-                let statement = format!("SELECT SLEEP(30) AS s, ? AS i, '{marker}' AS m");
-                terminus::tasks::spawn(async move { pool.query(&statement, &[json!(i)]).await })
-            })
-            .collect();
+        // 100 calls: five run, ninety-five wait for a connection. The five
+        // are spawned first and seen running before the waiters come, so
+        // which calls hold the connections is known.
+        let statement = format!("SELECT SLEEP(30) AS s, ? AS i, '{marker}' AS m");
+        let call = |i: i32| {
+            let pool = pool.clone();
+            let statement = statement.clone();
+            terminus::tasks::spawn(async move { pool.query(&statement, &[json!(i)]).await })
+        };
+        let running_calls: Vec<_> = (0..5).map(call).collect();
         let deadline = Instant::now() + Duration::from_secs(5);
         while running().await < 5 {
             assert!(Instant::now() < deadline, "the statements never started");
             smol::Timer::after(Duration::from_millis(20)).await;
         }
         assert_eq!(pool.stats().busy, 5);
+        let waiting_calls: Vec<_> = (5..100).map(call).collect();
         // The waiters are tasks on the executor: wait until all are queued.
         eventually("95 callers waiting", Duration::from_secs(5), || {
             pool.stats().acquire_waits_total >= 95
         })
         .await;
 
-        // Every client goes away at once.
-        drop(calls);
+        // Every client goes away at once: the waiters' handles first, so
+        // that no connection a kill recovers can go to a caller that is
+        // still there (dropping a handle marks its task cancelled at once;
+        // the task is never polled again). The other order let a kill that
+        // finished while the drops were still going hand its connection to
+        // a waiter, which started its statement and was killed in turn:
+        // six kills where five statements were cancelled.
+        drop(waiting_calls);
+        drop(running_calls);
         let dropped = Instant::now();
         let deadline = dropped + Duration::from_secs(3);
         while running().await != 0 {
