@@ -36,6 +36,8 @@ def load(folder, bench, system):
 
 
 def dig(report, *keys):
+    if keys and callable(keys[0]):
+        return keys[0](report)
     value = report
     for key in keys:
         if value is None:
@@ -295,7 +297,18 @@ MEASURES = [
      "churn", ("delivery", "cycles_per_s"), True, "{:,.0f}"),
     ("server CPU ms per 1,000 churn cycles",
      "churn", ("cpu", "server_ms_per_1k_frames"), False, "{:.1f}"),
+    ("of which the upstream's (Terminus: `terminus demo-upstream`; the peers have none)",
+     "churn", (lambda r: upstream_ms_per_1k_cycles(r),), False, "{:.1f}"),
 ]
+
+
+def upstream_ms_per_1k_cycles(report):
+    """The second --pid's CPU (the demo upstream) per 1,000 churn cycles."""
+    each = dig(report, "cpu", "server_each_s") or []
+    cycles = dig(report, "delivery", "cycles")
+    if len(each) < 2 or each[1] is None or not cycles:
+        return None
+    return each[1] * 1e6 / cycles
 
 
 def detailed(folder):

@@ -108,6 +108,9 @@ pub struct CpuReport {
     pub server_s: Option<f64>,
     /// The server's CPU milliseconds per 1,000 results.
     pub server_ms_per_1k_frames: Option<f64>,
+    /// The CPU seconds of each `--pid`, in the order given (a gateway and
+    /// its upstream apart); `None` for one that could not be read.
+    pub server_each_s: Vec<Option<f64>>,
     /// The load generator's CPU seconds.
     pub loader_s: Option<f64>,
 }
@@ -240,6 +243,16 @@ fn opt(value: Option<f64>, unit: &str, decimals: usize) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}{unit}"))
 }
 
+/// " (per process: a s, b s)" when the server is more than one process
+/// (a gateway and its upstream), else nothing.
+fn each_process(each: &[Option<f64>]) -> String {
+    if each.len() < 2 {
+        return String::new();
+    }
+    let parts: Vec<String> = each.iter().map(|s| opt(*s, " s", 2)).collect();
+    format!(" (per process: {})", parts.join(", "))
+}
+
 fn summary(s: &Summary) -> String {
     if s.count == 0 {
         return "n/a".to_owned();
@@ -360,8 +373,9 @@ impl Report {
         row(
             "cpu in hold",
             format!(
-                "server {}, {} per 1k results; loader {}",
+                "server {}{}, {} per 1k results; loader {}",
                 opt(self.cpu.server_s, " s", 2),
+                each_process(&self.cpu.server_each_s),
                 opt(self.cpu.server_ms_per_1k_frames, " ms", 3),
                 opt(self.cpu.loader_s, " s", 2)
             ),
@@ -637,6 +651,16 @@ pub fn draw_svg(title: &str, panels: &[Panel], marks: &[(f64, &str)]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_process_is_named_only_for_a_server_of_several() {
+        assert_eq!(each_process(&[]), "");
+        assert_eq!(each_process(&[Some(1.0)]), "");
+        assert_eq!(
+            each_process(&[Some(10.414), None]),
+            " (per process: 10.41 s, n/a)"
+        );
+    }
 
     #[test]
     fn svg_has_one_polyline_per_panel_with_data_and_escapes_text() {

@@ -335,6 +335,11 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let frames_before = shared.frames.load(Ordering::Relaxed);
     let cycles_before = shared.cycles.load(Ordering::Relaxed);
     let server_cpu_before = scrape::cpu_seconds_of(&args.pid);
+    let each_cpu_before: Vec<Option<f64>> = args
+        .pid
+        .iter()
+        .map(|pid| scrape::cpu_seconds(Some(*pid)))
+        .collect();
     let loader_cpu_before = scrape::cpu_seconds(None);
     shared.recording.store(true, Ordering::Relaxed);
     smol::Timer::after(args.hold).await;
@@ -345,6 +350,16 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let server_cpu_s = server_cpu_before
         .zip(scrape::cpu_seconds_of(&args.pid))
         .map(|(before, after)| after - before);
+    let server_cpu_each_s: Vec<Option<f64>> = args
+        .pid
+        .iter()
+        .zip(&each_cpu_before)
+        .map(|(pid, before)| {
+            before
+                .zip(scrape::cpu_seconds(Some(*pid)))
+                .map(|(b, a)| a - b)
+        })
+        .collect();
     let loader_cpu_s = loader_cpu_before
         .zip(scrape::cpu_seconds(None))
         .map(|(before, after)| after - before);
@@ -506,6 +521,7 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
         server_ms_per_1k_frames: server_cpu_s
             .filter(|_| frames > 0)
             .map(|s| s * 1e6 / frames as f64),
+        server_each_s: server_cpu_each_s,
         loader_s: loader_cpu_s,
     };
     let errors = ErrorsReport {
