@@ -334,7 +334,6 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let hold_start = Instant::now();
     let frames_before = shared.frames.load(Ordering::Relaxed);
     let cycles_before = shared.cycles.load(Ordering::Relaxed);
-    let server_cpu_before = scrape::cpu_seconds_of(&args.pid);
     let each_cpu_before: Vec<Option<f64>> = args
         .pid
         .iter()
@@ -347,9 +346,6 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
     let window_s = hold_start.elapsed().as_secs_f64();
     let frames = shared.frames.load(Ordering::Relaxed) - frames_before;
     let cycles = shared.cycles.load(Ordering::Relaxed) - cycles_before;
-    let server_cpu_s = server_cpu_before
-        .zip(scrape::cpu_seconds_of(&args.pid))
-        .map(|(before, after)| after - before);
     let server_cpu_each_s: Vec<Option<f64>> = args
         .pid
         .iter()
@@ -360,6 +356,13 @@ async fn orchestrate(executor: &Arc<Executor<'static>>, args: &Args) -> Result<R
                 .map(|(b, a)| a - b)
         })
         .collect();
+    // The server's total: its processes' sum, `None` when there are none
+    // or one could not be read (as `scrape::cpu_seconds_of`).
+    let server_cpu_s = if server_cpu_each_s.is_empty() {
+        None
+    } else {
+        server_cpu_each_s.iter().copied().sum::<Option<f64>>()
+    };
     let loader_cpu_s = loader_cpu_before
         .zip(scrape::cpu_seconds(None))
         .map(|(before, after)| after - before);

@@ -1,6 +1,6 @@
 //! Messages of legacy `graphql-ws` (subscriptions-transport-ws).
 
-use super::{frame, parse_envelope, ParseError, SubscribePayload};
+use super::{frame, parse_envelope, ParseError, ResultFrame, SubscribePayload};
 use serde_json::Value;
 
 /// A message the client sends to the server.
@@ -165,10 +165,20 @@ impl ServerMessage {
                 frame("connection_error", None, Some(payload))
             }
             ServerMessage::Ka => frame("ka", None, None),
-            ServerMessage::Data { id, payload } => frame("data", Some(id), Some(payload)),
-            ServerMessage::Error { id, payload } => frame("error", Some(id), Some(payload)),
-            ServerMessage::Complete { id } => frame("complete", Some(id), None),
+            ServerMessage::Data { id, payload } => {
+                Self::result_text(id, ResultFrame::Next(payload))
+            }
+            ServerMessage::Error { id, payload } => {
+                Self::result_text(id, ResultFrame::Error(payload))
+            }
+            ServerMessage::Complete { id } => Self::result_text(id, ResultFrame::Complete),
         }
+    }
+
+    /// The text of `id`'s `result`: `data` (also from already encoded
+    /// JSON), `error` or `complete`.
+    pub(crate) fn result_text(id: &str, result: ResultFrame<'_>) -> String {
+        result.text("data", id)
     }
 }
 

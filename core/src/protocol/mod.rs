@@ -264,6 +264,34 @@ pub(crate) fn required_id(obj: &Map<String, Value>, kind: &str) -> Result<String
     }
 }
 
+/// An operation's result as a frame carries it, borrowed: what each
+/// protocol's `result_text` (transport.rs, legacy.rs) writes, and what the
+/// gateway frames each upstream event as without copying its payload or id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ResultFrame<'a> {
+    /// A result.
+    Next(&'a Value),
+    /// A result already JSON text (a shared event, encoded once).
+    NextEncoded(&'a str),
+    /// The operation failed; the payload as the protocol sends it.
+    Error(&'a Value),
+    /// The operation ended.
+    Complete,
+}
+
+impl ResultFrame<'_> {
+    /// The frame's text for the operation `id`; `next` is the protocol's
+    /// name for a result's message (`next`, or the legacy `data`).
+    pub(crate) fn text(self, next: &str, id: &str) -> String {
+        match self {
+            ResultFrame::Next(payload) => frame(next, Some(id), Some(payload)),
+            ResultFrame::NextEncoded(payload) => frame_encoded(next, id, payload),
+            ResultFrame::Error(payload) => frame("error", Some(id), Some(payload)),
+            ResultFrame::Complete => frame("complete", Some(id), None),
+        }
+    }
+}
+
 /// Builds `{"type": kind, "id"?: id, "payload"?: payload}` as text,
 /// serialised straight into the frame (no copy of the payload, no map).
 pub(crate) fn frame(kind: &str, id: Option<&str>, payload: Option<&Value>) -> String {

@@ -1,7 +1,8 @@
 //! Messages of `graphql-transport-ws` (the graphql-ws project's protocol).
 
 use super::{
-    frame, optional_object_payload, parse_envelope, required_id, ParseError, SubscribePayload,
+    frame, optional_object_payload, parse_envelope, required_id, ParseError, ResultFrame,
+    SubscribePayload,
 };
 use serde_json::Value;
 
@@ -177,12 +178,20 @@ impl ServerMessage {
             }
             ServerMessage::Ping { payload } => frame("ping", None, payload.as_ref()),
             ServerMessage::Pong { payload } => frame("pong", None, payload.as_ref()),
-            ServerMessage::Next { id, payload } => frame("next", Some(id), Some(payload)),
-            ServerMessage::Error { id, payload } => {
-                frame("error", Some(id), Some(&Value::Array(payload.clone())))
+            ServerMessage::Next { id, payload } => {
+                Self::result_text(id, ResultFrame::Next(payload))
             }
-            ServerMessage::Complete { id } => frame("complete", Some(id), None),
+            ServerMessage::Error { id, payload } => {
+                Self::result_text(id, ResultFrame::Error(&Value::Array(payload.clone())))
+            }
+            ServerMessage::Complete { id } => Self::result_text(id, ResultFrame::Complete),
         }
+    }
+
+    /// The text of `id`'s `result`: `next` (also from already encoded
+    /// JSON), `error` or `complete`.
+    pub(crate) fn result_text(id: &str, result: ResultFrame<'_>) -> String {
+        result.text("next", id)
     }
 }
 

@@ -21,7 +21,7 @@ pub use crate::protocol::Subprotocol;
 pub use config::ConnectionConfig;
 pub use drain::{Admission, Drain, DrainConfig, DrainEffect};
 
-use crate::protocol::{close, legacy, transport, truncate_reason, SubscribePayload};
+use crate::protocol::{close, legacy, transport, truncate_reason, ResultFrame, SubscribePayload};
 use crate::{Millis, OpId, OperationRequest, UpstreamEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -702,32 +702,29 @@ impl ServerConnection {
     }
 
     /// The frame that carries `event` of the operation the client calls
-    /// `id`, serialised straight from the event (its payload is not copied).
+    /// `id`, in the protocol's own message, written from the event (its
+    /// payload is not copied).
     fn event_text(protocol: Subprotocol, id: &str, event: UpstreamEvent) -> String {
-        use crate::protocol::{frame, frame_encoded};
-        match (protocol, event) {
-            (Subprotocol::GraphqlTransportWs, UpstreamEvent::Next(payload)) => {
-                frame("next", Some(id), Some(&payload))
+        // The event's payload, owned here for the frame to borrow.
+        let (value, encoded);
+        let result = match event {
+            UpstreamEvent::Next(payload) => {
+                value = payload;
+                ResultFrame::Next(&value)
             }
-            (Subprotocol::GraphqlTransportWs, UpstreamEvent::NextEncoded(payload)) => {
-                frame_encoded("next", id, payload.as_str())
+            UpstreamEvent::NextEncoded(payload) => {
+                encoded = payload;
+                ResultFrame::NextEncoded(encoded.as_str())
             }
-            (Subprotocol::GraphqlTransportWs, UpstreamEvent::Error(errors)) => {
-                frame("error", Some(id), Some(&Value::Array(non_empty(errors))))
+            UpstreamEvent::Error(errors) => {
+                value = Value::Array(non_empty(errors));
+                ResultFrame::Error(&value)
             }
-            (Subprotocol::GraphqlTransportWs, UpstreamEvent::Complete) => {
-                frame("complete", Some(id), None)
-            }
-            (Subprotocol::GraphqlWs, UpstreamEvent::Next(payload)) => {
-                frame("data", Some(id), Some(&payload))
-            }
-            (Subprotocol::GraphqlWs, UpstreamEvent::NextEncoded(payload)) => {
-                frame_encoded("data", id, payload.as_str())
-            }
-            (Subprotocol::GraphqlWs, UpstreamEvent::Error(errors)) => {
-                frame("error", Some(id), Some(&Value::Array(non_empty(errors))))
-            }
-            (Subprotocol::GraphqlWs, UpstreamEvent::Complete) => frame("complete", Some(id), None),
+            UpstreamEvent::Complete => ResultFrame::Complete,
+        };
+        match protocol {
+            Subprotocol::GraphqlTransportWs => transport::ServerMessage::result_text(id, result),
+            Subprotocol::GraphqlWs => legacy::ServerMessage::result_text(id, result),
         }
     }
 
@@ -840,6 +837,47 @@ mod tests {
     use super::*;
     use crate::operation::EncodedPayload;
 
+    /// The text of the protocol's message for `event` (with the `Next`
+    /// payload `payload`), built as the message type.
+    fn message_text(
+        protocol: Subprotocol,
+        id: &str,
+        event: &UpstreamEvent,
+        payload: &Value,
+    ) -> String {
+        let id = id.to_owned();
+        match protocol {
+            Subprotocol::GraphqlTransportWs => match event {
+                UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
+                    transport::ServerMessage::Next {
+                        id,
+                        payload: payload.clone(),
+                    }
+                }
+                UpstreamEvent::Error(e) => transport::ServerMessage::Error {
+                    id,
+                    payload: non_empty(e.clone()),
+                },
+                UpstreamEvent::Complete => transport::ServerMessage::Complete { id },
+            }
+            .to_text(),
+            Subprotocol::GraphqlWs => match event {
+                UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
+                    legacy::ServerMessage::Data {
+                        id,
+                        payload: payload.clone(),
+                    }
+                }
+                UpstreamEvent::Error(e) => legacy::ServerMessage::Error {
+                    id,
+                    payload: Value::Array(non_empty(e.clone())),
+                },
+                UpstreamEvent::Complete => legacy::ServerMessage::Complete { id },
+            }
+            .to_text(),
+        }
+    }
+
     /// Each event's frame, serialised straight from the event, is byte for
     /// byte the frame of the protocol's message type.
     #[test]
@@ -858,42 +896,12 @@ mod tests {
                 ]
             };
             let id = id.to_owned();
-            for event in events() {
-                let expected = match &event {
-                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
-                        transport::ServerMessage::Next {
-                            id: id.clone(),
-                            payload: payload.clone(),
-                        }
-                    }
-                    UpstreamEvent::Error(e) => transport::ServerMessage::Error {
-                        id: id.clone(),
-                        payload: non_empty(e.clone()),
-                    },
-                    UpstreamEvent::Complete => {
-                        transport::ServerMessage::Complete { id: id.clone() }
-                    }
-                };
-                let text =
-                    ServerConnection::event_text(Subprotocol::GraphqlTransportWs, &id, event);
-                assert_eq!(text, expected.to_text());
-            }
-            for event in events() {
-                let expected = match &event {
-                    UpstreamEvent::Next(_) | UpstreamEvent::NextEncoded(_) => {
-                        legacy::ServerMessage::Data {
-                            id: id.clone(),
-                            payload: payload.clone(),
-                        }
-                    }
-                    UpstreamEvent::Error(e) => legacy::ServerMessage::Error {
-                        id: id.clone(),
-                        payload: Value::Array(non_empty(e.clone())),
-                    },
-                    UpstreamEvent::Complete => legacy::ServerMessage::Complete { id: id.clone() },
-                };
-                let text = ServerConnection::event_text(Subprotocol::GraphqlWs, &id, event);
-                assert_eq!(text, expected.to_text());
+            for protocol in [Subprotocol::GraphqlTransportWs, Subprotocol::GraphqlWs] {
+                for event in events() {
+                    let expected = message_text(protocol, &id, &event, &payload);
+                    let text = ServerConnection::event_text(protocol, &id, event);
+                    assert_eq!(text, expected, "{protocol:?}");
+                }
             }
         }
     }

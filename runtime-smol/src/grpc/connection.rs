@@ -267,25 +267,29 @@ impl GrpcUpstream {
                 // The calls needing room: the attempts' own, the waiting
                 // ones, and this one.
                 if may_open && pool.connecting + pool.waiting >= covered {
-                    if let Some(retry_at) = pool.retry_at {
-                        let now = Instant::now();
-                        if now < retry_at && pool.connecting == 0 {
+                    // What is left of the reconnect backoff, if any.
+                    let backoff = pool
+                        .retry_at
+                        .and_then(|retry_at| retry_at.checked_duration_since(Instant::now()))
+                        .filter(|left| !left.is_zero());
+                    match backoff {
+                        None => {
+                            pool.connecting += 1;
+                            break;
+                        }
+                        Some(left) if pool.connecting == 0 => {
                             return Err(self.failure(
                                 FailureKind::Unavailable,
                                 &format!(
                                     "is unreachable ({}); next connection attempt in {} ms",
                                     pool.last_error,
-                                    (retry_at - now).as_millis()
+                                    left.as_millis()
                                 ),
                             ));
                         }
-                    }
-                    if pool
-                        .retry_at
-                        .is_none_or(|retry_at| Instant::now() >= retry_at)
-                    {
-                        pool.connecting += 1;
-                        break;
+                        // Backing off while attempts are under way: wait
+                        // for their end.
+                        Some(_) => {}
                     }
                 }
                 pool.waiting += 1;
